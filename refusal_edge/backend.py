@@ -1,0 +1,250 @@
+"""The one place that talks to llama.cpp. Everything above it sees token ids, bytes and numpy arrays."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelLoadError, PromptTooLongError
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - the package is a core dependency
+        raise ModelLoadError(f"llama-cpp-python is not importable: {exc}") from None
+    return llama_cpp
+
+
+def set_verbose(verbose: bool) -> None:
+    """llama.cpp logs load details to stderr; users see them only when they ask."""
+    from llama_cpp import _logger
+
+    _logger.set_verbose(verbose)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """llama.cpp's defaults; ``temperature == 0`` decodes greedily."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.temperature >= 0:
+            problems.append(f"temperature {self.temperature!r} must be >= 0")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p {self.top_p!r} must be in (0, 1]")
+        if not 0 <= self.min_p <= 1:
+            problems.append(f"min_p {self.min_p!r} must be in [0, 1]")
+        if self.top_k < 0:
+            problems.append(f"top_k {self.top_k!r} must be >= 0")
+        if self.max_tokens < 0:
+            problems.append(f"max_tokens {self.max_tokens!r} must be >= 0")
+        if not self.repeat_penalty > 0:
+            problems.append(f"repeat_penalty {self.repeat_penalty!r} must be > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        object.__setattr__(self, "stop", tuple([self.stop] if isinstance(self.stop, str) else self.stop))
+
+
+class Sampler:
+    """A native llama.cpp sampler chain, the same one ``create_completion`` builds."""
+
+    def __init__(self, backend: "LlamaBackend", params: SamplingParams) -> None:
+        lc = _llama_cpp()
+        self._lc = lc
+        self._ctx = backend.ctx
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        add = lambda s: lc.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if params.repeat_penalty != 1.0:
+            add(lc.llama_sampler_init_penalties(backend.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
+        if params.temperature == 0:
+            add(lc.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(lc.llama_sampler_init_top_k(params.top_k))
+            add(lc.llama_sampler_init_top_p(params.top_p, 1))
+            add(lc.llama_sampler_init_min_p(params.min_p, 1))
+            add(lc.llama_sampler_init_temp(params.temperature))
+            seed = lc.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+            add(lc.llama_sampler_init_dist(seed))
+        self._chain = chain
+
+    def sample(self) -> int:
+        """Sample from the last evaluated position's logits (and record the token for repeat penalties)."""
+        return int(self._lc.llama_sampler_sample(self._chain, self._ctx, -1))
+
+    def accept(self, token: int) -> None:
+        self._lc.llama_sampler_accept(self._chain, token)
+
+    def close(self) -> None:
+        if self._chain is not None:
+            self._lc.llama_sampler_free(self._chain)
+            self._chain = None
+
+    __del__ = close
+
+
+class LlamaBackend:
+    """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_batch: int = 512,
+        verbose: bool = False,
+        **llama_kwargs,
+    ) -> None:
+        self.path = Path(path)
+        check_gguf_file(self.path)
+        lc = _llama_cpp()
+        from llama_cpp import Llama
+
+        set_verbose(verbose)
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        try:
+            self._llm = Llama(
+                model_path=str(self.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=n_gpu_layers, n_batch=min(n_batch, n_ctx) if n_ctx else n_batch,
+                logits_all=False, verbose=verbose, **llama_kwargs,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.path}: {exc} (is the file complete, and an architecture this "
+                "llama.cpp build supports?)"
+            ) from None
+        self._lc = lc
+        self.ctx = self._llm._ctx.ctx
+        self.vocab = lc.llama_model_get_vocab(self._llm._model.model)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx = int(self._llm.n_ctx())
+        self.metadata: dict[str, str] = dict(self._llm.metadata)
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # vocabulary -------------------------------------------------------------------------------
+    def token_text(self, token: int) -> str:
+        return self._lc.llama_vocab_get_text(self.vocab, token).decode("utf-8", errors="replace")
+
+    def is_control(self, token: int) -> bool:
+        return bool(self._lc.llama_vocab_get_attr(self.vocab, token) & self._lc.LLAMA_TOKEN_ATTR_CONTROL)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lc.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def bos(self) -> int:
+        return int(self._lc.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos(self) -> int:
+        return int(self._lc.llama_vocab_eos(self.vocab))
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self._lc.llama_vocab_get_add_bos(self.vocab))
+
+    def vocabulary(self) -> dict[str, int]:
+        return {self.token_text(i): i for i in range(self.n_vocab)}
+
+    def tokenize(self, text: str, special: bool) -> list[int]:
+        if not text:
+            return []
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def piece(self, token: int) -> bytes:
+        """Bytes a token contributes to output text; CONTROL tokens contribute none."""
+        buf = self._piece_buf
+        n = self._lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            self._piece_buf = buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    # evaluation -------------------------------------------------------------------------------
+    @property
+    def cached_tokens(self) -> list[int]:
+        return self._llm.input_ids[: self._llm.n_tokens].tolist()
+
+    def prefill(self, tokens: list[int]) -> int:
+        """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.
+
+        The last token is always evaluated again so that its logits are fresh.
+        """
+        if not tokens:
+            raise ValueError("cannot prefill an empty prompt")
+        if len(tokens) >= self.n_ctx:
+            raise PromptTooLongError(
+                f"the prompt is {len(tokens)} tokens, the context holds {self.n_ctx}: shorten it or raise n_ctx"
+            )
+        cached = self._llm.input_ids[: self._llm.n_tokens]
+        limit = min(len(cached), len(tokens) - 1)
+        head = np.asarray(tokens[:limit], dtype=cached.dtype)
+        diverge = np.flatnonzero(cached[:limit] != head)
+        reuse = int(diverge[0]) if diverge.size else limit
+        self._llm.n_tokens = reuse
+        self._eval(tokens[reuse:])
+        return reuse
+
+    def feed(self, token: int) -> None:
+        if self._llm.n_tokens >= self.n_ctx:
+            raise PromptTooLongError(f"the context of {self.n_ctx} tokens is full")
+        self._eval([token])
+
+    @property
+    def context_left(self) -> int:
+        return self.n_ctx - self._llm.n_tokens
+
+    def _eval(self, tokens: list[int]) -> None:
+        try:
+            self._llm.eval(tokens)
+        except RuntimeError as exc:
+            self.reset()
+            raise ModelLoadError(f"llama.cpp failed to evaluate the prompt: {exc}") from None
+
+    def logits(self) -> np.ndarray:
+        """A zero-copy, writable view of the last position's logits (valid until the next eval)."""
+        ptr = self._lc.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def reset(self) -> None:
+        self._llm.reset()
+        self._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+
+    def sampler(self, params: SamplingParams) -> Sampler:
+        return Sampler(self, params)
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.close()
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail early and plainly on what llama.cpp would report obscurely (or crash on)."""
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelLoadError(f"model path is not a file: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != GGUF_MAGIC:
+        raise ModelLoadError(f"{path} is not a GGUF file (it starts with {head!r}, not {GGUF_MAGIC!r})")

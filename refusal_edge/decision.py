@@ -1,0 +1,151 @@
+"""The refusal decision: a pure function of first-token scores and a policy. No llama.cpp in here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Mapping
+
+import numpy as np
+
+from .metadata import RefusalSpec
+from .policy import RESPOND, Policy
+
+
+@dataclass(frozen=True)
+class FirstTokenScores:
+    """What the decision needs from the full-vocabulary logits, in O(categories) space.
+
+    ``logits`` are raw, laid out as ``spec.token_ids`` (respond, then categories). ``rest_logsumexp`` is
+    logsumexp(rest / temperature) over every other vocabulary entry, so probabilities stay a softmax over
+    the FULL vocabulary after biases are added to the refusal tokens. ``top_rest_*`` is the model's best
+    non-refusal token, needed when the model is left to choose.
+    """
+
+    logits: np.ndarray
+    rest_logsumexp: float
+    top_rest_id: int
+    top_rest_logit: float
+    temperature: float = 1.0
+
+    @classmethod
+    def from_logits(cls, logits: np.ndarray, spec: RefusalSpec, temperature: float = 1.0) -> "FirstTokenScores":
+        ids = np.asarray(spec.token_ids)
+        rest = np.asarray(logits, dtype=np.float32).copy()
+        special = rest[ids].astype(np.float64)
+        rest[ids] = -np.inf
+        top = int(np.argmax(rest))
+        top_logit = float(rest[top])
+        scaled_max = top_logit / temperature
+        lse = scaled_max + float(np.log(np.sum(np.exp(rest / temperature - scaled_max, dtype=np.float64))))
+        return cls(special, lse, top, top_logit, temperature)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["logits"] = [float(x) for x in self.logits]
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "FirstTokenScores":
+        return cls(np.asarray(raw["logits"], dtype=np.float64), float(raw["rest_logsumexp"]),
+                   int(raw["top_rest_id"]), float(raw["top_rest_logit"]), float(raw.get("temperature", 1.0)))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which first response token was chosen, why, and every probability that went into it."""
+
+    token_id: int
+    token: str
+    category: str | None
+    refused: bool
+    forced: bool
+    rule: str
+    probabilities: dict[str, float]
+    respond_probability: float
+    policy: Policy
+    prefill_ms: float = 0.0
+    decision_ms: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def refusal_probability(self) -> float:
+        return float(sum(self.probabilities.values()))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["policy"] = self.policy.to_dict()
+        d["refusal_probability"] = self.refusal_probability
+        return d
+
+
+def probabilities(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -> tuple[float, np.ndarray]:
+    """(p(respond), p(category) per category), full-vocabulary softmax with the policy's biases."""
+    if not np.isclose(policy.temperature, scores.temperature):
+        raise ValueError(
+            f"scores were computed at temperature {scores.temperature}, the policy asks for {policy.temperature}"
+        )
+    z = (scores.logits + _bias_vector(spec, policy)) / scores.temperature
+    lse = np.logaddexp(scores.rest_logsumexp, np.logaddexp.reduce(z))
+    p = np.exp(z - lse)
+    return float(p[0]), p[1:]
+
+
+def decide(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -> Decision:
+    p_respond, p_cat = probabilities(scores, spec, policy)
+    names = spec.category_names
+    rule = policy.rule
+
+    if rule == "binary":
+        chosen = int(np.argmax(p_cat)) if p_cat.sum() >= policy.threshold else None
+        return _build(spec, policy, p_respond, p_cat, chosen, forced=True)
+    if rule == "per-category":
+        eligible = [i for i, name in enumerate(names) if p_cat[i] >= policy.threshold_for(name)]
+        chosen = max(eligible, key=lambda i: p_cat[i]) if eligible else None
+        return _build(spec, policy, p_respond, p_cat, chosen, forced=True)
+    if rule == "paper-category":
+        best = int(np.argmax(p_cat))
+        if names[best] in policy.thresholds:
+            chosen = best if p_cat[best] >= policy.thresholds[names[best]] else None
+            return _build(spec, policy, p_respond, p_cat, chosen, forced=True)
+    return _model_choice(scores, spec, policy, p_respond, p_cat)
+
+
+def _model_choice(scores, spec, policy, p_respond, p_cat) -> Decision:
+    """The model's own greedy first token, refusal tokens biased. The runtime may re-sample it."""
+    biased = scores.logits + _bias_vector(spec, policy)
+    best = int(np.argmax(biased))
+    if biased[best] >= scores.top_rest_logit:
+        chosen = None if best == 0 else best - 1
+        return _build(spec, policy, p_respond, p_cat, chosen, forced=False)
+    return Decision(
+        token_id=scores.top_rest_id, token="", category=None, refused=False, forced=False, rule=policy.rule,
+        probabilities=dict(zip(spec.category_names, map(float, p_cat))), respond_probability=p_respond,
+        policy=policy,
+    )
+
+
+def _build(spec, policy, p_respond, p_cat, chosen: int | None, forced: bool) -> Decision:
+    ref = spec.respond if chosen is None else spec.categories[chosen]
+    return Decision(
+        token_id=ref.id, token=ref.token, category=None if chosen is None else ref.name, refused=chosen is not None,
+        forced=forced, rule=policy.rule, probabilities=dict(zip(spec.category_names, map(float, p_cat))),
+        respond_probability=p_respond, policy=policy,
+    )
+
+
+def _bias_vector(spec: RefusalSpec, policy: Policy) -> np.ndarray:
+    if not policy.biases:
+        return np.zeros(len(spec.token_ids))
+    return np.array([policy.biases.get(RESPOND, 0.0), *(policy.biases.get(n, 0.0) for n in spec.category_names)])
+
+
+def decision_for_token(token_id: int, spec: RefusalSpec, base: Decision, token_text: str = "") -> Decision:
+    """Re-label a decision after the runtime sampled the model's own first token."""
+    category = spec.category_of(token_id)
+    if token_id == spec.respond.id:
+        token_text = spec.respond.token
+    elif category is not None:
+        token_text = next(c.token for c in spec.categories if c.id == token_id)
+    return replace(base, token_id=token_id, token=token_text, category=category, refused=category is not None)

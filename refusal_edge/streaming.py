@@ -1,0 +1,53 @@
+"""Turning sampled tokens into text: UTF-8 safe across token boundaries, stop strings held back until certain."""
+
+from __future__ import annotations
+
+import codecs
+from typing import Sequence
+
+
+class TextAssembler:
+    """Feeds token bytes in, returns text that is final: never half a character, never part of a stop string."""
+
+    def __init__(self, stop: Sequence[str] = ()) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = [s for s in stop if s]
+        self._held = ""
+        self.stopped = False
+
+    def push(self, data: bytes) -> str:
+        text = self._decoder.decode(data)
+        if not self._stops:
+            return text
+        self._held += text
+        cut = min((i for i in (self._held.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self._held, self.stopped = self._held[:cut], "", True
+            return out
+        keep = self._longest_stop_prefix_suffix()
+        out = self._held[: len(self._held) - keep]
+        self._held = self._held[len(self._held) - keep :]
+        return out
+
+    def finish(self) -> str:
+        """Whatever is still held once generation ends without a stop string."""
+        if self.stopped:
+            return ""
+        tail = self._held + self._decoder.decode(b"", final=True)
+        self._held = ""
+        if self._stops:
+            cut = min((i for i in (tail.find(s) for s in self._stops) if i >= 0), default=-1)
+            if cut >= 0:
+                self.stopped = True
+                return tail[:cut]
+        return tail
+
+    def _longest_stop_prefix_suffix(self) -> int:
+        held = self._held
+        best = 0
+        for stop in self._stops:
+            for k in range(min(len(stop) - 1, len(held)), best, -1):
+                if held.endswith(stop[:k]):
+                    best = k
+                    break
+        return best
