@@ -109,6 +109,12 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
+        allowed = {ref.token for ref in (self.spec.respond, *self.spec.categories)}
+        for message in messages:
+            marker = message.get("refusal_token")
+            if marker and marker not in allowed:
+                # It is rendered as template text, so anything else would be a control-token injection.
+                raise RefusalEdgeError(f"refusal_token {marker!r} is not one of this model's decision tokens")
         tokens: list[int] = []
         for segment in self.template.render(messages):
             tokens += self.backend.tokenize(segment.text, special=segment.special)

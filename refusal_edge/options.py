@@ -114,3 +114,38 @@ def _split(item: str, option: str, allow_bare: bool = False) -> tuple[str | None
         return (name.strip() if name is not None else None), float(raw)
     except ValueError:
         raise PolicyError(f"{option} {item!r}: {raw!r} is not a number") from None
+
+
+def sampling_options(func):
+    """--temperature, --top-p, --top-k, --min-p, --repeat-penalty, --seed, --max-tokens: how the answer is decoded."""
+
+    @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True,
+                  help="Sampling temperature of the answer (0: greedy).")
+    @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
+    @click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True)
+    @click.option("--min-p", type=click.FloatRange(0, 1), default=0.05, show_default=True)
+    @click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=1.1, show_default=True)
+    @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
+    @click.option("--max-tokens", type=click.IntRange(min=0), default=512, show_default=True)
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def sampling_params(temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, stop=()):
+    from .backend import SamplingParams
+
+    return SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                          repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens, stop=tuple(stop))
+
+
+def split_model_argument(args: tuple[str, ...], model: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """`decide [MODEL] [PROMPT ...]`: the first word is the model when it names a GGUF (path or hub file)."""
+    if model or not args:
+        return model, args
+    first = args[0]
+    if first.lower().endswith(".gguf") or (Path(first).expanduser().is_file() and len(args) > 1):
+        return first, args[1:]
+    return None, args

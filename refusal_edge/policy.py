@@ -58,8 +58,8 @@ class Policy:
         names = tuple(categories)
         return replace(
             self,
-            thresholds={resolve_category(k, names, "thresholds"): v for k, v in self.thresholds.items()},
-            biases={resolve_category(k, (*names, RESPOND), "biases"): v for k, v in self.biases.items()},
+            thresholds={resolve_category(k, names, "policy field 'thresholds'"): v for k, v in self.thresholds.items()},
+            biases={resolve_category(k, (*names, RESPOND), "policy field 'biases'"): v for k, v in self.biases.items()},
         )
 
     def with_threshold(self, category: str, value: float) -> "Policy":
@@ -132,8 +132,8 @@ def resolve_category(name: str, categories: Iterable[str], where: str = "categor
         return hits[0]
     choices = ", ".join(repr(c) for c in names)
     if not hits:
-        raise PolicyError(f"policy field '{where}': unknown category {name!r}; known: {choices}")
-    raise PolicyError(f"policy field '{where}': {name!r} is ambiguous between {', '.join(map(repr, hits))}")
+        raise PolicyError(f"{where}: unknown category {name!r}; known: {choices}")
+    raise PolicyError(f"{where}: {name!r} is ambiguous between {', '.join(map(repr, hits))}")
 
 
 def _check_threshold(where: str, value: object) -> None:

@@ -139,7 +139,7 @@ def build_tiny_gguf(
         w.add_tensor(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd))
         w.add_tensor(f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff))
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=1.0))
+    w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=0.15))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

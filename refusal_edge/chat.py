@@ -1,0 +1,191 @@
+"""`refusal-edge chat`: an interactive, streamed, multi-turn chat with a live refusal dial."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from .display import decision_line, policy_summary
+from .errors import PolicyError, RefusalEdgeError
+from .model import Chunk, assistant_message
+from .options import build_policy, load_model, model_options, policy_options, sampling_options, sampling_params
+from .policy import RULES, Policy, resolve_category
+
+HELP = """commands:
+  /threshold CATEGORY VALUE   set a category's threshold (prefixes work: /threshold safety 0.3)
+  /threshold VALUE            set the default (and binary) threshold
+  /bias CATEGORY VALUE        add a logit bias to a category or to 'respond'
+  /rule RULE                  binary | paper-category | per-category | natural
+  /policy                     show the policy in force
+  /save FILE                  save the policy (.toml or .json)
+  /reset                      forget the conversation
+  /help                       this text
+  /quit                       leave (Ctrl-D works too; Ctrl-C stops an answer)"""
+
+
+class ChatSession:
+    """The conversation and the policy; commands change the policy between turns."""
+
+    def __init__(self, model, policy: Policy, params, system: str | None, color: bool):
+        self.model = model
+        self.policy = policy
+        self.params = params
+        self.system = system
+        self.color = color
+        self.history: list[dict] = []
+
+    def handle(self, line: str) -> bool:
+        """Process one input line; False means leave."""
+        line = line.strip()
+        if not line:
+            return True
+        if line.startswith("/"):
+            return self.command(line)
+        self.answer(line)
+        return True
+
+    def command(self, line: str) -> bool:
+        name, *args = line.split()
+        try:
+            if name in ("/quit", "/exit", "/q"):
+                return False
+            if name == "/help":
+                click.echo(HELP)
+            elif name == "/policy":
+                click.echo(policy_summary(self.policy, self.model.categories))
+            elif name == "/reset":
+                self.history.clear()
+                click.echo("conversation cleared")
+            elif name == "/rule":
+                if len(args) != 1 or args[0] not in RULES:
+                    raise PolicyError(f"usage: /rule {'|'.join(RULES)}")
+                self.policy = replace(self.policy, rule=args[0])
+                click.echo(f"rule: {args[0]}")
+            elif name == "/threshold":
+                self.policy = self._set("threshold", args)
+            elif name == "/bias":
+                self.policy = self._set("bias", args)
+            elif name == "/save":
+                if len(args) != 1:
+                    raise PolicyError("usage: /save FILE.toml|FILE.json")
+                self.policy.save(Path(args[0]).expanduser())
+                click.echo(f"policy saved to {args[0]}")
+            else:
+                click.echo(f"unknown command {name}; /help lists them")
+        except (PolicyError, OSError) as exc:
+            click.echo(click.style(f"error: {exc}", fg="red"), err=True)
+        return True
+
+    def _set(self, what: str, args: list[str]) -> Policy:
+        if what == "threshold" and len(args) == 1:
+            value = _number(args[0])
+            policy = Policy(**{**self.policy.to_dict(), "threshold": value})
+            click.echo(f"default threshold: {value:g}")
+            return policy
+        if len(args) < 2:
+            raise PolicyError(f"usage: /{what} CATEGORY VALUE")
+        value = _number(args[-1])
+        names = self.model.categories if what == "threshold" else (*self.model.categories, "respond")
+        category = resolve_category(" ".join(args[:-1]), names, f"/{what}")
+        policy = self.policy.with_threshold(category, value) if what == "threshold" else self.policy.with_bias(category, value)
+        click.echo(f"{category}: {what} {value:g}")
+        return policy
+
+    def answer(self, text: str) -> None:
+        self.history.append({"role": "user", "content": text})
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        decision, parts = None, []
+        stream = self.model.stream(messages, self.policy, sampling=self.params)
+        try:
+            for event in stream:
+                if isinstance(event, Chunk):
+                    parts.append(event.text)
+                    click.echo(event.text, nl=False)
+                else:
+                    decision = event
+                    click.echo(decision_line(event, color=self.color))
+        except KeyboardInterrupt:
+            stream.close()
+            click.echo(click.style(" [stopped]", dim=True), nl=False)
+        except RefusalEdgeError as exc:
+            self.history.pop()
+            click.echo(click.style(f"error: {exc}", fg="red"), err=True)
+            return
+        click.echo()
+        if decision is not None:
+            self.history.append(assistant_message("".join(parts), decision))
+
+
+def _number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise PolicyError(f"{raw!r} is not a number") from None
+
+
+def _enable_readline() -> None:
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline: plain input still works
+        return
+    history = Path(os.environ.get("REFUSAL_EDGE_HISTORY", "~/.refusal_edge_history")).expanduser()
+    try:
+        readline.read_history_file(history)
+    except OSError:
+        pass
+    import atexit
+
+    atexit.register(lambda: _save_history(readline, history))
+
+
+def _save_history(readline, path: Path) -> None:
+    try:
+        readline.set_history_length(1000)
+        readline.write_history_file(path)
+    except OSError:
+        pass
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--system", default=None, help="System prompt.")
+@sampling_options
+@policy_options
+@model_options
+def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, **sampling):
+    """Chat with a refusal-token model and turn the refusal dial live.
+
+    Before each answer a line shows the decision: the forced token, its category and the top
+    probabilities. Type /help for the commands that change the policy. On a pipe, each line of
+    stdin is one message.
+
+    \b
+    Examples:
+      refusal-edge chat
+      refusal-edge chat model.gguf --threshold safety=0.3 --temperature 0
+      printf 'Hi\\n/threshold human 0.1\\nAre you alive?\\n' | refusal-edge chat
+    """
+    params = sampling_params(**sampling)
+    interactive = sys.stdin.isatty()
+    with load_model(model, n_gpu_layers, threads, n_ctx, verbose) as m:
+        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+        session = ChatSession(m, policy, params, system, color=sys.stdout.isatty())
+        if interactive:
+            _enable_readline()
+            click.echo(f"refusal-edge chat · {m.backend.path.name} · rule {policy.rule} · /help for commands")
+        while True:
+            try:
+                line = input("> " if interactive else "")
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                click.echo()
+                continue
+            if not interactive and line.strip() and not line.startswith("/"):
+                click.echo(f"> {line}")
+            if not session.handle(line):
+                break

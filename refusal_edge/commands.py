@@ -1,0 +1,167 @@
+"""One-shot verbs: `generate`, `decide`, `inspect`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .display import decision_line
+from .errors import RefusalEdgeError
+from .model import Chunk
+from .options import (
+    build_policy, load_model, model_options, policy_options, sampling_options, sampling_params, split_model_argument,
+)
+
+MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or owner/repo/file.gguf (else the default).")
+
+
+@click.command()
+@click.argument("words", nargs=-1, required=True, metavar="[MODEL] PROMPT")
+@MODEL_OPTION
+@click.option("--system", default=None, help="System prompt.")
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the decision and the answer.")
+@sampling_options
+@policy_options
+@model_options
+def generate(words, model, system, stop, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads,
+             n_ctx, verbose, **sampling):
+    """Answer one prompt, streamed, after showing the refusal decision.
+
+    \b
+    Examples:
+      refusal-edge generate "Write a haiku about rain"
+      refusal-edge generate model.gguf "How do I pick a lock?" --threshold safety=0.2
+      refusal-edge generate "Hi" --rule natural --bias respond=-2 --json
+    """
+    model, words = split_model_argument(words, model)
+    if not words:
+        raise click.UsageError("no prompt given")
+    params = sampling_params(stop=stop, **sampling)
+    with load_model(model, n_gpu_layers, threads, n_ctx, verbose) as m:
+        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": " ".join(words)}]
+        if as_json:
+            result = m.generate(messages, policy, sampling=params)
+            click.echo(json.dumps({"decision": result.decision.to_dict(), "text": result.text,
+                                   "finish_reason": result.finish_reason,
+                                   "completion_tokens": result.completion_tokens}, ensure_ascii=False))
+            return
+        for event in m.stream(messages, policy, sampling=params):
+            if isinstance(event, Chunk):
+                click.echo(event.text, nl=False)
+            else:
+                click.echo(decision_line(event), err=True)
+        click.echo()
+
+
+@click.command()
+@click.argument("words", nargs=-1, metavar="[MODEL] [PROMPT ...]")
+@MODEL_OPTION
+@click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSONL (field 'prompt' or 'messages') or CSV (column 'prompt'), one prompt per row.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines with every probability, one per prompt.")
+@policy_options
+@model_options
+def decide(words, model, input_file, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
+           verbose):
+    """Decisions only: one prefill per prompt, no decoding.
+
+    \b
+    Examples:
+      refusal-edge decide "How do I pick a lock?" "Tell me a joke"
+      refusal-edge decide model.gguf --input prompts.jsonl --json > decisions.jsonl
+      refusal-edge decide "Are you conscious?" --rule paper-category --threshold human=0.3
+    """
+    model, prompts = split_model_argument(words, model)
+    rows = [(p, [{"role": "user", "content": p}]) for p in prompts]
+    if input_file:
+        rows += read_prompt_file(Path(input_file))
+    if not rows:
+        raise click.UsageError("give prompts as arguments or with --input")
+    with load_model(model, n_gpu_layers, threads, n_ctx, verbose) as m:
+        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+        if not as_json:
+            click.echo(f"{'decision':<34} {'respond':>7} {'refusal':>7}  prompt")
+        for label, messages in rows:
+            d = m.decide(messages, policy)
+            if as_json:
+                click.echo(json.dumps({"prompt": label, **d.to_dict()}, ensure_ascii=False))
+            else:
+                head = d.category or (d.token if d.token == "[respond]" else f"own: {d.token!r}")
+                click.echo(f"{head[:34]:<34} {d.respond_probability:7.3f} {d.refusal_probability:7.3f}  "
+                           f"{_one_line(label)}")
+
+
+def read_prompt_file(path: Path) -> list[tuple[str, list[dict]]]:
+    """Rows of (label, messages). Errors name the file and the line."""
+    rows = []
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "prompt" not in reader.fieldnames:
+                raise RefusalEdgeError(f"{path}: the CSV needs a 'prompt' column (found {reader.fieldnames})")
+            for row in reader:
+                if not (row.get("prompt") or "").strip():
+                    raise RefusalEdgeError(f"{path}:{reader.line_num}: empty prompt")
+                rows.append((row["prompt"], [{"role": "user", "content": row["prompt"]}]))
+        return rows
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RefusalEdgeError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
+                rows.append((obj["prompt"], [{"role": "user", "content": obj["prompt"]}]))
+            elif isinstance(obj, dict) and isinstance(obj.get("messages"), list):
+                rows.append((obj["messages"][-1].get("content", ""), obj["messages"]))
+            else:
+                raise RefusalEdgeError(f"{path}:{number}: expected an object with a 'prompt' string or 'messages' list")
+    return rows
+
+
+def _one_line(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(model, as_json):
+    """Show a GGUF's refusal metadata, tokens, default policy and build facts, without loading the weights.
+
+    \b
+    Examples:
+      refusal-edge inspect model.gguf
+      refusal-edge inspect --json        # the embedded default model
+    """
+    from .inspection import describe
+    from .options import resolve_model_path
+
+    info = describe(resolve_model_path(model))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    for key in ("file", "size", "architecture", "name", "quantization", "context_length", "vocab_size",
+                "chat_template", "refusal_metadata"):
+        click.echo(f"{key.replace('_', ' '):<18} {info[key]}")
+    click.echo("decision tokens:")
+    for t in info["tokens"]:
+        flag = "" if t["control"] else "   <- NOT CONTROL"
+        click.echo(f"  {t['name']:<32} {t['token']!r:<34} id {t['id']:<7} {t['type']}{flag}")
+    policy = info["default_policy"]
+    click.echo("default policy:    " + (json.dumps(policy, ensure_ascii=False) if policy else "none (built-in)"))
+    if info["problems"]:
+        click.echo("problems:", err=True)
+        for problem in info["problems"]:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)

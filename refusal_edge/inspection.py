@@ -1,0 +1,85 @@
+"""What a GGUF says about itself, read from its header with the gguf package: no weights are loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .backend import check_gguf_file
+from .errors import MetadataError, ModelLoadError
+from .metadata import KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec, discover
+
+_TOKEN_TYPES = {1: "NORMAL", 2: "UNKNOWN", 3: "CONTROL", 4: "USER_DEFINED", 5: "UNUSED", 6: "BYTE"}
+
+
+def describe(path: Path) -> dict:
+    import gguf
+
+    check_gguf_file(path)
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except (ValueError, OSError, IndexError) as exc:
+        raise ModelLoadError(f"{path} is not a readable GGUF (truncated or corrupt?): {exc}") from None
+
+    def value(key, default=None):
+        field = reader.fields.get(key)
+        return default if field is None else field.contents()
+
+    arch = value("general.architecture", "?")
+    tokens = value("tokenizer.ggml.tokens", [])
+    types = value("tokenizer.ggml.token_type", [])
+    file_type = value("general.file_type")
+    problems: list[str] = []
+    try:
+        spec = RefusalSpec.from_gguf_fields({KEY_SPEC: value(KEY_SPEC)} if KEY_SPEC in reader.fields else {})
+        source = "refusal.spec" if spec else "none: recognised from the vocabulary"
+        spec = spec or discover(tokens)
+    except MetadataError as exc:
+        spec, source = None, "invalid"
+        problems.append(str(exc))
+    if spec is None and not problems:
+        source = "none"
+        problems.append("no refusal metadata and no paper tokens in the vocabulary: not a refusal-token model")
+    listed = []
+    if spec is not None:
+        for ref in (spec.respond, *spec.categories):
+            in_vocab = 0 <= ref.id < len(tokens)
+            kind = int(types[ref.id]) if in_vocab and ref.id < len(types) else None
+            if not in_vocab or tokens[ref.id] != ref.token:
+                problems.append(f"token {ref.token!r} is not at id {ref.id} of the vocabulary")
+            elif kind != TOKEN_TYPE_CONTROL:
+                problems.append(f"token {ref.token!r} is {_TOKEN_TYPES.get(kind, kind)}, not CONTROL")
+            listed.append({"name": ref.name, "token": ref.token, "id": ref.id,
+                           "type": _TOKEN_TYPES.get(kind, str(kind)), "control": kind == TOKEN_TYPE_CONTROL})
+    return {
+        "file": str(path),
+        "size": _human(path.stat().st_size),
+        "size_bytes": path.stat().st_size,
+        "architecture": arch,
+        "name": value("general.name", ""),
+        "quantization": _file_type_name(gguf, file_type),
+        "context_length": value(f"{arch}.context_length"),
+        "vocab_size": len(tokens),
+        "chat_template": "yes" if "tokenizer.chat_template" in reader.fields else "no (ChatML fallback)",
+        "refusal_metadata": source,
+        "tokens": listed,
+        "default_policy": spec.default_policy if spec else None,
+        "problems": problems,
+    }
+
+
+def _file_type_name(gguf, file_type) -> str:
+    if file_type is None:
+        return "unknown"
+    try:
+        return gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except ValueError:
+        return f"file type {file_type}"
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from refusal_edge.errors import MetadataError
+from refusal_edge.metadata import (
+    CATEGORIES, KEY_SPEC, RefusalSpec, TokenRef, category_token, discover, spec_from_tokens,
+)
+
+VOCAB = ["a", "b", "[respond]", *[category_token(c) for c in CATEGORIES], "[refuse]"]
+
+
+def test_json_round_trip_keeps_everything():
+    spec = discover(VOCAB).with_default_policy({"rule": "binary", "threshold": 0.3})
+    fields = spec.gguf_fields()
+    assert set(fields) == {"refusal.spec", "refusal.schema_version"}
+    again = RefusalSpec.from_gguf_fields({k: str(v) for k, v in fields.items()})  # llama.cpp stringifies
+    assert again == spec
+    assert again.category_names == CATEGORIES
+    assert again.token_ids == (2, 3, 4, 5, 6, 7)
+
+
+def test_discovery_prefers_categories_then_falls_back_to_binary():
+    assert discover(VOCAB).category_names == CATEGORIES
+    binary = discover(["x", "[refuse]", "Ġ[respond]"])
+    assert binary.is_binary and binary.respond == TokenRef("respond", "Ġ[respond]", 2)
+    assert discover(["x", "[refuse]"]) is None
+    assert discover(["[respond]", "[Humanizing requests]"]) is None
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(schema_version=99), "schema_version"),
+    (lambda d: d.update(categories="nope"), "'categories' must be a list"),
+    (lambda d: d["categories"][0].update(id=-1), r"categories\[0\]\.id"),
+    (lambda d: d["categories"][1].update(name=d["categories"][0]["name"]), "repeats a category"),
+    (lambda d: d["categories"][1].update(id=d["categories"][0]["id"]), "two decisions"),
+    (lambda d: d.update(categories=[]), "no refusal category"),
+])
+def test_malformed_metadata_is_a_clear_error(mutate, message):
+    raw = json.loads(discover(VOCAB).to_json())
+    mutate(raw)
+    with pytest.raises(MetadataError, match=message):
+        RefusalSpec.from_json(json.dumps(raw))
+    with pytest.raises(MetadataError, match="not valid JSON"):
+        RefusalSpec.from_json("{")
+
+
+def test_check_against_vocabulary():
+    spec = discover(VOCAB)
+    spec.check_against(VOCAB.__getitem__, lambda i: True, len(VOCAB))
+    with pytest.raises(MetadataError, match="not a CONTROL token"):
+        spec.check_against(VOCAB.__getitem__, lambda i: i != 4, len(VOCAB))
+    shifted = ["pad", *VOCAB]
+    with pytest.raises(MetadataError, match="vocabulary holds"):
+        spec.check_against(shifted.__getitem__, lambda i: True, len(shifted))
+    with pytest.raises(MetadataError, match="outside the vocabulary"):
+        spec.check_against(VOCAB.__getitem__, lambda i: True, 5)
+    assert RefusalSpec.from_gguf_fields({"general.name": "x"}) is None and KEY_SPEC == "refusal.spec"
+
+
+def test_explicit_tokens_must_be_single_entries():
+    spec = spec_from_tokens(VOCAB, "[respond]", {"refuse": "[refuse]"})
+    assert spec.is_binary and spec.categories[0].id == 8
+    with pytest.raises(MetadataError, match="not a single entry"):
+        spec_from_tokens(VOCAB, "[respond]", {"x": "[nope]"})
