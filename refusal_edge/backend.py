@@ -22,11 +22,26 @@ def _llama_cpp():
     return llama_cpp
 
 
+_silent_log = None
+
+
 def set_verbose(verbose: bool) -> None:
-    """llama.cpp logs load details to stderr; users see them only when they ask."""
+    """llama.cpp logs load details to stderr; users see them only when they ask.
+
+    llama-cpp-python's own callback maps ggml's newer log levels one step off and so prints warnings even when
+    quiet; when not verbose, a callback that drops everything is installed instead (errors surface as exceptions).
+    """
+    global _silent_log
+    lc = _llama_cpp()
     from llama_cpp import _logger
 
     _logger.set_verbose(verbose)
+    if verbose:
+        lc.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        return
+    if _silent_log is None:
+        _silent_log = lc.llama_log_callback(lambda level, text, user_data: None)
+    lc.llama_log_set(_silent_log, ctypes.c_void_p(0))
 
 
 @dataclass(frozen=True)

@@ -11,40 +11,34 @@ import click
 from . import __version__
 from .errors import PolicyError, RefusalEdgeError
 
-# verb -> "module:attribute"; each verb's module owns its options and help text.
+# verb -> ("module:attribute", one-line help). Help text lives here so that `--help` imports no verb module.
 VERBS = {
-    "chat": "refusal_edge.chat:chat",
-    "generate": "refusal_edge.commands:generate",
-    "decide": "refusal_edge.commands:decide",
-    "inspect": "refusal_edge.commands:inspect",
-    "convert": "convert.cli:convert",
-    "annotate": "convert.cli:annotate",
-    "quantize": "convert.cli:quantize",
-    "eval": "refusal_edge.evaluate.cli:evaluate",
-    "calibrate": "refusal_edge.evaluate.cli:calibrate",
-    "serve": "refusal_edge.server:serve",
+    "chat": ("refusal_edge.chat:chat", "Chat with a live refusal dial."),
+    "generate": ("refusal_edge.commands:generate", "Answer one prompt, streamed, after the decision."),
+    "decide": ("refusal_edge.commands:decide", "Refusal decisions only: one prefill per prompt."),
+    "inspect": ("refusal_edge.commands:inspect", "Show a GGUF's refusal metadata and build facts."),
+    "convert": ("convert.cli:convert", "Convert a refusal-token checkpoint to GGUF."),
+    "annotate": ("convert.cli:annotate", "Add refusal metadata to an existing GGUF."),
+    "quantize": ("convert.cli:quantize", "Quantize a GGUF, keeping its refusal metadata."),
+    "eval": ("refusal_edge.evaluate.cli:evaluate", "Refusal curves and metrics from one prefill per prompt."),
+    "calibrate": ("refusal_edge.evaluate.cli:calibrate", "Choose thresholds that meet refusal targets."),
+    "serve": ("refusal_edge.server:serve", "OpenAI-compatible local server with refusal controls."),
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return [name for name in VERBS if self._load(name) is not None]
+        return list(VERBS)
 
     def get_command(self, ctx, name):
-        return self._load(name)
-
-    @staticmethod
-    def _load(name):
-        target = VERBS.get(name)
-        if target is None:
+        if name not in VERBS:
             return None
-        module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as exc:
-            if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-                return None  # the verb has not landed in this version
-            raise
+        module, attr = VERBS[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in VERBS.items()])
 
     def invoke(self, ctx):
         try:
