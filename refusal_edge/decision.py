@@ -30,13 +30,18 @@ class FirstTokenScores:
     @classmethod
     def from_logits(cls, logits: np.ndarray, spec: RefusalSpec, temperature: float = 1.0) -> "FirstTokenScores":
         ids = np.asarray(spec.token_ids)
-        rest = np.asarray(logits, dtype=np.float32).copy()
+        rest = np.array(logits, dtype=np.float32)  # a copy: llama.cpp's buffer stays untouched
         special = rest[ids].astype(np.float64)
         rest[ids] = -np.inf
-        top = int(np.argmax(rest))
+        top = int(rest.argmax())
         top_logit = float(rest[top])
-        scaled_max = top_logit / temperature
-        lse = scaled_max + float(np.log(np.sum(np.exp(rest / temperature - scaled_max, dtype=np.float64))))
+        # In place and in float32 (summed in float64): this runs once per prompt over up to 128k entries.
+        if temperature != 1.0:
+            rest *= np.float32(1.0 / temperature)
+        scaled_max = float(rest[top])
+        rest -= np.float32(scaled_max)
+        np.exp(rest, out=rest)
+        lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
         return cls(special, lse, top, top_logit, temperature)
 
     def to_dict(self) -> dict:
