@@ -1,0 +1,156 @@
+"""CLI verbs `convert`, `annotate` and `quantize` (mapped from refusal_edge.cli.VERBS)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from .errors import ConversionError
+from .quantize import EMBEDDING_TYPES, QUANT_TYPES
+from .writer import OUTTYPES
+
+
+def _refusal_options(func):
+    @click.option("--category", "categories", multiple=True, metavar="NAME=TOKEN",
+                  help='A refusal category and its token, e.g. "Humanizing requests=[Humanizing requests]". '
+                       "Repeatable; default: discover the paper's tokens in the vocabulary.")
+    @click.option("--respond", metavar="TOKEN", default=None, help="The respond token [default: [respond]].")
+    @click.option("--default-policy", type=click.Path(dir_okay=False, exists=True), default=None,
+                  help="A policy file (.toml/.json) stored as the model's default policy.")
+    @click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _verify_options(func):
+    @click.option("--verify", is_flag=True,
+                  help="Report how far the refusal-token probabilities drift (table + JSON beside the output).")
+    @click.option("--probe", "probe_file", type=click.Path(dir_okay=False, exists=True), default=None,
+                  help="Probe prompts for --verify: .txt (one a line), .jsonl or .json [default: built in].")
+    @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all].")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _echo(quiet: bool):
+    return (lambda *a, **k: None) if quiet else (lambda msg: click.echo(msg, err=True))
+
+
+def _probes(probe_file):
+    if probe_file is None:
+        return None
+    from .probes import load_probes
+
+    return load_probes(probe_file)
+
+
+def _summary(path: Path, spec, log) -> None:
+    from .output import human
+
+    tokens = ", ".join(f"{r.token}={r.id}" for r in (spec.respond, *spec.categories))
+    log(f"wrote {path} ({human(path.stat().st_size)}); refusal tokens (CONTROL): {tokens}")
+
+
+@click.command("convert")
+@click.argument("source")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The GGUF to write.")
+@click.option("--outtype", type=click.Choice(list(OUTTYPES)), default="f16", show_default=True,
+              help="Tensor type written directly (with --quant: of the intermediate file).")
+@click.option("--quant", type=click.Choice(list(QUANT_TYPES), case_sensitive=False), default=None,
+              help="Then quantize with llama.cpp's quantizer (e.g. q4_k_m).")
+@click.option("--keep-embeddings", type=click.Choice(list(EMBEDDING_TYPES)), default=None,
+              help="Keep token embeddings and the output matrix at this type (the refusal rows are the newest "
+                   "weights).")
+@click.option("--keep-intermediate", is_flag=True, help="With --quant: keep OUT_STEM.<outtype>.gguf too.")
+@click.option("--pre-tokenizer", default=None, help="Override llama.cpp's pre-tokenizer type (e.g. llama-bpe).")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) for a hub id SOURCE.")
+@click.option("--name", default=None, help="general.name of the GGUF.")
+@_refusal_options
+@_verify_options
+def convert(source, output, outtype, quant, keep_embeddings, keep_intermediate, pre_tokenizer, revision, name,
+            categories, respond, default_policy, force, quiet, verify, probe_file, threads):
+    """Convert a Hugging Face refusal-token checkpoint (directory or hub id) to GGUF.
+
+    \b
+    Examples:
+      refusal-edge convert ./zephyr-llama3-refusal -o model.gguf
+      refusal-edge convert tomg-group-umd/zephyr-llama3-8b-sft-refusal-n-contrast-multiple-tokens \\
+          -o model.q4_k_m.gguf --quant q4_k_m --keep-embeddings q8_0 --verify
+    """
+    from .hf_to_gguf import convert_checkpoint
+    from .refusal import parse_categories
+
+    log = _echo(quiet)
+    result = convert_checkpoint(
+        source, output, outtype=outtype, quant=quant.lower() if quant else None, keep_embeddings=keep_embeddings,
+        categories=parse_categories(categories), respond=respond, default_policy=default_policy,
+        pre_tokenizer=pre_tokenizer, revision=revision, name=name, force=force, keep_intermediate=keep_intermediate,
+        threads=threads, verify=verify, probes=_probes(probe_file), progress=not quiet, log=log,
+    )
+    _summary(result.output, result.spec, log)
+    if result.intermediate is not None:
+        log(f"kept the unquantized file {result.intermediate}")
+
+
+@click.command("annotate")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The GGUF to write.")
+@_refusal_options
+def annotate(source, output, categories, respond, default_policy, force, quiet):
+    """Add refusal metadata to any GGUF (e.g. one made by llama.cpp's convert_hf_to_gguf.py).
+
+    The refusal tokens become CONTROL tokens; tensors are copied untouched.
+    """
+    from .annotate import annotate_gguf
+    from .refusal import parse_categories
+
+    spec = annotate_gguf(source, output, categories=parse_categories(categories), respond=respond,
+                         default_policy=default_policy, force=force, progress=not quiet)
+    _summary(Path(output), spec, _echo(quiet))
+
+
+@click.command("quantize")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The GGUF to write.")
+@click.option("--type", "qtype", required=True, type=click.Choice(list(QUANT_TYPES), case_sensitive=False),
+              help="Quantization type, e.g. q4_k_m.")
+@click.option("--keep-embeddings", type=click.Choice(list(EMBEDDING_TYPES)), default=None,
+              help="Keep token embeddings and the output matrix at this type.")
+@click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@_verify_options
+def quantize(source, output, qtype, keep_embeddings, force, quiet, verify, probe_file, threads):
+    """Quantize a refusal-token GGUF with llama.cpp's quantizer; the refusal metadata is kept.
+
+    With --verify the input GGUF is the reference of the drift report.
+    """
+    from .quantize import quantize_gguf
+
+    log = _echo(quiet)
+    probes = _probes(probe_file)
+    path = quantize_gguf(source, output, qtype, keep_embeddings=keep_embeddings, force=force, threads=threads,
+                         progress=not quiet)
+    if verify:
+        from .verify import drift_report
+
+        drift_report(path, {qtype.lower(): path}, probes, reference_gguf=Path(source), threads=threads, log=log)
+    from .gguf_fields import read_fields
+    from refusal_edge.metadata import RefusalSpec
+
+    spec = RefusalSpec.from_gguf_fields(read_fields(path, ["refusal.spec"]))
+    if spec is not None:
+        _summary(path, spec, log)
+    else:
+        log(f"wrote {path}; it has no refusal metadata (add it with `refusal-edge annotate`)")
+
+
+__all__ = ["convert", "annotate", "quantize", "ConversionError"]

@@ -1,0 +1,133 @@
+"""`refusal-edge convert`: a Hugging Face llama-family checkpoint -> a refusal-token GGUF (optionally quantized)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from refusal_edge.metadata import RefusalSpec
+
+from .errors import ConversionError
+from .hf_source import HFCheckpoint, resolve_source
+from .llama_tensors import arch_params, tensor_plan
+from .output import check_output, check_space, temp_path_beside
+from .refusal import resolve_spec
+from .tokenizer import TokenizerFields, load_tokenizer
+from .writer import EMBEDDING_TENSORS, OUTTYPES, write_gguf
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    spec: RefusalSpec
+    source: Path
+    intermediate: Path | None = None  # the unquantized GGUF when kept
+    report: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_source(source: str | Path, revision: str | None = None, pre_tokenizer: str | None = None,
+                name: str | None = None):
+    """(checkpoint, arch params, tokenizer fields, tensor plan), all checked, nothing loaded but headers."""
+    root = resolve_source(str(source), revision)
+    ckpt = HFCheckpoint(root)
+    params = arch_params(ckpt.config, name=name)
+    tokenizer = load_tokenizer(root, pre_tokenizer)
+    plan = tensor_plan(ckpt, params)
+    rows = dict(plan)["token_embd.weight"].shape[0]
+    notes = []
+    if len(tokenizer.tokens) > rows:
+        raise ConversionError(
+            f"vocabulary/embedding size mismatch: the tokenizer has {len(tokenizer.tokens)} tokens, the embedding "
+            f"matrix {rows} rows (were tokens added without resizing the model's embeddings?)"
+        )
+    if len(tokenizer.tokens) < rows:
+        notes.append(f"padded the vocabulary from {len(tokenizer.tokens)} to the embedding's {rows} rows")
+        tokenizer = tokenizer.padded_to(rows)
+    if params.n_vocab != rows:
+        from dataclasses import replace
+
+        if params.n_vocab:
+            notes.append(f"config.json says vocab_size {params.n_vocab}; the embedding has {rows} rows")
+        params = replace(params, n_vocab=rows)
+    return ckpt, params, tokenizer, plan, notes
+
+
+def convert_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    *,
+    outtype: str = "f16",
+    quant: str | None = None,
+    keep_embeddings: str | None = None,
+    categories: Mapping[str, str] | None = None,
+    respond: str | None = None,
+    default_policy=None,
+    pre_tokenizer: str | None = None,
+    revision: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    keep_intermediate: bool = False,
+    threads: int | None = None,
+    verify: bool = False,
+    probes: Sequence | None = None,
+    progress: bool = True,
+    log=print,
+) -> ConvertResult:
+    if outtype not in OUTTYPES:
+        raise ConversionError(f"unsupported --outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
+    output = check_output(output, force)
+    if quant is not None:
+        from .quantize import check_quant_type
+
+        check_quant_type(quant)
+        if outtype == "q8_0":
+            raise ConversionError("--quant re-quantizes from f32/f16/bf16: use --outtype f16 (the default) with it")
+    if verify:
+        from .verify import require_torch
+
+        require_torch()
+
+    ckpt, params, tokenizer, plan, notes = load_source(source, revision, pre_tokenizer, name)
+    spec = resolve_spec(tokenizer.tokens, categories, respond, default_policy)
+    for note in notes:
+        log(f"note: {note}")
+    overrides = {n: keep_embeddings for n in EMBEDDING_TENSORS} if keep_embeddings and quant is None else None
+    extra = {"general.source.url": str(source)} if not Path(str(source)).expanduser().exists() else None
+
+    if quant is None:
+        write_gguf(output, params, tokenizer, plan, spec, outtype=outtype, tensor_types=overrides,
+                   extra_fields=extra, force=force, progress=progress)
+        result = ConvertResult(output, spec, ckpt.root, notes=notes)
+        if verify:
+            from .verify import drift_report
+
+            result.report = drift_report(output, {outtype: output}, probes, reference_hf=ckpt.root, log=log)
+        return result
+
+    from .quantize import quantize_gguf
+
+    if keep_intermediate:
+        intermediate = output.with_name(f"{output.stem}.{outtype}.gguf")
+        check_output(intermediate, force)
+    else:
+        intermediate = temp_path_beside(output, outtype)
+    check_space(output.parent, ckpt.nbytes // (2 if outtype != "f32" else 1), "the unquantized intermediate file")
+    try:
+        write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
+                   force=True, progress=progress)
+        quantize_gguf(intermediate, output, quant, keep_embeddings=keep_embeddings, force=force, threads=threads,
+                      progress=progress)
+        result = ConvertResult(output, spec, ckpt.root, intermediate if keep_intermediate else None, notes=notes)
+        if verify:
+            from .verify import drift_report
+
+            result.report = drift_report(output, {outtype: intermediate, quant: output}, probes,
+                                         reference_hf=ckpt.root, log=log)
+        return result
+    finally:
+        if not keep_intermediate:
+            with contextlib.suppress(OSError):
+                intermediate.unlink()
