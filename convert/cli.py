@@ -34,6 +34,7 @@ def _verify_options(func):
     @click.option("--probe", "probe_file", type=click.Path(dir_okay=False, exists=True), default=None,
                   help="Probe prompts for --verify: .txt (one a line), .jsonl or .json [default: built in].")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all].")
+    @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log (quantizer, model loads).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)
@@ -77,7 +78,7 @@ def _summary(path: Path, spec, log) -> None:
 @_refusal_options
 @_verify_options
 def convert(source, output, outtype, quant, keep_embeddings, keep_intermediate, pre_tokenizer, revision, name,
-            categories, respond, default_policy, force, quiet, verify, probe_file, threads):
+            categories, respond, default_policy, force, quiet, verify, probe_file, threads, verbose):
     """Convert a Hugging Face refusal-token checkpoint (directory or hub id) to GGUF.
 
     \b
@@ -94,7 +95,7 @@ def convert(source, output, outtype, quant, keep_embeddings, keep_intermediate, 
         source, output, outtype=outtype, quant=quant.lower() if quant else None, keep_embeddings=keep_embeddings,
         categories=parse_categories(categories), respond=respond, default_policy=default_policy,
         pre_tokenizer=pre_tokenizer, revision=revision, name=name, force=force, keep_intermediate=keep_intermediate,
-        threads=threads, verify=verify, probes=_probes(probe_file), progress=not quiet, log=log,
+        threads=threads, verify=verify, probes=_probes(probe_file), progress=not quiet, verbose=verbose, log=log,
     )
     _summary(result.output, result.spec, log)
     if result.intermediate is not None:
@@ -128,7 +129,7 @@ def annotate(source, output, categories, respond, default_policy, force, quiet):
 @click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
 @_verify_options
-def quantize(source, output, qtype, keep_embeddings, force, quiet, verify, probe_file, threads):
+def quantize(source, output, qtype, keep_embeddings, force, quiet, verify, probe_file, threads, verbose):
     """Quantize a refusal-token GGUF with llama.cpp's quantizer; the refusal metadata is kept.
 
     With --verify the input GGUF is the reference of the drift report.
@@ -138,13 +139,14 @@ def quantize(source, output, qtype, keep_embeddings, force, quiet, verify, probe
     log = _echo(quiet)
     probes = _probes(probe_file)
     path = quantize_gguf(source, output, qtype, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                         progress=not quiet)
+                         progress=not quiet, verbose=verbose)
     if verify:
         from .verify import drift_report
 
         drift_report(path, {qtype.lower(): path}, probes, reference_gguf=Path(source), threads=threads, log=log)
-    from .gguf_fields import read_fields
     from refusal_edge.metadata import RefusalSpec
+
+    from .gguf_fields import read_fields
 
     spec = RefusalSpec.from_gguf_fields(read_fields(path, ["refusal.spec"]))
     if spec is not None:

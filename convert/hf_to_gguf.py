@@ -74,6 +74,7 @@ def convert_checkpoint(
     verify: bool = False,
     probes: Sequence | None = None,
     progress: bool = True,
+    verbose: bool = False,
     log=print,
 ) -> ConvertResult:
     if outtype not in OUTTYPES:
@@ -104,7 +105,8 @@ def convert_checkpoint(
         if verify:
             from .verify import drift_report
 
-            result.report = drift_report(output, {outtype: output}, probes, reference_hf=ckpt.root, log=log)
+            result.report = drift_report(output, {outtype: output}, probes, reference_hf=ckpt.root,
+                                         threads=threads, log=log)
         return result
 
     from .quantize import quantize_gguf
@@ -119,13 +121,13 @@ def convert_checkpoint(
         write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
                    force=True, progress=progress)
         quantize_gguf(intermediate, output, quant, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                      progress=progress)
+                      progress=progress, verbose=verbose)
         result = ConvertResult(output, spec, ckpt.root, intermediate if keep_intermediate else None, notes=notes)
         if verify:
             from .verify import drift_report
 
             result.report = drift_report(output, {outtype: intermediate, quant: output}, probes,
-                                         reference_hf=ckpt.root, log=log)
+                                         reference_hf=ckpt.root, threads=threads, log=log)
         return result
     finally:
         if not keep_intermediate:

@@ -48,8 +48,12 @@ def quantize_gguf(
     force: bool = False,
     threads: int | None = None,
     progress: bool = True,
+    verbose: bool = False,
 ) -> Path:
-    """Quantize ``source`` into ``output`` (atomically); ``keep_embeddings`` holds token_embd and output at that type."""
+    """Quantize ``source`` into ``output`` (atomically); ``keep_embeddings`` holds token_embd and output at that type.
+
+    llama.cpp's log is captured (shown with ``verbose``) and its error lines end up in the error message.
+    """
     from refusal_edge.backend import check_gguf_file
     from refusal_edge.errors import ModelLoadError
 
@@ -75,7 +79,7 @@ def quantize_gguf(
         params.token_embedding_type = ggml_type
         params.output_tensor_type = ggml_type
     with atomic_output(output, force) as tmp:
-        code, log = _run_quantize(llama_cpp, source, tmp, params, progress, estimate)
+        code, log = _run_quantize(llama_cpp, source, tmp, params, progress, estimate, verbose)
         if code != 0:
             detail = " ".join(line.strip() for line in log if "error" in line.lower() or "failed" in line.lower())
             raise ConversionError(f"llama.cpp could not quantize {source} to {key}: {detail or f'error code {code}'}")
@@ -86,9 +90,11 @@ def quantize_gguf(
 _LOG_CALLBACK = None  # keeps the ctypes callback alive while llama.cpp may call it
 
 
-def _run_quantize(llama_cpp, source: Path, tmp: Path, params, progress: bool, estimate: int):
+def _run_quantize(llama_cpp, source: Path, tmp: Path, params, progress: bool, estimate: int, verbose: bool):
     """Run the quantizer in a thread (it releases the GIL) while a progress bar follows the output's size."""
     global _LOG_CALLBACK
+    import sys
+
     from llama_cpp import _logger
 
     log: list[str] = []
@@ -96,8 +102,8 @@ def _run_quantize(llama_cpp, source: Path, tmp: Path, params, progress: bool, es
     @llama_cpp.llama_log_callback
     def capture(level, text, user_data):
         log.append(text.decode("utf-8", errors="replace"))
-        if _logger.logger.level <= _logger.GGML_LOG_LEVEL_TO_LOGGING_LEVEL.get(level, 50):
-            print(text.decode("utf-8", errors="replace"), end="", flush=True, file=__import__("sys").stderr)
+        if verbose:
+            print(log[-1], end="", flush=True, file=sys.stderr)
 
     _LOG_CALLBACK = capture
     result: dict = {}

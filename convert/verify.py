@@ -42,6 +42,8 @@ class TorchReference:
         import transformers
         from transformers import AutoModelForCausalLM
 
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
         major = int(transformers.__version__.split(".")[0])
         kwargs = {"dtype": torch.float32} if major >= 5 else {"torch_dtype": torch.float32}
         self.torch = torch
