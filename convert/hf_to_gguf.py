@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from refusal_edge.metadata import RefusalSpec
 
 from .errors import ConversionError
-from .hf_source import HFCheckpoint, resolve_source
+from .hf_source import HFCheckpoint, TorchTensor, resolve_source
 from .llama_tensors import arch_params, tensor_plan
 from .output import check_output, check_space, temp_path_beside
 from .refusal import resolve_spec
 from .tokenizer import TokenizerFields, load_tokenizer
-from .writer import EMBEDDING_TENSORS, OUTTYPES, write_gguf
+from .writer import EMBEDDING_TENSORS, OUTTYPES, tensor_nbytes, tensor_type, write_gguf
 
 
 @dataclass
@@ -47,8 +47,6 @@ def load_source(source: str | Path, revision: str | None = None, pre_tokenizer: 
         notes.append(f"padded the vocabulary from {len(tokenizer.tokens)} to the embedding's {rows} rows")
         tokenizer = tokenizer.padded_to(rows)
     if params.n_vocab != rows:
-        from dataclasses import replace
-
         if params.n_vocab:
             notes.append(f"config.json says vocab_size {params.n_vocab}; the embedding has {rows} rows")
         params = replace(params, n_vocab=rows)
@@ -99,8 +97,11 @@ def convert_checkpoint(
     extra = {"general.source.url": str(source)} if not Path(str(source)).expanduser().exists() else None
 
     if quant is None:
-        write_gguf(output, params, tokenizer, plan, spec, outtype=outtype, tensor_types=overrides,
-                   extra_fields=extra, force=force, progress=progress)
+        try:
+            write_gguf(output, params, tokenizer, plan, spec, outtype=outtype, tensor_types=overrides,
+                       extra_fields=extra, force=force, progress=progress)
+        finally:
+            TorchTensor._open = None  # a PyTorch shard kept open for reading
         result = ConvertResult(output, spec, ckpt.root, notes=notes)
         if verify:
             from .verify import drift_report
@@ -109,14 +110,16 @@ def convert_checkpoint(
                                          threads=threads, log=log)
         return result
 
-    from .quantize import quantize_gguf
+    from .quantize import QUANT_TYPES, quantize_gguf
 
+    unquantized = sum(tensor_nbytes(tuple(t.shape), tensor_type(n, tuple(t.shape), outtype)) for n, t in plan)
+    bits = 16 if outtype != "f32" else 32
+    check_space(output.parent, unquantized + int(unquantized * QUANT_TYPES[quant][1] / bits),
+                "the unquantized intermediate file and the quantized output")
     if keep_intermediate:
-        intermediate = output.with_name(f"{output.stem}.{outtype}.gguf")
-        check_output(intermediate, force)
+        intermediate = check_output(output.with_name(f"{output.stem}.{outtype}.gguf"), force)
     else:
         intermediate = temp_path_beside(output, outtype)
-    check_space(output.parent, ckpt.nbytes // (2 if outtype != "f32" else 1), "the unquantized intermediate file")
     try:
         write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
                    force=True, progress=progress)
@@ -130,6 +133,7 @@ def convert_checkpoint(
                                          reference_hf=ckpt.root, threads=threads, log=log)
         return result
     finally:
+        TorchTensor._open = None
         if not keep_intermediate:
             with contextlib.suppress(OSError):
                 intermediate.unlink()

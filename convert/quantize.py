@@ -81,6 +81,10 @@ def quantize_gguf(
     with atomic_output(output, force) as tmp:
         code, log = _run_quantize(llama_cpp, source, tmp, params, progress, estimate, verbose)
         if code != 0:
+            import shutil
+
+            if shutil.disk_usage(output.parent).free < (64 << 20):
+                raise ConversionError(f"disk full while quantizing into {output}: free some space and run again")
             detail = " ".join(line.strip() for line in log if "error" in line.lower() or "failed" in line.lower())
             raise ConversionError(f"llama.cpp could not quantize {source} to {key}: {detail or f'error code {code}'}")
         _check_metadata_kept(source, tmp)

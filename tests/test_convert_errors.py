@@ -238,3 +238,32 @@ def test_bin_checkpoint_without_torch(good, tmp_path, monkeypatch):
     (root / "pytorch_model.bin").write_bytes(b"not really")
     monkeypatch.setitem(sys.modules, "torch", None)
     fails(root, tmp_path / "o.gguf", "PyTorch .bin checkpoint, which needs torch")
+
+
+def test_sigterm_unwinds_and_removes_the_partial_file(good, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import convert.writer as writer
+
+    real = writer.encode
+
+    def killed(rows, qtype):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(rows, qtype)
+
+    monkeypatch.setattr(writer, "encode", killed)
+    with pytest.raises(KeyboardInterrupt):
+        convert_checkpoint(good.root, tmp_path / "o.gguf", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+def test_not_enough_space_for_quantization(good, tmp_path, monkeypatch):
+    import convert.output as output
+
+    usage = namedtuple("usage", "total used free")
+    size = convert_checkpoint(good.root, tmp_path / "probe.gguf", progress=False).output.stat().st_size
+    (tmp_path / "probe.gguf").unlink()
+    monkeypatch.setattr(output.shutil, "disk_usage", lambda p: usage(10**9, 0, size + 10))
+    fails(good.root, tmp_path / "o.gguf", "intermediate file and the quantized output", quant="q4_0")
