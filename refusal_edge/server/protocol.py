@@ -1,0 +1,257 @@
+"""The OpenAI chat-completions wire format: request validation and response shapes.
+
+No web framework in here, so every rule is testable without a server. Validation errors are ApiErrors that
+name the offending field, and render in OpenAI's error shape, which every OpenAI client already knows how to show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from ..backend import SamplingParams
+from ..decision import Decision
+from ..errors import PolicyError
+from ..model import assistant_message
+from ..policy import Policy
+
+# OpenAI roles -> template roles. "developer" is the newer name of "system".
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+POLICY_TABLES = ("thresholds", "biases")
+
+# Fields OpenAI clients send with neutral values; any other value asks for something this server does not do,
+# and silently ignoring it would give the client an answer it did not ask for.
+NEUTRAL = {
+    "n": (1,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "logit_bias": ({},),
+    "tools": ([],),
+    "functions": ([],),
+    "tool_choice": ("none", "auto"),
+    "function_call": ("none", "auto"),
+    "response_format": ({"type": "text"},),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server; each is a CLI option of `refusal-edge serve`."""
+
+    max_body_bytes: int = 1 << 20
+    max_messages: int = 256
+    max_tokens: int = 4096
+    max_stop: int = 16
+
+
+class ApiError(Exception):
+    """A request the server will not serve, rendered as ``{"error": {...}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict]
+    policy: Policy
+    sampling: SamplingParams
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_chat_request(body: bytes, *, policy: Policy, categories: tuple[str, ...], decision_tokens: frozenset[str],
+                       limits: Limits) -> ChatRequest:
+    """Validate a request body against the model's categories and the server's limits and default policy."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    for name, neutral in NEUTRAL.items():
+        value = raw.get(name)
+        if value is not None and value not in neutral:
+            raise ApiError(400, f"'{name}' = {value!r} is not supported by this server", param=name,
+                           code="unsupported_parameter")
+    if raw.get("model") is not None and not isinstance(raw["model"], str):
+        raise ApiError(400, "'model' must be a string", param="model")
+    stream = _boolean(raw, "stream")
+    options = raw.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(400, "'stream_options' must be an object", param="stream_options")
+    return ChatRequest(
+        messages=parse_messages(raw.get("messages"), limits.max_messages, decision_tokens),
+        policy=parse_policy(raw.get("refusal"), policy, categories),
+        sampling=_sampling(raw, limits),
+        stream=stream,
+        include_usage=stream and _boolean(options or {}, "include_usage", "stream_options.include_usage"),
+    )
+
+
+def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects", param="messages")
+    if len(raw) > limit:
+        raise ApiError(400, f"'messages' holds {len(raw)} messages; this server accepts at most {limit} "
+                            "(refusal-edge serve --max-messages)", param="messages")
+    messages = []
+    for i, message in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ApiError(400, f"{where} must be an object with 'role' and 'content'", param=where)
+        role = message.get("role")
+        if role not in ROLES:
+            raise ApiError(400, f"{where}.role {role!r} is not supported; use system, user or assistant "
+                                "(this server runs no tools)", param=f"{where}.role")
+        parsed = {"role": ROLES[role], "content": _content(message.get("content"), where, role)}
+        # Clients that echo our assistant messages back keep the decision token of that turn; the template
+        # inserts it as control text, so only this model's own decision tokens are accepted here.
+        token = message.get("refusal_token")
+        if token is not None:
+            if role != "assistant" or token not in decision_tokens:
+                raise ApiError(400, f"{where}.refusal_token {token!r} is not one of this model's decision tokens "
+                                    f"({', '.join(sorted(decision_tokens))}); only assistant messages carry one",
+                               param=f"{where}.refusal_token")
+            parsed["refusal_token"] = token
+        messages.append(parsed)
+    return messages
+
+
+def parse_policy(raw: object, server: Policy, categories: tuple[str, ...]) -> Policy:
+    """The request's ``refusal`` object over the server's policy: scalars replace, threshold/bias tables merge."""
+    if raw is None:
+        return server
+    if not isinstance(raw, dict):
+        raise ApiError(400, "'refusal' must be an object such as {\"rule\": \"per-category\", \"thresholds\": "
+                            "{\"safety\": 0.3}, \"biases\": {\"respond\": 1.0}}", param="refusal")
+    scalars = {k: v for k, v in server.to_dict().items() if k not in POLICY_TABLES}
+    try:
+        requested = Policy.from_dict({**scalars, **raw}, categories)
+    except PolicyError as exc:
+        raise ApiError(400, f"refusal: {exc}", param="refusal", code="invalid_refusal_policy") from None
+    return replace(requested, thresholds={**server.thresholds, **requested.thresholds},
+                   biases={**server.biases, **requested.biases})
+
+
+def _sampling(raw: Mapping, limits: Limits) -> SamplingParams:
+    defaults = SamplingParams()
+    max_tokens = _integer(raw, "max_completion_tokens", None, 1, None)
+    if max_tokens is None:
+        max_tokens = _integer(raw, "max_tokens", limits.max_tokens, 1, None)
+    if max_tokens > limits.max_tokens:
+        raise ApiError(400, f"max_tokens {max_tokens} is over this server's limit of {limits.max_tokens} "
+                            "(refusal-edge serve --max-tokens)", param="max_tokens")
+    seed = raw.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ApiError(400, f"'seed' must be an integer, got {seed!r}", param="seed")
+    return SamplingParams(
+        temperature=_number(raw, "temperature", 1.0, 0.0, 2.0),  # OpenAI's default and range
+        top_p=_number(raw, "top_p", 1.0, 0.0, 1.0, open_low=True),
+        top_k=_integer(raw, "top_k", defaults.top_k, 0, None),  # llama.cpp extensions, as its own server takes
+        min_p=_number(raw, "min_p", defaults.min_p, 0.0, 1.0),
+        repeat_penalty=_number(raw, "repeat_penalty", defaults.repeat_penalty, 0.0, math.inf, open_low=True),
+        seed=seed,
+        max_tokens=max_tokens,
+        stop=_stop(raw.get("stop"), limits.max_stop),
+    )
+
+
+def _stop(value: object, limit: int) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value) or len(value) > limit:
+        raise ApiError(400, f"'stop' must be a string or a list of at most {limit} strings", param="stop")
+    return tuple(value)
+
+
+def _content(value: object, where: str, role: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None and role == "assistant":  # an assistant turn that only called tools
+        return ""
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ApiError(400, f"{where}.content[{j}]: only text parts are supported, got {kind!r}",
+                               param=f"{where}.content")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise ApiError(400, f"{where}.content must be a string or a list of text parts", param=f"{where}.content")
+
+
+def _number(raw: Mapping, name: str, default: float, low: float, high: float, open_low: bool = False) -> float:
+    value = raw.get(name)
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not ok or not (value > low if open_low else value >= low) or value > high:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise ApiError(400, f"'{name}' must be a number in {interval}, got {value!r}", param=name)
+    return float(value)
+
+
+def _integer(raw: Mapping, name: str, default: int | None, low: int, high: int | None) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise ApiError(400, f"'{name}' must be an integer >= {low}, got {value!r}", param=name)
+    return value
+
+
+def _boolean(raw: Mapping, name: str, where: str | None = None) -> bool:
+    value = raw.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, f"'{where or name}' must be true or false", param=where or name)
+    return value
+
+
+# responses -------------------------------------------------------------------------------------------
+def decision_payload(decision: Decision) -> dict:
+    """The ``refusal`` extension field: forced token, category, probabilities, policy, timings."""
+    return decision.to_dict()
+
+
+def usage(decision: Decision, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": decision.prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": decision.prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": decision.cached_tokens},  # the KV-cache prefix that was reused
+    }
+
+
+def completion(head: dict, decision: Decision, text: str, finish_reason: str, completion_tokens: int) -> dict:
+    return {
+        **head, "object": "chat.completion",
+        "choices": [{"index": 0, "message": assistant_message(text, decision), "finish_reason": finish_reason,
+                     "logprobs": None}],
+        "usage": usage(decision, completion_tokens),
+        "refusal": decision_payload(decision),
+    }
+
+
+def chunk(head: dict, delta: dict, finish_reason: str | None = None, **extra) -> dict:
+    return {**head, "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}], **extra}
+
+
+def first_delta(decision: Decision) -> dict:
+    """The opening delta: the role, and the decision token a client should echo back with this turn."""
+    return assistant_message("", decision)

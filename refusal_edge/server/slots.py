@@ -1,0 +1,123 @@
+"""Slots: each model instance (one llama.cpp context) is owned by one worker thread.
+
+A llama.cpp context is not thread-safe, so no request ever touches a model directly: it becomes a Job on a
+queue, a slot's thread runs it, and events travel back to the request's event loop. A cancelled job (its
+client went away) stops at the next token, and a queued one is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Sequence
+
+from ..errors import RefusalEdgeError
+from .protocol import ApiError, ChatRequest
+
+log = logging.getLogger("refusal_edge.server")
+CANCELLED = object()  # put on a job's event queue when its client disconnects, to wake whoever waits
+
+
+class Job:
+    """One request's trip through a slot. Events: a Decision, then Chunks (the last has a finish_reason),
+    or an exception in place of any of them."""
+
+    def __init__(self, request: ChatRequest, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.events: asyncio.Queue = asyncio.Queue()
+        self._loop = loop
+        self._cancelled = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Event-loop side: stop this job's generation (or skip it if still queued)."""
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            self.events.put_nowait(CANCELLED)
+
+    def emit(self, event: object) -> bool:
+        """Worker side: hand an event to the event loop; False once nobody can receive it."""
+        try:
+            self._loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the event loop has closed: the server is shutting down
+            self._cancelled.set()
+        return not self._cancelled.is_set()
+
+
+class SlotPool:
+    """``len(models)`` slots serving one FIFO queue of at most ``max_queue`` waiting jobs."""
+
+    def __init__(self, models: Sequence, max_queue: int = 64) -> None:
+        if not models:
+            raise ValueError("a slot pool needs at least one model")
+        self.models = list(models)
+        self.max_queue = max_queue
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.stats = {"busy": 0, "completed": 0, "cancelled": 0, "failed": 0}
+
+    def start(self) -> None:
+        for i, model in enumerate(self.models):
+            thread = threading.Thread(target=self._serve, args=(model,), name=f"refusal-edge-slot-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, request: ChatRequest) -> Job:
+        """Called on the event loop, so the queue-length check cannot race another submit."""
+        if self._queue.qsize() >= self.max_queue:
+            raise ApiError(503, f"the server is busy: {self._queue.qsize()} requests are waiting for a slot; "
+                                "retry later (refusal-edge serve --max-queue, --parallel)",
+                           code="server_busy", kind="server_error")
+        job = Job(request, asyncio.get_running_loop())
+        self._queue.put(job)
+        return job
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let each slot finish (or abandon, once cancelled) its job, then stop its thread."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _serve(self, model) -> None:
+        while (job := self._queue.get()) is not None:
+            if job.cancelled:
+                self._count("cancelled")
+                continue
+            self._count("busy")
+            try:
+                self._count(self._run(model, job))
+            finally:
+                self._count("busy", -1)
+
+    @staticmethod
+    def _run(model, job: Job) -> str:
+        request = job.request
+        events = model.stream(request.messages, request.policy, sampling=request.sampling)
+        try:
+            for event in events:
+                if not job.emit(event):
+                    return "cancelled"
+            return "completed"
+        except Exception as exc:  # noqa: BLE001 - the request gets the error, the slot serves on
+            if not isinstance(exc, RefusalEdgeError):  # a bug, not a bad request: keep the traceback
+                log.exception("generation failed")
+            job.emit(exc)
+            return "failed"
+        finally:
+            events.close()  # frees the sampler; the KV cache stays for the next request's prefix reuse
+
+    def _count(self, name: str, step: int = 1) -> None:
+        with self._lock:
+            self.stats[name] += step
