@@ -1,42 +1,226 @@
-"""Reading GGUF metadata with the gguf package (header only; tensor data is never touched)."""
+"""A fast reader of GGUF headers (metadata and tensor infos), and the raw pieces `annotate` copies verbatim.
+
+gguf.GGUFReader builds numpy views for every array element, which takes seconds on a Llama-3 vocabulary; here
+values are decoded only when asked for, and unchanged entries can be copied as the bytes they were.
+"""
 
 from __future__ import annotations
 
+import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
-
-import gguf
-import numpy as np
 
 from .errors import ConversionError
 
+MAGIC = b"GGUF"
+T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32, T_BOOL, T_STRING, T_ARRAY = range(10)
+T_UINT64, T_INT64, T_FLOAT64 = 10, 11, 12
+_SCALARS = {T_UINT8: "B", T_INT8: "b", T_UINT16: "H", T_INT16: "h", T_UINT32: "I", T_INT32: "i", T_FLOAT32: "f",
+            T_BOOL: "?", T_UINT64: "Q", T_INT64: "q", T_FLOAT64: "d"}
+DEFAULT_ALIGNMENT = 32
 
-def open_reader(path: str | Path) -> gguf.GGUFReader:
+
+@dataclass(frozen=True)
+class RawValue:
+    vtype: int
+    raw: bytes  # the encoded value: type tag + payload, exactly as in the file
+
+    def decode(self):
+        value, _ = _decode(self.raw, 4, self.vtype)
+        return value
+
+
+@dataclass
+class GGUFHeader:
+    path: Path
+    version: int
+    n_tensors: int
+    kv: dict[str, RawValue]
+    tensor_infos: bytes  # verbatim
+    data_offset: int  # absolute offset of the data section
+    alignment: int
+
+    def get(self, key: str, default=None):
+        v = self.kv.get(key)
+        return default if v is None else v.decode()
+
+
+class _Cursor:
+    def __init__(self, buf: bytes, path: Path):
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def take(self, fmt: str):
+        size = struct.calcsize("<" + fmt)
+        if self.pos + size > len(self.buf):
+            raise ConversionError(f"{self.path} is truncated (its header ends early)")
+        value = struct.unpack_from("<" + fmt, self.buf, self.pos)
+        self.pos += size
+        return value[0] if len(value) == 1 else value
+
+    def skip_string(self) -> None:
+        n = self.take("Q")
+        if self.pos + n > len(self.buf):
+            raise ConversionError(f"{self.path} is truncated (its header ends early)")
+        self.pos += n
+
+    def skip_value(self, vtype: int) -> None:
+        if vtype in _SCALARS:
+            self.pos += struct.calcsize("<" + _SCALARS[vtype])
+        elif vtype == T_STRING:
+            self.skip_string()
+        elif vtype == T_ARRAY:
+            sub, n = self.take("I"), self.take("Q")
+            if sub in _SCALARS:
+                self.pos += n * struct.calcsize("<" + _SCALARS[sub])
+            elif sub == T_STRING:
+                buf, pos = self.buf, self.pos
+                for _ in range(n):
+                    (k,) = struct.unpack_from("<Q", buf, pos)
+                    pos += 8 + k
+                self.pos = pos
+            else:
+                for _ in range(n):
+                    self.skip_value(sub)
+        else:
+            raise ConversionError(f"{self.path}: unknown GGUF value type {vtype}")
+        if self.pos > len(self.buf):
+            raise ConversionError(f"{self.path} is truncated (its header ends early)")
+
+
+def _decode(buf: bytes, pos: int, vtype: int):
+    if vtype in _SCALARS:
+        fmt = "<" + _SCALARS[vtype]
+        return struct.unpack_from(fmt, buf, pos)[0], pos + struct.calcsize(fmt)
+    if vtype == T_STRING:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return buf[pos + 8: pos + 8 + n].decode("utf-8", errors="replace"), pos + 8 + n
+    sub, n = struct.unpack_from("<IQ", buf, pos)
+    pos += 12
+    if sub in _SCALARS:
+        fmt = _SCALARS[sub]
+        size = struct.calcsize("<" + fmt)
+        return list(struct.unpack_from(f"<{n}{fmt}", buf, pos)), pos + n * size
+    out = []
+    for _ in range(n):
+        value, pos = _decode(buf, pos, sub)
+        out.append(value)
+    return out, pos
+
+
+def read_header(path: str | Path) -> GGUFHeader:
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"GGUF file not found: {path}")
+    size = path.stat().st_size
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    if magic != b"GGUF":
-        raise ConversionError(f"{path} is not a GGUF file (it starts with {magic!r})")
+        if magic != MAGIC:
+            raise ConversionError(f"{path} is not a GGUF file (it starts with {magic!r})")
+        chunk = 1 << 20
+        buf = magic + fh.read(chunk)
+        while True:
+            try:
+                return _parse(buf, path, size)
+            except ConversionError:
+                if len(buf) >= size:
+                    raise
+                more = fh.read(max(chunk, len(buf)))  # the header is longer: read more and parse again
+                buf += more
+
+
+def _parse(buf: bytes, path: Path, size: int) -> GGUFHeader:
     try:
-        return gguf.GGUFReader(path, "r")
-    except (ValueError, IndexError, KeyError, OSError) as exc:
-        raise ConversionError(f"{path} is not a readable GGUF file (truncated?): {exc}") from None
+        return _parse_unchecked(buf, path, size)
+    except (struct.error, IndexError):
+        raise ConversionError(f"{path} is truncated (its header ends early)") from None
 
 
-def field_value(field: gguf.ReaderField):
-    """A field's value; string arrays come back as lists of str (invalid UTF-8 replaced)."""
-    main = field.types[0]
-    if main == gguf.GGUFValueType.ARRAY and field.types[-1] == gguf.GGUFValueType.STRING:
-        return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
-    if main == gguf.GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-    if main == gguf.GGUFValueType.ARRAY:
-        return [v.item() if isinstance(v, np.generic) else v for v in field.contents()]
-    return field.contents()
+def _parse_unchecked(buf: bytes, path: Path, size: int) -> GGUFHeader:
+    c = _Cursor(buf, path)
+    c.pos = 4
+    version = c.take("I")
+    if version not in (2, 3):
+        raise ConversionError(f"{path}: GGUF version {version} is not supported (big-endian file?)")
+    n_tensors, n_kv = c.take("Q"), c.take("Q")
+    kv: dict[str, RawValue] = {}
+    for _ in range(n_kv):
+        n = c.take("Q")
+        key = buf[c.pos:c.pos + n].decode("utf-8", errors="replace")
+        c.pos += n
+        start = c.pos
+        vtype = c.take("I")
+        c.skip_value(vtype)
+        kv[key] = RawValue(vtype, bytes(buf[start:c.pos]))
+    ti_start = c.pos
+    for _ in range(n_tensors):
+        c.skip_string()
+        n_dims = c.take("I")
+        c.pos += 8 * n_dims + 4 + 8
+    if c.pos > len(buf):
+        raise ConversionError(f"{path} is truncated (its header ends early)")
+    tensor_infos = bytes(buf[ti_start:c.pos])
+    alignment = kv["general.alignment"].decode() if "general.alignment" in kv else DEFAULT_ALIGNMENT
+    data_offset = c.pos + (-c.pos % alignment)
+    if data_offset > size:
+        raise ConversionError(f"{path} is truncated (no tensor data)")
+    return GGUFHeader(path, version, n_tensors, kv, tensor_infos, data_offset, alignment)
 
 
-def read_fields(path: str | Path, keys: Iterable[str]) -> dict:
-    reader = open_reader(path)
-    return {k: field_value(reader.fields[k]) for k in keys if k in reader.fields}
+def tensor_extents(header: GGUFHeader) -> list[tuple[str, int, int]]:
+    """(name, relative offset, ggml type) of each tensor, in file order."""
+    return [(name, offset, ggml_type) for name, _, ggml_type, offset in _tensor_infos(header)]
+
+
+def _tensor_infos(header: GGUFHeader):
+    out, buf, pos = [], header.tensor_infos, 0
+    for _ in range(header.n_tensors):
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        name = buf[pos + 8: pos + 8 + n].decode("utf-8", errors="replace")
+        pos += 8 + n
+        (n_dims,) = struct.unpack_from("<I", buf, pos)
+        dims = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
+        pos += 4 + 8 * n_dims
+        ggml_type, offset = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        out.append((name, dims, ggml_type, offset))
+    return out
+
+
+def data_size_needed(header: GGUFHeader) -> int:
+    """Bytes the data section must hold: the end of the furthest tensor."""
+    import gguf
+
+    end = 0
+    for name, dims, ggml_type, offset in _tensor_infos(header):
+        try:
+            block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+        except (ValueError, KeyError):
+            raise ConversionError(f"{header.path}: tensor {name} has an unknown type {ggml_type}") from None
+        n = 1
+        for d in dims:
+            n *= d
+        end = max(end, offset + n // block * size)
+    return end
+
+
+def encode_value(value, vtype: int, sub: int | None = None) -> bytes:
+    """Type tag + payload, as stored after a key."""
+    out = struct.pack("<I", vtype)
+    if vtype in _SCALARS:
+        return out + struct.pack("<" + _SCALARS[vtype], value)
+    if vtype == T_STRING:
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        return out + struct.pack("<Q", len(raw)) + raw
+    if vtype == T_ARRAY and sub in _SCALARS:
+        return out + struct.pack("<IQ", sub, len(value)) + struct.pack(f"<{len(value)}{_SCALARS[sub]}", *value)
+    raise ValueError(f"cannot encode a value of type {vtype}/{sub}")
+
+
+def encode_key(key: str) -> bytes:
+    raw = key.encode("utf-8")
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def read_fields(path: str | Path, keys) -> dict:
+    header = read_header(path)
+    return {k: header.kv[k].decode() for k in keys if k in header.kv}

@@ -33,7 +33,9 @@ def load_source(source: str | Path, revision: str | None = None, pre_tokenizer: 
     """(checkpoint, arch params, tokenizer fields, tensor plan), all checked, nothing loaded but headers."""
     root = resolve_source(str(source), revision)
     ckpt = HFCheckpoint(root)
-    params = arch_params(ckpt.config, name=name)
+    local = Path(str(source)).expanduser().exists()
+    params = arch_params(ckpt.config, name=name or ckpt.config.get("_name_or_path")
+                         or (Path(str(source)).expanduser().resolve().name if local else str(source)))
     tokenizer = load_tokenizer(root, pre_tokenizer)
     plan = tensor_plan(ckpt, params)
     rows = dict(plan)["token_embd.weight"].shape[0]

@@ -104,6 +104,9 @@ def test_annotate_errors(tmp_path, plain_gguf):
     truncated.write_bytes(plain_gguf.read_bytes()[:-1000])
     with pytest.raises(ConversionError, match="truncated|not a readable"):
         annotate_gguf(truncated, tmp_path / "o.gguf", progress=False)
+    truncated.write_bytes(plain_gguf.read_bytes()[:3000])  # inside the vocabulary
+    with pytest.raises(ConversionError, match="truncated"):
+        annotate_gguf(truncated, tmp_path / "o.gguf", progress=False)
     assert not (tmp_path / "o.gguf").exists()
     assert not list(tmp_path.glob(".*partial"))
 
@@ -159,3 +162,15 @@ def test_quantize_errors(f16, tmp_path):
     quantize_gguf(f16, existing, "q8_0", force=True, threads=THREADS, progress=False)
     assert existing.stat().st_size > 1000
     assert not list(tmp_path.glob(".*partial")) and not (tmp_path / "o.gguf").exists()
+
+
+def test_fast_header_reader_agrees_with_gguf_reader(f16):
+    from convert.gguf_fields import read_header, tensor_extents
+
+    h = read_header(f16)
+    r = gguf.GGUFReader(f16)
+    for key, field in r.fields.items():
+        if not key.startswith("GGUF."):
+            assert h.get(key) == field.contents(), key
+    assert [(n, int(t)) for n, _, t in tensor_extents(h)] == [(t.name, int(t.tensor_type)) for t in r.tensors]
+    assert h.data_offset == r.data_offset
