@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gguf
-import numpy as np
 import pytest
 
 from conftest import THREADS

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from refusal_edge.metadata import CATEGORIES, REFUSE_TOKEN, RESPOND_TOKEN, category_token
-from tiny_model import CHATML, SPECIALS, bytes_to_unicode, train_bpe, CORPUS
+from tiny_model import CHATML, CORPUS, SPECIALS, train_bpe
 
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
