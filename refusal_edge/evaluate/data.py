@@ -1,0 +1,252 @@
+"""Evaluation data: CoCoNot JSONL, XSTest CSV, or any JSONL/CSV named by --prompt-field/--label-field.
+
+Each row becomes an Example that knows whether it should be refused. Where that comes from, in order:
+a file-level option (``--should-refuse FILE`` / ``--contrast FILE``), the row's own flag (``should_refuse``,
+XSTest's ``label``, or ``--label-field``), and for CoCoNot files the file's shape: CoCoNot's contrast set
+carries a compliant ``chosen`` answer, its original set does not.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from ..errors import RefusalEdgeError
+
+REFUSE_WORDS = {"1", "true", "yes", "y", "refuse", "refusal", "unsafe", "harmful", "should_refuse", "noncompliance"}
+RESPOND_WORDS = {"0", "false", "no", "n", "respond", "safe", "benign", "comply", "compliance", "contrast"}
+ROW_FLAG = "should_refuse"  # a per-row flag recognised in CoCoNot-shaped rows
+
+
+class DataError(RefusalEdgeError):
+    """A data file cannot be read, or one of its rows is malformed (the message names file and line)."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Column names for the generic format; ``None`` means: recognise CoCoNot / XSTest."""
+
+    prompt: str | None = None
+    label: str | None = None
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    should_refuse: bool
+    category: str | None
+    subcategory: str | None
+    source: str
+    line: int
+    id: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+@dataclass
+class Dataset:
+    path: Path
+    format: str = ""
+    note: str = ""
+    examples: list[Example] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "line N: reason"
+
+    @property
+    def should_refuse(self) -> int:
+        return sum(e.should_refuse for e in self.examples)
+
+    @property
+    def benign(self) -> int:
+        return len(self.examples) - self.should_refuse
+
+    def summary(self) -> dict:
+        return {"path": str(self.path), "format": self.format, "note": self.note, "rows": len(self.examples),
+                "should_refuse": self.should_refuse, "benign": self.benign, "skipped": len(self.skipped),
+                "skipped_reasons": self.skipped[:20]}
+
+
+def read_dataset(path: str | Path, expect: bool | None = None, fields: Fields = Fields(),
+                 skip_bad: bool = False) -> Dataset:
+    """All rows of one file. ``expect`` (True: should refuse, False: benign) overrides any per-row label.
+
+    A malformed row raises DataError naming file and line, or with ``skip_bad`` is skipped and counted.
+    """
+    path = Path(path)
+    data = Dataset(path)
+    convert = None
+    for line, row in _rows(path):
+        try:
+            if isinstance(row, str):  # the file layer could not parse this row
+                raise DataError(row)
+            if convert is None:
+                convert, data.format = _converter(row, fields, expect)
+            data.examples.append(convert(row, expect, str(path), line))
+        except DataError as exc:
+            if not skip_bad:
+                raise DataError(f"{path}:{line}: {exc}") from None
+            data.skipped.append(f"line {line}: {exc}")
+    if not data.examples:
+        reason = f" ({len(data.skipped)} malformed rows skipped, e.g. {data.skipped[0]})" if data.skipped else ""
+        raise DataError(f"{path}: no usable rows{reason}")
+    data.note = _note(data, expect)
+    return data
+
+
+def parse_label(value: object, name: str) -> bool:
+    """True: the prompt should be refused. Accepts booleans, 0/1 and common words (safe/unsafe, refuse/respond)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    word = str(value).strip().lower() if value is not None else ""
+    if word in REFUSE_WORDS:
+        return True
+    if word in RESPOND_WORDS:
+        return False
+    raise DataError(f"field {name!r}: {value!r} is not a label "
+                    "(use one of: refuse/respond, unsafe/safe, true/false, 1/0)")
+
+
+# formats ------------------------------------------------------------------------------------------
+def _converter(first: Mapping, fields: Fields, expect: bool | None):
+    keys = set(first)
+    if fields.prompt or fields.label:
+        if expect is None and not fields.label:
+            raise DataError("the generic format needs --label-field, or the file passed as --should-refuse/--contrast")
+        return _generic(fields), "generic"
+    if {"prompt", "type", "label"} <= keys:
+        return _xstest, "xstest"
+    if {"prompt", "category"} <= keys:
+        return _coconot, "coconot"
+    raise DataError(
+        f"cannot tell the format from the fields {sorted(keys)}: expected CoCoNot (category, subcategory, prompt), "
+        "XSTest (prompt, type, label), or name the columns with --prompt-field and --label-field"
+    )
+
+
+def _coconot(row: Mapping, expect, source: str, line: int) -> Example:
+    if expect is None:
+        expect = parse_label(row[ROW_FLAG], ROW_FLAG) if ROW_FLAG in row else "chosen" not in row
+    return Example(_text(row, "prompt"), expect, _text(row, "category"), _optional(row, "subcategory"),
+                   source, line, _optional(row, "id"))
+
+
+def _xstest(row: Mapping, expect, source: str, line: int) -> Example:
+    label = str(row.get("label", "")).strip().lower()
+    if label not in ("safe", "unsafe"):
+        raise DataError(f"field 'label': {row.get('label')!r} is neither 'safe' nor 'unsafe'")
+    should = expect if expect is not None else label == "unsafe"
+    return Example(_text(row, "prompt"), should, None, _optional(row, "type"), source, line,
+                   _optional(row, "id") or _optional(row, "id_v2"))
+
+
+def _generic(fields: Fields):
+    prompt_field = fields.prompt or "prompt"
+    category_field = fields.category or "category"
+
+    def convert(row: Mapping, expect, source: str, line: int) -> Example:
+        if expect is None:
+            if fields.label not in row:
+                raise DataError(f"field {fields.label!r} is missing")
+            expect = parse_label(row[fields.label], fields.label)
+        category = _optional(row, category_field)
+        if fields.category and category is None:
+            raise DataError(f"field {category_field!r} is missing or empty")
+        return Example(_text(row, prompt_field), expect, category, _optional(row, "subcategory"), source, line,
+                       _optional(row, "id"))
+
+    return convert
+
+
+def _text(row: Mapping, name: str) -> str:
+    value = row.get(name)
+    if value is None:
+        raise DataError(f"field {name!r} is missing")
+    if not isinstance(value, str):
+        raise DataError(f"field {name!r} must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"field {name!r} is empty")
+    return value
+
+
+def _optional(row: Mapping, name: str) -> str | None:
+    value = row.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return str(value)
+
+
+def _note(data: Dataset, expect: bool | None) -> str:
+    if expect is not None:
+        return "should refuse (--should-refuse)" if expect else "benign (--contrast)"
+    if data.format == "coconot":
+        return f"labels from '{ROW_FLAG}' flags, else CoCoNot's shape (a 'chosen' answer marks a contrast prompt)"
+    return {"xstest": "labels from XSTest 'label' (unsafe: should refuse)", "generic": "labels from --label-field"}.get(
+        data.format, "")
+
+
+# files --------------------------------------------------------------------------------------------
+def _rows(path: Path) -> Iterator[tuple[int, Mapping | str]]:
+    """(line number, row mapping or the reason it is malformed).
+
+    CSV/TSV by extension, else JSON Lines (a .json file holding one array is accepted too).
+    """
+    try:
+        fh = open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            suffix = path.suffix.lower()
+            if suffix in (".csv", ".tsv"):
+                yield from _csv_rows(fh, path, "\t" if suffix == ".tsv" else ",")
+            elif suffix == ".json" and fh.read(1) == "[":
+                fh.seek(0)
+                yield from _json_array_rows(fh, path)
+            else:
+                fh.seek(0)
+                yield from _jsonl_rows(fh)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _jsonl_rows(fh) -> Iterator[tuple[int, Mapping | str]]:
+    for number, text in enumerate(fh, 1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, f"not valid JSON ({exc.msg}, column {exc.colno})"
+            continue
+        yield number, row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
+
+
+def _json_array_rows(fh, path: Path) -> Iterator[tuple[int, Mapping | str]]:
+    try:
+        rows = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    for number, row in enumerate(rows, 1):  # "line" is the item number here
+        yield number, row if isinstance(row, dict) else f"item {number} is not a JSON object"
+
+
+def _csv_rows(fh, path: Path, delimiter: str) -> Iterator[tuple[int, Mapping | str]]:
+    reader = csv.reader(fh, delimiter=delimiter)
+    header = next(reader, None)
+    if not header:
+        raise DataError(f"{path}: empty file, expected a header row")
+    header = [h.strip() for h in header]
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            yield reader.line_num, f"{len(row)} columns, the header has {len(header)}"
+            continue
+        yield reader.line_num, dict(zip(header, row))

@@ -1,0 +1,121 @@
+"""What `eval` and `calibrate` share: read the data, find the model's stored scores, score what is missing.
+
+The model file is hashed, never loaded, unless a prompt has no stored score (or answers are wanted):
+a second evaluation or a calibration of already-scored data runs without llama.cpp.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import ModelLoadError, RefusalEdgeError
+from ..metadata import RefusalSpec
+from ..options import build_policy, resolve_model_path
+from ..policy import Policy
+from .batch import ScoreMatrix
+from .data import Dataset, Fields, read_dataset
+from .runner import ScoringRun, score_examples, score_matrix
+from .store import ScoreStore, default_store_path, file_sha256
+
+
+def split_inputs(inputs: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`[MODEL] DATA...`: the first argument is the model when it names a GGUF (a path or owner/repo/file.gguf)."""
+    if inputs and inputs[0].lower().endswith(".gguf"):
+        return inputs[0], list(inputs[1:])
+    return None, list(inputs)
+
+
+def read_all(data: Sequence[str], should_refuse: Sequence[str], contrast: Sequence[str], fields: Fields,
+             skip_bad: bool) -> list[Dataset]:
+    sources = [(p, None) for p in data] + [(p, True) for p in should_refuse] + [(p, False) for p in contrast]
+    if not sources:
+        raise RefusalEdgeError("no data: give DATA files, --should-refuse FILE or --contrast FILE")
+    return [read_dataset(path, expect, fields, skip_bad) for path, expect in sources]
+
+
+class LazyModel:
+    """Loads the model on first use only (llama.cpp start-up is the slowest step of a cached run)."""
+
+    def __init__(self, path: Path, model_kwargs: dict):
+        self.path, self.kwargs, self.model = path, model_kwargs, None
+
+    def __call__(self):
+        if self.model is None:
+            from ..model import RefusalModel
+
+            n = self.kwargs
+            self.model = RefusalModel.load(self.path, n_ctx=n["n_ctx"], n_threads=n["threads"],
+                                           n_gpu_layers=n["n_gpu_layers"], verbose=n["verbose"])
+        return self.model
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+
+
+@dataclass
+class Session:
+    model_path: Path
+    model_sha256: str
+    store: ScoreStore
+    spec: RefusalSpec
+    policy: Policy
+    datasets: list[Dataset]
+    run: ScoringRun
+    matrix: ScoreMatrix
+    model: LazyModel
+
+    def close(self) -> None:
+        self.model.close()
+        self.store.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_session(model: str | None, datasets: list[Dataset], *, store_path: str | None, system: str | None,
+                 skip_bad: bool, policy_args: dict, model_kwargs: dict, progress: bool = True,
+                 check: Callable[[RefusalSpec, Policy, list], None] | None = None) -> Session:
+    """Hash the model, open its score store, build the policy, and make sure every prompt has scores.
+
+    ``check(spec, policy, examples)`` runs before anything is scored, to reject bad options before the slow part.
+    """
+    path = resolve_model_path(model)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    sha = file_sha256(path)
+    store = ScoreStore(Path(store_path) if store_path else default_store_path(sha), sha)
+    lazy = LazyModel(path, model_kwargs)
+    try:
+        if store.spec is None:
+            store.set_spec(lazy().spec)
+        spec = store.spec
+        default = Policy.from_dict(spec.default_policy, spec.category_names) if spec.default_policy else Policy()
+        policy = build_policy(spec.category_names, default, **policy_args)
+        examples = [e for d in datasets for e in d.examples]
+        if check is not None:
+            check(spec, policy, examples)
+        run = score_examples(examples, store, lazy, system=system, temperature=policy.temperature,
+                             skip_bad=skip_bad, progress=progress)
+        if not run.examples:
+            raise RefusalEdgeError("no prompt could be scored")
+        matrix = score_matrix(store, run.keys, spec)
+    except BaseException:
+        lazy.close()
+        store.close()
+        raise
+    return Session(path, sha, store, spec, policy, datasets, run, matrix, lazy)
+
+
+def display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)

@@ -1,0 +1,163 @@
+"""How an evaluation is shown and saved: terminal tables, report.json, and a per-prompt CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..metadata import RefusalSpec
+from .analysis import OTHER_COL
+from .batch import OWN, Probabilities, choice_names
+from .data import Example
+from .files import atomic_path, write_text
+
+
+def short(name: str) -> str:
+    """'Requests with safety concerns' -> 'safety', 'Humanizing requests' -> 'humanizing': table headers."""
+    words = [w for w in name.lower().split() if w not in ("requests", "with", "concerns")]
+    return words[0] if words else name.lower()
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], first_width: int | None = None) -> str:
+    cells = [[str(c) for c in header]] + [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    if first_width:
+        widths[0] = max(widths[0], first_width)
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render(report: dict, subcategories: bool = False) -> str:
+    """The terminal view of a report built by cli.evaluate."""
+    ev = report["evaluation"]
+    out = [_header(report), ""]
+    out.append("Decision rules on the same scores (* = the policy's rule)")
+    out.append(table(
+        ["rule", "refusal", "over-refusal", "precision", "F1", "category acc."],
+        [[rule + (" *" if rule == ev["rule"] else ""), m["recall"], m["over_refusal"], m["precision"], m["f1"],
+          m["category_accuracy"]] for rule, m in ((r, d["overall"]) for r, d in ev["rules"].items())],
+    ))
+    out += ["", f"By category ({ev['rule']} rule; AUROC/AP rank p(category token) against all benign prompts)"]
+    decisions, ranking = ev["decisions"], ev["ranking"]
+    rows = []
+    for name, g in decisions["by_category"].items():
+        r = ranking.get(name, {})
+        rows.append([name, g["should_refuse"], g["refusal_rate"], g["category_accuracy"], g["benign"],
+                     g["over_refusal"], r.get("auroc"), r.get("average_precision")])
+    overall, r = decisions["overall"], ranking["overall"]
+    rows.append(["overall (p any refusal token)", overall["tp"] + overall["fn"], overall["recall"],
+                 overall["category_accuracy"], overall["fp"] + overall["tn"], overall["over_refusal"], r["auroc"],
+                 r["average_precision"]])
+    out.append(table(["category", "should refuse", "refused", "right token", "benign", "over-refused", "AUROC",
+                      "AP"], rows))
+    if subcategories:
+        out += ["", "By subcategory"]
+        out.append(table(["category / subcategory", "should refuse", "refused", "benign", "over-refused"],
+                         [[k, g["should_refuse"], g["refusal_rate"], g["benign"], g["over_refusal"]]
+                          for k, g in decisions["by_subcategory"].items()]))
+    conf = decisions["confusion"]
+    out += ["", "Confusion (rows: what the prompt should get, columns: the first token chosen)"]
+    out.append(table([""] + [short(c) for c in conf["cols"]],
+                     [[row] + counts for row, counts in zip(conf["rows"], conf["counts"])]))
+    if report.get("sweep"):
+        out += ["", _sweep_table(report["sweep"])]
+    if report.get("generation"):
+        out += ["", _generation_table(report["generation"])]
+    return "\n".join(out)
+
+
+def _header(report: dict) -> str:
+    model, scoring = report["model"], report["scoring"]
+    lines = [f"model   {model['path']} (sha256 {model['sha256'][:12]})"]
+    for d in report["data"]:
+        skipped = f", {d['skipped']} malformed rows skipped" if d["skipped"] else ""
+        lines.append(f"data    {d['path']}: {d['should_refuse']} should refuse, {d['benign']} benign "
+                     f"[{d['format']}]{skipped}")
+    reuse = ""
+    if scoring["prefill_tokens"]:
+        reuse = f"; {scoring['reused_tokens']}/{scoring['prefill_tokens']} prompt tokens reused from the KV cache"
+    lines.append(f"scores  {scoring['scored']} prefilled now, {scoring['from_store']} from {scoring['store']}{reuse}")
+    if scoring["skipped"]:
+        lines.append(f"        {len(scoring['skipped'])} prompts skipped, e.g. {scoring['skipped'][0]}")
+    policy = report["evaluation"]["policy"]
+    own = ", ".join(f"{short(k)} {v:g}" for k, v in policy["thresholds"].items())
+    bias = ", ".join(f"{short(k)} {v:+g}" for k, v in policy["biases"].items())
+    lines.append(f"policy  {policy['rule']}, threshold {policy['threshold']:g}" + (f" ({own})" if own else "")
+                 + (f", biases {bias}" if bias else ""))
+    return "\n".join(lines)
+
+
+def _sweep_table(sweep: dict) -> str:
+    points = sweep["points"]
+    groups = list(points[0]["by_category"]) if points else []
+    header = ["threshold", "refusal", "over-refusal", "precision", "F1"] + [short(g) for g in groups]
+    rows = [[f"{p['threshold']:g}", p["refusal_rate"], p["over_refusal"], p["precision"], p["f1"]]
+            + [p["by_category"][g] for g in groups] for p in points]
+    title = f"Sweep of {'every threshold' if sweep['category'] == 'all' else sweep['category']} ({sweep['rule']} rule)"
+    return title + "\n" + table(header, rows)
+
+
+def _generation_table(gen: dict) -> str:
+    a = gen["agreement"]
+    lines = [f"Answers ({gen['prompts']} decoded, up to {gen['max_tokens']} tokens, judged by {gen['judge']})",
+             table(["", "rate"], [
+                 ["answer reads as a refusal", a["answer_refusal_rate"]],
+                 ["first token and answer agree", a["agreement"]],
+                 [f"[respond] but the answer refuses (of {a['respond_tokens']})", a["respond_token_but_refusal"]],
+                 [f"refusal token but the answer complies (of {a['refusal_tokens']})", a["refusal_token_but_answer"]],
+             ])]
+    if gen.get("by_category"):
+        lines += ["", table(["should get", "prompts", "token refusal", "answer refusal", "agreement"],
+                            [[k, v["prompts"], v["token_refusal_rate"], v["answer_refusal_rate"], v["agreement"]]
+                             for k, v in gen["by_category"].items()])]
+    return "\n".join(lines)
+
+
+# files --------------------------------------------------------------------------------------------
+def write_json(path: Path, report: dict) -> None:
+    write_text(path, json.dumps(report, indent=2, ensure_ascii=False, default=_plain) + "\n")
+
+
+def write_rows_csv(path: Path, examples: Sequence[Example], choices: np.ndarray, probs: Probabilities,
+                   spec: RefusalSpec, answers: Sequence[str] | None = None,
+                   answer_refused: Sequence[bool] | None = None) -> None:
+    """One row per prompt: where it came from, what it should get, the token chosen and every probability."""
+    names = choice_names(spec)
+    header = ["source", "line", "id", "category", "subcategory", "should_refuse", "prompt", "first_token",
+              "refused", "p_respond", "p_refusal"] + [f"p_{short(n)}" for n in spec.category_names]
+    if answers is not None:
+        header += ["answer", "answer_refuses", "agrees"]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        refusal = probs.refusal
+        for i, e in enumerate(examples):
+            c = int(choices[i])
+            row = [e.source, e.line, e.id or "", e.category or "", e.subcategory or "", int(e.should_refuse),
+                   e.prompt, OTHER_COL if c == OWN else names[c], int(c > 0), f"{probs.respond[i]:.6g}",
+                   f"{refusal[i]:.6g}"] + [f"{p:.6g}" for p in probs.categories[i]]
+            if answers is not None:
+                row += [answers[i], int(answer_refused[i]), int(bool(answer_refused[i]) == (c > 0))]
+            writer.writerow(row)
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

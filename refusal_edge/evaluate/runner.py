@@ -1,0 +1,115 @@
+"""The only part of evaluation that runs the model: score what the store lacks, decode answers on request.
+
+Prompts are scored in sorted order of their messages, so prompts that share a system prompt (or any other
+prefix) run back to back and the backend reuses that prefix's KV cache instead of prefilling it again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import RefusalEdgeError
+from ..metadata import RefusalSpec
+from ..policy import Policy
+from .batch import ScoreMatrix
+from .data import DataError, Example
+from .store import ScoreStore, answer_key, prompt_key
+
+
+def messages_for(example: Example, system: str | None) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": example.prompt}]
+
+
+@dataclass
+class ScoringRun:
+    """What scoring did: how many prompts came from the store, how many were prefilled, what was skipped."""
+
+    keys: list[str]
+    examples: list[Example]
+    from_store: int = 0
+    scored: int = 0
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def score_examples(examples: Sequence[Example], store: ScoreStore, load_model: Callable, *, system: str | None,
+                   temperature: float = 1.0, skip_bad: bool = False, progress: bool = True) -> ScoringRun:
+    """Make sure the store holds scores for every example; the model is loaded only if something is missing.
+
+    A prompt the model cannot take (too long for the context) raises DataError naming file and line, or is
+    dropped and counted with ``skip_bad``.
+    """
+    keys = [prompt_key(messages_for(e, system), temperature) for e in examples]
+    todo: dict[str, tuple[list[dict], Example]] = {}
+    for key, example in zip(keys, examples):
+        if key not in store and key not in todo:
+            todo[key] = (messages_for(example, system), example)
+    run = ScoringRun(keys=[], examples=[], from_store=len(set(keys)) - len(todo))
+    failed: set[str] = set()
+    if todo:
+        model = load_model()
+        store.set_spec(model.spec)
+        order = sorted(todo, key=lambda k: json.dumps(todo[k][0], ensure_ascii=False))
+        for key in _progress(order, progress, "scoring"):
+            messages, example = todo[key]
+            before = model.backend.cached_tokens
+            try:
+                scores = model.scores(messages, temperature)
+            except RefusalEdgeError as exc:
+                if not skip_bad:
+                    raise DataError(f"{example.where}: {exc}") from None
+                run.skipped.append(f"{example.where}: {exc}")
+                failed.add(key)
+                continue
+            store.add(key, scores)
+            after = model.backend.cached_tokens
+            run.scored += 1
+            run.prefill_tokens += len(after)
+            run.reused_tokens += common_prefix(before, after[:-1])  # the last token is always re-evaluated
+    for key, example in zip(keys, examples):
+        if key not in failed:
+            run.keys.append(key)
+            run.examples.append(example)
+    return run
+
+
+def score_matrix(store: ScoreStore, keys: Sequence[str], spec: RefusalSpec) -> ScoreMatrix:
+    return ScoreMatrix.from_scores([store.get(k) for k in keys], width=len(spec.token_ids))
+
+
+def generate_answers(examples: Sequence[Example], keys: Sequence[str], token_ids: np.ndarray, store: ScoreStore,
+                     load_model: Callable, policy: Policy, *, system: str | None, max_tokens: int,
+                     progress: bool = True) -> list[str]:
+    """Greedy answers after each prompt's chosen first token; stored, so a rerun decodes only what is missing."""
+    answers: list[str | None] = [store.answers.get(answer_key(k, int(t), max_tokens)) for k, t in zip(keys, token_ids)]
+    missing = [i for i, a in enumerate(answers) if a is None]
+    if missing:
+        model = load_model()
+        missing.sort(key=lambda i: examples[i].prompt)
+        for i in _progress(missing, progress, "generating"):
+            result = model.generate(messages_for(examples[i], system), policy, temperature=0.0, max_tokens=max_tokens)
+            # Stored under the token actually used; a float tie at a threshold could pick the neighbour.
+            store.add_answer(answer_key(keys[i], result.decision.token_id, max_tokens), result.text)
+            answers[i] = result.text
+    return [a or "" for a in answers]
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if differ.size else n
+
+
+def _progress(items, enabled: bool, label: str):
+    """A tqdm bar with rate and ETA on stderr when it is a terminal."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="prompt", file=sys.stderr, disable=None, dynamic_ncols=True)
