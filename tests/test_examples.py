@@ -26,3 +26,9 @@ def test_scripted_chat_example(tiny_gguf):
     assert "Humanizing requests: threshold 0.05" in out
     assert sum(line.startswith("⟨") for line in out.splitlines()) == 3
     assert "rule: natural" in out
+
+
+def test_laptop_eval_example(tiny_gguf):
+    out = run_example("laptop_eval.py", tiny_gguf, "--threads", "1")
+    assert "report sections:" in out and "sweep" in out
+    assert "[thresholds]" in out  # the calibrated policy file was written and printed
