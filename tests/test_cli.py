@@ -59,7 +59,8 @@ def test_decide_reads_jsonl_and_csv_and_names_bad_lines(tiny_gguf, tmp_path):
 
 
 def test_generate_streams_after_the_decision(tiny_gguf):
-    result = run("generate", tiny_gguf, "hello", *COMMON, "--max-tokens", "5", "--threshold", "human=0", "--json")
+    result = run("generate", tiny_gguf, "hello", *COMMON, "--max-tokens", "5", "--threshold", "human=0", "--json",
+                 "--temperature", "0")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["decision"]["category"] == "Humanizing requests"
