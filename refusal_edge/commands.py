@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -99,32 +98,22 @@ def decide(words, model, input_file, as_json, policy_file, rule, thresholds, bia
 
 
 def read_prompt_file(path: Path) -> list[tuple[str, list[dict]]]:
-    """Rows of (label, messages). Errors name the file and the line."""
+    """Rows of (label, messages) from JSONL/JSON/CSV/TSV; errors name the file and the line."""
+    from .evaluate.data import read_rows
+
     rows = []
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "prompt" not in reader.fieldnames:
-                raise RefusalEdgeError(f"{path}: the CSV needs a 'prompt' column (found {reader.fieldnames})")
-            for row in reader:
-                if not (row.get("prompt") or "").strip():
-                    raise RefusalEdgeError(f"{path}:{reader.line_num}: empty prompt")
-                rows.append((row["prompt"], [{"role": "user", "content": row["prompt"]}]))
-        return rows
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RefusalEdgeError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
-                rows.append((obj["prompt"], [{"role": "user", "content": obj["prompt"]}]))
-            elif isinstance(obj, dict) and isinstance(obj.get("messages"), list):
-                rows.append((obj["messages"][-1].get("content", ""), obj["messages"]))
-            else:
-                raise RefusalEdgeError(f"{path}:{number}: expected an object with a 'prompt' string or 'messages' list")
+    for line, row in read_rows(path):
+        if isinstance(row, str):
+            raise RefusalEdgeError(f"{path}:{line}: {row}")
+        prompt, messages = row.get("prompt"), row.get("messages")
+        if isinstance(prompt, str) and prompt.strip():
+            rows.append((prompt, [{"role": "user", "content": prompt}]))
+        elif isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+            rows.append((str(messages[-1].get("content", "")), messages))
+        else:
+            raise RefusalEdgeError(f"{path}:{line}: expected a non-empty 'prompt' string or a 'messages' list")
+    if not rows:
+        raise RefusalEdgeError(f"{path}: no prompts")
     return rows
 
 

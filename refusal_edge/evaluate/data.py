@@ -80,7 +80,7 @@ def read_dataset(path: str | Path, expect: bool | None = None, fields: Fields = 
     path = Path(path)
     data = Dataset(path)
     convert = None
-    for line, row in _rows(path):
+    for line, row in read_rows(path):
         try:
             if isinstance(row, str):  # the file layer could not parse this row
                 raise DataError(row)
@@ -192,7 +192,7 @@ def _note(data: Dataset, expect: bool | None) -> str:
 
 
 # files --------------------------------------------------------------------------------------------
-def _rows(path: Path) -> Iterator[tuple[int, Mapping | str]]:
+def read_rows(path: Path) -> Iterator[tuple[int, Mapping | str]]:
     """(line number, row mapping or the reason it is malformed).
 
     CSV/TSV by extension, else JSON Lines (a .json file holding one array is accepted too).
