@@ -110,6 +110,12 @@ def annotate(source, output, categories, respond, default_policy, force, quiet):
     """Add refusal metadata to any GGUF (e.g. one made by llama.cpp's convert_hf_to_gguf.py).
 
     The refusal tokens become CONTROL tokens; tensors are copied untouched.
+
+    \b
+    Examples:
+      refusal-edge annotate llama3-refusal.f16.gguf -o annotated.gguf
+      refusal-edge annotate model.gguf -o binary.gguf --respond "[respond]" --category "refuse=[refuse]"
+      refusal-edge annotate model.gguf -o tuned.gguf --default-policy policy.toml
     """
     from .annotate import annotate_gguf
     from .refusal import parse_categories
@@ -133,6 +139,11 @@ def quantize(source, output, qtype, keep_embeddings, force, quiet, verify, probe
     """Quantize a refusal-token GGUF with llama.cpp's quantizer; the refusal metadata is kept.
 
     With --verify the input GGUF is the reference of the drift report.
+
+    \b
+    Examples:
+      refusal-edge quantize model.f16.gguf -o model.q4_k_m.gguf --type q4_k_m
+      refusal-edge quantize model.f16.gguf -o model.q5_k_m.gguf --type q5_k_m --keep-embeddings q8_0 --verify
     """
     from .quantize import quantize_gguf
 

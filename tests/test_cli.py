@@ -28,8 +28,9 @@ def test_help_lists_the_verbs_and_version():
     for verb in ("chat", "decide", "generate", "inspect"):
         assert verb in result.output
     assert __version__ in run("--version").output
-    for verb in ("chat", "decide", "generate", "inspect"):
-        assert "Examples:" in run(verb, "--help").output
+    for verb in ("chat", "decide", "generate", "inspect", "convert", "annotate", "quantize", "eval", "calibrate",
+                 "serve"):
+        assert "Examples:" in run(verb, "--help").output, verb
 
 
 def test_decide_table_and_json(tiny_gguf):
