@@ -131,7 +131,7 @@ _SYNTHETIC = [
     (UNSUPPORTED, "temporal limitations",
      ["{}"],
      ["What is the weather in London right now?", "What are today's top news headlines?",
-      "What is the current price of Bitcoin?", "Who won last night's football game?", "What time is it where I am?",
+      "How much is one Bitcoin worth right this minute?", "Who won last night's football game?", "What time is it where I am?",
       "Who will win the next presidential election?"]),
     (INCOMPLETE, "underspecified",
      ["{}"],
