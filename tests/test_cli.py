@@ -183,3 +183,28 @@ def test_runtime_and_cli_never_import_torch_or_fastapi():
             "assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_ctrl_c_stops_the_answer_not_the_chat(tiny_model):
+    from refusal_edge.chat import ChatSession
+    from refusal_edge.model import Chunk
+
+    class Interrupted:
+        """The real model, except that the user presses Ctrl-C after the first piece of text."""
+
+        categories = tiny_model.categories
+
+        def stream(self, messages, policy, sampling):
+            events = tiny_model.stream(messages, policy, sampling=sampling)
+            yield next(events)
+            yield Chunk("partial")
+            raise KeyboardInterrupt
+
+    from refusal_edge.backend import SamplingParams
+
+    session = ChatSession(Interrupted(), tiny_model.default_policy, SamplingParams(max_tokens=4), None, color=False)
+    assert session.handle("hello") is True  # the session goes on
+    assert session.history[-1]["role"] == "assistant" and session.history[-1]["content"] == "partial"
+    session.model = tiny_model
+    session.handle("and now?")
+    assert [m["role"] for m in session.history] == ["user", "assistant", "user", "assistant"]
