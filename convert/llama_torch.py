@@ -51,7 +51,7 @@ def read_config(reader: gguf.GGUFReader) -> LlamaConfig:
         n_embd=int(_field(reader, "llama.embedding_length")),
         n_layer=int(_field(reader, "llama.block_count")),
         n_head=n_head,
-        # llama.cpp's own defaults when the keys are missing (see the team notes: GQA breaks silently otherwise)
+        # llama.cpp's own defaults when the keys are missing: a GQA model breaks silently with any other
         n_head_kv=int(_field(reader, "llama.attention.head_count_kv", n_head)),
         n_ff=int(_field(reader, "llama.feed_forward_length")),
         rope_base=float(_field(reader, "llama.rope.freq_base", 10000.0)),
