@@ -132,10 +132,13 @@ def annotate(source, output, categories, respond, default_policy, force, quiet):
               help="Quantization type, e.g. q4_k_m.")
 @click.option("--keep-embeddings", type=click.Choice(list(EMBEDDING_TYPES)), default=None,
               help="Keep token embeddings and the output matrix at this type.")
+@click.option("--allow-requantize", is_flag=True,
+              help="Accept an already quantized input (quality suffers twice: prefer an f16/bf16/f32 source).")
 @click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
 @_verify_options
-def quantize(source, output, qtype, keep_embeddings, force, quiet, verify, probe_file, threads, verbose):
+def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, quiet, verify, probe_file, threads,
+             verbose):
     """Quantize a refusal-token GGUF with llama.cpp's quantizer; the refusal metadata is kept.
 
     With --verify the input GGUF is the reference of the drift report.
@@ -150,7 +153,7 @@ def quantize(source, output, qtype, keep_embeddings, force, quiet, verify, probe
     log = _echo(quiet)
     probes = _probes(probe_file)
     path = quantize_gguf(source, output, qtype, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                         progress=not quiet, verbose=verbose)
+                         progress=not quiet, verbose=verbose, allow_requantize=allow_requantize)
     if verify:
         from .verify import drift_report
 

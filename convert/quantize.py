@@ -49,6 +49,7 @@ def quantize_gguf(
     threads: int | None = None,
     progress: bool = True,
     verbose: bool = False,
+    allow_requantize: bool = False,
 ) -> Path:
     """Quantize ``source`` into ``output`` (atomically); ``keep_embeddings`` holds token_embd and output at that type.
 
@@ -73,7 +74,7 @@ def quantize_gguf(
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[key][0])
     params.nthread = threads or 0
-    params.allow_requantize = False
+    params.allow_requantize = allow_requantize
     if keep_embeddings is not None:
         ggml_type = getattr(llama_cpp, EMBEDDING_TYPES[keep_embeddings])
         params.token_embedding_type = ggml_type
@@ -86,7 +87,9 @@ def quantize_gguf(
             if shutil.disk_usage(output.parent).free < (64 << 20):
                 raise ConversionError(f"disk full while quantizing into {output}: free some space and run again")
             detail = " ".join(line.strip() for line in log if "error" in line.lower() or "failed" in line.lower())
-            raise ConversionError(f"llama.cpp could not quantize {source} to {key}: {detail or f'error code {code}'}")
+            hint = " (the input is already quantized: pass --allow-requantize)" if "requantiz" in detail else ""
+            raise ConversionError(
+                f"llama.cpp could not quantize {source} to {key}: {detail or f'error code {code}'}{hint}")
         _check_metadata_kept(source, tmp)
     return output
 

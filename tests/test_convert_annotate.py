@@ -173,3 +173,13 @@ def test_fast_header_reader_agrees_with_gguf_reader(f16):
             assert h.get(key) == field.contents(), key
     assert [(n, int(t)) for n, _, t in tensor_extents(h)] == [(t.name, int(t.tensor_type)) for t in r.tensors]
     assert h.data_offset == r.data_offset
+
+
+def test_requantizing_needs_to_be_asked_for(f16, tmp_path):
+    q8 = quantize_gguf(f16, tmp_path / "m.q8.gguf", "q8_0", threads=THREADS, progress=False)
+    with pytest.raises(ConversionError, match="pass --allow-requantize"):
+        quantize_gguf(q8, tmp_path / "m.q4.gguf", "q4_0", threads=THREADS, progress=False)
+    assert not (tmp_path / "m.q4.gguf").exists()
+    out = quantize_gguf(q8, tmp_path / "m.q4.gguf", "q4_0", threads=THREADS, progress=False, allow_requantize=True)
+    with load(out) as model:
+        assert model.decide("hello world").prompt_tokens > 0
