@@ -81,6 +81,7 @@ class Sampler:
     """A native llama.cpp sampler chain, the same one ``create_completion`` builds."""
 
     def __init__(self, backend: "LlamaBackend", params: SamplingParams) -> None:
+        self._chain = None
         lc = _llama_cpp()
         self._lc = lc
         self._ctx = backend.ctx

@@ -68,6 +68,7 @@ class Decision:
     probabilities: dict[str, float]
     respond_probability: float
     policy: Policy
+    decision_token: bool = True  # False when the model's own first token is ordinary text
     prefill_ms: float = 0.0
     decision_ms: float = 0.0
     prompt_tokens: int = 0
@@ -127,7 +128,7 @@ def _model_choice(scores, spec, policy, p_respond, p_cat) -> Decision:
     return Decision(
         token_id=scores.top_rest_id, token="", category=None, refused=False, forced=False, rule=policy.rule,
         probabilities=dict(zip(spec.category_names, map(float, p_cat))), respond_probability=p_respond,
-        policy=policy,
+        policy=policy, decision_token=False,
     )
 
 
@@ -153,4 +154,5 @@ def decision_for_token(token_id: int, spec: RefusalSpec, base: Decision, token_t
         token_text = spec.respond.token
     elif category is not None:
         token_text = next(c.token for c in spec.categories if c.id == token_id)
-    return replace(base, token_id=token_id, token=token_text, category=category, refused=category is not None)
+    return replace(base, token_id=token_id, token=token_text, category=category, refused=category is not None,
+                   decision_token=token_id in spec.token_ids)

@@ -43,7 +43,7 @@ class GenerationResult:
 
 def assistant_message(text: str, decision: Decision) -> dict:
     message = {"role": "assistant", "content": text}
-    if decision.token and (decision.refused or decision.forced or decision.category is not None):
+    if decision.decision_token:
         message["refusal_token"] = decision.token
     return message
 

@@ -205,3 +205,14 @@ def test_bad_policy_and_long_prompt(tiny_model):
         tiny_model.decide("the quick brown fox " * 200)
     # The model is still usable afterwards.
     assert tiny_model.decide("hi").prompt_tokens > 0
+
+
+def test_history_keeps_the_decision_token_whoever_chose_it(tiny_model):
+    # Under the natural rule with a strong bias the model itself picks [respond]: the turn still records it.
+    natural = tiny_model.generate("hi", {"rule": "natural", "biases": {"respond": 50.0}}, temperature=0, max_tokens=2)
+    assert natural.decision.token == "[respond]" and not natural.decision.forced
+    assert natural.message["refusal_token"] == "[respond]"
+    # An ordinary first token is text, not a decision token: nothing to record.
+    plain = tiny_model.generate("hi", {"rule": "natural", "biases": {"respond": -50.0, **{c: -50.0 for c in CATEGORIES}}},
+                                temperature=0, max_tokens=2)
+    assert not plain.decision.decision_token and "refusal_token" not in plain.message
