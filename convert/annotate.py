@@ -12,11 +12,12 @@ import struct
 from pathlib import Path
 from typing import Mapping
 
+from refusal_edge.errors import GGUFFormatError
+from refusal_edge.gguf_header import (MAGIC, T_ARRAY, T_INT32, T_STRING, T_UINT32, data_size_needed, encode_key,
+                                      encode_value, read_header)
 from refusal_edge.metadata import KEY_SCHEMA_VERSION, KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec
 
 from .errors import ConversionError
-from .gguf_fields import (MAGIC, T_ARRAY, T_INT32, T_STRING, T_UINT32, data_size_needed, encode_key, encode_value,
-                          read_header)
 from .output import atomic_output, check_output, check_space
 from .refusal import resolve_spec
 from .writer import _progress
@@ -38,7 +39,10 @@ def annotate_gguf(
 ) -> RefusalSpec:
     source = Path(source)
     output = check_output(output, force)
-    header = read_header(source)
+    try:
+        header = read_header(source)
+    except GGUFFormatError as exc:
+        raise ConversionError(str(exc)) from None
     if header.get("split.count", 1) > 1:
         raise ConversionError(f"{source} is one part of a split GGUF; merge it first (llama-gguf-split --merge)")
     if TOKENS not in header.kv or TOKEN_TYPES not in header.kv:

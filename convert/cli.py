@@ -160,7 +160,7 @@ def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, qu
         drift_report(path, {qtype.lower(): path}, probes, reference_gguf=Path(source), threads=threads, log=log)
     from refusal_edge.metadata import RefusalSpec
 
-    from .gguf_fields import read_fields
+    from refusal_edge.gguf_header import read_fields
 
     spec = RefusalSpec.from_gguf_fields(read_fields(path, ["refusal.spec"]))
     if spec is not None:

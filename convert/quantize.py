@@ -148,7 +148,7 @@ def _run_quantize(llama_cpp, source: Path, tmp: Path, params, progress: bool, es
 
 def _check_metadata_kept(source: Path, output: Path) -> None:
     """The refusal metadata of the input must be in the output, byte for byte."""
-    from .gguf_fields import read_fields
+    from refusal_edge.gguf_header import read_fields
 
     keys = ("refusal.spec", "refusal.schema_version")
     before, after = read_fields(source, keys), read_fields(output, keys)

@@ -9,6 +9,10 @@ class ModelLoadError(RefusalEdgeError):
     """The model file is missing, not a GGUF, truncated, or llama.cpp refused it."""
 
 
+class GGUFFormatError(ModelLoadError):
+    """A GGUF header is missing, truncated or malformed."""
+
+
 class MetadataError(RefusalEdgeError):
     """The refusal metadata is absent, malformed, or contradicts the vocabulary."""
 

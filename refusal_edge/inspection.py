@@ -1,11 +1,12 @@
-"""What a GGUF says about itself, read from its header with the gguf package: no weights are loaded."""
+"""What a GGUF says about itself, read from its header alone: no weights are loaded, no llama.cpp involved."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .backend import check_gguf_file
-from .errors import MetadataError, ModelLoadError
+from .errors import MetadataError
+from .gguf_header import read_header
 from .metadata import KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec, discover
 
 _TOKEN_TYPES = {1: "NORMAL", 2: "UNKNOWN", 3: "CONTROL", 4: "USER_DEFINED", 5: "UNUSED", 6: "BYTE"}
@@ -15,14 +16,8 @@ def describe(path: Path) -> dict:
     import gguf
 
     check_gguf_file(path)
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError, IndexError) as exc:
-        raise ModelLoadError(f"{path} is not a readable GGUF (truncated or corrupt?): {exc}") from None
-
-    def value(key, default=None):
-        field = reader.fields.get(key)
-        return default if field is None else field.contents()
+    header = read_header(path)
+    value = header.get
 
     arch = value("general.architecture", "?")
     tokens = value("tokenizer.ggml.tokens", [])
@@ -30,7 +25,7 @@ def describe(path: Path) -> dict:
     file_type = value("general.file_type")
     problems: list[str] = []
     try:
-        spec = RefusalSpec.from_gguf_fields({KEY_SPEC: value(KEY_SPEC)} if KEY_SPEC in reader.fields else {})
+        spec = RefusalSpec.from_gguf_fields({KEY_SPEC: value(KEY_SPEC)} if KEY_SPEC in header.kv else {})
         source = "refusal.spec" if spec else "none: recognised from the vocabulary"
         spec = spec or discover(tokens)
     except MetadataError as exc:
@@ -59,7 +54,7 @@ def describe(path: Path) -> dict:
         "quantization": _file_type_name(gguf, file_type),
         "context_length": value(f"{arch}.context_length"),
         "vocab_size": len(tokens),
-        "chat_template": "yes" if "tokenizer.chat_template" in reader.fields else "no (ChatML fallback)",
+        "chat_template": "yes" if "tokenizer.chat_template" in header.kv else "no (ChatML fallback)",
         "refusal_metadata": source,
         "tokens": listed,
         "default_policy": spec.default_policy if spec else None,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import THREADS
-from convert.gguf_fields import read_header, tensor_extents
+from refusal_edge.gguf_header import read_header, tensor_extents
 from convert.hf_to_gguf import convert_checkpoint
 from refusal_edge import RefusalModel
 from refusal_edge.metadata import CATEGORIES, KEY_SPEC, RefusalSpec

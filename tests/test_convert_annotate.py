@@ -164,7 +164,7 @@ def test_quantize_errors(f16, tmp_path):
 
 
 def test_fast_header_reader_agrees_with_gguf_reader(f16):
-    from convert.gguf_fields import read_header, tensor_extents
+    from refusal_edge.gguf_header import read_header, tensor_extents
 
     h = read_header(f16)
     r = gguf.GGUFReader(f16)

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConversionError
+from .errors import GGUFFormatError
 
 MAGIC = b"GGUF"
 T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32, T_BOOL, T_STRING, T_ARRAY = range(10)
@@ -52,7 +52,7 @@ class _Cursor:
     def take(self, fmt: str):
         size = struct.calcsize("<" + fmt)
         if self.pos + size > len(self.buf):
-            raise ConversionError(f"{self.path} is truncated (its header ends early)")
+            raise GGUFFormatError(f"{self.path} is truncated (its header ends early)")
         value = struct.unpack_from("<" + fmt, self.buf, self.pos)
         self.pos += size
         return value[0] if len(value) == 1 else value
@@ -60,7 +60,7 @@ class _Cursor:
     def skip_string(self) -> None:
         n = self.take("Q")
         if self.pos + n > len(self.buf):
-            raise ConversionError(f"{self.path} is truncated (its header ends early)")
+            raise GGUFFormatError(f"{self.path} is truncated (its header ends early)")
         self.pos += n
 
     def skip_value(self, vtype: int) -> None:
@@ -82,9 +82,9 @@ class _Cursor:
                 for _ in range(n):
                     self.skip_value(sub)
         else:
-            raise ConversionError(f"{self.path}: unknown GGUF value type {vtype}")
+            raise GGUFFormatError(f"{self.path}: unknown GGUF value type {vtype}")
         if self.pos > len(self.buf):
-            raise ConversionError(f"{self.path} is truncated (its header ends early)")
+            raise GGUFFormatError(f"{self.path} is truncated (its header ends early)")
 
 
 def _decode(buf: bytes, pos: int, vtype: int):
@@ -110,18 +110,18 @@ def _decode(buf: bytes, pos: int, vtype: int):
 def read_header(path: str | Path) -> GGUFHeader:
     path = Path(path)
     if not path.is_file():
-        raise ConversionError(f"GGUF file not found: {path}")
+        raise GGUFFormatError(f"GGUF file not found: {path}")
     size = path.stat().st_size
     with open(path, "rb") as fh:
         magic = fh.read(4)
         if magic != MAGIC:
-            raise ConversionError(f"{path} is not a GGUF file (it starts with {magic!r})")
+            raise GGUFFormatError(f"{path} is not a GGUF file (it starts with {magic!r})")
         chunk = 1 << 20
         buf = magic + fh.read(chunk)
         while True:
             try:
                 return _parse(buf, path, size)
-            except ConversionError:
+            except GGUFFormatError:
                 if len(buf) >= size:
                     raise
                 more = fh.read(max(chunk, len(buf)))  # the header is longer: read more and parse again
@@ -132,7 +132,7 @@ def _parse(buf: bytes, path: Path, size: int) -> GGUFHeader:
     try:
         return _parse_unchecked(buf, path, size)
     except (struct.error, IndexError):
-        raise ConversionError(f"{path} is truncated (its header ends early)") from None
+        raise GGUFFormatError(f"{path} is truncated (its header ends early)") from None
 
 
 def _parse_unchecked(buf: bytes, path: Path, size: int) -> GGUFHeader:
@@ -140,7 +140,7 @@ def _parse_unchecked(buf: bytes, path: Path, size: int) -> GGUFHeader:
     c.pos = 4
     version = c.take("I")
     if version not in (2, 3):
-        raise ConversionError(f"{path}: GGUF version {version} is not supported (big-endian file?)")
+        raise GGUFFormatError(f"{path}: GGUF version {version} is not supported (big-endian file?)")
     n_tensors, n_kv = c.take("Q"), c.take("Q")
     kv: dict[str, RawValue] = {}
     for _ in range(n_kv):
@@ -157,12 +157,12 @@ def _parse_unchecked(buf: bytes, path: Path, size: int) -> GGUFHeader:
         n_dims = c.take("I")
         c.pos += 8 * n_dims + 4 + 8
     if c.pos > len(buf):
-        raise ConversionError(f"{path} is truncated (its header ends early)")
+        raise GGUFFormatError(f"{path} is truncated (its header ends early)")
     tensor_infos = bytes(buf[ti_start:c.pos])
     alignment = kv["general.alignment"].decode() if "general.alignment" in kv else DEFAULT_ALIGNMENT
     data_offset = c.pos + (-c.pos % alignment)
     if data_offset > size:
-        raise ConversionError(f"{path} is truncated (no tensor data)")
+        raise GGUFFormatError(f"{path} is truncated (no tensor data)")
     return GGUFHeader(path, version, n_tensors, kv, tensor_infos, data_offset, alignment)
 
 
@@ -195,7 +195,7 @@ def data_size_needed(header: GGUFHeader) -> int:
         try:
             block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
         except (ValueError, KeyError):
-            raise ConversionError(f"{header.path}: tensor {name} has an unknown type {ggml_type}") from None
+            raise GGUFFormatError(f"{header.path}: tensor {name} has an unknown type {ggml_type}") from None
         n = 1
         for d in dims:
             n *= d
