@@ -7,7 +7,7 @@ category-specific notice, with the user's own refusal dial applied.
 import argparse
 
 import refusal_edge
-from refusal_edge import Chunk, Decision, Policy
+from refusal_edge import Decision, Policy
 
 # What the assistant shows next to a refusal, per category (the model still writes the refusal itself).
 NOTICES = {

@@ -155,6 +155,7 @@ class LlamaBackend:
         self.n_ctx = int(self._llm.n_ctx())
         self.metadata: dict[str, str] = dict(self._llm.metadata)
         self._piece_buf = ctypes.create_string_buffer(256)
+        self.last_prefill = (0, 0)  # (prompt tokens, of which reused from the cache) of the latest prefill
 
     # vocabulary -------------------------------------------------------------------------------
     def token_text(self, token: int) -> str:
@@ -196,10 +197,6 @@ class LlamaBackend:
         return buf.raw[:n]
 
     # evaluation -------------------------------------------------------------------------------
-    @property
-    def cached_tokens(self) -> list[int]:
-        return self._llm.input_ids[: self._llm.n_tokens].tolist()
-
     def prefill(self, tokens: list[int]) -> int:
         """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.
 
@@ -218,6 +215,7 @@ class LlamaBackend:
         reuse = int(diverge[0]) if diverge.size else limit
         self._llm.n_tokens = reuse
         self._eval(tokens[reuse:])
+        self.last_prefill = (len(tokens), reuse)
         return reuse
 
     def feed(self, token: int) -> None:

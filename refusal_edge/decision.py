@@ -92,7 +92,7 @@ def probabilities(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -
         raise ValueError(
             f"scores were computed at temperature {scores.temperature}, the policy asks for {policy.temperature}"
         )
-    z = (scores.logits + _bias_vector(spec, policy)) / scores.temperature
+    z = (scores.logits + bias_vector(spec, policy)) / scores.temperature
     lse = np.logaddexp(scores.rest_logsumexp, np.logaddexp.reduce(z))
     p = np.exp(z - lse)
     return float(p[0]), p[1:]
@@ -120,7 +120,7 @@ def decide(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -> Decis
 
 def _model_choice(scores, spec, policy, p_respond, p_cat) -> Decision:
     """The model's own greedy first token, refusal tokens biased. The runtime may re-sample it."""
-    biased = scores.logits + _bias_vector(spec, policy)
+    biased = scores.logits + bias_vector(spec, policy)
     best = int(np.argmax(biased))
     if biased[best] >= scores.top_rest_logit:
         chosen = None if best == 0 else best - 1
@@ -141,7 +141,8 @@ def _build(spec, policy, p_respond, p_cat, chosen: int | None, forced: bool) -> 
     )
 
 
-def _bias_vector(spec: RefusalSpec, policy: Policy) -> np.ndarray:
+def bias_vector(spec: RefusalSpec, policy: Policy) -> np.ndarray:
+    """The policy's logit biases laid out as ``spec.token_ids`` (respond, then categories)."""
     if not policy.biases:
         return np.zeros(len(spec.token_ids))
     return np.array([policy.biases.get(RESPOND, 0.0), *(policy.biases.get(n, 0.0) for n in spec.category_names)])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refusal_edge.evaluate.data import DataError, Example
-from refusal_edge.evaluate.runner import common_prefix, score_examples
+from refusal_edge.evaluate.runner import score_examples
 from refusal_edge.evaluate.store import ScoreStore, StoreError, file_sha256, prompt_key
 
 PROMPTS = ["hello world", "tell me a story", "what is the capital of france?", "the quick brown fox",
@@ -121,3 +121,9 @@ def test_file_hash_is_remembered(tmp_path):
     assert len(first) == 64 and json.loads(memo.read_text())  # remembered by path, size and mtime
     model.write_bytes(b"GGUF" + b"\1" * 100)
     assert file_sha256(model, memo) != first
+
+
+def common_prefix(a, b) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if differ.size else n

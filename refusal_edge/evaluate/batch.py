@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..decision import FirstTokenScores
+from ..decision import FirstTokenScores, bias_vector
 from ..metadata import RefusalSpec
-from ..policy import RESPOND, Policy
+from ..policy import Policy
 
 OWN = -1  # the model's own first token, neither [respond] nor a refusal token (natural rule only)
 RESPONDED = 0  # [respond]; category c is c + 1, as in spec.token_ids
@@ -95,10 +95,6 @@ def choose(probs: Probabilities, spec: RefusalSpec, policy: Policy) -> np.ndarra
         forced = np.where(p[np.arange(len(p)), first_best] >= limits[first_best], first_best + 1, RESPONDED)
         return np.where(controlled[first_best], forced, probs.natural)
     return probs.natural
-
-
-def bias_vector(spec: RefusalSpec, policy: Policy) -> np.ndarray:
-    return np.array([policy.biases.get(RESPOND, 0.0), *(policy.biases.get(n, 0.0) for n in spec.category_names)])
 
 
 def token_ids(choices: np.ndarray, matrix: ScoreMatrix, spec: RefusalSpec) -> np.ndarray:

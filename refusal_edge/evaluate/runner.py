@@ -58,7 +58,6 @@ def score_examples(examples: Sequence[Example], store: ScoreStore, load_model: C
         order = sorted(todo, key=lambda k: json.dumps(todo[k][0], ensure_ascii=False))
         for key in _progress(order, progress, "scoring"):
             messages, example = todo[key]
-            before = model.backend.cached_tokens
             try:
                 scores = model.scores(messages, temperature)
             except RefusalEdgeError as exc:
@@ -68,10 +67,10 @@ def score_examples(examples: Sequence[Example], store: ScoreStore, load_model: C
                 failed.add(key)
                 continue
             store.add(key, scores)
-            after = model.backend.cached_tokens
+            prompt_tokens, reused = model.backend.last_prefill
             run.scored += 1
-            run.prefill_tokens += len(after)
-            run.reused_tokens += common_prefix(before, after[:-1])  # the last token is always re-evaluated
+            run.prefill_tokens += prompt_tokens
+            run.reused_tokens += reused
     for key, example in zip(keys, examples):
         if key not in failed:
             run.keys.append(key)
@@ -98,12 +97,6 @@ def generate_answers(examples: Sequence[Example], keys: Sequence[str], token_ids
             store.add_answer(answer_key(keys[i], result.decision.token_id, max_tokens), result.text)
             answers[i] = result.text
     return [a or "" for a in answers]
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(differ[0]) if differ.size else n
 
 
 def _progress(items, enabled: bool, label: str):
