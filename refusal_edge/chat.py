@@ -83,7 +83,7 @@ class ChatSession:
     def _set(self, what: str, args: list[str]) -> Policy:
         if what == "threshold" and len(args) == 1:
             value = _number(args[0])
-            policy = Policy(**{**self.policy.to_dict(), "threshold": value})
+            policy = replace(self.policy, threshold=value)
             click.echo(f"default threshold: {value:g}")
             return policy
         if len(args) < 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import os
 import re
 from pathlib import Path
@@ -93,14 +94,14 @@ def build_policy(categories, default: Policy, policy_file=None, rule=None, thres
     for item in thresholds:
         name, value = _split(item, "--threshold", allow_bare=True)
         if name is None:
-            policy = Policy(**{**policy.to_dict(), "threshold": value})
+            policy = replace(policy, threshold=value)
         else:
             policy = policy.with_threshold(resolve_category(name, categories, "--threshold"), value)
     for item in biases:
         name, value = _split(item, "--bias")
         policy = policy.with_bias(resolve_category(name, (*categories, "respond"), "--bias"), value)
     if rule:
-        policy = Policy(**{**policy.to_dict(), "rule": rule})
+        policy = replace(policy, rule=rule)
     return policy
 
 
