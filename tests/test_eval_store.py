@@ -25,11 +25,11 @@ class Counting:
         self.spec = model.spec
 
     def score_many(self, conversations, temperature=1.0):
-        for result in self.model.score_many(conversations, temperature):
+        for messages in conversations:
             self.calls += 1
             if self.calls == self.die_at:
                 raise KeyboardInterrupt
-            yield result
+            yield from self.model.score_many([messages], temperature)
 
     def prompt_tokens(self, messages):
         return self.model.prompt_tokens(messages)
