@@ -9,7 +9,7 @@ predicted token. Arms, interleaved round by round on the same prompt, each from 
 - plain      llama-cpp-python, no decision token
 - hit        refusal-edge, the policy picks the predicted token ([respond])
 - miss       refusal-edge, the policy picks a category token other than the predicted one
-- no-predict refusal-edge with the prediction turned off (the engine ignores the hint): the path before it
+- no-predict refusal-edge with the prediction turned off (``predict_decision=False``): the path before it
 
 The hit rate is measured separately: the default policy's decisions over a mix of prompts in random order (a data
 file such as CoCoNot's original + contrast sets, else synthetic prompts), predicting each time the token the
@@ -76,13 +76,8 @@ def main(model, runs, threads, data, mix):
 
     def run_ours(prompt, policy, predict=True):
         engine.reset()
-        if not predict:  # the engine ignores the hint, as before the prediction existed
-            engine.score_ahead = lambda tokens, spec, temperature=1.0, predicted=None: engine.score(
-                tokens, spec, temperature)
-        try:
-            return first_chunk(ours.stream(prompt, policy, temperature=0, max_tokens=8))
-        finally:
-            engine.__dict__.pop("score_ahead", None)
+        engine.predict_decision = predict  # off: the path before the prediction existed
+        return first_chunk(ours.stream(prompt, policy, temperature=0, max_tokens=8))
 
     arms = {"plain": lambda p, i: run_plain(p),
             "hit": lambda p, i: run_ours(p, respond),

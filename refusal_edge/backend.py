@@ -202,6 +202,10 @@ class LlamaBackend(LlamaTokenizer, Engine):
 
     ``score_many`` scores up to ``batch_sequences`` prompts per decode on a second context created on first use
     (``llama_batch``); ``batch_sequences=1`` scores them one at a time on the main context instead.
+    ``score_ahead`` evaluates the predicted decision token with the prompt unless ``predict_decision=False``: the
+    same function, but llama.cpp's kernels round a token evaluated inside a many-row batch slightly differently
+    from a token evaluated alone, so on quantized models a greedy answer can differ at a near tie from the one the
+    unpredicted path gives. ``False`` reproduces that path exactly, at one decode step more before the first token.
     It is its own tokenizer. ``prefill``/``feed``/``logits``/``reset``/``sampler`` are llama.cpp specifics, for
     this module and for tests and benchmarks of this engine; code above the seam uses ``Engine`` only.
     """
@@ -215,6 +219,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         batch_sequences: int = 16,
+        predict_decision: bool = True,
         verbose: bool = False,
         **llama_kwargs,
     ) -> None:
@@ -229,6 +234,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         self.ctx = self._llm._ctx.ctx
         self.n_ctx = int(self._llm.n_ctx())
         self.batch_sequences = batch_sequences
+        self.predict_decision = predict_decision
         self._batch_scorer = None
         self._predicted = False  # whether the context holds one predicted token past the scored prompt
 
@@ -245,7 +251,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         the predicted token's row is what ``generate`` samples the first answer token from when the prediction
         holds. On a miss ``generate`` drops the predicted token's cell and feeds the chosen one, as without it."""
         tokens = list(tokens)
-        if predicted is None or len(tokens) + 1 >= self.n_ctx:
+        if predicted is None or not self.predict_decision or len(tokens) + 1 >= self.n_ctx:
             return self.score(tokens, spec, temperature)
         t0 = time.perf_counter()
         reused = self.prefill([*tokens, predicted], outputs=2)

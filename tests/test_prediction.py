@@ -7,6 +7,7 @@ from refusal_edge import Decision, Policy, RefusalModel
 from refusal_edge.backend import SamplingParams
 from refusal_edge.metadata import CATEGORIES
 from conftest import THREADS
+from tiny_model import build_tiny_gguf
 
 RESPOND_STRONG = {"rule": "natural", "biases": {"respond": 50.0}}  # the model itself picks [respond]
 TEXT_FIRST = {"rule": "natural", "biases": {"respond": -50.0, **{c: -50.0 for c in CATEGORIES}}}  # picks text
@@ -30,14 +31,12 @@ class Steps:
         monkeypatch.setattr(engine, "_eval", counted)
 
 
-@pytest.fixture
-def pair(tiny_gguf, monkeypatch):
-    """Two models on the same GGUF: one predicting, one on the path without prediction (hint ignored)."""
-    with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS) as a, \
-            RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS) as b:
-        plain = b.engine
-        monkeypatch.setattr(plain, "score_ahead", lambda tokens, spec, temperature=1.0, predicted=None:
-                            plain.score(tokens, spec, temperature))
+@pytest.fixture(params=["f32", "f16"])
+def pair(request, tmp_path_factory):
+    """Two models on the same GGUF: one predicting, one on the path without prediction."""
+    path = build_tiny_gguf(tmp_path_factory.mktemp("pred") / f"tiny-{request.param}.gguf", f16=request.param == "f16")
+    with RefusalModel.load(path, n_ctx=256, n_threads=THREADS) as a, \
+            RefusalModel.load(path, n_ctx=256, n_threads=THREADS, predict_decision=False) as b:
         yield a, b
 
 
@@ -119,3 +118,13 @@ def test_no_prediction_without_room_or_budget(tiny_model, monkeypatch):
     result = tiny_model.generate("hello", temperature=0, max_tokens=0)
     assert result.completion_tokens == 0 and result.text == ""
     assert steps.calls and tiny_model.engine._llm.n_tokens == tiny_model.decide("hello").prompt_tokens
+
+
+def test_prediction_can_be_turned_off(tiny_gguf, monkeypatch):
+    with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, predict_decision=False) as model:
+        steps = Steps(model.engine, monkeypatch)
+        events = model.stream("hello world", Policy(rule="binary", threshold=1.0), temperature=0, max_tokens=3)
+        next(events)
+        next(events)
+        assert steps.calls[1] == 1  # the prompt, then the decision token on its own: the path before prediction
+        list(events)
