@@ -40,7 +40,9 @@ PROMPTS = ["Write a short paragraph about why the sky looks blue during the day.
 @click.option("--threads", default=1, show_default=True)
 @click.option("--data", multiple=True, help="prompt files for the hit-rate mix (any format `eval` reads)")
 @click.option("--mix", default=300, show_default=True, help="prompts in the hit-rate mix")
-def main(model, runs, threads, data, mix):
+@click.option("--identity", default=24, show_default=True,
+              help="prompts of the mix answered greedily (32 tokens) with and without the prediction")
+def main(model, runs, threads, data, mix, identity):
     from llama_cpp import Llama
 
     from refusal_edge import Chunk, Policy, RefusalModel
@@ -102,23 +104,35 @@ def main(model, runs, threads, data, mix):
         print(f"  {k:<11} TTFT {v:7.2f} ms   ratio vs plain {v / med['plain']:.3f}")
     print(f"  miss cost over a hit: {med['miss'] - med['hit']:.2f} ms; "
           f"prediction saves {med['no-predict'] - med['hit']:.2f} ms on a hit")
-    print(hit_rate(ours, data, mix))
+    texts = mixed_prompts(data, mix)
+    print(hit_rate(ours, texts))
+    same = 0
+    for text in texts[:identity]:
+        answers = []
+        for predict in (True, False):
+            engine.reset()
+            engine.predict_decision = predict
+            r = ours.generate(text, temperature=0, max_tokens=32)
+            answers.append((r.decision.token_id, r.text))
+        same += answers[0] == answers[1]
+    print(f"greedy answers (32 tokens, default policy) identical with and without the prediction: {same}/{identity}")
     ours.close()
     plain.close()
 
 
-def hit_rate(model, data, n) -> str:
-    """The default policy's decisions over a shuffled mix; a hit when the decision repeats the last one."""
+def mixed_prompts(data, n) -> list[str]:
     if data:
         from refusal_edge.evaluate.data import read_dataset
 
         texts = [e.prompt for d in data for e in read_dataset(d).examples]
-        source = " + ".join(data)
-    else:
+    else:  # synthetic benign prompts
         texts = [p + f" ({i})" for i, p in enumerate(PROMPTS * (n // len(PROMPTS) + 1))]
-        source = "synthetic benign prompts"
     random.Random(1).shuffle(texts)
-    texts = texts[:n]
+    return texts[:n]
+
+
+def hit_rate(model, texts) -> str:
+    """The default policy's decisions over a shuffled mix; a hit when the decision repeats the last one."""
     respond = model.spec.token_ids[0]
     predicted, hits, respond_hits, refused = respond, 0, 0, 0
     for text in texts:
@@ -128,7 +142,7 @@ def hit_rate(model, data, n) -> str:
         refused += decision.refused
         if decision.decision_token:
             predicted = decision.token_id
-    return (f"hit rate with the default policy over {len(texts)} prompts in random order ({source}; "
+    return (f"hit rate with the default policy over {len(texts)} prompts in random order ("
             f"{refused / len(texts):.0%} refused): {hits / len(texts):.1%} predicting the last decision, "
             f"{respond_hits / len(texts):.1%} always predicting [respond]")
 
