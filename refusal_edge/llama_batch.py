@@ -45,10 +45,10 @@ class Group:
     prefix: int
 
 
-def plan_groups(prompts: Sequence[Sequence[int]], indices: Sequence[int], n_batch: int, n_ctx: int,
+def plan_groups(prompts: Sequence[Sequence[int]], indices: Sequence[int], budget: int, n_ctx: int,
                 max_members: int) -> list[Group]:
-    """Consecutive prompts grouped so that every group's leftover tokens fit one ``n_batch`` decode, its cells fit
-    ``n_ctx`` and it has at most ``max_members`` members. Once a group has two members its prefix is fixed: a prompt
+    """Consecutive prompts grouped so that every group's leftover tokens fit ``budget`` (at most one decode), its
+    cells fit ``n_ctx`` and it has at most ``max_members`` members. Once a group has two members its prefix is fixed: a prompt
     sharing less closes the group rather than make every member recompute the difference."""
     groups: list[Group] = []
     for i in indices:
@@ -59,7 +59,7 @@ def plan_groups(prompts: Sequence[Sequence[int]], indices: Sequence[int], n_batc
             shared = min(common_prefix(first, tokens), len(tokens) - 1, g.prefix)
             if len(g.members) == 1 or shared == g.prefix:
                 rest = sum(len(prompts[m]) for m in g.members) + len(tokens) - shared * (len(g.members) + 1)
-                if len(g.members) < max_members and rest <= n_batch and shared + rest <= n_ctx:
+                if len(g.members) < max_members and rest <= budget and shared + rest <= n_ctx:
                     g.members.append(i)
                     g.prefix = shared
                     continue
@@ -67,10 +67,17 @@ def plan_groups(prompts: Sequence[Sequence[int]], indices: Sequence[int], n_batc
     return groups
 
 
+# Tokens per group. In one KV window every token also attends to (then masks out) the other members' cells, an
+# overhead growing with the group while the gain of wider matrix products levels off; on a 2-core AVX-512 machine
+# with SmolLM2-135M Q8_0, 128 was fastest of 128/256/512 (benchmarks/eval_throughput.py, README).
+GROUP_TOKENS = 128
+
+
 class BatchScorer:
     """A second llama.cpp context on the same weights, with ``max_members + 1`` sequences in one unified KV cache."""
 
-    def __init__(self, llm, n_ctx: int, n_batch: int, max_members: int, n_vocab: int) -> None:
+    def __init__(self, llm, n_ctx: int, n_batch: int, max_members: int, n_vocab: int,
+                 group_tokens: int = GROUP_TOKENS) -> None:
         from .backend import _llama_cpp  # the one importer of llama_cpp; this module is part of that engine
 
         self._lc = lc = _llama_cpp()
@@ -85,6 +92,7 @@ class BatchScorer:
             raise ModelLoadError("llama.cpp could not create a context for batched scoring")
         self.mem = lc.llama_get_memory(self.ctx)
         self.n_ctx, self.n_batch, self.n_vocab = n_ctx, n_batch, n_vocab
+        self.group_tokens = min(group_tokens, n_batch)
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
         view = lambda field: np.ctypeslib.as_array(getattr(self._batch, field), shape=(n_batch,))  # noqa: E731
         self._token, self._pos, self._n_seq, self._want = view("token"), view("pos"), view("n_seq_id"), view("logits")
@@ -109,7 +117,7 @@ class BatchScorer:
                 errors[i] = exc
         ok = [i for i in range(len(prompts)) if i not in errors]
         done = 0
-        for group in plan_groups(prompts, ok, self.n_batch, self.n_ctx, self.max_members):
+        for group in plan_groups(prompts, ok, self.group_tokens, self.n_ctx, self.max_members):
             results = self._run(prompts, group, spec, temperature)
             while done <= group.members[-1]:
                 yield errors[done] if done in errors else results[done]

@@ -73,7 +73,7 @@ def test_shared_prefix_is_evaluated_once(tiny_gguf):
 def test_groups_fit_the_batch_and_share_their_prefix():
     head = [1, 2, 3, 4, 5]
     prompts = [head + [10 + i] * (3 + i) for i in range(6)] + [[7] * 40, head + [99, 98]]
-    groups = plan_groups(prompts, range(len(prompts)), n_batch=16, n_ctx=64, max_members=3)
+    groups = plan_groups(prompts, range(len(prompts)), budget=16, n_ctx=64, max_members=3)
     assert [i for g in groups for i in g.members] == list(range(len(prompts)))  # every prompt once, in order
     for g in groups:
         assert len(g.members) <= 3
