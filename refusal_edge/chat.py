@@ -19,12 +19,12 @@ HELP = """commands:
   /threshold CATEGORY VALUE   set a category's threshold (prefixes work: /threshold safety 0.3)
   /threshold VALUE            set the default (and binary) threshold
   /bias CATEGORY VALUE        add a logit bias to a category or to 'respond'
-  /rule RULE                  binary | paper-category | per-category | natural
+  /rule RULE                  {rules}
   /policy                     show the policy in force
   /save FILE                  save the policy (.toml or .json)
   /reset                      forget the conversation
   /help                       this text
-  /quit                       leave (Ctrl-D works too; Ctrl-C stops an answer)"""
+  /quit                       leave (Ctrl-D works too; Ctrl-C stops an answer)""".format(rules=" | ".join(RULES))
 
 
 class ChatSession:

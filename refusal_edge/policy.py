@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import PolicyError
+from .rules import DEFAULT_RULE, RULES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-RULES = ("binary", "paper-category", "per-category", "natural")
 RESPOND = "respond"  # bias key for the respond token
 
 
@@ -29,7 +29,7 @@ class Policy:
     Biases are added to the logits (keys: category names or ``respond``) before the softmax at ``temperature``.
     """
 
-    rule: str = "per-category"
+    rule: str = DEFAULT_RULE
     threshold: float = 0.5
     thresholds: Mapping[str, float] = field(default_factory=dict)
     biases: Mapping[str, float] = field(default_factory=dict)
