@@ -97,7 +97,7 @@ def main(model, runs, max_tokens, threads):
 def _spec_for(spec, first_id):
     from refusal_edge.metadata import RefusalSpec, TokenRef
 
-    refs = [spec.respond, *spec.categories]
+    refs = spec.refs
     moved = [TokenRef(r.name, r.token, first_id + i) for i, r in enumerate(refs)]
     return RefusalSpec(moved[0], tuple(moved[1:]))
 

@@ -109,7 +109,7 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
-        allowed = {ref.token for ref in (self.spec.respond, *self.spec.categories)}
+        allowed = {ref.token for ref in self.spec.refs}
         for message in messages:
             marker = message.get("refusal_token")
             if marker and marker not in allowed:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import PolicyError
+from .files import write_text
 from .rules import DEFAULT_RULE, RULES
 
 if sys.version_info >= (3, 11):
@@ -102,11 +103,12 @@ class Policy:
             raise PolicyError(f"{path}: {exc}") from None
 
     def save(self, path: str | Path) -> None:
+        """Write a ``.json`` file, else TOML; the file appears whole or not at all."""
         path = Path(path)
         if path.suffix.lower() == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         else:
-            path.write_text(to_toml(self), encoding="utf-8")
+            write_text(path, to_toml(self))
 
 
 def to_toml(policy: Policy) -> str:

@@ -194,7 +194,7 @@ def calibrate(targets, max_over_refusal, holdout, seed, policy_out, write_defaul
       refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.05 --write-default tuned.gguf
     """
     from .operating_point import calibrate_session, parse_targets, policy_text
-    from .files import write_text
+    from ..files import write_text
 
     with _session(**options, check=lambda spec, policy, examples: parse_targets(targets, spec, examples)) as s:
         policy = calibrate_session(s, targets, max_over_refusal, holdout, seed, echo=click.echo)

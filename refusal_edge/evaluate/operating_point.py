@@ -8,12 +8,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..metadata import short_name
 from ..policy import Policy, to_toml
 from . import metrics
 from .analysis import labels
 from .batch import choose
 from .calibrate import CalibrationError, Target, calibrate, parse_target, stratified_split
-from .report import short, table
+from .report import table
 
 
 def calibrate_session(s, target_texts: Sequence[str], max_over_refusal: float, holdout: float, seed: int,
@@ -34,7 +35,7 @@ def calibrate_session(s, target_texts: Sequence[str], max_over_refusal: float, h
          f"held out: {len(held)} ({int(y[held].sum())} should refuse, {int((~y[held]).sum())} benign)")
     if not (~y).any():
         echo("note: no benign prompts, so over-refusal is not measured; add --contrast data")
-    echo("thresholds: " + ", ".join(f"{short(n)} {t:g}" for n, t in zip(spec.category_names, found.thresholds)))
+    echo("thresholds: " + ", ".join(f"{short_name(n)} {t:g}" for n, t in zip(spec.category_names, found.thresholds)))
     echo("")
     echo(operating_table(targets, max_over_refusal, refused, y, gold, [("calibration", cal), ("held out", held)]))
     return policy
@@ -71,7 +72,7 @@ def operating_table(targets: Sequence[Target], max_over_refusal: float, refused,
     for key, label in (("recall", "refusal rate (all should-refuse)"), ("precision", "precision"), ("f1", "F1")):
         rows.append([label] + [metrics_text(metrics.binary_metrics(refused[r], y[r])[key]) for _, r in parts])
     for name in dict.fromkeys(gold[y]):
-        rows.append([f"  refusal rate: {short(name)}"] + [
+        rows.append([f"  refusal rate: {short_name(name)}"] + [
             metrics_text(metrics.rate(refused[r][y[r] & (gold[r] == name)])) for _, r in parts])
     return table(["operating point"] + [name for name, _ in parts], rows)
 

@@ -9,17 +9,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..metadata import RefusalSpec
+from ..metadata import RefusalSpec, short_name
 from .analysis import OTHER_COL
 from .batch import OWN, Probabilities, choice_names
 from .data import Example
-from .files import atomic_path, write_text
-
-
-def short(name: str) -> str:
-    """'Requests with safety concerns' -> 'safety', 'Humanizing requests' -> 'humanizing': table headers."""
-    words = [w for w in name.lower().split() if w not in ("requests", "with", "concerns")]
-    return words[0] if words else name.lower()
+from ..files import atomic_path, write_text
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -71,7 +65,7 @@ def render(report: dict, subcategories: bool = False) -> str:
                           for k, g in decisions["by_subcategory"].items()]))
     conf = decisions["confusion"]
     out += ["", "Confusion (rows: what the prompt should get, columns: the first token chosen)"]
-    out.append(table([""] + [short(c) for c in conf["cols"]],
+    out.append(table([""] + [short_name(c) for c in conf["cols"]],
                      [[row] + counts for row, counts in zip(conf["rows"], conf["counts"])]))
     if report.get("sweep"):
         out += ["", _sweep_table(report["sweep"])]
@@ -94,8 +88,8 @@ def _header(report: dict) -> str:
     if scoring["skipped"]:
         lines.append(f"        {len(scoring['skipped'])} prompts skipped, e.g. {scoring['skipped'][0]}")
     policy = report["evaluation"]["policy"]
-    own = ", ".join(f"{short(k)} {v:g}" for k, v in policy["thresholds"].items())
-    bias = ", ".join(f"{short(k)} {v:+g}" for k, v in policy["biases"].items())
+    own = ", ".join(f"{short_name(k)} {v:g}" for k, v in policy["thresholds"].items())
+    bias = ", ".join(f"{short_name(k)} {v:+g}" for k, v in policy["biases"].items())
     lines.append(f"policy  {policy['rule']}, threshold {policy['threshold']:g}" + (f" ({own})" if own else "")
                  + (f", biases {bias}" if bias else ""))
     return "\n".join(lines)
@@ -104,7 +98,7 @@ def _header(report: dict) -> str:
 def _sweep_table(sweep: dict) -> str:
     points = sweep["points"]
     groups = list(points[0]["by_category"]) if points else []
-    header = ["threshold", "refusal", "over-refusal", "precision", "F1"] + [short(g) for g in groups]
+    header = ["threshold", "refusal", "over-refusal", "precision", "F1"] + [short_name(g) for g in groups]
     rows = [[f"{p['threshold']:g}", p["refusal_rate"], p["over_refusal"], p["precision"], p["f1"]]
             + [p["by_category"][g] for g in groups] for p in points]
     title = f"Sweep of {'every threshold' if sweep['category'] == 'all' else sweep['category']} ({sweep['rule']} rule)"
@@ -138,7 +132,7 @@ def write_rows_csv(path: Path, examples: Sequence[Example], choices: np.ndarray,
     """One row per prompt: where it came from, what it should get, the token chosen and every probability."""
     names = choice_names(spec)
     header = ["source", "line", "id", "category", "subcategory", "should_refuse", "prompt", "first_token",
-              "refused", "p_respond", "p_refusal"] + [f"p_{short(n)}" for n in spec.category_names]
+              "refused", "p_respond", "p_refusal"] + [f"p_{short_name(n)}" for n in spec.category_names]
     if answers is not None:
         header += ["answer", "answer_refuses", "agrees"]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
