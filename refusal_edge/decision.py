@@ -147,6 +147,14 @@ def bias_vector(spec: RefusalSpec, policy: Policy) -> np.ndarray:
     return np.array([policy.biases.get(RESPOND, 0.0), *(policy.biases.get(n, 0.0) for n in spec.category_names)])
 
 
+def assistant_message(text: str, decision: Decision) -> dict:
+    """The turn as the history records it: with the decision token, so a re-render matches what the model saw."""
+    message = {"role": "assistant", "content": text}
+    if decision.decision_token:
+        message["refusal_token"] = decision.token
+    return message
+
+
 def decision_for_token(token_id: int, spec: RefusalSpec, base: Decision, token_text: str = "") -> Decision:
     """Re-label a decision after the runtime sampled the model's own first token."""
     category = spec.category_of(token_id)
