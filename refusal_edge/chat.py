@@ -9,10 +9,12 @@ from pathlib import Path
 
 import click
 
+from .arguments import build_policy, load_model
+from .decision import assistant_message
 from .display import decision_line, policy_summary
 from .errors import PolicyError, RefusalEdgeError
-from .model import Chunk, assistant_message
-from .options import build_policy, load_model, model_options, policy_options, sampling_options, sampling_params
+from .model import Chunk
+from .options import model_options, policy_options, sampling_options, sampling_params
 from .policy import RULES, Policy, resolve_category
 
 HELP = """commands:
