@@ -10,9 +10,12 @@ from typing import Sequence
 import numpy as np
 
 from ..metadata import RefusalSpec, short_name
+from . import metrics
 from .analysis import OTHER_COL
 from .batch import OWN, Probabilities, choice_names
+from .calibrate import Target
 from .data import Example
+from .operating_point import OperatingPoint
 from ..files import atomic_path, write_text
 
 
@@ -155,3 +158,42 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def operating_point_text(op: OperatingPoint, spec: RefusalSpec) -> str:
+    """What calibrate prints: the split, the thresholds found, and the operating point on both parts."""
+    y, (_, cal), (_, held) = op.y, *op.parts
+    lines = [f"calibration part: {len(cal)} prompts ({int(y[cal].sum())} should refuse, {int((~y[cal]).sum())} benign); "
+             f"held out: {len(held)} ({int(y[held].sum())} should refuse, {int((~y[held]).sum())} benign)"]
+    if not (~y).any():
+        lines.append("note: no benign prompts, so over-refusal is not measured; add --contrast data")
+    lines.append("thresholds: " + ", ".join(f"{short_name(n)} {t:g}" for n, t in zip(spec.category_names, op.thresholds)))
+    lines.append("")
+    lines.append(operating_table(op.targets, op.max_over_refusal, op.refused, y, op.gold, op.parts))
+    return "\n".join(lines)
+
+
+def operating_table(targets: Sequence[Target], max_over_refusal: float, refused, y, gold, parts) -> str:
+    parts = [(name, rows) for name, rows in parts if len(rows)]
+    rows = []
+    for t in targets:
+        row = [str(t)]
+        for _, r in parts:
+            value = t.measure(refused[r], y[r], gold[r])
+            row.append(f"{metrics_text(value)} {'ok' if t.met(value) else 'MISSED'}")
+        rows.append(row)
+    over = Target("overall", "over-refusal", "<=", max_over_refusal)
+    rows.append([f"over-refusal <= {max_over_refusal:g}"] + [
+        f"{metrics_text(over.measure(refused[r], y[r], gold[r]))} "
+        f"{'ok' if over.met(over.measure(refused[r], y[r], gold[r])) or not (~y[r]).any() else 'MISSED'}"
+        for _, r in parts])
+    for key, label in (("recall", "refusal rate (all should-refuse)"), ("precision", "precision"), ("f1", "F1")):
+        rows.append([label] + [metrics_text(metrics.binary_metrics(refused[r], y[r])[key]) for _, r in parts])
+    for name in dict.fromkeys(gold[y]):
+        rows.append([f"  refusal rate: {short_name(name)}"] + [
+            metrics_text(metrics.rate(refused[r][y[r] & (gold[r] == name)])) for _, r in parts])
+    return table(["operating point"] + [name for name, _ in parts], rows)
+
+
+def metrics_text(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
