@@ -48,6 +48,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def read_text(path: str | Path, what: str, error: type[Exception]) -> str:
+    """A UTF-8 text file, or ``error`` naming it ("cannot read policy file p.toml: No such file or directory")."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

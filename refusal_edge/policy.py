@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import PolicyError
-from .files import write_text
+from .files import read_text, write_text
 from .rules import DEFAULT_RULE, RULES
 
 if sys.version_info >= (3, 11):
@@ -89,10 +89,7 @@ class Policy:
     def load(cls, path: str | Path, categories: Iterable[str] | None = None) -> "Policy":
         """Read a policy from a ``.toml`` or ``.json`` file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PolicyError(f"cannot read policy file {path}: {exc.strerror or exc}") from None
+        text = read_text(path, "policy file", PolicyError)
         try:
             raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
