@@ -9,22 +9,24 @@ from pathlib import Path
 
 import click
 
+from .arguments import build_policy, load_model
+from .decision import assistant_message
 from .display import decision_line, policy_summary
 from .errors import PolicyError, RefusalEdgeError
-from .model import Chunk, assistant_message
-from .options import build_policy, load_model, model_options, policy_options, sampling_options, sampling_params
+from .model import Chunk
+from .options import model_options, policy_options, sampling_options, sampling_params
 from .policy import RULES, Policy, resolve_category
 
 HELP = """commands:
   /threshold CATEGORY VALUE   set a category's threshold (prefixes work: /threshold safety 0.3)
   /threshold VALUE            set the default (and binary) threshold
   /bias CATEGORY VALUE        add a logit bias to a category or to 'respond'
-  /rule RULE                  binary | paper-category | per-category | natural
+  /rule RULE                  {rules}
   /policy                     show the policy in force
   /save FILE                  save the policy (.toml or .json)
   /reset                      forget the conversation
   /help                       this text
-  /quit                       leave (Ctrl-D works too; Ctrl-C stops an answer)"""
+  /quit                       leave (Ctrl-D works too; Ctrl-C stops an answer)""".format(rules=" | ".join(RULES))
 
 
 class ChatSession:

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import click
 
+from .arguments import build_policy, load_model, split_model_argument
 from .display import decision_line
 from .errors import RefusalEdgeError
 from .model import Chunk
-from .options import (
-    build_policy, load_model, model_options, policy_options, sampling_options, sampling_params, split_model_argument,
-)
+from .options import model_options, policy_options, sampling_options, sampling_params
 
 MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or owner/repo/file.gguf (else the default).")
 
@@ -134,7 +133,7 @@ def inspect(model, as_json):
       refusal-edge inspect --json        # the embedded default model
     """
     from .inspection import describe
-    from .options import resolve_model_path
+    from .arguments import resolve_model_path
 
     info = describe(resolve_model_path(model))
     if as_json:

@@ -36,7 +36,7 @@ def describe(path: Path) -> dict:
         problems.append("no refusal metadata and no paper tokens in the vocabulary: not a refusal-token model")
     listed = []
     if spec is not None:
-        for ref in (spec.respond, *spec.categories):
+        for ref in spec.refs:
             in_vocab = 0 <= ref.id < len(tokens)
             kind = int(types[ref.id]) if in_vocab and ref.id < len(types) else None
             if not in_vocab or tokens[ref.id] != ref.token:

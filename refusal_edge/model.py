@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Mapping, Sequence, Union
 
-from .backend import LlamaBackend, SamplingParams
-from .decision import Decision, FirstTokenScores, decide, decision_for_token
+from .backend import LlamaBackend
+from .decision import Decision, FirstTokenScores, assistant_message, decide, decision_for_token
 from .errors import MetadataError, RefusalEdgeError
 from .metadata import KEY_SPEC, RefusalSpec, discover
 from .policy import RESPOND, Policy
+from .sampling import SamplingParams
 from .streaming import TextAssembler
 from .template import CHATML_TEMPLATE, ChatTemplate
 
@@ -39,13 +40,6 @@ class GenerationResult:
     def message(self) -> dict:
         """The assistant turn to append to the history; it remembers its decision token for the next turn."""
         return assistant_message(self.text, self.decision)
-
-
-def assistant_message(text: str, decision: Decision) -> dict:
-    message = {"role": "assistant", "content": text}
-    if decision.decision_token:
-        message["refusal_token"] = decision.token
-    return message
 
 
 class RefusalModel:
@@ -109,7 +103,7 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
-        allowed = {ref.token for ref in (self.spec.respond, *self.spec.categories)}
+        allowed = {ref.token for ref in self.spec.refs}
         for message in messages:
             marker = message.get("refusal_token")
             if marker and marker not in allowed:

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import PolicyError
+from .files import read_text, write_text
+from .rules import DEFAULT_RULE, RULES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-RULES = ("binary", "paper-category", "per-category", "natural")
 RESPOND = "respond"  # bias key for the respond token
 
 
@@ -29,7 +30,7 @@ class Policy:
     Biases are added to the logits (keys: category names or ``respond``) before the softmax at ``temperature``.
     """
 
-    rule: str = "per-category"
+    rule: str = DEFAULT_RULE
     threshold: float = 0.5
     thresholds: Mapping[str, float] = field(default_factory=dict)
     biases: Mapping[str, float] = field(default_factory=dict)
@@ -88,10 +89,7 @@ class Policy:
     def load(cls, path: str | Path, categories: Iterable[str] | None = None) -> "Policy":
         """Read a policy from a ``.toml`` or ``.json`` file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PolicyError(f"cannot read policy file {path}: {exc.strerror or exc}") from None
+        text = read_text(path, "policy file", PolicyError)
         try:
             raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -102,11 +100,12 @@ class Policy:
             raise PolicyError(f"{path}: {exc}") from None
 
     def save(self, path: str | Path) -> None:
+        """Write a ``.json`` file, else TOML; the file appears whole or not at all."""
         path = Path(path)
         if path.suffix.lower() == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         else:
-            path.write_text(to_toml(self), encoding="utf-8")
+            write_text(path, to_toml(self))
 
 
 def to_toml(policy: Policy) -> str:

@@ -118,8 +118,7 @@ def build_tiny_gguf(
         assert isinstance(spec, RefusalSpec)
         if default_policy is not None:
             spec = spec.with_default_policy(default_policy)
-        for key, value in spec.gguf_fields().items():
-            (w.add_uint32 if isinstance(value, int) else w.add_string)(key, value)
+        spec.write_gguf_fields(w)
 
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head

@@ -13,19 +13,12 @@ from typing import Callable, Sequence
 
 from ..errors import ModelLoadError, RefusalEdgeError
 from ..metadata import RefusalSpec
-from ..options import build_policy, resolve_model_path
+from ..arguments import build_policy, resolve_model_path
 from ..policy import Policy
 from .batch import ScoreMatrix
 from .data import Dataset, Fields, read_dataset
 from .runner import ScoringRun, score_examples, score_matrix
 from .store import ScoreStore, default_store_path, file_sha256
-
-
-def split_inputs(inputs: Sequence[str]) -> tuple[str | None, list[str]]:
-    """`[MODEL] DATA...`: the first argument is the model when it names a GGUF (a path or owner/repo/file.gguf)."""
-    if inputs and inputs[0].lower().endswith(".gguf"):
-        return inputs[0], list(inputs[1:])
-    return None, list(inputs)
 
 
 def read_all(data: Sequence[str], should_refuse: Sequence[str], contrast: Sequence[str], fields: Fields,

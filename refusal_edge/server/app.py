@@ -39,7 +39,7 @@ class ClientGone(Exception):
 
 def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
     spec = pool.models[0].spec  # every slot holds the same file: one vocabulary, one set of decision tokens
-    decision_tokens = frozenset(ref.token for ref in (spec.respond, *spec.categories))
+    decision_tokens = frozenset(ref.token for ref in spec.refs)
     created = int(time.time())
 
     @asynccontextmanager

@@ -11,11 +11,10 @@ import math
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from ..backend import SamplingParams
-from ..decision import Decision
+from ..decision import Decision, assistant_message
 from ..errors import PolicyError
-from ..model import assistant_message
 from ..policy import Policy
+from ..sampling import SERVER_DEFAULTS, SamplingParams
 
 # OpenAI roles -> template roles. "developer" is the newer name of "system".
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -144,7 +143,7 @@ def parse_policy(raw: object, server: Policy, categories: tuple[str, ...]) -> Po
 
 
 def _sampling(raw: Mapping, limits: Limits) -> SamplingParams:
-    defaults = SamplingParams()
+    defaults = SERVER_DEFAULTS  # OpenAI's defaults for OpenAI's fields; max_tokens: the server's limit
     max_tokens = _integer(raw, "max_completion_tokens", None, 1, None)
     if max_tokens is None:
         max_tokens = _integer(raw, "max_tokens", limits.max_tokens, 1, None)
@@ -155,8 +154,8 @@ def _sampling(raw: Mapping, limits: Limits) -> SamplingParams:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ApiError(400, f"'seed' must be an integer, got {seed!r}", param="seed")
     return SamplingParams(
-        temperature=_number(raw, "temperature", 1.0, 0.0, 2.0),  # OpenAI's default and range
-        top_p=_number(raw, "top_p", 1.0, 0.0, 1.0, open_low=True),
+        temperature=_number(raw, "temperature", defaults.temperature, 0.0, 2.0),  # OpenAI's range
+        top_p=_number(raw, "top_p", defaults.top_p, 0.0, 1.0, open_low=True),
         top_k=_integer(raw, "top_k", defaults.top_k, 0, None),  # llama.cpp extensions, as its own server takes
         min_p=_number(raw, "min_p", defaults.min_p, 0.0, 1.0),
         repeat_penalty=_number(raw, "repeat_penalty", defaults.repeat_penalty, 0.0, math.inf, open_low=True),
