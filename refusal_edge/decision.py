@@ -7,6 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import NonFiniteScoresError
 from .metadata import RefusalSpec
 from .policy import RESPOND, Policy
 
@@ -42,6 +43,7 @@ class FirstTokenScores:
         rest -= np.float32(scaled_max)
         np.exp(rest, out=rest)
         lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
+        check_finite(special, lse, top_logit)  # so that no NaN reaches a decision or a score store
         return cls(special, lse, top, top_logit, temperature)
 
     def to_dict(self) -> dict:
@@ -95,7 +97,16 @@ def probabilities(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -
     z = (scores.logits + bias_vector(spec, policy)) / scores.temperature
     lse = np.logaddexp(scores.rest_logsumexp, np.logaddexp.reduce(z))
     p = np.exp(z - lse)
+    check_finite(p, scores.rest_logsumexp, scores.top_rest_logit)
     return float(p[0]), p[1:]
+
+
+def check_finite(*values) -> None:
+    """Fail closed: every comparison with NaN is False, so a NaN probability would quietly become [respond]."""
+    if not all(np.isfinite(v).all() for v in values):
+        raise NonFiniteScoresError(
+            "the first-token scores are not finite (NaN or infinite logits from the model): no decision is made"
+        )
 
 
 def decide(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -> Decision:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..decision import FirstTokenScores, bias_vector
+from ..decision import FirstTokenScores, bias_vector, check_finite
 from ..metadata import RefusalSpec
 from ..policy import Policy
 
@@ -58,6 +58,7 @@ class ScoreMatrix:
         z = biased / self.temperature
         lse = np.logaddexp(self.rest_logsumexp, np.logaddexp.reduce(z, axis=1))
         p = np.exp(z - lse[:, None])
+        check_finite(p, self.rest_logsumexp, self.top_rest_logit)
         return Probabilities(p[:, 0], p[:, 1:], self._natural(biased))
 
     def _natural(self, biased: np.ndarray) -> np.ndarray:
