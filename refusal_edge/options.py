@@ -12,6 +12,7 @@ import click
 
 from .errors import ModelLoadError, PolicyError
 from .policy import RULES, Policy, resolve_category
+from .text import clean
 
 MODEL_ENV = "REFUSAL_EDGE_MODEL"
 _HF_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:[:/](?P<file>.+\.gguf))$")
@@ -46,6 +47,18 @@ def _download(repo: str, filename: str) -> Path:
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot fetch {filename} from {repo}: {exc}") from None
+
+
+class _Text(click.ParamType):
+    """Prompt text from the command line: bytes that are not UTF-8 arrive as lone surrogates; make them U+FFFD."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        return clean(value) if isinstance(value, str) else value
+
+
+TEXT = _Text()
 
 
 def model_options(func):
