@@ -131,7 +131,7 @@ def read_header(path: str | Path) -> GGUFHeader:
 def _parse(buf: bytes, path: Path, size: int) -> GGUFHeader:
     try:
         return _parse_unchecked(buf, path, size)
-    except (struct.error, IndexError):
+    except (struct.error, IndexError, OverflowError):  # a count or length past the end (or past 2**63)
         raise GGUFFormatError(f"{path} is truncated (its header ends early)") from None
     except RecursionError:  # arrays of arrays of arrays ...: no real GGUF nests like this
         raise GGUFFormatError(f"{path}: a metadata value is nested too deeply") from None

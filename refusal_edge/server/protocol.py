@@ -114,7 +114,7 @@ def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> 
         if not isinstance(message, dict):
             raise ApiError(400, f"{where} must be an object with 'role' and 'content'", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ApiError(400, f"{where}.role {role!r} is not supported; use system, user or assistant "
                                 "(this server runs no tools)", param=f"{where}.role")
         parsed = {"role": ROLES[role], "content": _content(message.get("content"), where, role)}
