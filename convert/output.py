@@ -50,16 +50,17 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only when the block succeeds.
 
     A failure (or Ctrl-C, or SIGTERM) removes the temporary file, and a disk-full error becomes a clear message.
+    A SIGKILL cannot be caught: the next write of the same output removes what the killed run left. The result
+    gets the mode any new file gets (0666 less the umask), not mkstemp's private 0600.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_path_beside(path)
     try:
         with _sigterm_as_interrupt():
             yield tmp
         if path.exists() and not force:  # appeared while we worked
             raise ConversionError(f"output {path} already exists; pass --force to overwrite it")
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         _unlink(tmp)
@@ -71,10 +72,48 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
-def temp_path_beside(path: Path, tag: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{tag}.", suffix=".partial", dir=path.parent or ".")
+def temp_path_beside(path: Path, tag: str = "") -> Path:
+    """``.NAME.PID.[TAG.]XXXX.partial`` beside ``path``: the pid tells a later run whether its writer is gone."""
+    remove_stale_partials(path)
+    prefix = f".{path.name}.{os.getpid()}." + (f"{tag}." if tag else "")
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=path.parent or ".")
     os.close(fd)
     return Path(name)
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Delete the temporary files of ``path`` whose writing process no longer exists (killed with SIGKILL)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    head = f".{path.name}."
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(head):].split(".", 1)[0]
+        if name.startswith(head) and name.endswith(".partial") and pid.isdigit() and not _alive(int(pid)):
+            _unlink(directory / name)
+            removed.append(directory / name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # no harmless liveness probe (os.kill would terminate it): never delete
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _unlink(p: Path) -> None:
