@@ -18,7 +18,8 @@ from conftest import THREADS
 from tiny_model import build_tiny_gguf
 
 NAMES = ("A", "B")
-SPEC = RefusalSpec(TokenRef("respond", "[respond]", 5), tuple(TokenRef(n, f"[{n}]", 6 + i) for i, n in enumerate(NAMES)))
+SPEC = RefusalSpec(TokenRef("respond", "[respond]", 5),
+                   tuple(TokenRef(n, f"[{n}]", 6 + i) for i, n in enumerate(NAMES)))
 COMMON = ["--threads", "1", "--ctx", "256"]
 
 

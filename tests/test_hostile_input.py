@@ -97,20 +97,6 @@ def test_prompt_files_with_bad_bytes_and_surrogate_escapes_are_read(tiny_gguf, t
 
 
 # 4. malformed requests: 4xx in OpenAI's shape, RefusalEdgeError in the API and the CLI ------------------------
-@pytest.fixture(scope="module")
-def app_client(tiny_gguf):
-    testclient = pytest.importorskip("starlette.testclient")
-    from refusal_edge.server.app import ServerSettings, create_app
-    from refusal_edge.server.protocol import Limits
-    from refusal_edge.server.slots import SlotPool
-
-    model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)
-    settings = ServerSettings(model_id="tiny", policy=model.default_policy, limits=Limits(max_tokens=4))
-    with testclient.TestClient(create_app(SlotPool([model]), settings), raise_server_exceptions=False) as client:
-        yield client
-    model.close()
-
-
 @pytest.mark.parametrize("body, status, code, words", [
     (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json", "nested too deeply"),
     (b'{"messages": [{"role": "user", "content": "\\ud800 hi \\udfff"}]}', 200, None, None),

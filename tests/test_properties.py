@@ -92,7 +92,8 @@ def test_policy_parsing_gives_a_valid_policy_or_a_policy_error(raw):
 
 
 @FAST
-@given(data=st.binary(max_size=64) | JSON.map(lambda v: json.dumps(v).encode()), suffix=st.sampled_from([".toml", ".json"]))
+@given(data=st.binary(max_size=64) | JSON.map(lambda v: json.dumps(v).encode()),
+       suffix=st.sampled_from([".toml", ".json"]))
 def test_policy_files_of_anything_load_or_raise_a_policy_error(data, suffix):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"p{suffix}"
@@ -138,20 +139,6 @@ def test_request_parsing_accepts_or_answers_4xx(body):
                            limits=Limits(max_tokens=4))
     except ApiError as exc:
         assert 400 <= exc.status < 500
-
-
-@pytest.fixture(scope="module")
-def app_client(tiny_gguf):
-    testclient = pytest.importorskip("starlette.testclient")
-    from refusal_edge.server.app import ServerSettings, create_app
-    from refusal_edge.server.slots import SlotPool
-    from conftest import THREADS
-
-    model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)
-    settings = ServerSettings(model_id="tiny", policy=model.default_policy, limits=Limits(max_tokens=4))
-    with testclient.TestClient(create_app(SlotPool([model]), settings), raise_server_exceptions=False) as client:
-        yield client
-    model.close()
 
 
 @settings(FAST, max_examples=40)
