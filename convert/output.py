@@ -7,7 +7,6 @@ import errno
 import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -61,12 +60,6 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ConversionError(f"disk full while writing {path}: free some space and run again") from None
         raise
-
-
-def temp_path_beside(path: Path, tag: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{tag}.", suffix=".partial", dir=path.parent or ".")
-    os.close(fd)
-    return Path(name)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import ModelLoadError, PromptTooLongError
 from .sampling import SamplingParams
+from .text import clean
 
 GGUF_MAGIC = b"GGUF"
 
@@ -152,7 +153,8 @@ class LlamaBackend:
     def tokenize(self, text: str, special: bool) -> list[int]:
         if not text:
             return []
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        # Every text reaches the model through here: a lone surrogate becomes U+FFFD instead of an encode error.
+        return self._llm.tokenize(clean(text).encode("utf-8"), add_bos=False, special=special)
 
     def piece(self, token: int) -> bytes:
         """Bytes a token contributes to output text; CONTROL tokens contribute none."""

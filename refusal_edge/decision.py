@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from . import rules
+from .errors import NonFiniteScoresError
 from .metadata import RefusalSpec
 from .policy import RESPOND, Policy
 
@@ -43,6 +44,7 @@ class FirstTokenScores:
         rest -= np.float32(scaled_max)
         np.exp(rest, out=rest)
         lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
+        check_finite(special, lse, top_logit)  # so that no NaN reaches a decision or a score store
         return cls(special, lse, top, top_logit, temperature)
 
     def to_dict(self) -> dict:
@@ -92,6 +94,7 @@ def probabilities(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -
     check_temperature(scores.temperature, policy)
     p = softmax_rows((scores.logits + bias_vector(spec, policy))[None, :], np.array([scores.rest_logsumexp]),
                      scores.temperature)[0]
+    check_finite(p, scores.rest_logsumexp, scores.top_rest_logit)
     return float(p[0]), p[1:]
 
 
@@ -101,6 +104,14 @@ def softmax_rows(biased: np.ndarray, rest_logsumexp: np.ndarray, temperature: fl
     z = biased / temperature
     lse = np.logaddexp(rest_logsumexp, np.logaddexp.reduce(z, axis=1))
     return np.exp(z - lse[:, None])
+
+
+def check_finite(*values) -> None:
+    """Fail closed: every comparison with NaN is False, so a NaN probability would quietly become [respond]."""
+    if not all(np.isfinite(v).all() for v in values):
+        raise NonFiniteScoresError(
+            "the first-token scores are not finite (NaN or infinite logits from the model): no decision is made"
+        )
 
 
 def check_temperature(computed: float, policy: Policy) -> None:

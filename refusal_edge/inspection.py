@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .backend import check_gguf_file
 from .errors import MetadataError
-from .gguf_header import read_header
+from .gguf_header import check_data, read_header
 from .metadata import KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec, discover
 
 _TOKEN_TYPES = {1: "NORMAL", 2: "UNKNOWN", 3: "CONTROL", 4: "USER_DEFINED", 5: "UNUSED", 6: "BYTE"}
@@ -17,6 +17,7 @@ def describe(path: Path) -> dict:
 
     check_gguf_file(path)
     header = read_header(path)
+    check_data(header)
     value = header.get
 
     arch = value("general.architecture", "?")

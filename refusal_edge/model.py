@@ -49,6 +49,7 @@ class RefusalModel:
         self.template = template
         self.default_policy = default_policy
         self._decision_ids = frozenset(spec.token_ids)
+        self._decision_tokens = frozenset(ref.token for ref in spec.refs)
 
     @classmethod
     def load(
@@ -103,14 +104,8 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
-        allowed = {ref.token for ref in self.spec.refs}
-        for message in messages:
-            marker = message.get("refusal_token")
-            if marker and marker not in allowed:
-                # It is rendered as template text, so anything else would be a control-token injection.
-                raise RefusalEdgeError(f"refusal_token {marker!r} is not one of this model's decision tokens")
         tokens: list[int] = []
-        for segment in self.template.render(messages):
+        for segment in self.template.render(messages, decision_tokens=self._decision_tokens):
             tokens += self.backend.tokenize(segment.text, special=segment.special)
         bos = self.backend.bos
         if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):

@@ -12,6 +12,19 @@ import click
 
 from .rules import RULES
 from .sampling import CLI_DEFAULTS, SamplingParams
+from .text import clean
+
+
+class _Text(click.ParamType):
+    """Prompt text from the command line: bytes that are not UTF-8 arrive as lone surrogates; make them U+FFFD."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        return clean(value) if isinstance(value, str) else value
+
+
+TEXT = _Text()
 
 
 def model_options(func):

@@ -81,6 +81,7 @@ def build_tiny_gguf(
     n_head_kv: int = 2,
     n_ff: int = 128,
     context_length: int = 256,
+    nan_logits: bool = False,  # a broken model: NaN in the final norm makes every logit NaN
 ) -> Path:
     path = Path(path)
     base, merges = train_bpe(CORPUS, 120)
@@ -137,7 +138,7 @@ def build_tiny_gguf(
         w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd))
         w.add_tensor(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd))
         w.add_tensor(f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    w.add_tensor("output_norm.weight", np.full(n_embd, np.nan if nan_logits else 1.0, np.float32))
     w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=0.15))
 
     w.write_header_to_file()

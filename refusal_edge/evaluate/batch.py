@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..decision import FirstTokenScores, bias_vector, check_temperature, softmax_rows
+from ..decision import FirstTokenScores, bias_vector, check_finite, check_temperature, softmax_rows
 from ..metadata import RefusalSpec
 from ..policy import Policy
 from ..rules import MODEL_CHOICE, OWN, RESPONDED, apply, natural_choice  # noqa: F401  (OWN, RESPONDED: re-exported)
@@ -52,6 +52,7 @@ class ScoreMatrix:
         check_temperature(self.temperature, policy)
         biased = self.logits + bias_vector(spec, policy)
         p = softmax_rows(biased, self.rest_logsumexp, self.temperature)
+        check_finite(p, self.rest_logsumexp, self.top_rest_logit)
         return Probabilities(p[:, 0], p[:, 1:], natural_choice(biased, self.top_rest_logit))
 
 

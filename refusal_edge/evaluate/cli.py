@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from ..errors import RefusalEdgeError
-from ..options import model_options, policy_options
+from ..options import TEXT, model_options, policy_options
 from ..policy import Policy, resolve_category
 from .data import Fields
 
@@ -27,7 +27,7 @@ def data_options(func):
                   help="Generic format: the should-refuse field (refuse/respond, unsafe/safe, true/false, 1/0).")
     @click.option("--category-field", default=None, help="Generic format: the category field [default: category].")
     @click.option("--skip-bad-rows", is_flag=True, help="Skip malformed rows (counted) instead of stopping.")
-    @click.option("--system", default=None, help="System prompt before every prompt (its KV cache is reused).")
+    @click.option("--system", default=None, type=TEXT, help="System prompt before every prompt (its KV cache is reused).")
     @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
                   help="Score store (JSONL) [default: ~/.cache/refusal-edge/scores/<model hash>.jsonl].")
     @functools.wraps(func)

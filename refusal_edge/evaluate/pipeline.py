@@ -99,12 +99,21 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
                              skip_bad=skip_bad, progress=progress)
         if not run.examples:
             raise RefusalEdgeError("no prompt could be scored")
+        _drop_unscored(datasets, run)
         matrix = score_matrix(store, run.keys, spec)
     except BaseException:
         lazy.close()
         store.close()
         raise
     return Session(path, sha, store, spec, policy, datasets, run, matrix, lazy)
+
+
+def _drop_unscored(datasets: list[Dataset], run: ScoringRun) -> None:
+    """A prompt skipped while scoring (too long for the context) leaves its data set's counts too: the report's
+    data section must describe the prompts that were evaluated. ``run.skipped`` says why it is missing."""
+    scored = {id(e) for e in run.examples}
+    for d in datasets:
+        d.examples = [e for e in d.examples if id(e) in scored]
 
 
 def display_path(path: Path) -> str:

@@ -15,6 +15,7 @@ from ..decision import Decision, assistant_message
 from ..errors import PolicyError
 from ..policy import Policy
 from ..sampling import SERVER_DEFAULTS, SamplingParams
+from ..text import clean_json
 
 # OpenAI roles -> template roles. "developer" is the newer name of "system".
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -75,6 +76,9 @@ def parse_chat_request(body: bytes, *, policy: Policy, categories: tuple[str, ..
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # json's recursive decoder gives up on deeply nested arrays or objects
+        raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
+    raw = clean_json(raw)  # "\ud800" escapes parse into lone surrogates, which no tokenizer or encoder takes
     if not isinstance(raw, dict):
         raise ApiError(400, "the request body must be a JSON object")
     for name, neutral in NEUTRAL.items():
@@ -109,7 +113,7 @@ def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> 
         if not isinstance(message, dict):
             raise ApiError(400, f"{where} must be an object with 'role' and 'content'", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ApiError(400, f"{where}.role {role!r} is not supported; use system, user or assistant "
                                 "(this server runs no tools)", param=f"{where}.role")
         parsed = {"role": ROLES[role], "content": _content(message.get("content"), where, role)}
@@ -117,7 +121,7 @@ def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> 
         # inserts it as control text, so only this model's own decision tokens are accepted here.
         token = message.get("refusal_token")
         if token is not None:
-            if role != "assistant" or token not in decision_tokens:
+            if role != "assistant" or not isinstance(token, str) or token not in decision_tokens:
                 raise ApiError(400, f"{where}.refusal_token {token!r} is not one of this model's decision tokens "
                                     f"({', '.join(sorted(decision_tokens))}); only assistant messages carry one",
                                param=f"{where}.refusal_token")
