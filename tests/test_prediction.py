@@ -4,7 +4,7 @@ policy picks it, and changes nothing, neither decisions nor text, whether it hol
 import pytest
 
 from refusal_edge import Decision, Policy, RefusalModel
-from refusal_edge.backend import SamplingParams
+from refusal_edge.sampling import SamplingParams
 from refusal_edge.metadata import CATEGORIES
 from conftest import THREADS
 from tiny_model import build_tiny_gguf
