@@ -83,3 +83,23 @@ def test_groups_fit_the_batch_and_share_their_prefix():
         assert all(len(prompts[i]) > g.prefix for i in g.members)
     assert groups[0].prefix == len(head)
     assert any(g.members == [6] for g in groups)  # the long prompt that shares nothing scores alone
+
+
+def test_evaluation_scoring_runs_batched_and_matches(tiny_gguf, tmp_path):
+    """`eval`/`calibrate` score through RefusalModel.score_many: batched, same stored scores as one at a time."""
+    from refusal_edge.evaluate.data import Example
+    from refusal_edge.evaluate.runner import score_examples
+    from refusal_edge.evaluate.store import ScoreStore
+
+    examples = [Example(f"{i}. can you help me write an email to my friend? " * (1 + i % 3), i % 2 == 0, None, None,
+                        "t", i) for i in range(12)]
+    stored = []
+    for sequences in (16, 1):
+        with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, batch_sequences=sequences) as model, \
+                ScoreStore(tmp_path / f"s{sequences}.jsonl", "t") as store:
+            run = score_examples(examples, store, lambda: model, system=SYSTEM, progress=False)
+            assert (model.engine._batch_scorer is not None) == (sequences > 1)
+            stored.append([store.get(k) for k in run.keys])
+            assert run.scored == len(examples) and run.reused_tokens > 0
+    for a, b in zip(*stored):
+        assert np.allclose(a.logits, b.logits, atol=1e-4) and abs(a.rest_logsumexp - b.rest_logsumexp) < 1e-4
