@@ -46,7 +46,7 @@ def main(model, runs, threads, data, mix, identity):
     from llama_cpp import Llama
 
     from refusal_edge import Chunk, Policy, RefusalModel
-    from refusal_edge.options import resolve_model_path
+    from refusal_edge.arguments import resolve_model_path
 
     path = resolve_model_path(model)
     ours = RefusalModel.load(path, n_ctx=2048, n_threads=threads)
