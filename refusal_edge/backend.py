@@ -171,10 +171,11 @@ class LlamaBackend(LlamaTokenizer, Engine):
 
     ``score_many`` scores up to ``batch_sequences`` prompts per decode on a second context created on first use
     (``llama_batch``); ``batch_sequences=1`` scores them one at a time on the main context instead.
-    ``score_ahead`` evaluates the predicted decision token with the prompt unless ``predict_decision=False``: the
-    same function, but llama.cpp's kernels round a token evaluated inside a many-row batch slightly differently
-    from a token evaluated alone, so on quantized models a greedy answer can differ at a near tie from the one the
-    unpredicted path gives. ``False`` reproduces that path exactly, at one decode step more before the first token.
+    ``score_ahead`` evaluates the predicted decision token with the prompt when ``predict_decision=True``. It is off
+    by default because on this CPU build it buys nothing: the extra row costs about what the decode step it saves
+    costs (ggml's repacked kernels compute rows beyond a multiple of 4 with a pass over all weights, and two output
+    rows of a 128k vocabulary cost far more than one), and llama.cpp rounds a token evaluated inside a many-row batch
+    slightly differently from one evaluated alone, so a greedy answer can branch differently at a near tie (README).
     It is its own tokenizer. ``prefill``/``feed``/``logits``/``reset``/``sampler`` are llama.cpp specifics, for
     this module and for tests and benchmarks of this engine; code above the seam uses ``Engine`` only.
     """
@@ -188,7 +189,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         batch_sequences: int = 16,
-        predict_decision: bool = True,
+        predict_decision: bool = False,
         verbose: bool = False,
         **llama_kwargs,
     ) -> None:

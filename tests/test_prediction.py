@@ -31,11 +31,17 @@ class Steps:
         monkeypatch.setattr(engine, "_eval", counted)
 
 
+@pytest.fixture
+def predicting(tiny_gguf):
+    with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, predict_decision=True) as model:
+        yield model
+
+
 @pytest.fixture(params=["f32", "f16"])
 def pair(request, tmp_path_factory):
     """Two models on the same GGUF: one predicting, one on the path without prediction."""
     path = build_tiny_gguf(tmp_path_factory.mktemp("pred") / f"tiny-{request.param}.gguf", f16=request.param == "f16")
-    with RefusalModel.load(path, n_ctx=256, n_threads=THREADS) as a, \
+    with RefusalModel.load(path, n_ctx=256, n_threads=THREADS, predict_decision=True) as a, \
             RefusalModel.load(path, n_ctx=256, n_threads=THREADS, predict_decision=False) as b:
         yield a, b
 
@@ -49,10 +55,10 @@ def both(pair, messages, policy=None, **sampling):
     return ra
 
 
-def test_a_hit_costs_no_decode_step_before_the_first_token(tiny_model, monkeypatch):
-    tiny_model.engine.reset()
-    steps = Steps(tiny_model.engine, monkeypatch)
-    events = tiny_model.stream("hello world", Policy(rule="binary", threshold=1.0), temperature=0, max_tokens=3)
+def test_a_hit_costs_no_decode_step_before_the_first_token(predicting, monkeypatch):
+    predicting.engine.reset()
+    steps = Steps(predicting.engine, monkeypatch)
+    events = predicting.stream("hello world", Policy(rule="binary", threshold=1.0), temperature=0, max_tokens=3)
     decision = next(events)
     assert isinstance(decision, Decision) and decision.token == "[respond]"
     assert len(steps.calls) == 1  # prompt and predicted [respond] in one decode
@@ -61,16 +67,16 @@ def test_a_hit_costs_no_decode_step_before_the_first_token(tiny_model, monkeypat
     list(events)
 
 
-def test_a_miss_feeds_the_chosen_token_in_one_step(tiny_model, monkeypatch):
-    tiny_model.engine.reset()
-    tiny_model.generate("hi", Policy(rule="binary", threshold=1.0), temperature=0, max_tokens=1)  # predicts [respond]
-    steps = Steps(tiny_model.engine, monkeypatch)
-    result = tiny_model.generate("hello world", force("Unsupported requests"), temperature=0, max_tokens=1)
+def test_a_miss_feeds_the_chosen_token_in_one_step(predicting, monkeypatch):
+    predicting.engine.reset()
+    predicting.generate("hi", Policy(rule="binary", threshold=1.0), temperature=0, max_tokens=1)  # predicts [respond]
+    steps = Steps(predicting.engine, monkeypatch)
+    result = predicting.generate("hello world", force("Unsupported requests"), temperature=0, max_tokens=1)
     assert result.decision.category == "Unsupported requests"
     assert steps.calls[1:] == [1]  # after the prefill, exactly one step: the chosen token
     # Next time the prediction is what the policy forced: a hit again.
     steps.calls.clear()
-    tiny_model.generate("hello there", force("Unsupported requests"), temperature=0, max_tokens=1)
+    predicting.generate("hello there", force("Unsupported requests"), temperature=0, max_tokens=1)
     assert len(steps.calls) == 1
 
 
@@ -99,10 +105,10 @@ def test_natural_rule_sampling_is_identical_hit_or_miss(pair, seed):
         both(pair, "hello world", policy, temperature=0.9, seed=seed, max_tokens=10)
 
 
-def test_natural_rule_hit_skips_the_step(tiny_model, monkeypatch):
-    engine, spec = tiny_model.engine, tiny_model.spec
+def test_natural_rule_hit_skips_the_step(predicting, monkeypatch):
+    engine, spec = predicting.engine, predicting.spec
     respond = spec.token_ids[0]
-    tokens = tiny_model.prompt_tokens("the sea and the sky")
+    tokens = predicting.prompt_tokens("the sea and the sky")
     engine.score_ahead(tokens, spec, 1.0, predicted=respond)
     steps = Steps(engine, monkeypatch)
     answer = engine.generate(tokens, SamplingParams(temperature=0.8, seed=1, max_tokens=2),
@@ -113,15 +119,15 @@ def test_natural_rule_hit_skips_the_step(tiny_model, monkeypatch):
     answer.close()
 
 
-def test_no_prediction_without_room_or_budget(tiny_model, monkeypatch):
-    steps = Steps(tiny_model.engine, monkeypatch)
-    result = tiny_model.generate("hello", temperature=0, max_tokens=0)
+def test_no_prediction_without_room_or_budget(predicting, monkeypatch):
+    steps = Steps(predicting.engine, monkeypatch)
+    result = predicting.generate("hello", temperature=0, max_tokens=0)
     assert result.completion_tokens == 0 and result.text == ""
-    assert steps.calls and tiny_model.engine._llm.n_tokens == tiny_model.decide("hello").prompt_tokens
+    assert steps.calls and predicting.engine._llm.n_tokens == predicting.decide("hello").prompt_tokens
 
 
-def test_prediction_can_be_turned_off(tiny_gguf, monkeypatch):
-    with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, predict_decision=False) as model:
+def test_prediction_is_off_by_default(tiny_gguf, monkeypatch):
+    with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS) as model:
         steps = Steps(model.engine, monkeypatch)
         events = model.stream("hello world", Policy(rule="binary", threshold=1.0), temperature=0, max_tokens=3)
         next(events)
