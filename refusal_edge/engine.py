@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence, Union
+from typing import Iterator, Mapping, Sequence, Union
 
 from .decision import FirstTokenScores
 from .errors import RefusalEdgeError
 from .metadata import RefusalSpec
-
-if TYPE_CHECKING:
-    from .sampling import SamplingParams
+from .sampling import SamplingParams
 
 
 class Tokenizer(ABC):
@@ -118,7 +116,7 @@ class Engine(ABC):
                 yield exc
 
     @abstractmethod
-    def generate(self, tokens: Sequence[int], params: "SamplingParams",
+    def generate(self, tokens: Sequence[int], params: SamplingParams,
                  first_token_bias: Mapping[int, float] | None = None) -> Iterator[int]:
         """Sampled token ids, one at a time, continuing ``tokens``.
 

@@ -55,8 +55,9 @@ class RefusalModel:
         self.default_policy = default_policy
         self._decision_ids = frozenset(spec.token_ids)
         self._decision_tokens = frozenset(ref.token for ref in spec.refs)
-        # The decision token ``stream`` expects next: the last one it fed, at first [respond]. The engine evaluates
-        # it with the prompt, so that when the policy picks it the first answer token costs no extra decode step.
+        # The decision token ``stream`` expects next: the last one it fed, at first [respond]. An engine may evaluate
+        # it with the prompt (a hint: LlamaBackend does with predict_decision=True), so that when the policy picks it
+        # the first answer token costs no extra decode step.
         self._predicted = spec.token_ids[0]
 
     @classmethod
