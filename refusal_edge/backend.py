@@ -202,7 +202,9 @@ class LlamaBackend(LlamaTokenizer, Engine):
         super().__init__(llm, path)
         self.tokenizer = self
         self.ctx = self._llm._ctx.ctx
-        self.n_ctx = int(self._llm.n_ctx())
+        # llama.cpp may round a small context up (64 -> 256) while llama-cpp-python sizes its token buffer by the
+        # request: the smaller of the two is what a sequence can really hold.
+        self.n_ctx = min(int(self._llm.n_ctx()), len(self._llm.input_ids))
         self.batch_sequences = batch_sequences
         self.predict_decision = predict_decision
         self._batch_scorer = None
