@@ -70,6 +70,13 @@ function buildDials() {
   }
 }
 
+const RULES = {
+  "per-category": "Refuse with the likeliest category whose probability reaches its threshold.",
+  "binary": "Refuse when all categories together reach the default threshold.",
+  "paper-category": "Threshold only the likeliest category, if it has a threshold of its own.",
+  "natural": "The model picks its first token itself; biases still apply.",
+};
+
 function showPolicy(policy) {
   $("rule").value = policy.rule;
   $("threshold").value = policy.threshold;
@@ -96,6 +103,7 @@ function currentPolicy() {
 }
 
 function showValues() {
+  $("rule-help").textContent = RULES[$("rule").value];
   $("threshold-value").value = Number($("threshold").value).toFixed(2);
   for (const input of document.querySelectorAll("#thresholds input")) {
     $(`${input.id}-value`).value = Number(input.value).toFixed(2);
@@ -133,9 +141,9 @@ function decisionView(decision, label) {
 }
 
 function bar(name, p, threshold, chosen, full) {
-  const track = element("span", {className: "track"}, element("span", {className: "fill", style: `width:${(100 * p).toFixed(1)}%`}));
+  const track = element("span", {className: "track"}, element("span", {className: "fill", style: {width: `${(100 * p).toFixed(1)}%`}}));
   if (threshold !== undefined) {
-    track.append(element("span", {className: "threshold", style: `left:${(100 * threshold).toFixed(1)}%`,
+    track.append(element("span", {className: "threshold", style: {left: `${(100 * threshold).toFixed(1)}%`},
       title: `threshold ${threshold.toFixed(2)}`}));
   }
   const text = `${name}: ${p.toFixed(3)}` + (threshold === undefined ? "" : `, threshold ${threshold.toFixed(2)}`);
@@ -171,8 +179,9 @@ async function send(event) {
   const answer = turn("assistant");
   const output = element("p", {className: "answer"});
   try {
-    const response = await api("/v1/chat/completions", {messages, stream: true, refusal: currentPolicy(),
-      max_tokens: Number($("max-tokens").value) || 256});
+    const request = {messages, stream: true, refusal: currentPolicy()};
+    if ($("max-tokens").value) request.max_tokens = Number($("max-tokens").value);  // else the server's --max-tokens
+    const response = await api("/v1/chat/completions", request);
     $("prompt").value = "";
     let reply = {role: "assistant", content: ""};
     for await (const chunk of events(response)) {
@@ -186,6 +195,7 @@ async function send(event) {
     }
     state.history = [...messages, reply];
     state.lastPrompt = messages;
+    $("what-if-result").replaceChildren();  // it was about the previous prompt
     status("");
   } catch (error) {
     answer.append(element("p", {className: "error", textContent: error.message}));
@@ -270,7 +280,8 @@ function element(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(props)) {
     if (name === "dataset") Object.assign(node.dataset, value);
-    else if (name === "style" || name === "role" || name === "title") node.setAttribute(name, value);
+    else if (name === "style") Object.assign(node.style, value);  // CSSOM: allowed by the page's CSP, unlike style=""
+    else if (name === "role" || name === "title") node.setAttribute(name, value);
     else if (name === "ariaLabel") node.setAttribute("aria-label", value);
     else node[name] = value;
   }
