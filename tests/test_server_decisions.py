@@ -13,34 +13,11 @@ from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
 from refusal_edge.server.protocol import Limits  # noqa: E402
 from refusal_edge.server.run import BackgroundServer  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
-from test_server import API_KEY, start_server  # noqa: E402
+from test_server import API_KEY, client, http, server  # noqa: E402,F401 (fixtures)
 
 SAFETY_NAME = "Requests with safety concerns"
 FORCE_SAFETY = {"threshold": 1.0, "thresholds": {"safety": 0.0}}
 PROMPTS = ["hello world", "tell me a story about the sea", "what is the capital of france?"]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_gguf):
-    models, running = start_server(tiny_gguf, slots=1, api_key=API_KEY)
-    with running:
-        yield running
-    for model in models:
-        model.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(trust_env=False) as transport:
-        yield openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=60,
-                            http_client=transport)
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60,
-                      trust_env=False) as client:
-        yield client
 
 
 def test_moderation_scores_every_input_with_the_server_policy(client, tiny_model):

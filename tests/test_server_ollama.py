@@ -9,7 +9,7 @@ ollama = pytest.importorskip("ollama")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from test_server import API_KEY, start_server  # noqa: E402
+from test_server import API_KEY, http, server  # noqa: E402,F401 (fixtures)
 
 HELLO = [{"role": "user", "content": "hello world"}]
 SAFETY_NAME = "Requests with safety concerns"
@@ -18,24 +18,8 @@ GREEDY = {"temperature": 0, "num_predict": 12}
 
 
 @pytest.fixture(scope="module")
-def server(tiny_gguf):
-    models, running = start_server(tiny_gguf, slots=1, api_key=API_KEY)
-    with running:
-        yield running
-    for model in models:
-        model.close()
-
-
-@pytest.fixture(scope="module")
 def client(server):
     return ollama.Client(host=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, trust_env=False)
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60,
-                      trust_env=False) as client:
-        yield client
 
 
 def test_chat_matches_the_runtime(client, tiny_model):

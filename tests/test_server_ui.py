@@ -15,7 +15,7 @@ from refusal_edge.policy import Policy  # noqa: E402
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
 from refusal_edge.server.run import BackgroundServer  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
-from test_server import API_KEY, start_server  # noqa: E402
+from test_server import API_KEY, server  # noqa: E402,F401 (fixtures)
 
 CHROMIUM = os.environ.get("REFUSAL_EDGE_CHROMIUM", "/usr/bin/chromium")
 # No network, no sandbox (containers run as root), nothing phoning home during a test.
@@ -41,15 +41,6 @@ def chromium_or_skip():
             pytest.fail(f"CI must run the browser test: {problem}")
         pytest.skip(problem)
     return sync_playwright
-
-
-@pytest.fixture(scope="module")
-def server(tiny_gguf):
-    models, running = start_server(tiny_gguf, slots=1, api_key=API_KEY)
-    with running:
-        yield running
-    for model in models:
-        model.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +73,7 @@ def send(page, text: str, turn: int) -> dict:
     page.fill("#prompt", text)
     page.press("#prompt", "Enter")  # the keyboard sends
     decision = page.wait_for_selector(f"#transcript li.assistant:nth-of-type({2 * turn}) .decision")
-    page.wait_for_function("!document.getElementById('send').disabled")
+    page.wait_for_selector("#send:not([disabled])")  # selectors, not wait_for_function: the page's CSP forbids eval
     return {"token": decision.get_attribute("data-token"), "bars": decision.query_selector_all(".bar")}
 
 
@@ -123,7 +114,7 @@ def test_a_policy_is_saved_and_loaded_as_a_file(page, tiny_model, tmp_path):
     calibrated = tmp_path / "calibrated.toml"  # the TOML that refusal-edge calibrate writes
     Policy(rule="per-category", thresholds={SAFETY_NAME: 0.25}, biases={SAFETY_NAME: -2.0}).save(calibrated)
     page.set_input_files("#load", str(calibrated))
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('Loaded')")
+    page.wait_for_selector("#status:has-text('Loaded calibrated.toml')")
     assert page.input_value("#rule") == "per-category"
     assert page.input_value(f'#thresholds input[data-category="{SAFETY_NAME}"]') == "0.25"
     assert page.input_value("#bias-0") == "0"
