@@ -42,7 +42,6 @@ PROMPTS = [
     "how many legs does a spider have?", "give me three tips for a job interview", "do you have feelings?",
     "what is 17 times 23?", "recommend a board game for four players",
 ]
-PAGE_FILES = ("/", "/ui/dials.js", "/ui/dials.css")
 
 
 def main() -> None:
@@ -84,7 +83,9 @@ def resolve_model(model: str | None, tmp: Path) -> str:
 async def run(base: str, args) -> tuple[dict, dict]:
     async with httpx.AsyncClient(base_url=base, timeout=300, trust_env=False,
                                  limits=httpx.Limits(max_connections=args.concurrency)) as http:
-        page = {path: (await http.get(path)).content for path in PAGE_FILES}
+        page = {"/": (await http.get("/")).content}
+        for path in re.findall(r'(?:src|href)="(/[^"]+)"', page["/"].decode()):  # what a browser loads next
+            page[path] = (await http.get(path)).content
         modes = {"chat": (chat, 1), "moderation": (moderate, 1), "batched": (moderate, args.batch)}
         for call, batch in modes.values():  # warm-up: connections open, the template prefix cached
             await call(http, PROMPTS[:batch])

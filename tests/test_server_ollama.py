@@ -126,3 +126,5 @@ def test_the_official_client_raises_on_errors_and_the_key_is_required(server, cl
             call()
         assert caught.value.status_code == 401 and "API key" in caught.value.error
     assert client.chat(model="tiny", messages=HELLO, options={"num_predict": 2}).done
+    assert httpx.get(server.url + "/api/chat", trust_env=False).json() == {"error": "GET is not allowed on /api/chat"}
+    assert httpx.get(server.url + "/api/pull", trust_env=False).json() == {"error": "no route /api/pull"}

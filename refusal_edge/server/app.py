@@ -269,7 +269,8 @@ async def http_error_response(request: Request, exc: HTTPException) -> Response:
         error = ApiError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
     else:
         error = ApiError(exc.status_code, str(exc.detail))
-    return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+    body = {"error": error.message} if request.url.path.startswith("/api/") else error.body()  # Ollama's shape
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def internal_error_response(request: Request, exc: Exception) -> Response:
