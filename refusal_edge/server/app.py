@@ -46,7 +46,6 @@ class Service:
     spec: RefusalSpec
     authorize: Callable[[Request], None]
     model_card: Callable[[], dict]
-    created: int
 
     @property
     def decision_tokens(self) -> frozenset[str]:
@@ -112,7 +111,7 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
                                 f"{settings.model_id!r}", param="model", code="model_not_found")
         return JSONResponse(model_card())
 
-    service = Service(pool, settings, spec, authorize, model_card, created)
+    service = Service(pool, settings, spec, authorize, model_card)
 
     async def chat_completions(request: Request) -> Response:
         chat = service.chat_request(await service.read_json(request))
