@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import ModelLoadError, PolicyError, PromptTooLongError, RefusalEdgeError
+from ..errors import ModelLoadError, NonFiniteScoresError, PolicyError, PromptTooLongError, RefusalEdgeError
 from ..metadata import RefusalSpec
 from ..policy import Policy
 from . import protocol
@@ -49,7 +49,7 @@ class Service:
 
     @property
     def decision_tokens(self) -> frozenset[str]:
-        return frozenset(ref.token for ref in (self.spec.respond, *self.spec.categories))
+        return frozenset(ref.token for ref in self.spec.refs)
 
     def chat_request(self, raw: dict) -> ChatRequest:
         return protocol.chat_request(raw, policy=self.settings.policy, categories=self.spec.category_names,
@@ -246,6 +246,8 @@ def as_api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, PromptTooLongError):
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, NonFiniteScoresError):  # the model's fault, not the client's: no answer is generated
+        return ApiError(500, str(exc), code="non_finite_scores", kind="server_error")
     if isinstance(exc, PolicyError):
         return ApiError(400, f"refusal: {exc}", param="refusal", code="invalid_refusal_policy")
     if isinstance(exc, RefusalEdgeError) and not isinstance(exc, ModelLoadError):
