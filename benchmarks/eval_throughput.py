@@ -95,11 +95,12 @@ class _NoReuse:
     """The model with its KV cache cleared before every prompt: every prompt prefilled from its first token."""
 
     def __init__(self, model):
-        self.model, self.spec, self.backend = model, model.spec, model.backend
+        self.model, self.spec = model, model.spec
 
-    def scores(self, messages, temperature=1.0):
-        self.model.backend.reset()
-        return self.model.scores(messages, temperature)
+    def score_many(self, conversations, temperature=1.0):
+        for messages in conversations:
+            self.model.backend.reset()
+            yield from self.model.score_many([messages], temperature)
 
 
 def reference_probabilities(hf, batches, ids, torch) -> tuple[float, np.ndarray]:

@@ -54,6 +54,9 @@ class TorchReference:
             out = self.model(self.torch.tensor([list(tokens)], dtype=self.torch.long))
         return out.logits[0, -1].float().numpy()
 
+    def scores(self, tokens: Sequence[int], spec, policy: Policy) -> FirstTokenScores:
+        return FirstTokenScores.from_logits(self.logits(tokens), spec, policy.temperature)
+
     def close(self) -> None:
         self.model = None
 
@@ -64,9 +67,8 @@ class GGUFScorer:
 
         self.model = RefusalModel.load(path, n_ctx=N_CTX, n_threads=threads)
 
-    def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        self.model.backend.prefill(list(tokens))
-        return np.array(self.model.backend.logits(), dtype=np.float32)
+    def scores(self, tokens: Sequence[int], spec, policy: Policy) -> FirstTokenScores:
+        return self.model.engine.score(tokens, spec, policy.temperature)[0]
 
     def close(self) -> None:
         self.model.close()
@@ -90,7 +92,7 @@ def drift_report(
         spec = first.model.spec
         policy = first.model.default_policy
         token_lists = [first.model.prompt_tokens(p) for p in probes]
-        scores: dict[str, list[FirstTokenScores]] = {labels[0]: [_scores(first.logits(t), spec, policy)
+        scores: dict[str, list[FirstTokenScores]] = {labels[0]: [first.scores(t, spec, policy)
                                                                  for t in token_lists]}
     finally:
         first.close()
@@ -98,7 +100,7 @@ def drift_report(
         scorer = GGUFScorer(candidates[label], threads)
         try:
             _same_spec(spec, scorer.model.spec, label)
-            scores[label] = [_scores(scorer.logits(t), spec, policy) for t in token_lists]
+            scores[label] = [scorer.scores(t, spec, policy) for t in token_lists]
         finally:
             scorer.close()
     if reference_hf is not None:
@@ -109,7 +111,7 @@ def drift_report(
     else:
         raise ValueError("drift_report needs a reference")
     try:
-        reference = [_scores(ref.logits(t), spec, policy) for t in token_lists]
+        reference = [ref.scores(t, spec, policy) for t in token_lists]
     finally:
         ref.close()
 
@@ -129,10 +131,6 @@ def drift_report(
 
 def report_path(output: Path) -> Path:
     return Path(output).with_name(Path(output).stem + ".verify.json")
-
-
-def _scores(logits: np.ndarray, spec, policy: Policy) -> FirstTokenScores:
-    return FirstTokenScores.from_logits(logits, spec, policy.temperature)
 
 
 def _same_spec(a, b, label: str) -> None:

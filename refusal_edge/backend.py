@@ -1,14 +1,19 @@
-"""The one place that talks to llama.cpp. Everything above it sees token ids, bytes and numpy arrays."""
+"""The in-process llama.cpp engine: the one place that talks to llama.cpp (the seam it implements is engine.py)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import time
 from pathlib import Path
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .decision import FirstTokenScores
+from .engine import Engine, PrefillStats, Tokenizer
 from .errors import ModelLoadError, PromptTooLongError
+from .metadata import RefusalSpec
 from .sampling import SamplingParams
 from .text import clean
 
@@ -84,8 +89,88 @@ class Sampler:
     __del__ = close
 
 
-class LlamaBackend:
-    """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix."""
+class LlamaTokenizer(Tokenizer):
+    """The vocabulary of a loaded ``Llama`` (which may be a vocabulary-only load, see ``load_tokenizer``)."""
+
+    def __init__(self, llm, path: Path) -> None:
+        lc = _llama_cpp()
+        self._lc, self._llm = lc, llm
+        self.path = path
+        self.name = path.stem
+        self._vocab = lc.llama_model_get_vocab(llm._model.model)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
+        self.metadata: dict[str, str] = dict(llm.metadata)
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    def token_text(self, token: int) -> str:
+        return self._lc.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
+
+    def is_control(self, token: int) -> bool:
+        return bool(self._lc.llama_vocab_get_attr(self._vocab, token) & self._lc.LLAMA_TOKEN_ATTR_CONTROL)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+
+    @property
+    def bos(self) -> int:
+        return int(self._lc.llama_vocab_bos(self._vocab))
+
+    @property
+    def eos(self) -> int:
+        return int(self._lc.llama_vocab_eos(self._vocab))
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self._lc.llama_vocab_get_add_bos(self._vocab))
+
+    def tokenize(self, text: str, special: bool) -> list[int]:
+        if not text:
+            return []
+        # Every text reaches the model through here: a lone surrogate becomes U+FFFD instead of an encode error.
+        return self._llm.tokenize(clean(text).encode("utf-8"), add_bos=False, special=special)
+
+    def piece(self, token: int) -> bytes:
+        """Bytes a token contributes to output text; CONTROL tokens contribute none."""
+        buf = self._piece_buf
+        n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            self._piece_buf = buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.close()
+
+
+def _load_llama(path: Path, verbose: bool, **kwargs):
+    check_gguf_file(path)
+    _llama_cpp()
+    from llama_cpp import Llama
+
+    set_verbose(verbose)
+    try:
+        return Llama(model_path=str(path), verbose=verbose, **kwargs)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"llama.cpp could not load {path}: {exc} (is the file complete, and an architecture this "
+            "llama.cpp build supports?)"
+        ) from None
+
+
+def load_tokenizer(path: str | os.PathLike, verbose: bool = False) -> LlamaTokenizer:
+    """A GGUF's vocabulary without its weights: for engines that run the model elsewhere."""
+    path = Path(path)
+    return LlamaTokenizer(_load_llama(path, verbose, vocab_only=True), path)
+
+
+class LlamaBackend(LlamaTokenizer, Engine):
+    """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix.
+
+    It is its own tokenizer. ``prefill``/``feed``/``logits``/``reset``/``sampler`` are llama.cpp specifics, for
+    this module and for tests and benchmarks of this engine; code above the seam uses ``Engine`` only.
+    """
 
     def __init__(
         self,
@@ -98,74 +183,68 @@ class LlamaBackend:
         verbose: bool = False,
         **llama_kwargs,
     ) -> None:
-        self.path = Path(path)
-        check_gguf_file(self.path)
-        lc = _llama_cpp()
-        from llama_cpp import Llama
-
-        set_verbose(verbose)
+        path = Path(path)
         threads = n_threads or max(1, os.cpu_count() or 1)
-        try:
-            self._llm = Llama(
-                model_path=str(self.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_gpu_layers=n_gpu_layers, n_batch=min(n_batch, n_ctx) if n_ctx else n_batch,
-                logits_all=False, verbose=verbose, **llama_kwargs,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(
-                f"llama.cpp could not load {self.path}: {exc} (is the file complete, and an architecture this "
-                "llama.cpp build supports?)"
-            ) from None
-        self._lc = lc
+        llm = _load_llama(
+            path, verbose, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
+            n_batch=min(n_batch, n_ctx) if n_ctx else n_batch, logits_all=False, **llama_kwargs,
+        )
+        super().__init__(llm, path)
+        self.tokenizer = self
         self.ctx = self._llm._ctx.ctx
-        self.vocab = lc.llama_model_get_vocab(self._llm._model.model)
-        self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
         self.n_ctx = int(self._llm.n_ctx())
-        self.metadata: dict[str, str] = dict(self._llm.metadata)
-        self._piece_buf = ctypes.create_string_buffer(256)
-        self.last_prefill = (0, 0)  # (prompt tokens, of which reused from the cache) of the latest prefill
 
-    # vocabulary -------------------------------------------------------------------------------
-    def token_text(self, token: int) -> str:
-        return self._lc.llama_vocab_get_text(self.vocab, token).decode("utf-8", errors="replace")
+    # the engine seam --------------------------------------------------------------------------
+    def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0):
+        t0 = time.perf_counter()
+        reused = self.prefill(list(tokens))
+        stats = PrefillStats(len(tokens), reused, (time.perf_counter() - t0) * 1e3)
+        return FirstTokenScores.from_logits(self.logits(), spec, temperature), stats
 
-    def is_control(self, token: int) -> bool:
-        return bool(self._lc.llama_vocab_get_attr(self.vocab, token) & self._lc.LLAMA_TOKEN_ATTR_CONTROL)
+    def generate(self, tokens: Sequence[int], params: SamplingParams,
+                 first_token_bias: Mapping[int, float] | None = None) -> Iterator[int]:
+        tokens = list(tokens)
+        if first_token_bias is None and (params.max_tokens <= 0 or len(tokens) >= self.n_ctx):
+            return  # no room for the forced token (or no budget after it): a "length" finish, as before
+        sampler = Sampler(self, params)
+        try:
+            if first_token_bias is None:
+                self.prefill(tokens)  # the prompt is cached (it was just scored): only the forced token is fed
+                token = sampler.sample()
+            else:
+                if not self._holds_logits_of(tokens):
+                    self.prefill(tokens)
+                token = self._sample_biased(sampler, first_token_bias)
+            sampled_after_first = 0 if first_token_bias is None else -1
+            while True:
+                sampled_after_first += 1
+                yield token
+                if self.is_eog(token) or sampled_after_first >= params.max_tokens or self.context_left <= 1:
+                    return
+                self.feed(token)
+                token = sampler.sample()
+        finally:
+            sampler.close()
 
-    def is_eog(self, token: int) -> bool:
-        return bool(self._lc.llama_vocab_is_eog(self.vocab, token))
+    def _holds_logits_of(self, tokens: list[int]) -> bool:
+        """Whether the context holds exactly ``tokens``, so the logits buffer is their last position's."""
+        n = self._llm.n_tokens
+        return n == len(tokens) and bool(np.array_equal(self._llm.input_ids[:n], tokens))
 
-    @property
-    def bos(self) -> int:
-        return int(self._lc.llama_vocab_bos(self.vocab))
+    def _sample_biased(self, sampler: "Sampler", bias: Mapping[int, float]) -> int:
+        """Sample with logit biases added in llama.cpp's buffer, then restore it exactly."""
+        if not bias:
+            return sampler.sample()
+        logits = self.logits()
+        ids = np.fromiter(bias, dtype=np.int64, count=len(bias))
+        saved = logits[ids].copy()
+        logits[ids] += np.asarray(list(bias.values()), dtype=np.float32)
+        try:
+            return sampler.sample()
+        finally:
+            logits[ids] = saved
 
-    @property
-    def eos(self) -> int:
-        return int(self._lc.llama_vocab_eos(self.vocab))
-
-    @property
-    def add_bos(self) -> bool:
-        return bool(self._lc.llama_vocab_get_add_bos(self.vocab))
-
-    def vocabulary(self) -> dict[str, int]:
-        return {self.token_text(i): i for i in range(self.n_vocab)}
-
-    def tokenize(self, text: str, special: bool) -> list[int]:
-        if not text:
-            return []
-        # Every text reaches the model through here: a lone surrogate becomes U+FFFD instead of an encode error.
-        return self._llm.tokenize(clean(text).encode("utf-8"), add_bos=False, special=special)
-
-    def piece(self, token: int) -> bytes:
-        """Bytes a token contributes to output text; CONTROL tokens contribute none."""
-        buf = self._piece_buf
-        n = self._lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            self._piece_buf = buf = ctypes.create_string_buffer(-n)
-            n = self._lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
-        return buf.raw[:n]
-
-    # evaluation -------------------------------------------------------------------------------
+    # llama.cpp specifics ----------------------------------------------------------------------
     def prefill(self, tokens: list[int]) -> int:
         """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.
 
@@ -184,7 +263,6 @@ class LlamaBackend:
         reuse = int(diverge[0]) if diverge.size else limit
         self._llm.n_tokens = reuse
         self._eval(tokens[reuse:])
-        self.last_prefill = (len(tokens), reuse)
         return reuse
 
     def feed(self, token: int) -> None:
@@ -214,11 +292,6 @@ class LlamaBackend:
 
     def sampler(self, params: SamplingParams) -> Sampler:
         return Sampler(self, params)
-
-    def close(self) -> None:
-        llm, self._llm = getattr(self, "_llm", None), None
-        if llm is not None:
-            llm.close()
 
 
 def check_gguf_file(path: Path) -> None:

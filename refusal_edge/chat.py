@@ -186,7 +186,7 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
         session = ChatSession(m, policy, params, system, color=sys.stdout.isatty())
         if interactive:
             _enable_readline()
-            click.echo(f"refusal-edge chat · {m.backend.path.name} · rule {policy.rule} · /help for commands")
+            click.echo(f"refusal-edge chat · {m.name} · rule {policy.rule} · /help for commands")
         while True:
             try:
                 line = input("> " if interactive else "")

@@ -101,9 +101,11 @@ def probabilities(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -
 def softmax_rows(biased: np.ndarray, rest_logsumexp: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities of the decision tokens (N x (1 + K)) in a softmax over the full vocabulary: the rest of it
     enters through its logsumexp (already at ``temperature``)."""
-    z = biased / temperature
-    lse = np.logaddexp(rest_logsumexp, np.logaddexp.reduce(z, axis=1))
-    return np.exp(z - lse[:, None])
+    # NaN/inf inputs are refused by check_finite right after, with a clear error: numpy's warnings are noise.
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = biased / temperature
+        lse = np.logaddexp(rest_logsumexp, np.logaddexp.reduce(z, axis=1))
+        return np.exp(z - lse[:, None])
 
 
 def check_finite(*values) -> None:

@@ -1,17 +1,21 @@
-"""RefusalModel: one prefill, a policy-chosen first token, then ordinary decoding on the same KV cache."""
+"""RefusalModel: one prefill, a policy-chosen first token, then ordinary decoding on the same KV cache.
+
+It runs the model only through the engine seam (engine.py); llama.cpp in-process is the default engine.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from contextlib import closing
 from dataclasses import dataclass, replace
-from typing import Iterator, Mapping, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
-from .backend import LlamaBackend
-from .decision import Decision, FirstTokenScores, assistant_message, decide, decision_for_token
+from .decision import Decision, FirstTokenScores, assistant_message, bias_vector, decide, decision_for_token
+from .engine import Engine, PrefillStats, Tokenizer
 from .errors import MetadataError, RefusalEdgeError
 from .metadata import KEY_SPEC, RefusalSpec, discover
-from .policy import RESPOND, Policy
+from .policy import Policy
 from .sampling import SamplingParams
 from .streaming import TextAssembler
 from .template import CHATML_TEMPLATE, ChatTemplate
@@ -43,8 +47,9 @@ class GenerationResult:
 
 
 class RefusalModel:
-    def __init__(self, backend: LlamaBackend, spec: RefusalSpec, template: ChatTemplate, default_policy: Policy):
-        self.backend = backend
+    def __init__(self, engine: Engine, spec: RefusalSpec, template: ChatTemplate, default_policy: Policy):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
         self.spec = spec
         self.template = template
         self.default_policy = default_policy
@@ -64,20 +69,38 @@ class RefusalModel:
         **llama_kwargs,
     ) -> "RefusalModel":
         """Load a GGUF on the CPU (``n_gpu_layers=-1`` offloads everything to Metal/CUDA builds)."""
-        backend = LlamaBackend(path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                               n_batch=n_batch, verbose=verbose, **llama_kwargs)
+        from .backend import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
+
+        return cls.from_engine(LlamaBackend(path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+                                            n_batch=n_batch, verbose=verbose, **llama_kwargs))
+
+    @classmethod
+    def from_engine(cls, engine: Engine) -> "RefusalModel":
+        """A model on any engine: spec, chat template and default policy come from its tokenizer's metadata.
+        The model owns the engine from here on (``close`` closes it, also when this fails)."""
+        tokenizer = engine.tokenizer
         try:
-            spec = read_spec(backend)
+            spec = read_spec(tokenizer)
             default = Policy.from_dict(spec.default_policy, spec.category_names) if spec.default_policy else Policy()
         except RefusalEdgeError as exc:
-            backend.close()
-            raise type(exc)(f"{backend.path}: {exc}") from None
-        source = backend.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        template = ChatTemplate(source, backend.token_text(backend.bos), backend.token_text(backend.eos))
-        return cls(backend, spec, template, default)
+            engine.close()
+            raise type(exc)(f"{tokenizer.name}: {exc}") from None
+        source = tokenizer.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        template = ChatTemplate(source, tokenizer.token_text(tokenizer.bos), tokenizer.token_text(tokenizer.eos))
+        return cls(engine, spec, template, default)
+
+    @property
+    def backend(self) -> Engine:
+        """The engine under its earlier name (tests and benchmarks of the llama.cpp engine reach it this way)."""
+        return self.engine
+
+    @property
+    def name(self) -> str:
+        """The model's display name (e.g. the GGUF's file stem)."""
+        return self.tokenizer.name
 
     def close(self) -> None:
-        self.backend.close()
+        self.engine.close()
 
     def __enter__(self) -> "RefusalModel":
         return self
@@ -106,32 +129,44 @@ class RefusalModel:
             raise RefusalEdgeError("no messages to answer")
         tokens: list[int] = []
         for segment in self.template.render(messages, decision_tokens=self._decision_tokens):
-            tokens += self.backend.tokenize(segment.text, special=segment.special)
-        bos = self.backend.bos
-        if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+            tokens += self.tokenizer.tokenize(segment.text, special=segment.special)
+        bos = self.tokenizer.bos
+        if self.tokenizer.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
         return tokens
 
     # decision ---------------------------------------------------------------------------------
     def decide(self, messages: Messages, policy: Policy | Mapping | None = None) -> Decision:
         """Prefill once (reusing the cached prefix) and choose the first response token. No decoding."""
-        policy = self.policy(policy)
-        tokens = self.prompt_tokens(messages)
+        return self._decide(self.prompt_tokens(messages), self.policy(policy))
+
+    def _decide(self, tokens: list[int], policy: Policy) -> Decision:
         t0 = time.perf_counter()
-        reused = self.backend.prefill(tokens)
-        t1 = time.perf_counter()
-        scores = FirstTokenScores.from_logits(self.backend.logits(), self.spec, policy.temperature)
+        scores, stats = self.engine.score(tokens, self.spec, policy.temperature)
         decision = decide(scores, self.spec, policy)
-        t2 = time.perf_counter()
+        total_ms = (time.perf_counter() - t0) * 1e3
         if decision.token_id not in self._decision_ids:
             decision = replace(decision, token=self._text(decision.token_id))
-        return replace(decision, prefill_ms=(t1 - t0) * 1e3, decision_ms=(t2 - t1) * 1e3,
-                       prompt_tokens=len(tokens), cached_tokens=reused)
+        return replace(decision, prefill_ms=stats.prefill_ms, decision_ms=max(total_ms - stats.prefill_ms, 0.0),
+                       prompt_tokens=stats.prompt_tokens, cached_tokens=stats.reused_tokens)
 
     def scores(self, messages: Messages, temperature: float = 1.0) -> FirstTokenScores:
         """The first-token scores alone, for offline evaluation: any policy can be applied to them later."""
-        self.backend.prefill(self.prompt_tokens(messages))
-        return FirstTokenScores.from_logits(self.backend.logits(), self.spec, temperature)
+        return self.engine.score(self.prompt_tokens(messages), self.spec, temperature)[0]
+
+    def score_many(self, conversations: Iterable[Messages], temperature: float = 1.0
+                   ) -> Iterator[Union[tuple[FirstTokenScores, PrefillStats], RefusalEdgeError]]:
+        """Scores and prefill statistics per conversation, yielded in order as the engine delivers them (batched
+        or concurrent where it can). A conversation that cannot be scored yields its error in its place."""
+        prompts: list = []
+        for messages in conversations:
+            try:
+                prompts.append(self.prompt_tokens(messages))
+            except RefusalEdgeError as exc:
+                prompts.append(exc)
+        scored = self.engine.score_many([p for p in prompts if isinstance(p, list)], self.spec, temperature)
+        for prompt in prompts:
+            yield next(scored) if isinstance(prompt, list) else prompt
 
     # generation -------------------------------------------------------------------------------
     def stream(
@@ -144,15 +179,23 @@ class RefusalModel:
     ) -> Iterator[Union[Decision, Chunk]]:
         """Yield the Decision, then Chunks of text. The decision token is fed into the same KV cache."""
         params = sampling or SamplingParams(**sampling_kwargs)
-        decision = self.decide(messages, policy)
-        sampler = self.backend.sampler(params)
-        try:
-            if not decision.forced and params.temperature > 0:
-                decision = self._sample_own_choice(decision, sampler)
-            yield decision
-            yield from self._continue(decision.token_id, sampler, params)
-        finally:
-            sampler.close()
+        tokens = self.prompt_tokens(messages)
+        decision = self._decide(tokens, self.policy(policy))
+        if not decision.forced and params.temperature > 0:
+            # The model picks its first token itself (natural rule, or an uncontrolled category), biases applied.
+            bias = dict(zip(self.spec.token_ids, map(float, bias_vector(self.spec, decision.policy))))
+            answer = self.engine.generate(tokens, params, first_token_bias=bias)
+            with closing(answer):
+                token = next(answer)
+                text = "" if token in self._decision_ids else self._text(token)
+                decision = decision_for_token(token, self.spec, decision, text)
+                yield decision
+                yield from self._continue(token, answer, params)
+        else:
+            answer = self.engine.generate([*tokens, decision.token_id], params)
+            with closing(answer):
+                yield decision
+                yield from self._continue(decision.token_id, answer, params)
 
     def generate(self, messages: Messages, policy: Policy | Mapping | None = None, **sampling) -> GenerationResult:
         t0 = time.perf_counter()
@@ -166,54 +209,44 @@ class RefusalModel:
         return GenerationResult(decision, "".join(parts), last.finish_reason or "stop", last.completion_tokens,
                                 (time.perf_counter() - t0) * 1e3)
 
-    def _sample_own_choice(self, decision: Decision, sampler) -> Decision:
-        """The model picks its first token itself (natural rule, or an uncontrolled category), biases applied."""
-        biases = decision.policy.biases
-        if biases:
-            logits = self.backend.logits()
-            logits[self.spec.respond.id] += biases.get(RESPOND, 0.0)
-            for ref in self.spec.categories:
-                logits[ref.id] += biases.get(ref.name, 0.0)
-        token = sampler.sample()
-        text = "" if token in self._decision_ids else self._text(token)
-        return decision_for_token(token, self.spec, decision, text)
-
-    def _continue(self, token: int, sampler, params: SamplingParams) -> Iterator[Chunk]:
+    def _continue(self, token: int, answer: Iterator[int], params: SamplingParams) -> Iterator[Chunk]:
+        """Text from the first response token on; ``answer`` yields the tokens after it (ends: context full)."""
         text = TextAssembler(params.stop)
         is_decision_token = token in self._decision_ids
         generated = 0 if is_decision_token else 1
         finish = "length"
         while True:
             if not is_decision_token:
-                if self.backend.is_eog(token):
+                if self.tokenizer.is_eog(token):
                     finish = "stop"
                     break
-                piece = text.push(self.backend.piece(token))
+                piece = text.push(self.tokenizer.piece(token))
                 if piece:
                     yield Chunk(piece, completion_tokens=generated)
                 if text.stopped:
                     finish = "stop"
                     break
             is_decision_token = False
-            if generated >= params.max_tokens or self.backend.context_left <= 1:
+            if generated >= params.max_tokens:
                 break
-            self.backend.feed(token)
-            token = sampler.sample()
+            token = next(answer, None)
+            if token is None:
+                break
             generated += 1
         yield Chunk(text.finish(), finish_reason=finish, completion_tokens=generated)
 
     def _text(self, token: int) -> str:
-        return self.backend.piece(token).decode("utf-8", errors="replace")
+        return self.tokenizer.piece(token).decode("utf-8", errors="replace")
 
 
-def read_spec(backend: LlamaBackend) -> RefusalSpec:
-    raw = backend.metadata.get(KEY_SPEC)
-    spec = RefusalSpec.from_json(raw) if raw else discover(backend.vocabulary())
+def read_spec(tokenizer: Tokenizer) -> RefusalSpec:
+    raw = tokenizer.metadata.get(KEY_SPEC)
+    spec = RefusalSpec.from_json(raw) if raw else discover(tokenizer.vocabulary())
     if spec is None:
         raise MetadataError(
             "not a refusal-token model: the GGUF has no refusal metadata (refusal.spec) and its vocabulary lacks the "
             "paper's tokens ([respond] with [refuse] or the five category tokens). Convert a refusal-token checkpoint "
             "with `refusal-edge convert`, or add metadata with `refusal-edge annotate`"
         )
-    spec.check_against(backend.token_text, backend.is_control, backend.n_vocab)
+    spec.check_against(tokenizer.token_text, tokenizer.is_control, tokenizer.n_vocab)
     return spec

@@ -22,13 +22,14 @@ class Counting:
 
     def __init__(self, model, die_at=None):
         self.model, self.die_at, self.calls = model, die_at, 0
-        self.spec, self.backend = model.spec, model.backend
+        self.spec = model.spec
 
-    def scores(self, messages, temperature=1.0):
-        self.calls += 1
-        if self.calls == self.die_at:
-            raise KeyboardInterrupt
-        return self.model.scores(messages, temperature)
+    def score_many(self, conversations, temperature=1.0):
+        for messages in conversations:
+            self.calls += 1
+            if self.calls == self.die_at:
+                raise KeyboardInterrupt
+            yield from self.model.score_many([messages], temperature)
 
     def prompt_tokens(self, messages):
         return self.model.prompt_tokens(messages)

@@ -95,7 +95,7 @@ class DecideOnly:
     """A slot model that can decide but fails the test if anything tries to generate."""
 
     def __init__(self, model):
-        self.model, self.spec, self.backend = model, model.spec, model.backend
+        self.model, self.spec = model, model.spec
         self.decided = 0
 
     def decide(self, messages, policy):

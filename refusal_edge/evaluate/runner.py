@@ -1,7 +1,9 @@
 """The only part of evaluation that runs the model: score what the store lacks, decode answers on request.
 
 Prompts are scored in sorted order of their messages, so prompts that share a system prompt (or any other
-prefix) run back to back and the backend reuses that prefix's KV cache instead of prefilling it again.
+prefix) run back to back and the engine reuses that prefix's KV cache instead of prefilling it again. They go to
+the engine as one ordered request (``RefusalModel.score_many``), so batched or concurrent engines see them all, and
+each result is stored as it arrives.
 """
 
 from __future__ import annotations
@@ -56,21 +58,20 @@ def score_examples(examples: Sequence[Example], store: ScoreStore, load_model: C
         model = load_model()
         store.set_spec(model.spec)
         order = sorted(todo, key=lambda k: json.dumps(todo[k][0], ensure_ascii=False))
-        for key in _progress(order, progress, "scoring"):
-            messages, example = todo[key]
-            try:
-                scores = model.scores(messages, temperature)
-            except RefusalEdgeError as exc:
+        results = model.score_many([todo[key][0] for key in order], temperature)
+        for key, result in zip(order, _progress(results, progress, "scoring", total=len(order))):
+            if isinstance(result, RefusalEdgeError):
+                where = todo[key][1].where
                 if not skip_bad:
-                    raise DataError(f"{example.where}: {exc}") from None
-                run.skipped.append(f"{example.where}: {exc}")
+                    raise DataError(f"{where}: {result}") from None
+                run.skipped.append(f"{where}: {result}")
                 failed.add(key)
                 continue
+            scores, stats = result
             store.add(key, scores)
-            prompt_tokens, reused = model.backend.last_prefill
             run.scored += 1
-            run.prefill_tokens += prompt_tokens
-            run.reused_tokens += reused
+            run.prefill_tokens += stats.prompt_tokens
+            run.reused_tokens += stats.reused_tokens
     for key, example in zip(keys, examples):
         if key not in failed:
             run.keys.append(key)
@@ -99,10 +100,10 @@ def generate_answers(examples: Sequence[Example], keys: Sequence[str], token_ids
     return [a or "" for a in answers]
 
 
-def _progress(items, enabled: bool, label: str):
+def _progress(items, enabled: bool, label: str, total: int | None = None):
     """A tqdm bar with rate and ETA on stderr when it is a terminal."""
     if not enabled:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=label, unit="prompt", file=sys.stderr, disable=None, dynamic_ncols=True)
+    return tqdm(items, desc=label, unit="prompt", file=sys.stderr, disable=None, dynamic_ncols=True, total=total)

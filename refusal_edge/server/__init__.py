@@ -76,11 +76,11 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, policy_file, rule, thres
         policy = build_policy(first.categories, first.default_policy, policy_file, rule, thresholds, biases)
         models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose) for _ in range(parallel - 1)]
         settings = ServerSettings(
-            model_id=model_name or first.backend.path.stem, policy=policy, api_key=api_key, ui=ui,
+            model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)
-        click.echo(f"refusal-edge: serving {first.backend.path.name} as {settings.model_id!r} "
+        click.echo(f"refusal-edge: serving {first.name} as {settings.model_id!r} "
                    f"({len(first.categories)} categories, rule {policy.rule}, {parallel} slot(s)) "
                    f"at {url_of(sock)}/v1 (Ollama's API at /api" + (f", the dials page at {url_of(sock)}/)" if ui else ")"),
                    err=True)

@@ -35,6 +35,7 @@ def ollama_errors(handler):
 def routes(service: Service) -> list[Route]:
     settings = service.settings
     name = settings.model_id if ":" in settings.model_id else f"{settings.model_id}:latest"
+    loaded_at = time.time()
 
     async def chat(request: Request) -> Response:
         return await respond(request, "messages", wire.chat_body, "message")
@@ -49,7 +50,7 @@ def routes(service: Service) -> list[Route]:
         if wire.is_load_request(raw, asks):  # "load the model": it is loaded for as long as the server runs
             return JSONResponse(wire.loaded(head, field))
         try:
-            chat = service.chat_request(translate(raw, service.pool.models[0].backend.n_ctx))
+            chat = service.chat_request(translate(raw, service.pool.models[0].engine.n_ctx))
         except ApiError as exc:
             raise wire.rename_error(exc) from None
 
@@ -72,13 +73,13 @@ def routes(service: Service) -> list[Route]:
         asked = raw.get("model") or raw.get("name")
         if asked not in (name, settings.model_id):
             raise ApiError(404, f"model '{asked}' not found; this server serves '{name}'")
-        backend = service.pool.models[0].backend
+        metadata = service.pool.models[0].tokenizer.metadata
         card = service.model_card()
         return JSONResponse({
             "modelfile": "", "parameters": "", "license": "",
-            "template": backend.metadata.get("tokenizer.chat_template", ""),
-            "details": details(backend), "capabilities": ["completion"],
-            "model_info": {k: v for k, v in backend.metadata.items() if not k.startswith("tokenizer.")},
+            "template": metadata.get("tokenizer.chat_template", ""),
+            "details": details(metadata), "capabilities": ["completion"],
+            "model_info": {k: v for k, v in metadata.items() if not k.startswith("tokenizer.")},
             "modified_at": model_entry()["modified_at"], "refusal": card["refusal"],
         })
 
@@ -86,19 +87,20 @@ def routes(service: Service) -> list[Route]:
         service.authorize(request)
         entry = model_entry()
         return JSONResponse({"models": [{"name": name, **entry, "expires_at": wire.iso(FAR_FUTURE),
-                                         "size_vram": 0, "context_length": service.pool.models[0].backend.n_ctx}]})
+                                         "size_vram": 0, "context_length": service.pool.models[0].engine.n_ctx}]})
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": wire.VERSION})
 
     def model_entry() -> dict:
-        backend = service.pool.models[0].backend
-        stat = backend.path.stat()
+        tokenizer = service.pool.models[0].tokenizer
+        path = getattr(tokenizer, "path", None)  # a GGUF file under llama.cpp; other engines may have none
+        stat = path.stat() if path is not None else None
         # A digest of the file's identity, not of its gigabytes: clients only compare digests for changes.
-        identity = f"{backend.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-        modified = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc)
-        return {"model": name, "modified_at": wire.iso(modified), "size": stat.st_size,
-                "digest": hashlib.sha256(identity).hexdigest(), "details": details(backend)}
+        identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else tokenizer.name
+        modified = datetime.datetime.fromtimestamp(stat.st_mtime if stat else loaded_at, datetime.timezone.utc)
+        return {"model": name, "modified_at": wire.iso(modified), "size": stat.st_size if stat else 0,
+                "digest": hashlib.sha256(identity.encode()).hexdigest(), "details": details(tokenizer.metadata)}
 
     return [Route("/api/chat", ollama_errors(chat), methods=["POST"]),
             Route("/api/generate", ollama_errors(generate), methods=["POST"]),
@@ -108,10 +110,10 @@ def routes(service: Service) -> list[Route]:
             Route("/api/version", version)]
 
 
-def details(backend) -> dict:
-    architecture = backend.metadata.get("general.architecture", "")
+def details(metadata) -> dict:
+    architecture = metadata.get("general.architecture", "")
     return {"parent_model": "", "format": "gguf", "family": architecture, "families": [architecture],
-            "parameter_size": backend.metadata.get("general.size_label", ""), "quantization_level": ""}
+            "parameter_size": metadata.get("general.size_label", ""), "quantization_level": ""}
 
 
 async def lines(job, head: dict, field: str, decision, started: int):
