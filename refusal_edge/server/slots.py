@@ -11,20 +11,27 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Sequence
+from typing import Iterator, Protocol, Sequence
 
 from ..errors import RefusalEdgeError
-from .protocol import ApiError, ChatRequest
+from .protocol import ApiError
 
 log = logging.getLogger("refusal_edge.server")
 CANCELLED = object()  # put on a job's event queue when its client disconnects, to wake whoever waits
 
 
-class Job:
-    """One request's trip through a slot. Events: a Decision, then Chunks (the last has a finish_reason),
-    or an exception in place of any of them."""
+class Work(Protocol):
+    """A parsed request: a chat (protocol.ChatRequest) or decisions only (decisions.DecisionRequest)."""
 
-    def __init__(self, request: ChatRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def run(self, model) -> Iterator: ...
+
+
+class Job:
+    """One request's trip through a slot. Events: what ``request.run(model)`` yields (for a chat: a Decision,
+    then Chunks, the last with a finish_reason; for a decision request: one Decision per input), or an
+    exception in place of any of them."""
+
+    def __init__(self, request: Work, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
         self.events: asyncio.Queue = asyncio.Queue()
         self._loop = loop
@@ -68,7 +75,7 @@ class SlotPool:
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, request: ChatRequest) -> Job:
+    def submit(self, request: Work) -> Job:
         """Called on the event loop, so the queue-length check cannot race another submit."""
         if self._queue.qsize() >= self.max_queue:
             raise ApiError(503, f"the server is busy: {self._queue.qsize()} requests are waiting for a slot; "
@@ -103,8 +110,7 @@ class SlotPool:
 
     @staticmethod
     def _run(model, job: Job) -> str:
-        request = job.request
-        events = model.stream(request.messages, request.policy, sampling=request.sampling)
+        events = job.request.run(model)
         try:
             for event in events:
                 if not job.emit(event):
