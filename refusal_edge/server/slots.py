@@ -48,12 +48,19 @@ class Job:
             self.events.put_nowait(CANCELLED)
 
     def emit(self, event: object) -> bool:
-        """Worker side: hand an event to the event loop; False once nobody can receive it."""
+        """Worker side: hand an event to the event loop; False if nobody could receive it.
+
+        Cancellation is read before handing over, not after: a client that hangs up right after the last event
+        (as every finished request does) must not turn a delivered answer into a "cancelled" one.
+        """
+        if self._cancelled.is_set():
+            return False
         try:
             self._loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the event loop has closed: the server is shutting down
             self._cancelled.set()
-        return not self._cancelled.is_set()
+            return False
+        return True
 
 
 class SlotPool:
