@@ -38,12 +38,13 @@ class FirstTokenScores:
         top = int(rest.argmax())
         top_logit = float(rest[top])
         # In place and in float32 (summed in float64): this runs once per prompt over up to 128k entries.
-        if temperature != 1.0:
-            rest *= np.float32(1.0 / temperature)
-        scaled_max = float(rest[top])
-        rest -= np.float32(scaled_max)
-        np.exp(rest, out=rest)
-        lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits fail closed just below
+            if temperature != 1.0:
+                rest *= np.float32(1.0 / temperature)
+            scaled_max = float(rest[top])
+            rest -= np.float32(scaled_max)
+            np.exp(rest, out=rest)
+            lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
         check_finite(special, lse, top_logit)  # so that no NaN reaches a decision or a score store
         return cls(special, lse, top, top_logit, temperature)
 
