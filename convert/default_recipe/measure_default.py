@@ -1,6 +1,6 @@
 """Measure the default model on the validation split (never trained on), through the runtime itself.
 
-    python -m convert.measure_default \\
+    python -m convert.default_recipe.measure_default \\
         --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl [--model default.gguf] [--plot curve.png]
 
@@ -119,7 +119,7 @@ def answer_nll(llm: Llama, prompt: list[int], answer: list[int]) -> tuple[float,
 
 def perplexities(tuned_path: Path, base_path: Path, pairs, threads: int, max_answer: int = 64) -> tuple[float, float]:
     """Perplexity of held-out answers: base model after the prompt, tuned model after prompt + [respond]."""
-    from .chat_tokenizer import ChatTokenizer
+    from ..chat_tokenizer import ChatTokenizer
 
     tok = ChatTokenizer(base_path)
     results = []
