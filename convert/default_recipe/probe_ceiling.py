@@ -1,7 +1,7 @@
 """Frozen linear-probe ceiling of a base model: how well its last-token hidden state separates should-refuse
 from benign prompts, before any fine-tuning.
 
-    python -m convert.probe_ceiling --original ../shared/data/coconot/original_dev.jsonl \\
+    python -m convert.default_recipe.probe_ceiling --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl [--base other.gguf]
 
 llama.cpp gives the final hidden state at the last prompt token (the position whose next token is the decision)
@@ -24,11 +24,11 @@ from llama_cpp import Llama
 
 from refusal_edge import default_model as dm
 
-from .chat_tokenizer import ChatTokenizer
+from ..chat_tokenizer import ChatTokenizer
 from .default_calibrate import auroc
 from .default_data import load_splits
 from .default_prompts import benign_prompts, synthetic_refusals
-from .default_shifted import coconot_style, is_heldout, read_coconot, xstest_style
+from .default_shifted import coconot_style, read_coconot, xstest_style
 from .default_train_extra import extra_benign, extra_refusals
 
 
@@ -82,8 +82,7 @@ def main(argv=None) -> None:
     base = args.base or dm.base_model_path()
 
     splits = load_splits(args.original, args.contrast, 0)
-    coconot_train = ([(r["prompt"], 1) for r in splits.refusal_train + splits.refusal_calib if not is_heldout(r, "original")]
-                     + [(r["prompt"], 0) for r in splits.contrast_train + splits.contrast_calib if not is_heldout(r, "contrast")])
+    coconot_train = [(r["prompt"], 1) for r in splits.refusal_train] + [(r["prompt"], 0) for r in splits.contrast_train]
     ours_train = ([(r["prompt"], 1) for r in synthetic_refusals() + extra_refusals()]
                   + [(q, 0) for q in benign_prompts() + extra_benign()])
     evals = {"random val (CoCoNot)": [(r["prompt"], 1) for r in splits.refusal_val] + [(r["prompt"], 0) for r in splits.contrast_val],
