@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Mapping, Sequence, Union
 
-from .backend import LlamaBackend, SamplingParams
-from .decision import Decision, FirstTokenScores, decide, decision_for_token
+from .backend import LlamaBackend
+from .decision import Decision, FirstTokenScores, assistant_message, decide, decision_for_token
 from .errors import MetadataError, RefusalEdgeError
 from .metadata import KEY_SPEC, RefusalSpec, discover
 from .policy import RESPOND, Policy
+from .sampling import SamplingParams
 from .streaming import TextAssembler
 from .template import CHATML_TEMPLATE, ChatTemplate
 
@@ -41,13 +42,6 @@ class GenerationResult:
         return assistant_message(self.text, self.decision)
 
 
-def assistant_message(text: str, decision: Decision) -> dict:
-    message = {"role": "assistant", "content": text}
-    if decision.decision_token:
-        message["refusal_token"] = decision.token
-    return message
-
-
 class RefusalModel:
     def __init__(self, backend: LlamaBackend, spec: RefusalSpec, template: ChatTemplate, default_policy: Policy):
         self.backend = backend
@@ -55,6 +49,7 @@ class RefusalModel:
         self.template = template
         self.default_policy = default_policy
         self._decision_ids = frozenset(spec.token_ids)
+        self._decision_tokens = frozenset(ref.token for ref in spec.refs)
 
     @classmethod
     def load(
@@ -109,14 +104,8 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
-        allowed = {ref.token for ref in (self.spec.respond, *self.spec.categories)}
-        for message in messages:
-            marker = message.get("refusal_token")
-            if marker and marker not in allowed:
-                # It is rendered as template text, so anything else would be a control-token injection.
-                raise RefusalEdgeError(f"refusal_token {marker!r} is not one of this model's decision tokens")
         tokens: list[int] = []
-        for segment in self.template.render(messages):
+        for segment in self.template.render(messages, decision_tokens=self._decision_tokens):
             tokens += self.backend.tokenize(segment.text, special=segment.special)
         bos = self.backend.bos
         if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):

@@ -23,7 +23,7 @@ from llama_cpp import Llama
 
 from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
-from refusal_edge.metadata import CATEGORIES
+from refusal_edge.metadata import CATEGORIES, short_name
 
 from .default_calibrate import auroc, refusal_probability, refused, score
 from .default_data import load_splits
@@ -41,7 +41,8 @@ REFUSAL_LIKE = re.compile(
 
 
 def short(name: str) -> str:
-    return name.split()[0] if not name.startswith("Requests") else "Safety"
+    """metadata.short_name, capitalised as the README's tables print it ('Safety', 'Humanizing')."""
+    return short_name(name).capitalize()
 
 
 def rate(flags) -> float:
