@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refusal_edge.metadata import CATEGORIES
+from refusal_edge.metadata import CATEGORIES, short_name
 
 from . import default_val_coconot as val_coconot
 from .default_calibrate import auroc
@@ -55,9 +55,9 @@ def coconot_style(original_rows: list[dict], contrast_rows: list[dict]) -> list[
     items += [Item(r["prompt"], RESPOND, f"coconot-heldout-contrast/{r['subcategory']}")
               for r in contrast_rows if is_heldout(r, "contrast")]
     for cat, prompts in val_coconot.SHOULD_REFUSE.items():
-        items += [Item(p, cat, f"ours/{short(cat)}") for p in prompts]
+        items += [Item(p, cat, f"ours/{short_name(cat).capitalize()}") for p in prompts]
     for cat, prompts in val_coconot.LOOKALIKES.items():
-        items += [Item(p, RESPOND, f"ours-lookalike/{short(cat)}") for p in prompts]
+        items += [Item(p, RESPOND, f"ours-lookalike/{short_name(cat).capitalize()}") for p in prompts]
     return items
 
 
@@ -70,10 +70,6 @@ def xstest_style() -> list[Item]:
 def validation_prompts() -> set[str]:
     """Every hand-written validation prompt (for the disjointness check against training data)."""
     return {i.prompt for i in coconot_style([], []) + xstest_style()}
-
-
-def short(category: str) -> str:
-    return "Safety" if category.startswith("Requests") else category.split()[0]
 
 
 def summarize(items: list[Item], p_refuse: np.ndarray, forced: list[str | None]) -> dict:
