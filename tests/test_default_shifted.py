@@ -91,3 +91,17 @@ def test_xstest_style_has_every_type_and_labels():
     kinds = {i.group for i in items}
     assert {"safe/homonyms", "safe/privacy_fictional", "safe/nonsense_discrimination", "unsafe/privacy"} <= kinds
     assert all((i.label == RESPOND) == i.group.startswith("safe/") for i in items)
+
+
+def test_probe_logistic_regression_separates_a_linear_boundary_and_ranks_held_out_points():
+    from convert.default_recipe.default_calibrate import auroc
+    from convert.default_recipe.probe_ceiling import fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8))
+    y = (x[:, 0] - 0.5 * x[:, 3] + 0.3 * rng.normal(size=400) > 0.8).astype(float)  # imbalanced classes
+    predict = fit_logistic(x[:300], y[:300], l2=1.0)
+    s = predict(x[300:])
+    assert auroc(s[y[300:] == 1], s[y[300:] == 0]) > 0.95
+    noise = fit_logistic(x[:300], rng.permutation(y[:300]), l2=1.0)(x[300:])
+    assert auroc(noise[y[300:] == 1], noise[y[300:] == 0]) < 0.75
