@@ -36,13 +36,13 @@ class Example:
 
 @dataclass(frozen=True)
 class Splits:
-    """``val`` is for reporting only; ``calib`` (carved out of train, never trained on) picks the default policy."""
+    """``val`` is the random validation split, for reporting only. The subcategories held out whole
+    (default_shifted.HELDOUT_SUBCATEGORIES) are in no split: they belong to the shifted validation split,
+    on which the default policy is chosen."""
 
     refusal_train: list[dict]
-    refusal_calib: list[dict]
     refusal_val: list[dict]
     contrast_train: list[dict]
-    contrast_calib: list[dict]
     contrast_val: list[dict]
 
 
@@ -84,14 +84,15 @@ def stratified_split(rows: Sequence[dict], val_fraction: float, seed: int) -> tu
 
 
 def load_splits(original: str | Path, contrast: str | Path, seed: int = 0,
-                refusal_val: float = 0.3, contrast_val: float = 0.2, calib: float = 0.15) -> Splits:
-    refusal = load_jsonl(original, ("category", "prompt"))
-    contrasting = load_jsonl(contrast, ("category", "prompt", "chosen"))
-    r_rest, r_val = stratified_split(refusal, refusal_val, seed)
-    c_rest, c_val = stratified_split(contrasting, contrast_val, seed)
-    r_train, r_calib = stratified_split(r_rest, calib, seed + 1)
-    c_train, c_calib = stratified_split(c_rest, calib, seed + 1)
-    return Splits(r_train, r_calib, r_val, c_train, c_calib, c_val)
+                refusal_val: float = 0.3, contrast_val: float = 0.2) -> Splits:
+    from .default_shifted import is_heldout
+
+    # Split first, then drop the held-out subcategories: the random validation split keeps exactly the rows
+    # it had before subcategories were held out, so models trained before and after compare on it fairly.
+    r_train, r_val = stratified_split(load_jsonl(original, ("category", "prompt")), refusal_val, seed)
+    c_train, c_val = stratified_split(load_jsonl(contrast, ("category", "prompt", "chosen")), contrast_val, seed)
+    return Splits(*([r for r in rows if not is_heldout(r, kind)] for rows, kind in (
+        (r_train, "original"), (r_val, "original"), (c_train, "contrast"), (c_val, "contrast"))))
 
 
 # --- refusal messages (ours), per category and subcategory ------------------------------------------------
@@ -241,8 +242,8 @@ def build_examples(splits: Splits, benign: Iterable[tuple[str, str]], seed: int,
                    synthetic: Sequence[dict] = (), answer_anyway: Iterable[tuple[str, str]] = ()) -> list[Example]:
     """CoCoNot refusal prompts (repeated with different messages), our synthetic refusal prompts, contrast
     prompts with their compliant answer, benign prompts with the base model's own answer, and (decision loss
-    masked) the base model's own answers to non-safety refusal prompts after ``[respond]``. Validation and
-    calibration rows are never touched here."""
+    masked) the base model's own answers to non-safety refusal prompts after ``[respond]``. Validation rows
+    are never touched here."""
     rng = random.Random(seed)
     out = []
     for rows, repeats in ((splits.refusal_train, refusal_repeats), (synthetic, 1)):

@@ -7,12 +7,13 @@
 The paper's SFT (Jain et al. 2025): every answer starts with its decision token, loss on the answer only.
 Data: CoCoNot refusal prompts (our refusal messages), CoCoNot contrast prompts (their compliant answer),
 our synthetic refusal prompts, and benign prompts answered by the base model itself (self-distillation,
-llama.cpp); see default_data.py and default_prompts.py. LoRA (rank 8) on every linear layer plus the six
+llama.cpp); see default_data.py, default_prompts.py and default_train_extra.py. LoRA (rank 8) on every linear layer plus the six
 new tied embedding rows (their own, higher learning rate), bf16 on the CPU, prompts cut to 96 tokens and
 answers to 32 (the first answer token carries the decision). About 14 minutes on 2 CPU cores.
 
-Writes ``refusal_edge/assets/default_delta.npz`` and its ``.sha256``; the default policy is chosen on a
-calibration split that is never trained on; the validation split is left for measure_default.py.
+Writes ``refusal_edge/assets/default_delta.npz`` and its ``.sha256``; the default policy is chosen on the
+shifted validation split (default_shifted.py), never trained on; the random validation split is left for
+measure_default.py.
 Deterministic for a seed on a given machine, thread count and torch build.
 """
 
@@ -38,6 +39,7 @@ from ..chat_tokenizer import ChatTokenizer
 from .default_data import RESPOND, Example, answer_anyway_prompts, build_examples, load_splits
 from .default_prompts import benign_prompts, synthetic_refusals
 from .default_distill import distill
+from .default_train_extra import extra_benign, extra_refusals
 from .llama_torch import Block, Llama, load_gguf_weights, permute_qk
 
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
@@ -148,20 +150,25 @@ def export_delta(model: Llama, meta: dict) -> dm.Delta:
     return dm.Delta(meta, model.new_rows.detach().float().numpy(), lora)
 
 
-def calibrate(base: Path, delta: dm.Delta, splits, threads: int) -> dict:
-    """Assemble the GGUF exactly as users get it, score the calibration prompts, pick the default policy."""
+def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threads: int) -> dict:
+    """Assemble the GGUF exactly as users get it, score the shifted validation split (never trained on), pick
+    the default policy there: the distribution users bring differs from the training data, so a threshold
+    chosen on a split that shares the training distribution over-refuses (see default_shifted.py)."""
     from refusal_edge import RefusalModel
 
-    from .default_calibrate import choose_policy, score
+    from .default_calibrate import uniform_policy
+    from .measure_shifted import evaluate, families
 
     with tempfile.TemporaryDirectory() as tmp:
         path = dm.assemble(base, delta, Path(tmp) / "calib.gguf", progress=False)
         with RefusalModel.load(path, n_ctx=1024, n_threads=threads) as model:
-            refusal = score(model, [r["prompt"] for r in splits.refusal_calib])
-            contrast = score(model, [r["prompt"] for r in splits.contrast_calib])
-            policy, hit, over = choose_policy(model, refusal, contrast)
-    print(f"  calibration: threshold {policy.threshold} refuses {hit:.0%} of refusal prompts, "
-          f"{over:.0%} of contrast prompts", file=sys.stderr)
+            fig = evaluate(model, families(original, contrast), uniform_policy(0.5))
+    policy = uniform_policy(fig["selected_threshold"])
+    row = next(r for r in fig["curve"] if r["threshold"] == fig["selected_threshold"])
+    print(f"  shifted split: threshold {policy.threshold} refuses {row['coconot']['refusal_rate']:.0%} / "
+          f"{row['coconot']['over_refusal']:.0%} of CoCoNot-style should-refuse / benign prompts, "
+          f"{row['xstest']['refusal_rate']:.0%} / {row['xstest']['over_refusal']:.0%} of XSTest-style unsafe / safe",
+          file=sys.stderr)
     return policy.to_dict()
 
 
@@ -199,14 +206,14 @@ def main(argv=None) -> None:
 
     splits = load_splits(args.original, args.contrast, args.seed)
     print(f"data: {len(splits.refusal_train)} refusal / {len(splits.contrast_train)} contrast prompts to train on, "
-          f"{len(splits.refusal_calib)}/{len(splits.contrast_calib)} calibration, "
-          f"{len(splits.refusal_val)}/{len(splits.contrast_val)} validation (never trained on)", file=sys.stderr)
+          f"{len(splits.refusal_val)}/{len(splits.contrast_val)} random validation (never trained on)", file=sys.stderr)
     print("distilling benign answers from the base model (llama.cpp)", file=sys.stderr)
-    benign = distill(base, benign_prompts(), max_tokens=args.max_answer, threads=args.threads,
-                     cache=args.work_dir / "distilled.jsonl")
+    benign = distill(base, benign_prompts() + extra_benign(args.seed), max_tokens=args.max_answer,
+                     threads=args.threads, cache=args.work_dir / "distilled.jsonl")
     anyway = distill(base, answer_anyway_prompts(splits), max_tokens=args.max_answer, threads=args.threads,
                      cache=args.work_dir / "distilled.jsonl")
-    examples = build_examples(splits, benign, args.seed, synthetic=synthetic_refusals(), answer_anyway=anyway)
+    examples = build_examples(splits, benign, args.seed, synthetic=synthetic_refusals() + extra_refusals(args.seed),
+                              answer_anyway=anyway)
 
     tok = ChatTokenizer(base)
     cfg, weights = load_gguf_weights(base)
@@ -225,7 +232,8 @@ def main(argv=None) -> None:
             "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                          if k not in ("original", "contrast", "out", "work_dir", "base")}}
     delta = export_delta(model, meta)
-    delta = replace(delta, meta={**meta, "default_policy": calibrate(base, delta, splits, args.threads)})
+    delta = replace(delta, meta={**meta, "default_policy": calibrate(base, delta, args.original, args.contrast,
+                                                                          args.threads)})
     dm.write_delta(args.out, delta)
     sha = dm.sha256_file(args.out)
     sha_file = args.out.with_name(args.out.name + ".sha256")

@@ -1,0 +1,107 @@
+"""The default model's shifted validation split: disjoint from training data, held-out subcategories kept out
+of every training split, and the figures and threshold choice computed from it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from convert.default_recipe import default_prompts, default_train_extra
+from convert.default_recipe.default_data import build_examples, load_splits
+from convert.default_recipe.default_shifted import (HELDOUT_SUBCATEGORIES, RESPOND, Item, coconot_style,
+                                                    pick_threshold, summarize, validation_prompts, xstest_style)
+from refusal_edge.metadata import CATEGORIES
+
+
+def _training_prompts() -> set[str]:
+    rows = default_prompts.synthetic_refusals() + default_train_extra.extra_refusals(0)
+    return ({r["prompt"] for r in rows} | set(default_prompts.benign_prompts())
+            | set(default_train_extra.extra_benign(0)) | {q for q, _ in default_prompts.PROBES})
+
+
+def _norm(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def test_validation_prompts_never_appear_in_training_prompts():
+    val = validation_prompts()
+    assert len(val) >= 250
+    train = {_norm(q) for q in _training_prompts()}
+    # also catches a validation prompt hidden inside a training format wrapper
+    leaked = [q for q in val if _norm(q) in train or any(_norm(q) in t for t in train)]
+    assert leaked == []
+
+
+def test_training_formats_keep_every_prompt_and_add_a_variant():
+    benign = default_train_extra.extra_benign(0)
+    base = default_train_extra.SAFE + default_train_extra.LOOKALIKES
+    assert benign[::2] == base and all(a != b for a, b in zip(benign[::2], benign[1::2]))
+    assert benign == default_train_extra.extra_benign(0)  # deterministic for a seed
+    refusals = default_train_extra.extra_refusals(0)
+    assert {r["category"] for r in refusals} == {CATEGORIES[3]}
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_heldout_subcategories_are_in_no_training_or_random_validation_split(tmp_path):
+    held = HELDOUT_SUBCATEGORIES["original"][0]
+    original = [{"id": f"o{i}", "category": CATEGORIES[3], "subcategory": sub, "prompt": f"refuse {sub} {i}"}
+                for sub in (held, "privacy violations") for i in range(10)]
+    held_c = HELDOUT_SUBCATEGORIES["contrast"][0]
+    contrast = [{"id": f"c{i}", "category": CATEGORIES[3], "subcategory": sub, "prompt": f"fine {sub} {i}",
+                 "chosen": "ok"} for sub in (held_c, "privacy violations") for i in range(10)]
+    _write(tmp_path / "o.jsonl", original)
+    _write(tmp_path / "c.jsonl", contrast)
+    splits = load_splits(tmp_path / "o.jsonl", tmp_path / "c.jsonl", 0)
+    seen = splits.refusal_train + splits.refusal_val + splits.contrast_train + splits.contrast_val
+    assert len(seen) == 20 and {r["subcategory"] for r in seen} == {"privacy violations"}
+    trained = {e.prompt for e in build_examples(splits, [], 0)}
+    items = coconot_style(original, contrast)
+    heldout = [i for i in items if i.group.startswith("coconot")]
+    assert len(heldout) == 20 and not trained & {i.prompt for i in heldout}
+    assert {i.label for i in heldout if i.group.startswith("coconot-heldout-contrast")} == {RESPOND}
+
+
+def test_summarize_counts_refusals_over_refusals_auroc_and_groups():
+    items = [Item("a", CATEGORIES[3], "g1"), Item("b", CATEGORIES[0], "g1"), Item("c", RESPOND, "g2"),
+             Item("d", RESPOND, "g2")]
+    s = summarize(items, np.array([0.9, 0.4, 0.5, 0.1]), [CATEGORIES[3], CATEGORIES[3], None, CATEGORIES[1]])
+    assert s["refusal_rate"] == 1.0 and s["over_refusal"] == 0.5 and s["right_category"] == 0.5
+    assert s["auroc"] == pytest.approx(0.75)
+    assert s["groups"] == {"g1": {"n": 2, "refused": 1.0}, "g2": {"n": 2, "refused": 0.5}}
+
+
+def _row(t, over, safe, hit=0.9, unsafe=0.8):
+    return {"threshold": t, "coconot_ours": {"refusal_rate": hit, "over_refusal": over},
+            "coconot": {"refusal_rate": hit, "over_refusal": 1.0},  # held-out subcategories: reported, not used
+            "xstest": {"refusal_rate": unsafe, "over_refusal": safe}}
+
+
+def test_pick_threshold_takes_the_lowest_within_both_targets_else_the_best_balance():
+    curve = [_row(0.5, 0.05, 0.10), _row(0.3, 0.12, 0.18), _row(0.2, 0.14, 0.25), _row(0.1, 0.30, 0.40)]
+    assert pick_threshold(curve) == 0.3
+    none_ok = [_row(0.5, 0.20, 0.30, hit=0.6, unsafe=0.5), _row(0.3, 0.25, 0.35, hit=0.9, unsafe=0.8)]
+    assert pick_threshold(none_ok) == 0.3
+
+
+def test_xstest_style_has_every_type_and_labels():
+    items = xstest_style()
+    kinds = {i.group for i in items}
+    assert {"safe/homonyms", "safe/privacy_fictional", "safe/nonsense_discrimination", "unsafe/privacy"} <= kinds
+    assert all((i.label == RESPOND) == i.group.startswith("safe/") for i in items)
+
+
+def test_probe_logistic_regression_separates_a_linear_boundary_and_ranks_held_out_points():
+    from convert.default_recipe.default_calibrate import auroc
+    from convert.default_recipe.probe_ceiling import fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8))
+    y = (x[:, 0] - 0.5 * x[:, 3] + 0.3 * rng.normal(size=400) > 0.8).astype(float)  # imbalanced classes
+    predict = fit_logistic(x[:300], y[:300], l2=1.0)
+    s = predict(x[300:])
+    assert auroc(s[y[300:] == 1], s[y[300:] == 0]) > 0.95
+    noise = fit_logistic(x[:300], rng.permutation(y[:300]), l2=1.0)(x[300:])
+    assert auroc(noise[y[300:] == 1], noise[y[300:] == 0]) < 0.75
