@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 import os
+from dataclasses import dataclass, replace
 import re
 from pathlib import Path
 
@@ -48,16 +48,40 @@ def _download(repo: str, filename: str) -> Path:
         raise ModelLoadError(f"cannot fetch {filename} from {repo}: {exc}") from None
 
 
-def model_options(func):
-    """--n-gpu-layers, --threads, --ctx, --verbose: how llama.cpp runs."""
+ENGINE_KEY_ENV = "REFUSAL_EDGE_ENGINE_API_KEY"
 
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """--engine URL and its companions: run the model on a remote engine instead of in-process."""
+
+    url: str
+    model: str | None = None
+    api_key: str | None = None
+    concurrency: int | None = None  # scoring requests in flight (eval, calibrate); None: the engine's slots
+
+
+def model_options(func):
+    """--n-gpu-layers, --threads, --ctx, --verbose: how llama.cpp runs; or --engine URL: where the model runs.
+    The three --engine options reach the command as one ``engine`` argument (an EngineTarget, or None)."""
+
+    @click.option("--engine", "engine_url", default=None, metavar="URL",
+                  help="Run the model on this engine (llama.cpp's llama-server or vLLM) instead of in-process; MODEL "
+                       "is the GGUF it serves (its vocabulary, template and refusal spec are read here).")
+    @click.option("--engine-model", default=None, metavar="NAME", help="The served model's name, where the engine "
+                  "serves several (vLLM) [default: the first it lists].")
+    @click.option("--engine-api-key", envvar=ENGINE_KEY_ENV, show_envvar=True, default=None, metavar="KEY",
+                  help="Sent as 'Authorization: Bearer KEY' to the engine.")
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
     @click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, **kwargs):
+        if engine_url is None and (engine_model or engine_api_key):
+            raise click.UsageError("--engine-model and --engine-api-key need --engine URL")
+        kwargs["engine"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
         return func(*args, **kwargs)
 
     return wrapper
@@ -81,9 +105,14 @@ def policy_options(func):
     return wrapper
 
 
-def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool):
+def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
+               engine: EngineTarget | None = None):
+    """The model in-process, or on ``engine`` (then MODEL is only read for its vocabulary)."""
     from .model import RefusalModel
 
+    if engine is not None:
+        return RefusalModel.connect(engine.url, resolve_model_path(model), model=engine.model, api_key=engine.api_key,
+                                    concurrency=engine.concurrency, verbose=verbose)
     return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
                              n_gpu_layers=n_gpu_layers, verbose=verbose)
 
