@@ -237,7 +237,7 @@ def test_vllm_generation_streams_token_ids_and_ends_with_end_of_generation():
     dialect = vllm()
     dialect.http, dialect.tokenizer = Http(), Tok()
     params = SamplingParams(temperature=0.5, top_k=0, seed=3, max_tokens=9)
-    assert list(dialect.stream([1, 2, 42], params, 9)) == [11, 12, 13, 99]
+    assert list(dialect.stream([1, 2, 42], params, 9, 8192)) == [11, 12, 13, 99]
     assert dialect.http.body == {
         "model": "org/model-8b", "prompt": [1, 2, 42], "max_tokens": 9, "stream": True, "return_token_ids": True,
         "add_special_tokens": False, "skip_special_tokens": False, "temperature": 0.5, "top_p": 0.95, "top_k": -1,

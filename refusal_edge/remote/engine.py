@@ -87,7 +87,7 @@ class RemoteEngine(Engine):
             tokens.append(first)
             if len(tokens) >= self.n_ctx:
                 return
-        yield from self.dialect.stream(tokens, params, min(params.max_tokens, self.n_ctx - len(tokens)))
+        yield from self.dialect.stream(tokens, params, params.max_tokens, self.n_ctx)
 
     def close(self) -> None:
         if not self._closed:

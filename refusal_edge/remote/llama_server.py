@@ -22,7 +22,9 @@ from .http import EngineHTTPError, HttpClient, too_long_or
 
 KIND = "llama-server"
 MAX_BIAS_ROUNDS = 8
-MARGIN = 4.0  # nats a pushed token lands above the anchor token, so that it surely enters the top k
+SEEDS = 16  # samplings tried before giving up on a first token that completes a character
+MARGIN = 4.0
+UTF8_SLACK = 8  # tokens asked for beyond the budget, so that none is withheld at the end (see stream)  # nats a pushed token lands above the anchor token, so that it surely enters the top k
 
 
 class LlamaServerDialect:
@@ -37,6 +39,7 @@ class LlamaServerDialect:
         settings = props.get("default_generation_settings") or {}
         self.n_ctx = int(meta.get("n_ctx") or settings.get("n_ctx") or 0)
         self.slots = int(props.get("total_slots") or 1)
+        self._pieces: dict[bytes, int] | None = None  # piece -> token, built when first needed
 
     # vocabulary -------------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool) -> list[int]:
@@ -85,10 +88,15 @@ class LlamaServerDialect:
         body = {"prompt": list(tokens), "n_predict": 1, "n_probs": k, "post_sampling_probs": True,
                 "samplers": ["temperature"], "temperature": temperature, "cache_prompt": True, "stream": False,
                 "logit_bias": [[int(t), float(b)] for t, b in bias.items()]}
-        try:
-            answer = self.http.post_json("/completion", body, retry=True)
-        except EngineHTTPError as exc:
-            raise too_long_or(exc, len(tokens), self.n_ctx) from None
+        for seed in range(SEEDS):
+            # llama-server drops the probabilities when the token it samples ends inside a UTF-8 character (it
+            # waits for the rest of the character): sample again with another seed. Same prompt, cached.
+            try:
+                answer = self.http.post_json("/completion", {**body, "seed": seed}, retry=True)
+            except EngineHTTPError as exc:
+                raise too_long_or(exc, len(tokens), self.n_ctx) from None
+            if answer.get("completion_probabilities"):
+                break
         try:
             entries = answer["completion_probabilities"][0]["top_probs"]
             logprobs = {int(e["id"]): math.log(e["prob"]) if e["prob"] > 0 else -math.inf for e in entries}
@@ -116,17 +124,19 @@ class LlamaServerDialect:
                               f"{answer.get('stop_type')!r})")
         return int(sampled[0])
 
-    def stream(self, tokens: Sequence[int], params, n_predict: int) -> Iterator[int]:
-        body = {**self._sampling(params), "prompt": list(tokens), "n_predict": n_predict, "stream": True,
-                "return_tokens": True}
+    def stream(self, tokens: Sequence[int], params, n_predict: int, n_ctx: int) -> Iterator[int]:
+        """Token ids as llama-server samples them. It withholds a token that ends inside a UTF-8 character until
+        the character completes, then sends its bytes (exact, in ``completion_probabilities[].bytes``) with the
+        next token; ids with exactly those pieces are recovered. It also drops withheld tokens when it stops,
+        so it is asked for a few tokens more than the caller reads (who closes the stream at its budget)."""
+        body = {**self._sampling(params), "prompt": list(tokens), "stream": True, "return_tokens": True,
+                "n_probs": 1, "n_predict": min(n_predict + UTF8_SLACK, n_ctx - len(tokens))}
         produced, last = 0, None
         for event in self.http.stream_events("/completion", body):
             ids = [int(t) for t in event.get("tokens") or []]
             predicted = int(event.get("tokens_predicted") or produced + len(ids))
             if ids and predicted > produced + len(ids):
-                # llama-server withholds the ids of tokens that end inside a UTF-8 character and sends their text
-                # with the next token; recover ids whose pieces spell exactly that text.
-                ids = self._ids_for(event.get("content") or "", ids)
+                ids = self._withheld(event, ids, predicted - produced - len(ids)) + ids
             for token in ids:
                 last = token
                 yield token
@@ -136,11 +146,25 @@ class LlamaServerDialect:
                     yield self.tokenizer.eos
                 return
 
-    def _ids_for(self, content: str, sent: list[int]) -> list[int]:
-        ids = self.tokenizer.tokenize(content, special=False)
-        if b"".join(map(self.tokenizer.piece, ids)) == content.encode("utf-8"):
-            return ids
-        return sent
+    def _withheld(self, event: dict, sent: list[int], count: int) -> list[int]:
+        try:
+            text = bytes(event["completion_probabilities"][-1]["bytes"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return []
+        tail = b"".join(map(self.tokenizer.piece, sent))
+        if not text.endswith(tail):
+            return []
+        return split_into_pieces(text[: len(text) - len(tail)], count, self._piece_index()) or []
+
+    def _piece_index(self) -> dict[bytes, int]:
+        if self._pieces is None:
+            tok = self.tokenizer
+            self._pieces = {}
+            for token in range(tok.n_vocab):
+                piece = tok.piece(token)
+                if piece and not tok.is_control(token):
+                    self._pieces.setdefault(piece, token)
+        return self._pieces
 
     @staticmethod
     def _sampling(params) -> dict:
@@ -150,6 +174,22 @@ class LlamaServerDialect:
                 "min_p": params.min_p, "repeat_penalty": params.repeat_penalty,
                 "repeat_last_n": params.repeat_last_n, "seed": -1 if params.seed is None else params.seed,
                 "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"], "cache_prompt": True}
+
+
+def split_into_pieces(text: bytes, count: int, pieces: dict[bytes, int]) -> list[int] | None:
+    """Token ids of exactly ``count`` vocabulary pieces that spell ``text``, or None."""
+    longest = max(map(len, pieces), default=0)
+
+    def split(start: int, left: int):
+        if left == 0:
+            return [] if start == len(text) else None
+        for end in range(min(len(text), start + longest), start, -1):
+            token = pieces.get(text[start:end])
+            if token is not None and (rest := split(end, left - 1)) is not None:
+                return [token, *rest]
+        return None
+
+    return split(0, count) if text else None
 
 
 class _Top:

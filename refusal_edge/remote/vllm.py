@@ -107,9 +107,10 @@ class VllmDialect:
                 "min_p": params.min_p, "repetition_penalty": params.repeat_penalty,
                 **({} if params.seed is None else {"seed": params.seed})}
 
-    def stream(self, tokens: Sequence[int], params, n_predict: int) -> Iterator[int]:
+    def stream(self, tokens: Sequence[int], params, n_predict: int, n_ctx: int) -> Iterator[int]:
         last = None
-        for event in self.http.stream_events("/v1/completions", self.generation_request(tokens, params, n_predict)):
+        body = self.generation_request(tokens, params, min(n_predict, n_ctx - len(tokens)))
+        for event in self.http.stream_events("/v1/completions", body):
             choices = event.get("choices") or []
             if not choices:
                 continue  # a usage-only chunk
