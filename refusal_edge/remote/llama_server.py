@@ -39,7 +39,7 @@ class LlamaServerDialect:
         settings = props.get("default_generation_settings") or {}
         self.n_ctx = int(meta.get("n_ctx") or settings.get("n_ctx") or 0)
         self.slots = int(props.get("total_slots") or 1)
-        self._pieces: dict[bytes, int] | None = None  # piece -> token, built when first needed
+        self._pieces = None  # see _piece_index, built when first needed
 
     # vocabulary -------------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool) -> list[int]:
@@ -131,20 +131,28 @@ class LlamaServerDialect:
         so it is asked for a few tokens more than the caller reads (who closes the stream at its budget)."""
         body = {**self._sampling(params), "prompt": list(tokens), "stream": True, "return_tokens": True,
                 "n_probs": 1, "n_predict": min(n_predict + UTF8_SLACK, n_ctx - len(tokens))}
-        produced, last = 0, None
+        produced, sent = 0, []
         for event in self.http.stream_events("/completion", body):
             ids = [int(t) for t in event.get("tokens") or []]
             predicted = int(event.get("tokens_predicted") or produced + len(ids))
             if ids and predicted > produced + len(ids):
                 ids = self._withheld(event, ids, predicted - produced - len(ids)) + ids
+            if event.get("stop") and predicted > produced + len(ids):
+                # It stopped (end of generation, say) right after tokens it withheld: their ids and bytes are
+                # gone. Sample them again, unstreamed (greedy decoding gives the same tokens).
+                ids += self._replay([*tokens, *sent, *ids], body, predicted - produced - len(ids))
             for token in ids:
-                last = token
+                sent.append(token)
                 yield token
             produced = predicted
             if event.get("stop"):
-                if event.get("stop_type") == "eos" and (last is None or not self.tokenizer.is_eog(last)):
+                if event.get("stop_type") == "eos" and (not sent or not self.tokenizer.is_eog(sent[-1])):
                     yield self.tokenizer.eos
                 return
+
+    def _replay(self, tokens: list[int], body: dict, count: int) -> list[int]:
+        again = {**body, "prompt": tokens, "stream": False, "n_probs": 0, "n_predict": count}
+        return [int(t) for t in self.http.post_json("/completion", again, retry=False).get("tokens") or []]
 
     def _withheld(self, event: dict, sent: list[int], count: int) -> list[int]:
         try:
@@ -154,16 +162,26 @@ class LlamaServerDialect:
         tail = b"".join(map(self.tokenizer.piece, sent))
         if not text.endswith(tail):
             return []
-        return split_into_pieces(text[: len(text) - len(tail)], count, self._piece_index()) or []
+        pieces, silent = self._piece_index()
+        withheld = text[: len(text) - len(tail)]
+        # Tokens without text (control tokens) may be among the withheld: as many as needed, any one will do.
+        for n_silent in range(count if silent is not None else 1):
+            found = split_into_pieces(withheld, count - n_silent, pieces)
+            if found is not None:
+                return found + [silent] * n_silent
+        return []
 
-    def _piece_index(self) -> dict[bytes, int]:
+    def _piece_index(self) -> tuple[dict[bytes, int], int | None]:
+        """Piece -> a token with that piece, and a token with no text that does not end generation."""
         if self._pieces is None:
-            tok = self.tokenizer
-            self._pieces = {}
+            tok, pieces, silent = self.tokenizer, {}, None
             for token in range(tok.n_vocab):
                 piece = tok.piece(token)
-                if piece and not tok.is_control(token):
-                    self._pieces.setdefault(piece, token)
+                if piece:
+                    pieces.setdefault(piece, token)
+                elif silent is None and not tok.is_eog(token):
+                    silent = token
+            self._pieces = pieces, silent
         return self._pieces
 
     @staticmethod
@@ -189,6 +207,8 @@ def split_into_pieces(text: bytes, count: int, pieces: dict[bytes, int]) -> list
                 return [token, *rest]
         return None
 
+    if count == 0:
+        return [] if not text else None
     return split(0, count) if text else None
 
 
