@@ -104,12 +104,13 @@ class RemoteEngine(Engine):
 
 
 def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None, api_key: str | None = None,
-            timeout: float = 60.0, retries: int = 3, concurrency: int | None = None, top_k: int = 20,
-            verbose: bool = False) -> RemoteEngine:
+            timeout: float = 60.0, retries: int = 3, backoff_s: float = 0.5, concurrency: int | None = None,
+            top_k: int = 20, verbose: bool = False) -> RemoteEngine:
     """A RemoteEngine for the engine at ``url`` serving the GGUF ``tokenizer_source`` (loaded vocabulary-only).
 
     ``model`` names the served model where the engine serves several (vLLM); ``top_k`` is how many top tokens a
-    top-k engine is asked for per scoring request.
+    top-k engine is asked for per scoring request. Idempotent requests are retried ``retries`` times after a
+    transport error, a timeout (``timeout`` seconds) or a 5xx, waiting ``backoff_s`` doubled each time.
     """
     from ..backend import load_tokenizer
     from ..model import read_spec
@@ -118,7 +119,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
     http = None
     try:
         spec = read_spec(tokenizer)
-        http = HttpClient(url, api_key=api_key, timeout=timeout, retries=retries,
+        http = HttpClient(url, api_key=api_key, timeout=timeout, retries=retries, backoff_s=backoff_s,
                           connections=max(16, 2 * (concurrency or 1)))
         dialect = detect(http, model, tokenizer, top_k)
         check_same_model(dialect, tokenizer, spec)
