@@ -52,11 +52,11 @@ class LlamaServer:
     """``with LlamaServer(model, slots=2) as server: server.url``: one process on 127.0.0.1, killed on exit."""
 
     def __init__(self, model: Path, *, slots: int = 1, n_ctx: int = 256, threads: int = 1, log: Path | None = None,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), executable: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or Path(f"/tmp/llama-server-{self.port}.log")
-        self.command = [str(require_binary()), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+        self.command = [str(executable or require_binary()), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
                         "--threads", str(threads), "--threads-batch", str(threads), "-c", str(n_ctx * slots),
                         "-np", str(slots), "--no-webui",
                         # llama-server turns flash attention on by default, llama-cpp-python off: the same model then
