@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from click.testing import CliRunner
 httpx = pytest.importorskip("httpx")
 
 from llama_server import LlamaServer, require_binary  # noqa: E402
+from test_server_cli import _wait_for_url  # noqa: E402
 from tiny_model import build_tiny_gguf  # noqa: E402
 
 from refusal_edge import RefusalModel  # noqa: E402
@@ -246,15 +245,6 @@ def test_serve_engine_is_a_refusal_gateway_for_openai_clients(server, tiny_gguf,
             process.kill()
     assert "on llama-server at" in log.read_text() and "2 slot(s)" in log.read_text()
 
-
-def _wait_for_url(log, process) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        started = re.search(r"at (http://127\.0\.0\.1:\d+/v1)", log.read_text())
-        if started and "Application startup complete" in log.read_text():
-            return started.group(1)
-        time.sleep(0.05)
-    raise AssertionError(f"the gateway did not start:\n{log.read_text()}")
 
 
 # the embedded default model (SmolLM2-135M with refusal tokens) ------------------------------------------
