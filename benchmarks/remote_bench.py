@@ -162,7 +162,8 @@ def report(eval_seconds: dict, served: dict, args) -> None:
     best = {side: min(s) for side, s in eval_seconds.items()}
     print(f"\neval: {args.prompts} prompts (shared system prompt), best of {args.rounds} alternating rounds")
     for side, s in best.items():
-        print(f"  {side:<13} {args.prompts / s:7.1f} prompts/s  ({', '.join(f'{x:.2f}' for x in eval_seconds[side])} s)")
+        rounds = ", ".join(f"{x:.2f}" for x in eval_seconds[side])
+        print(f"  {side:<13} {args.prompts / s:7.1f} prompts/s  ({rounds} s)")
     print(f"  llama-server / in-process: x{best['in-process'] / best['llama-server']:.2f} prompts/s "
           f"(--concurrency {args.slots})")
     print(f"\ngateway: streaming, temperature 0, max_tokens {args.max_tokens}; TTFT with 1 client, requests/s with "

@@ -22,9 +22,9 @@ from .http import EngineHTTPError, HttpClient, too_long_or
 
 KIND = "llama-server"
 MAX_BIAS_ROUNDS = 8
-SEEDS = 16  # samplings tried before giving up on a first token that completes a character
-MARGIN = 4.0
-UTF8_SLACK = 8  # tokens asked for beyond the budget, so that none is withheld at the end (see stream)  # nats a pushed token lands above the anchor token, so that it surely enters the top k
+SEEDS = 16  # samplings tried before giving up on a first token that ends inside a character (see _top)
+MARGIN = 4.0  # nats a pushed token lands above the anchor token, so that it surely enters the top k
+UTF8_SLACK = 8  # tokens asked for beyond the budget, so that none is withheld at the end (see stream)
 
 
 class LlamaServerDialect:
