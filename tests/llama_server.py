@@ -57,7 +57,8 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or Path(f"/tmp/llama-server-{self.port}.log")
         self.command = [str(executable or require_binary()), "-m", str(model), "--host", "127.0.0.1",
-                        "--port", str(self.port), "--threads", str(threads), "--threads-batch", str(threads), "-c", str(n_ctx * slots),
+                        "--port", str(self.port), "--threads", str(threads), "--threads-batch", str(threads),
+                        "-c", str(n_ctx * slots),
                         "-np", str(slots), "--no-webui",
                         # llama-server turns flash attention on by default, llama-cpp-python off: the same model then
                         # differs by ~1e-3 in probability. Off, the two agree to ~1e-8.
