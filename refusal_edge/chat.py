@@ -156,7 +156,7 @@ def _save_history(readline, path: Path) -> None:
 @sampling_options
 @policy_options
 @model_options
-def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, engine,
+def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, remote,
          **sampling):
     """Chat with a refusal-token model and turn the refusal dial live.
 
@@ -172,7 +172,7 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
     """
     params = sampling_params(**sampling)
     interactive = sys.stdin.isatty()
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, engine) as m:
+    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
         session = ChatSession(m, policy, params, system, color=sys.stdout.isatty())
         if interactive:

@@ -63,7 +63,7 @@ class EngineTarget:
 
 def model_options(func):
     """--n-gpu-layers, --threads, --ctx, --verbose: how llama.cpp runs; or --engine URL: where the model runs.
-    The three --engine options reach the command as one ``engine`` argument (an EngineTarget, or None)."""
+    The three --engine options reach the command as one ``remote`` argument (an EngineTarget, or None)."""
 
     @click.option("--engine", "engine_url", default=None, metavar="URL",
                   help="Run the model on this engine (llama.cpp's llama-server or vLLM) instead of in-process; MODEL "
@@ -81,7 +81,7 @@ def model_options(func):
     def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, **kwargs):
         if engine_url is None and (engine_model or engine_api_key):
             raise click.UsageError("--engine-model and --engine-api-key need --engine URL")
-        kwargs["engine"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
+        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
         return func(*args, **kwargs)
 
     return wrapper
@@ -106,13 +106,13 @@ def policy_options(func):
 
 
 def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
-               engine: EngineTarget | None = None):
-    """The model in-process, or on ``engine`` (then MODEL is only read for its vocabulary)."""
+               remote: EngineTarget | None = None):
+    """The model in-process, or on the ``remote`` engine (then MODEL is only read for its vocabulary)."""
     from .model import RefusalModel
 
-    if engine is not None:
-        return RefusalModel.connect(engine.url, resolve_model_path(model), model=engine.model, api_key=engine.api_key,
-                                    concurrency=engine.concurrency, verbose=verbose)
+    if remote is not None:
+        return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
+                                    concurrency=remote.concurrency, verbose=verbose)
     return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
                              n_gpu_layers=n_gpu_layers, verbose=verbose)
 

@@ -243,7 +243,7 @@ def test_serve_engine_is_a_refusal_gateway_for_openai_clients(server, tiny_gguf,
             process.wait(timeout=30)
         finally:
             process.kill()
-    assert "on llama-server at" in log.read_text() and "2 slot(s)" in log.read_text()
+    assert f"on llama-server:{tiny_gguf} at {server.url}" in log.read_text() and "2 slot(s)" in log.read_text()
 
 
 

@@ -41,15 +41,15 @@ def data_options(func):
 
 def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, category_field, skip_bad_rows,
              system, concurrency, store_path, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
-             verbose, engine, check=None):
+             verbose, remote, check=None):
     from dataclasses import replace
 
     from .pipeline import open_session, read_all, split_inputs
 
     if concurrency is not None:
-        if engine is None:
+        if remote is None:
             raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
-        engine = replace(engine, concurrency=concurrency)
+        remote = replace(remote, concurrency=concurrency)
 
     model, data = split_inputs(inputs)
     datasets = read_all(data, refuse_files, contrast_files, Fields(prompt_field, label_field, category_field),
@@ -57,7 +57,7 @@ def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, ca
     return open_session(
         model, datasets, store_path=store_path, system=system, skip_bad=skip_bad_rows,
         policy_args=dict(policy_file=policy_file, rule=rule, thresholds=thresholds, biases=biases),
-        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, engine=engine),
+        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote),
         check=check,
     )
 

@@ -49,7 +49,7 @@ class LazyModel:
 
             n = self.kwargs
             self.model = load_model(str(self.path), n["n_gpu_layers"], n["threads"], n["n_ctx"], n["verbose"],
-                                    n.get("engine"))
+                                    n.get("remote"))
         return self.model
 
     def close(self) -> None:
@@ -96,7 +96,7 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
     lazy = LazyModel(path, model_kwargs)
     # Scores from a remote engine are stored under the file AND the engine and served model, so that they never
     # mix with in-process scores or another engine's. That needs the engine's answer: connect now.
-    engine = lazy().engine.identity if model_kwargs.get("engine") is not None else None
+    engine = lazy().engine.identity if model_kwargs.get("remote") is not None else None
     key = sha if engine is None else hashlib.sha256(f"{sha}|{engine}".encode()).hexdigest()
     try:
         store = ScoreStore(Path(store_path) if store_path else default_store_path(key), key)

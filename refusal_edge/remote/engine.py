@@ -36,8 +36,7 @@ class RemoteEngine(Engine):
 
     @property
     def identity(self) -> str:
-        """What the scores depend on besides the vocabulary: which engine, serving what (not where: replicas of
-        one served model give the same scores)."""
+        """Which engine, serving what (not where: replicas of one served model give the same scores)."""
         return f"{self.kind}:{self.model_id}"
 
     def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0) -> Scored:

@@ -35,7 +35,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--max-body", type=click.IntRange(1024), default=1 << 20, show_default=True,
               help="Largest request body, in bytes.")
 @click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
-def serve(model, n_gpu_layers, threads, n_ctx, verbose, engine, policy_file, rule, thresholds, biases, host, port,
+def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
           api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name):
     """Serve MODEL over the OpenAI chat API, with a refusal dial on every request.
 
@@ -67,10 +67,10 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, engine, policy_file, rul
     sock = bind(host, port)  # before the model loads: a busy port fails in a second, not after a minute
     models = []
     try:
-        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, engine))
+        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote))
         first = models[0]
         policy = build_policy(first.categories, first.default_policy, policy_file, rule, thresholds, biases)
-        if engine is not None:
+        if remote is not None:
             # One remote engine serves every slot (it is thread-safe); the slots only bound what is in flight.
             parallel = parallel or first.engine.concurrency
             models += [first] * (parallel - 1)
@@ -82,7 +82,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, engine, policy_file, rul
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)
-        on = f" on {first.engine.kind} at {first.engine.url}" if engine is not None else ""
+        on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""
         click.echo(f"refusal-edge: serving {first.name}{on} as {settings.model_id!r} "
                    f"({len(first.categories)} categories, rule {policy.rule}, {parallel} slot(s)) "
                    f"at {url_of(sock)}/v1", err=True)
