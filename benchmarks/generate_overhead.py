@@ -29,7 +29,7 @@ def main(model, runs, max_tokens, threads):
 
     from refusal_edge import RefusalModel
     from refusal_edge.decision import FirstTokenScores, decide
-    from refusal_edge.options import resolve_model_path
+    from refusal_edge.arguments import resolve_model_path
 
     path = resolve_model_path(model)
     ours = RefusalModel.load(path, n_ctx=2048, n_threads=threads)
@@ -97,7 +97,7 @@ def main(model, runs, max_tokens, threads):
 def _spec_for(spec, first_id):
     from refusal_edge.metadata import RefusalSpec, TokenRef
 
-    refs = [spec.respond, *spec.categories]
+    refs = spec.refs
     moved = [TokenRef(r.name, r.token, first_id + i) for i, r in enumerate(refs)]
     return RefusalSpec(moved[0], tuple(moved[1:]))
 

@@ -57,7 +57,7 @@ def _probes(probe_file):
 def _summary(path: Path, spec, log) -> None:
     from .output import human
 
-    tokens = ", ".join(f"{r.token}={r.id}" for r in (spec.respond, *spec.categories))
+    tokens = ", ".join(f"{r.token}={r.id}" for r in spec.refs)
     log(f"wrote {path} ({human(path.stat().st_size)}); refusal tokens (CONTROL): {tokens}")
 
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from refusal_edge.files import temp_path_beside
 from refusal_edge.metadata import RefusalSpec
 
 from .errors import ConversionError
 from .hf_source import HFCheckpoint, TorchTensor, resolve_source
 from .llama_tensors import arch_params, tensor_plan
-from .output import check_output, check_space, temp_path_beside
+from .output import check_output, check_space
 from .refusal import resolve_spec
 from .tokenizer import load_tokenizer
 from .writer import EMBEDDING_TENSORS, OUTTYPES, tensor_nbytes, tensor_type, write_gguf

@@ -7,9 +7,10 @@ import errno
 import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from refusal_edge.files import atomic_path
 
 from .errors import ConversionError
 
@@ -47,39 +48,18 @@ def human(n: float) -> str:
 
 @contextlib.contextmanager
 def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only when the block succeeds.
-
-    A failure (or Ctrl-C, or SIGTERM) removes the temporary file, and a disk-full error becomes a clear message.
-    """
+    """``refusal_edge.files.atomic_path`` for a conversion: also unwinds on SIGTERM, refuses to replace a file that
+    appeared meanwhile (without --force), and turns a disk-full error into a clear message."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), atomic_path(path) as tmp:
             yield tmp
-        if path.exists() and not force:  # appeared while we worked
-            raise ConversionError(f"output {path} already exists; pass --force to overwrite it")
-        os.replace(tmp, path)
+            if path.exists() and not force:  # appeared while we worked
+                raise ConversionError(f"output {path} already exists; pass --force to overwrite it")
     except OSError as exc:
-        _unlink(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ConversionError(f"disk full while writing {path}: free some space and run again") from None
         raise
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def temp_path_beside(path: Path, tag: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{tag}.", suffix=".partial", dir=path.parent or ".")
-    os.close(fd)
-    return Path(name)
-
-
-def _unlink(p: Path) -> None:
-    with contextlib.suppress(OSError):
-        p.unlink()
 
 
 @contextlib.contextmanager

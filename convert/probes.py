@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from refusal_edge.files import read_text
+
 from .errors import ConversionError
 
 # A spread over the paper's categories and plain requests; short, so a probe run stays cheap.
@@ -43,10 +45,7 @@ def builtin_probes() -> list[list[dict]]:
 def load_probes(path: str | Path) -> list[list[dict]]:
     """A .txt file (one prompt a line), .jsonl ({"prompt": ...} or {"messages": [...]} a line) or .json list."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConversionError(f"cannot read probe file {path}: {exc.strerror or exc}") from None
+    text = read_text(path, "probe file", ConversionError)
     try:
         if path.suffix.lower() == ".jsonl":
             items = [json.loads(line) for line in text.splitlines() if line.strip()]

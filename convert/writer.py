@@ -30,14 +30,6 @@ EMBEDDING_TENSORS = ("token_embd.weight", "output.weight")
 CHUNK_ELEMENTS = 1 << 22  # 16 MB of float32 per read
 
 
-def write_refusal_fields(w: gguf.GGUFWriter, spec: RefusalSpec) -> None:
-    for key, value in spec.gguf_fields().items():
-        if isinstance(value, int):
-            w.add_uint32(key, value)
-        else:
-            w.add_string(key, value)
-
-
 def tensor_type(name: str, shape: tuple[int, ...], outtype: str, overrides: Mapping[str, str] | None = None):
     """llama.cpp's convention: 1-D tensors (norms, biases, rope factors) stay F32; matrices take the outtype."""
     if len(shape) < 2:
@@ -99,7 +91,7 @@ def write_gguf(
     for key, value in (extra_fields or {}).items():
         _add_value(w, key, value)
     if spec is not None:
-        write_refusal_fields(w, spec)
+        spec.write_gguf_fields(w)
     for name, t, qtype in plan:
         w.add_tensor_info(name, tuple(t.shape), np.dtype(np.float32), tensor_nbytes(tuple(t.shape), qtype), qtype)
 

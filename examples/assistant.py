@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from refusal_edge.options import resolve_model_path
+    from refusal_edge.arguments import resolve_model_path
 
     with refusal_edge.load(resolve_model_path(args.model), n_ctx=1024, n_threads=args.threads) as model:
         # A cautious user turns the safety dial down: more refusals there, every other category as shipped.

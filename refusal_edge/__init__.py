@@ -1,11 +1,11 @@
 """refusal-edge: a dial on when a refusal-token language model refuses, on llama.cpp."""
 
-from .backend import SamplingParams
 from .decision import Decision, FirstTokenScores, decide
 from .errors import MetadataError, ModelLoadError, PolicyError, PromptTooLongError, RefusalEdgeError
 from .metadata import CATEGORIES, RefusalSpec
 from .model import Chunk, GenerationResult, RefusalModel
 from .policy import RULES, Policy
+from .sampling import SamplingParams
 
 __version__ = "0.1.0"
 

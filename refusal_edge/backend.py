@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -15,6 +14,8 @@ from .decision import FirstTokenScores
 from .engine import Engine, PrefillStats, Tokenizer
 from .errors import ModelLoadError, PromptTooLongError
 from .metadata import RefusalSpec
+from .sampling import SamplingParams
+from .text import clean
 
 GGUF_MAGIC = b"GGUF"
 
@@ -47,39 +48,6 @@ def set_verbose(verbose: bool) -> None:
     if _silent_log is None:
         _silent_log = lc.llama_log_callback(lambda level, text, user_data: None)
     lc.llama_log_set(_silent_log, ctypes.c_void_p(0))
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """llama.cpp's defaults; ``temperature == 0`` decodes greedily."""
-
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int | None = None
-    max_tokens: int = 512
-    stop: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.temperature >= 0:
-            problems.append(f"temperature {self.temperature!r} must be >= 0")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p {self.top_p!r} must be in (0, 1]")
-        if not 0 <= self.min_p <= 1:
-            problems.append(f"min_p {self.min_p!r} must be in [0, 1]")
-        if self.top_k < 0:
-            problems.append(f"top_k {self.top_k!r} must be >= 0")
-        if self.max_tokens < 0:
-            problems.append(f"max_tokens {self.max_tokens!r} must be >= 0")
-        if not self.repeat_penalty > 0:
-            problems.append(f"repeat_penalty {self.repeat_penalty!r} must be > 0")
-        if problems:
-            raise ValueError("; ".join(problems))
-        object.__setattr__(self, "stop", tuple([self.stop] if isinstance(self.stop, str) else self.stop))
 
 
 class Sampler:
@@ -158,7 +126,8 @@ class LlamaTokenizer(Tokenizer):
     def tokenize(self, text: str, special: bool) -> list[int]:
         if not text:
             return []
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        # Every text reaches the model through here: a lone surrogate becomes U+FFFD instead of an encode error.
+        return self._llm.tokenize(clean(text).encode("utf-8"), add_bos=False, special=special)
 
     def piece(self, token: int) -> bytes:
         """Bytes a token contributes to output text; CONTROL tokens contribute none."""

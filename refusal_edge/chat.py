@@ -9,22 +9,25 @@ from pathlib import Path
 
 import click
 
+from .arguments import build_policy, load_model
+from .decision import assistant_message
 from .display import decision_line, policy_summary
 from .errors import PolicyError, RefusalEdgeError
-from .model import Chunk, assistant_message
-from .options import build_policy, load_model, model_options, policy_options, sampling_options, sampling_params
+from .model import Chunk
+from .options import TEXT, model_options, policy_options, sampling_options, sampling_params
 from .policy import RULES, Policy, resolve_category
 
 HELP = """commands:
   /threshold CATEGORY VALUE   set a category's threshold (prefixes work: /threshold safety 0.3)
   /threshold VALUE            set the default (and binary) threshold
   /bias CATEGORY VALUE        add a logit bias to a category or to 'respond'
-  /rule RULE                  binary | paper-category | per-category | natural
+  /rule RULE                  {rules}
   /policy                     show the policy in force
+  /policy FILE                load a policy (.toml or .json)
   /save FILE                  save the policy (.toml or .json)
   /reset                      forget the conversation
   /help                       this text
-  /quit                       leave (Ctrl-D works too; Ctrl-C stops an answer)"""
+  /quit                       leave (Ctrl-D works too; Ctrl-C stops an answer)""".format(rules=" | ".join(RULES))
 
 
 class ChatSession:
@@ -56,6 +59,11 @@ class ChatSession:
             if name == "/help":
                 click.echo(HELP)
             elif name == "/policy":
+                if len(args) > 1:
+                    raise PolicyError("usage: /policy [FILE.toml|FILE.json]")
+                if args:
+                    self.policy = Policy.load(Path(args[0]).expanduser(), self.model.categories)
+                    click.echo(f"policy loaded from {args[0]}")
                 click.echo(policy_summary(self.policy, self.model.categories))
             elif name == "/reset":
                 self.history.clear()
@@ -152,7 +160,7 @@ def _save_history(readline, path: Path) -> None:
 
 @click.command()
 @click.argument("model", required=False)
-@click.option("--system", default=None, help="System prompt.")
+@click.option("--system", default=None, type=TEXT, help="System prompt.")
 @sampling_options
 @policy_options
 @model_options
@@ -172,6 +180,8 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
     """
     params = sampling_params(**sampling)
     interactive = sys.stdin.isatty()
+    if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 becomes U+FFFD, not the end of the session
+        sys.stdin.reconfigure(errors="replace")
     with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
         session = ChatSession(m, policy, params, system, color=sys.stdout.isatty())

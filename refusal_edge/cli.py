@@ -1,5 +1,5 @@
 """`refusal-edge`: the click entry point. Verbs live in their own modules and are imported only when used,
-so `refusal-edge --help` stays instant and never imports torch, FastAPI or the converter."""
+so `refusal-edge --help` stays instant and never imports torch, the server's starlette/uvicorn or the converter."""
 
 from __future__ import annotations
 

@@ -8,20 +8,19 @@ from pathlib import Path
 
 import click
 
+from .arguments import build_policy, load_model, split_model_argument
 from .display import decision_line
 from .errors import RefusalEdgeError
 from .model import Chunk
-from .options import (
-    build_policy, load_model, model_options, policy_options, sampling_options, sampling_params, split_model_argument,
-)
+from .options import TEXT, model_options, policy_options, sampling_options, sampling_params
 
 MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or owner/repo/file.gguf (else the default).")
 
 
 @click.command()
-@click.argument("words", nargs=-1, required=True, metavar="[MODEL] PROMPT")
+@click.argument("words", nargs=-1, required=True, metavar="[MODEL] PROMPT", type=TEXT)
 @MODEL_OPTION
-@click.option("--system", default=None, help="System prompt.")
+@click.option("--system", default=None, type=TEXT, help="System prompt.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the decision and the answer.")
 @sampling_options
@@ -60,7 +59,7 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
 
 
 @click.command()
-@click.argument("words", nargs=-1, metavar="[MODEL] [PROMPT ...]")
+@click.argument("words", nargs=-1, metavar="[MODEL] [PROMPT ...]", type=TEXT)
 @MODEL_OPTION
 @click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSONL (field 'prompt' or 'messages') or CSV (column 'prompt'), one prompt per row.")
@@ -135,7 +134,7 @@ def inspect(model, as_json):
       refusal-edge inspect --json        # the embedded default model
     """
     from .inspection import describe
-    from .options import resolve_model_path
+    from .arguments import resolve_model_path
 
     info = describe(resolve_model_path(model))
     if as_json:

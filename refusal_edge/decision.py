@@ -7,6 +7,8 @@ from typing import Mapping
 
 import numpy as np
 
+from . import rules
+from .errors import NonFiniteScoresError
 from .metadata import RefusalSpec
 from .policy import RESPOND, Policy
 
@@ -44,6 +46,7 @@ class FirstTokenScores:
         rest -= np.float32(scaled_max)
         np.exp(rest, out=rest)
         lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
+        check_finite(special, lse, top_logit)  # so that no NaN reaches a decision or a score store
         return cls(special, lse, top, top_logit, temperature)
 
     def to_dict(self) -> dict:
@@ -91,43 +94,50 @@ class Decision:
 
 def probabilities(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -> tuple[float, np.ndarray]:
     """(p(respond), p(category) per category), full-vocabulary softmax with the policy's biases."""
-    if not np.isclose(policy.temperature, scores.temperature):
-        raise ValueError(
-            f"scores were computed at temperature {scores.temperature}, the policy asks for {policy.temperature}"
-        )
-    z = (scores.logits + bias_vector(spec, policy)) / scores.temperature
-    lse = np.logaddexp(scores.rest_logsumexp, np.logaddexp.reduce(z))
-    p = np.exp(z - lse)
+    check_temperature(scores.temperature, policy)
+    p = softmax_rows((scores.logits + bias_vector(spec, policy))[None, :], np.array([scores.rest_logsumexp]),
+                     scores.temperature)[0]
+    check_finite(p, scores.rest_logsumexp, scores.top_rest_logit)
     return float(p[0]), p[1:]
 
 
-def decide(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -> Decision:
-    p_respond, p_cat = probabilities(scores, spec, policy)
-    names = spec.category_names
-    rule = policy.rule
+def softmax_rows(biased: np.ndarray, rest_logsumexp: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities of the decision tokens (N x (1 + K)) in a softmax over the full vocabulary: the rest of it
+    enters through its logsumexp (already at ``temperature``)."""
+    z = biased / temperature
+    lse = np.logaddexp(rest_logsumexp, np.logaddexp.reduce(z, axis=1))
+    return np.exp(z - lse[:, None])
 
-    if rule == "binary":
-        chosen = int(np.argmax(p_cat)) if p_cat.sum() >= policy.threshold else None
-        return _build(spec, policy, p_respond, p_cat, chosen, forced=True)
-    if rule == "per-category":
-        eligible = [i for i, name in enumerate(names) if p_cat[i] >= policy.threshold_for(name)]
-        chosen = max(eligible, key=lambda i: p_cat[i]) if eligible else None
-        return _build(spec, policy, p_respond, p_cat, chosen, forced=True)
-    if rule == "paper-category":
-        best = int(np.argmax(p_cat))
-        if names[best] in policy.thresholds:
-            chosen = best if p_cat[best] >= policy.thresholds[names[best]] else None
-            return _build(spec, policy, p_respond, p_cat, chosen, forced=True)
-    return _model_choice(scores, spec, policy, p_respond, p_cat)
+
+def check_finite(*values) -> None:
+    """Fail closed: every comparison with NaN is False, so a NaN probability would quietly become [respond]."""
+    if not all(np.isfinite(v).all() for v in values):
+        raise NonFiniteScoresError(
+            "the first-token scores are not finite (NaN or infinite logits from the model): no decision is made"
+        )
+
+
+def check_temperature(computed: float, policy: Policy) -> None:
+    """Scores carry the temperature of their softmax; a policy at another temperature needs new scores."""
+    if not np.isclose(policy.temperature, computed):
+        raise ValueError(f"scores were computed at temperature {computed}, the policy asks for {policy.temperature}")
+
+
+def decide(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -> Decision:
+    """The policy's rule (rules.REGISTRY) on this one prompt's probabilities."""
+    p_respond, p_cat = probabilities(scores, spec, policy)
+    code = int(rules.apply(policy, p_cat[None, :], spec.category_names)[0])
+    if code == rules.MODEL_CHOICE:
+        return _model_choice(scores, spec, policy, p_respond, p_cat)
+    return _build(spec, policy, p_respond, p_cat, None if code == rules.RESPONDED else code - 1, forced=True)
 
 
 def _model_choice(scores, spec, policy, p_respond, p_cat) -> Decision:
     """The model's own greedy first token, refusal tokens biased. The runtime may re-sample it."""
     biased = scores.logits + bias_vector(spec, policy)
-    best = int(np.argmax(biased))
-    if biased[best] >= scores.top_rest_logit:
-        chosen = None if best == 0 else best - 1
-        return _build(spec, policy, p_respond, p_cat, chosen, forced=False)
+    best = int(rules.natural_choice(biased[None, :], np.array([scores.top_rest_logit]))[0])
+    if best != rules.OWN:
+        return _build(spec, policy, p_respond, p_cat, None if best == rules.RESPONDED else best - 1, forced=False)
     return Decision(
         token_id=scores.top_rest_id, token="", category=None, refused=False, forced=False, rule=policy.rule,
         probabilities=dict(zip(spec.category_names, map(float, p_cat))), respond_probability=p_respond,
@@ -149,6 +159,14 @@ def bias_vector(spec: RefusalSpec, policy: Policy) -> np.ndarray:
     if not policy.biases:
         return np.zeros(len(spec.token_ids))
     return np.array([policy.biases.get(RESPOND, 0.0), *(policy.biases.get(n, 0.0) for n in spec.category_names)])
+
+
+def assistant_message(text: str, decision: Decision) -> dict:
+    """The turn as the history records it: with the decision token, so a re-render matches what the model saw."""
+    message = {"role": "assistant", "content": text}
+    if decision.decision_token:
+        message["refusal_token"] = decision.token
+    return message
 
 
 def decision_for_token(token_id: int, spec: RefusalSpec, base: Decision, token_text: str = "") -> Decision:

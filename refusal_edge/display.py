@@ -5,13 +5,8 @@ from __future__ import annotations
 import click
 
 from .decision import Decision
+from .metadata import short_name
 from .policy import Policy
-
-
-def short_name(category: str) -> str:
-    """'Requests with safety concerns' -> 'safety', 'Humanizing requests' -> 'humanizing'."""
-    words = [w for w in category.lower().split() if w not in ("requests", "with", "concerns")]
-    return words[0] if words else category.lower()
 
 
 def decision_line(decision: Decision, top: int = 3, color: bool = True) -> str:

@@ -26,7 +26,7 @@ from .errors import RefusalEdgeError
 from .metadata import RefusalSpec
 
 if TYPE_CHECKING:
-    from .backend import SamplingParams
+    from .sampling import SamplingParams
 
 
 class Tokenizer(ABC):

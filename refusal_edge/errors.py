@@ -23,3 +23,7 @@ class PolicyError(RefusalEdgeError, ValueError):
 
 class PromptTooLongError(RefusalEdgeError):
     """The rendered prompt does not fit in the context window."""
+
+
+class NonFiniteScoresError(RefusalEdgeError):
+    """The first-token scores hold NaN or infinity: no decision is made from them (the decision fails closed)."""

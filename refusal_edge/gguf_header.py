@@ -131,8 +131,10 @@ def read_header(path: str | Path) -> GGUFHeader:
 def _parse(buf: bytes, path: Path, size: int) -> GGUFHeader:
     try:
         return _parse_unchecked(buf, path, size)
-    except (struct.error, IndexError):
+    except (struct.error, IndexError, OverflowError):  # a count or length past the end (or past 2**63)
         raise GGUFFormatError(f"{path} is truncated (its header ends early)") from None
+    except RecursionError:  # arrays of arrays of arrays ...: no real GGUF nests like this
+        raise GGUFFormatError(f"{path}: a metadata value is nested too deeply") from None
 
 
 def _parse_unchecked(buf: bytes, path: Path, size: int) -> GGUFHeader:
@@ -160,6 +162,8 @@ def _parse_unchecked(buf: bytes, path: Path, size: int) -> GGUFHeader:
         raise GGUFFormatError(f"{path} is truncated (its header ends early)")
     tensor_infos = bytes(buf[ti_start:c.pos])
     alignment = kv["general.alignment"].decode() if "general.alignment" in kv else DEFAULT_ALIGNMENT
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0:
+        raise GGUFFormatError(f"{path}: general.alignment {alignment!r} is not a positive integer")
     data_offset = c.pos + (-c.pos % alignment)
     if data_offset > size:
         raise GGUFFormatError(f"{path} is truncated (no tensor data)")
@@ -201,6 +205,17 @@ def data_size_needed(header: GGUFHeader) -> int:
             n *= d
         end = max(end, offset + n // block * size)
     return end
+
+
+def check_data(header: GGUFHeader) -> None:
+    """The file must hold the tensor data its header promises (a truncated download passes every header check)."""
+    try:
+        needed = header.data_offset + data_size_needed(header)
+    except (struct.error, OverflowError):
+        raise GGUFFormatError(f"{header.path}: its tensor table is malformed") from None
+    size = header.path.stat().st_size
+    if size < needed:
+        raise GGUFFormatError(f"{header.path} is truncated: its tensors need {needed} bytes, the file has {size}")
 
 
 def encode_value(value, vtype: int, sub: int | None = None) -> bytes:

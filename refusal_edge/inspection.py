@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .backend import check_gguf_file
 from .errors import MetadataError
-from .gguf_header import read_header
+from .gguf_header import check_data, read_header
 from .metadata import KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec, discover
 
 _TOKEN_TYPES = {1: "NORMAL", 2: "UNKNOWN", 3: "CONTROL", 4: "USER_DEFINED", 5: "UNUSED", 6: "BYTE"}
@@ -17,6 +17,7 @@ def describe(path: Path) -> dict:
 
     check_gguf_file(path)
     header = read_header(path)
+    check_data(header)
     value = header.get
 
     arch = value("general.architecture", "?")
@@ -36,7 +37,7 @@ def describe(path: Path) -> dict:
         problems.append("no refusal metadata and no paper tokens in the vocabulary: not a refusal-token model")
     listed = []
     if spec is not None:
-        for ref in (spec.respond, *spec.categories):
+        for ref in spec.refs:
             in_vocab = 0 <= ref.id < len(tokens)
             kind = int(types[ref.id]) if in_vocab and ref.id < len(types) else None
             if not in_vocab or tokens[ref.id] != ref.token:

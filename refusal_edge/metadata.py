@@ -42,6 +42,12 @@ def category_token(name: str) -> str:
     return f"[{name}]"
 
 
+def short_name(category: str) -> str:
+    """'Requests with safety concerns' -> 'safety', 'Humanizing requests' -> 'humanizing': for tables and lines."""
+    words = [w for w in category.lower().split() if w not in ("requests", "with", "concerns")]
+    return words[0] if words else category.lower()
+
+
 @dataclass(frozen=True)
 class TokenRef:
     name: str
@@ -75,9 +81,13 @@ class RefusalSpec:
         return self.category_names == (BINARY_CATEGORY,)
 
     @property
-    def token_ids(self) -> tuple[int, ...]:
+    def refs(self) -> tuple[TokenRef, ...]:
         """Respond first, then categories in order: the layout of every probability vector."""
-        return (self.respond.id, *(c.id for c in self.categories))
+        return (self.respond, *self.categories)
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        return tuple(ref.id for ref in self.refs)
 
     def category_of(self, token_id: int) -> str | None:
         for c in self.categories:
@@ -99,6 +109,11 @@ class RefusalSpec:
 
     def gguf_fields(self) -> dict[str, object]:
         return {KEY_SCHEMA_VERSION: self.schema_version, KEY_SPEC: self.to_json()}
+
+    def write_gguf_fields(self, writer) -> None:
+        """Add the fields to a ``gguf.GGUFWriter`` (passed in: this module does not import gguf)."""
+        for key, value in self.gguf_fields().items():
+            (writer.add_uint32 if isinstance(value, int) else writer.add_string)(key, value)
 
     def with_default_policy(self, policy: Mapping | None) -> "RefusalSpec":
         return RefusalSpec(self.respond, self.categories, policy, self.schema_version)
@@ -136,7 +151,7 @@ class RefusalSpec:
 
     def check_against(self, text_of: Callable[[int], str], is_control: Callable[[int], bool], n_vocab: int) -> None:
         """Every id must exist, hold the recorded text, and be CONTROL so user text can never produce it."""
-        for ref in (self.respond, *self.categories):
+        for ref in self.refs:
             if not 0 <= ref.id < n_vocab:
                 raise MetadataError(f"refusal token {ref.token!r} has id {ref.id}, outside the vocabulary (size {n_vocab})")
             actual = text_of(ref.id)

@@ -11,12 +11,12 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Mapping, Sequence, Union
 
-from .backend import SamplingParams
-from .decision import Decision, FirstTokenScores, bias_vector, decide, decision_for_token
+from .decision import Decision, FirstTokenScores, assistant_message, bias_vector, decide, decision_for_token
 from .engine import Engine, PrefillStats, Tokenizer
 from .errors import MetadataError, RefusalEdgeError
 from .metadata import KEY_SPEC, RefusalSpec, discover
 from .policy import Policy
+from .sampling import SamplingParams
 from .streaming import TextAssembler
 from .template import CHATML_TEMPLATE, ChatTemplate
 
@@ -46,13 +46,6 @@ class GenerationResult:
         return assistant_message(self.text, self.decision)
 
 
-def assistant_message(text: str, decision: Decision) -> dict:
-    message = {"role": "assistant", "content": text}
-    if decision.decision_token:
-        message["refusal_token"] = decision.token
-    return message
-
-
 class RefusalModel:
     def __init__(self, engine: Engine, spec: RefusalSpec, template: ChatTemplate, default_policy: Policy):
         self.engine = engine
@@ -61,6 +54,7 @@ class RefusalModel:
         self.template = template
         self.default_policy = default_policy
         self._decision_ids = frozenset(spec.token_ids)
+        self._decision_tokens = frozenset(ref.token for ref in spec.refs)
 
     @classmethod
     def load(
@@ -144,14 +138,8 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
-        allowed = {ref.token for ref in (self.spec.respond, *self.spec.categories)}
-        for message in messages:
-            marker = message.get("refusal_token")
-            if marker and marker not in allowed:
-                # It is rendered as template text, so anything else would be a control-token injection.
-                raise RefusalEdgeError(f"refusal_token {marker!r} is not one of this model's decision tokens")
         tokens: list[int] = []
-        for segment in self.template.render(messages):
+        for segment in self.template.render(messages, decision_tokens=self._decision_tokens):
             tokens += self.tokenizer.tokenize(segment.text, special=segment.special)
         bos = self.tokenizer.bos
         if self.tokenizer.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):

@@ -1,64 +1,31 @@
-"""Options and argument resolution shared by every CLI verb (chat, decide, eval, serve, ...)."""
+"""The click options shared by every CLI verb (chat, decide, eval, serve, ...).
+
+What the options mean (a model argument, a policy, a prompt list) is resolved in ``arguments``, which
+computation modules may use without importing click.
+"""
 
 from __future__ import annotations
 
 import functools
-import os
-from dataclasses import dataclass, replace
-import re
-from pathlib import Path
 
 import click
 
-from .errors import ModelLoadError, PolicyError
-from .policy import RULES, Policy, resolve_category
-
-MODEL_ENV = "REFUSAL_EDGE_MODEL"
-_HF_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:[:/](?P<file>.+\.gguf))$")
-
-
-def resolve_model_path(model: str | None) -> Path:
-    """A GGUF path, ``owner/repo/file.gguf`` (or ``owner/repo:file.gguf``) from the Hugging Face hub, or
-    nothing: then ``$REFUSAL_EDGE_MODEL``, then the embedded default model."""
-    model = model or os.environ.get(MODEL_ENV)
-    if not model:
-        from .default_model import ensure_default_model
-
-        return ensure_default_model()
-    path = Path(model).expanduser()
-    if path.exists():
-        return path
-    match = _HF_SPEC.match(model)
-    if match and not model.startswith((".", "/", "~")):
-        return _download(match["repo"], match["file"])
-    raise ModelLoadError(f"model file not found: {model}")
+from .arguments import ENGINE_KEY_ENV, EngineTarget
+from .rules import RULES
+from .sampling import CLI_DEFAULTS, SamplingParams
+from .text import clean
 
 
-def _download(repo: str, filename: str) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+class _Text(click.ParamType):
+    """Prompt text from the command line: bytes that are not UTF-8 arrive as lone surrogates; make them U+FFFD."""
 
-    try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename))
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(
-            f"{repo}/{filename} is not in the Hugging Face cache and the hub cannot be reached (offline?)"
-        ) from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot fetch {filename} from {repo}: {exc}") from None
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        return clean(value) if isinstance(value, str) else value
 
 
-ENGINE_KEY_ENV = "REFUSAL_EDGE_ENGINE_API_KEY"
-
-
-@dataclass(frozen=True)
-class EngineTarget:
-    """--engine URL and its companions: run the model on a remote engine instead of in-process."""
-
-    url: str
-    model: str | None = None
-    api_key: str | None = None
-    concurrency: int | None = None  # scoring requests in flight (eval, calibrate); None: the engine's slots
+TEXT = _Text()
 
 
 def model_options(func):
@@ -92,7 +59,7 @@ def policy_options(func):
 
     @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None,
                   help="Policy file (.toml or .json); defaults to the model's own default policy.")
-    @click.option("--rule", type=click.Choice(RULES), default=None, help="Decision rule.")
+    @click.option("--rule", type=click.Choice(list(RULES)), default=None, help="Decision rule.")
     @click.option("--threshold", "thresholds", multiple=True, metavar="CATEGORY=VALUE",
                   help="Threshold for a category (case-insensitive prefix: safety=0.3). Repeatable. "
                        "A bare VALUE sets the binary/default threshold.")
@@ -105,58 +72,17 @@ def policy_options(func):
     return wrapper
 
 
-def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
-               remote: EngineTarget | None = None):
-    """The model in-process, or on the ``remote`` engine (then MODEL is only read for its vocabulary)."""
-    from .model import RefusalModel
-
-    if remote is not None:
-        return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
-                                    concurrency=remote.concurrency, verbose=verbose)
-    return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
-                             n_gpu_layers=n_gpu_layers, verbose=verbose)
-
-
-def build_policy(categories, default: Policy, policy_file=None, rule=None, thresholds=(), biases=()) -> Policy:
-    """The model's default (or the file), then --rule, --threshold and --bias on top."""
-    policy = Policy.load(policy_file, categories) if policy_file else default
-    for item in thresholds:
-        name, value = _split(item, "--threshold", allow_bare=True)
-        if name is None:
-            policy = replace(policy, threshold=value)
-        else:
-            policy = policy.with_threshold(resolve_category(name, categories, "--threshold"), value)
-    for item in biases:
-        name, value = _split(item, "--bias")
-        policy = policy.with_bias(resolve_category(name, (*categories, "respond"), "--bias"), value)
-    if rule:
-        policy = replace(policy, rule=rule)
-    return policy
-
-
-def _split(item: str, option: str, allow_bare: bool = False) -> tuple[str | None, float]:
-    name, sep, raw = item.rpartition("=")
-    if not sep:
-        if not allow_bare:
-            raise PolicyError(f"{option} {item!r}: expected CATEGORY=VALUE")
-        name, raw = None, item
-    try:
-        return (name.strip() if name is not None else None), float(raw)
-    except ValueError:
-        raise PolicyError(f"{option} {item!r}: {raw!r} is not a number") from None
-
-
 def sampling_options(func):
     """--temperature, --top-p, --top-k, --min-p, --repeat-penalty, --seed, --max-tokens: how the answer is decoded."""
 
-    @click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True,
+    @click.option("--temperature", type=click.FloatRange(min=0), default=CLI_DEFAULTS.temperature, show_default=True,
                   help="Sampling temperature of the answer (0: greedy).")
-    @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
-    @click.option("--top-k", type=click.IntRange(min=0), default=40, show_default=True)
-    @click.option("--min-p", type=click.FloatRange(0, 1), default=0.05, show_default=True)
-    @click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=1.1, show_default=True)
+    @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=CLI_DEFAULTS.top_p, show_default=True)
+    @click.option("--top-k", type=click.IntRange(min=0), default=CLI_DEFAULTS.top_k, show_default=True)
+    @click.option("--min-p", type=click.FloatRange(0, 1), default=CLI_DEFAULTS.min_p, show_default=True)
+    @click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=CLI_DEFAULTS.repeat_penalty, show_default=True)
     @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
-    @click.option("--max-tokens", type=click.IntRange(min=0), default=512, show_default=True)
+    @click.option("--max-tokens", type=click.IntRange(min=0), default=CLI_DEFAULTS.max_tokens, show_default=True)
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)
@@ -165,17 +91,5 @@ def sampling_options(func):
 
 
 def sampling_params(temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, stop=()):
-    from .backend import SamplingParams
-
     return SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                           repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens, stop=tuple(stop))
-
-
-def split_model_argument(args: tuple[str, ...], model: str | None) -> tuple[str | None, tuple[str, ...]]:
-    """`decide [MODEL] [PROMPT ...]`: the first word is the model when it names a GGUF (path or hub file)."""
-    if model or not args:
-        return model, args
-    first = args[0]
-    if first.lower().endswith(".gguf") or (Path(first).expanduser().is_file() and len(args) > 1):
-        return first, args[1:]
-    return None, args

@@ -22,3 +22,20 @@ def tiny_model(tiny_gguf):
     model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)
     yield model
     model.close()
+
+
+@pytest.fixture(scope="module")
+def app_client(tiny_gguf):
+    """The server app in process (Starlette's TestClient), one slot, answers of at most 4 tokens; a 500 is a
+    response here, not an exception, so that tests can assert there is none."""
+    testclient = pytest.importorskip("starlette.testclient")
+    from refusal_edge import RefusalModel
+    from refusal_edge.server.app import ServerSettings, create_app
+    from refusal_edge.server.protocol import Limits
+    from refusal_edge.server.slots import SlotPool
+
+    model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)
+    settings = ServerSettings(model_id="tiny", policy=model.default_policy, limits=Limits(max_tokens=4))
+    with testclient.TestClient(create_app(SlotPool([model]), settings), raise_server_exceptions=False) as client:
+        yield client
+    model.close()

@@ -175,11 +175,19 @@ def _wait_for(session, needle, timeout=60.0):
     raise AssertionError(f"{needle!r} never appeared on the terminal:\n{screen}")
 
 
-def test_runtime_and_cli_never_import_torch_or_fastapi():
+HEAVY = ("torch", "transformers", "starlette", "uvicorn", "convert")  # cli.py: the server and convert load on demand
+
+
+@pytest.mark.parametrize("verb", [None, "chat", "serve", "eval", "convert"])
+def test_runtime_and_cli_help_never_import_torch_the_server_or_convert(verb):
+    """`--help` of every verb stays light; only `convert --help` may load the converter (never torch)."""
+    args = ["--help"] if verb is None else [verb, "--help"]
+    heavy = tuple(h for h in HEAVY if not (verb == "convert" and h == "convert"))
     code = ("import sys, refusal_edge, refusal_edge.model, refusal_edge.chat, refusal_edge.commands\n"
             "from click.testing import CliRunner\nfrom refusal_edge.cli import main\n"
-            "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'fastapi', 'transformers'))\n"
+            f"result = CliRunner().invoke(main, {args!r})\n"
+            "assert result.exit_code == 0 and 'Usage' in result.output, result.output\n"
+            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})\n"
             "assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -200,7 +208,7 @@ def test_ctrl_c_stops_the_answer_not_the_chat(tiny_model):
             yield Chunk("partial")
             raise KeyboardInterrupt
 
-    from refusal_edge.backend import SamplingParams
+    from refusal_edge.sampling import SamplingParams
 
     session = ChatSession(Interrupted(), tiny_model.default_policy, SamplingParams(max_tokens=4), None, color=False)
     assert session.handle("hello") is True  # the session goes on

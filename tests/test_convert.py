@@ -64,7 +64,7 @@ def control_ok(path, spec=None):
         for tid in spec.token_ids:
             assert model.backend.is_control(tid)
         # User text spelling a refusal token never produces it.
-        ids = model.backend.tokenize(" ".join(r.token for r in (spec.respond, *spec.categories)), special=False)
+        ids = model.backend.tokenize(" ".join(r.token for r in spec.refs), special=False)
         assert not set(ids) & set(spec.token_ids)
         return spec
 

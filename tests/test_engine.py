@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refusal_edge.backend import LlamaBackend, SamplingParams, load_tokenizer
+from refusal_edge.backend import LlamaBackend, load_tokenizer
+from refusal_edge.sampling import SamplingParams
 from refusal_edge.decision import Decision, FirstTokenScores, bias_vector
 from refusal_edge.engine import Engine, PrefillStats, Tokenizer
 from refusal_edge.errors import MetadataError, PromptTooLongError

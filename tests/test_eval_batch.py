@@ -11,6 +11,7 @@ from refusal_edge.evaluate.batch import OWN, ScoreMatrix, choose, token_ids
 from refusal_edge.evaluate.data import Example
 from refusal_edge.evaluate.sweep import parse_range, sweep, sweep_policy
 from refusal_edge.metadata import CATEGORIES, RefusalSpec, TokenRef
+from refusal_edge.rules import RULES
 
 SPEC = RefusalSpec(TokenRef("respond", "[respond]", 100),
                    tuple(TokenRef(name, f"[{name}]", 101 + i) for i, name in enumerate(CATEGORIES)))
@@ -54,7 +55,7 @@ def policy_half():
     return Policy(rule="per-category", threshold=0.5)
 
 
-@pytest.mark.parametrize("rule", ["binary", "per-category", "paper-category", "natural"])
+@pytest.mark.parametrize("rule", RULES)
 def test_vectorised_choice_matches_decide_row_by_row(rule):
     rng = np.random.default_rng(1)
     scores = [FirstTokenScores(rng.normal(0, 3, 6), float(rng.normal(2, 2)), int(rng.integers(0, 99)),

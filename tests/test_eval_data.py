@@ -126,8 +126,8 @@ def test_file_problems(tmp_path):
     with pytest.raises(DataError, match="no usable rows"):
         read_dataset(empty)
     binary = tmp_path / "bin.jsonl"
-    binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(DataError, match="not UTF-8"):
+    binary.write_bytes(b"\xff\xfe\x00garbage")  # undecodable bytes become U+FFFD: then it is not JSON
+    with pytest.raises(DataError, match=r"bin\.jsonl:1: not valid JSON"):
         read_dataset(binary)
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from refusal_edge.errors import MetadataError
 from refusal_edge.metadata import (
-    CATEGORIES, KEY_SPEC, RefusalSpec, TokenRef, category_token, discover, spec_from_tokens,
+    CATEGORIES, KEY_SCHEMA_VERSION, KEY_SPEC, RefusalSpec, TokenRef, category_token, discover, spec_from_tokens,
 )
 
 VOCAB = ["a", "b", "[respond]", *[category_token(c) for c in CATEGORIES], "[refuse]"]
@@ -55,7 +55,24 @@ def test_check_against_vocabulary():
         spec.check_against(shifted.__getitem__, lambda i: True, len(shifted))
     with pytest.raises(MetadataError, match="outside the vocabulary"):
         spec.check_against(VOCAB.__getitem__, lambda i: True, 5)
-    assert RefusalSpec.from_gguf_fields({"general.name": "x"}) is None and KEY_SPEC == "refusal.spec"
+    assert RefusalSpec.from_gguf_fields({"general.name": "x"}) is None
+    assert RefusalSpec.from_gguf_fields({KEY_SPEC: spec.to_json().encode()}) == spec  # raw bytes from a reader
+
+
+def test_write_gguf_fields_types_each_value():
+    class Writer:
+        def __init__(self):
+            self.calls = []
+
+        def add_uint32(self, key, value):
+            self.calls.append(("uint32", key, value))
+
+        def add_string(self, key, value):
+            self.calls.append(("string", key, value))
+
+    spec, writer = discover(VOCAB), Writer()
+    spec.write_gguf_fields(writer)
+    assert sorted(writer.calls) == [("string", KEY_SPEC, spec.to_json()), ("uint32", KEY_SCHEMA_VERSION, 1)]
 
 
 def test_explicit_tokens_must_be_single_entries():

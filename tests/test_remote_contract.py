@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from refusal_edge.backend import SamplingParams
+from refusal_edge.sampling import SamplingParams
 from refusal_edge.decision import FirstTokenScores, decide
 from refusal_edge.metadata import CATEGORIES, RESPOND_TOKEN, category_token, discover
-from refusal_edge.policy import RULES, Policy
+from refusal_edge.policy import Policy
+from refusal_edge.rules import RULES
 from refusal_edge.remote.errors import EngineError
 from refusal_edge.remote.firsttoken import scores_from_logprobs, unbias
 from refusal_edge.remote.llama_server import LlamaServerDialect

@@ -25,7 +25,8 @@ from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.decision import probabilities  # noqa: E402
 from refusal_edge.evaluate.store import ScoreStore  # noqa: E402
 from refusal_edge.metadata import CATEGORIES  # noqa: E402
-from refusal_edge.policy import RULES, Policy  # noqa: E402
+from refusal_edge.policy import Policy  # noqa: E402
+from refusal_edge.rules import RULES  # noqa: E402
 from refusal_edge.remote import EngineError  # noqa: E402
 
 THREADS = 1

@@ -81,6 +81,7 @@ def build_tiny_gguf(
     n_head_kv: int = 2,
     n_ff: int = 128,
     context_length: int = 256,
+    nan_logits: bool = False,  # a broken model: NaN in the final norm makes every logit NaN
 ) -> Path:
     path = Path(path)
     base, merges = train_bpe(CORPUS, 120)
@@ -118,8 +119,7 @@ def build_tiny_gguf(
         assert isinstance(spec, RefusalSpec)
         if default_policy is not None:
             spec = spec.with_default_policy(default_policy)
-        for key, value in spec.gguf_fields().items():
-            (w.add_uint32 if isinstance(value, int) else w.add_string)(key, value)
+        spec.write_gguf_fields(w)
 
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head
@@ -138,7 +138,7 @@ def build_tiny_gguf(
         w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd))
         w.add_tensor(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd))
         w.add_tensor(f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    w.add_tensor("output_norm.weight", np.full(n_embd, np.nan if nan_logits else 1.0, np.float32))
     w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=0.15))
 
     w.write_header_to_file()

@@ -12,12 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..decision import FirstTokenScores, bias_vector
+from ..decision import FirstTokenScores, bias_vector, check_finite, check_temperature, softmax_rows
 from ..metadata import RefusalSpec
 from ..policy import Policy
-
-OWN = -1  # the model's own first token, neither [respond] nor a refusal token (natural rule only)
-RESPONDED = 0  # [respond]; category c is c + 1, as in spec.token_ids
+from ..rules import MODEL_CHOICE, OWN, RESPONDED, apply, natural_choice  # noqa: F401  (OWN, RESPONDED: re-exported)
 
 
 @dataclass(frozen=True)
@@ -51,27 +49,18 @@ class ScoreMatrix:
 
     def probabilities(self, spec: RefusalSpec, policy: Policy) -> "Probabilities":
         """Full-vocabulary softmax with the policy's biases, as decision.probabilities computes it per row."""
-        if not np.isclose(policy.temperature, self.temperature):
-            raise ValueError(f"scores were computed at temperature {self.temperature}, "
-                             f"the policy asks for {policy.temperature}")
+        check_temperature(self.temperature, policy)
         biased = self.logits + bias_vector(spec, policy)
-        z = biased / self.temperature
-        lse = np.logaddexp(self.rest_logsumexp, np.logaddexp.reduce(z, axis=1))
-        p = np.exp(z - lse[:, None])
-        return Probabilities(p[:, 0], p[:, 1:], self._natural(biased))
-
-    def _natural(self, biased: np.ndarray) -> np.ndarray:
-        """The model's greedy first token with the biases applied: a decision token if it beats the rest."""
-        best = biased.argmax(axis=1)
-        wins = biased[np.arange(len(best)), best] >= self.top_rest_logit
-        return np.where(wins, best, OWN)
+        p = softmax_rows(biased, self.rest_logsumexp, self.temperature)
+        check_finite(p, self.rest_logsumexp, self.top_rest_logit)
+        return Probabilities(p[:, 0], p[:, 1:], natural_choice(biased, self.top_rest_logit))
 
 
 @dataclass(frozen=True)
 class Probabilities:
     respond: np.ndarray  # (N,)
     categories: np.ndarray  # (N, K)
-    natural: np.ndarray  # (N,) choice codes of the natural rule
+    natural: np.ndarray  # (N,) the model's own choice (rules.natural_choice), where a rule leaves it the token
 
     @property
     def refusal(self) -> np.ndarray:
@@ -79,22 +68,9 @@ class Probabilities:
 
 
 def choose(probs: Probabilities, spec: RefusalSpec, policy: Policy) -> np.ndarray:
-    """Choice codes per row: OWN, RESPONDED, or 1 + category index. Mirrors decision.decide rule by rule."""
-    p = probs.categories
-    names = spec.category_names
-    first_best = p.argmax(axis=1)  # argmax takes the first of equal maxima, like decide's max()
-    if policy.rule == "binary":
-        return np.where(probs.refusal >= policy.threshold, first_best + 1, RESPONDED)
-    if policy.rule == "per-category":
-        eligible = p >= np.array([policy.threshold_for(n) for n in names])
-        best_eligible = np.where(eligible, p, -np.inf).argmax(axis=1)
-        return np.where(eligible.any(axis=1), best_eligible + 1, RESPONDED)
-    if policy.rule == "paper-category":
-        controlled = np.array([n in policy.thresholds for n in names])
-        limits = np.array([policy.thresholds.get(n, np.inf) for n in names])
-        forced = np.where(p[np.arange(len(p)), first_best] >= limits[first_best], first_best + 1, RESPONDED)
-        return np.where(controlled[first_best], forced, probs.natural)
-    return probs.natural
+    """Choice codes per row: OWN, RESPONDED, or 1 + category index: the policy's rule, as decision.decide runs it."""
+    codes = apply(policy, probs.categories, spec.category_names)
+    return np.where(codes == MODEL_CHOICE, probs.natural, codes)
 
 
 def token_ids(choices: np.ndarray, matrix: ScoreMatrix, spec: RefusalSpec) -> np.ndarray:

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from ..errors import RefusalEdgeError
-from ..options import model_options, policy_options
+from ..options import TEXT, model_options, policy_options
 from ..policy import Policy, resolve_category
 from .data import Fields
 
@@ -27,7 +27,7 @@ def data_options(func):
                   help="Generic format: the should-refuse field (refuse/respond, unsafe/safe, true/false, 1/0).")
     @click.option("--category-field", default=None, help="Generic format: the category field [default: category].")
     @click.option("--skip-bad-rows", is_flag=True, help="Skip malformed rows (counted) instead of stopping.")
-    @click.option("--system", default=None, help="System prompt before every prompt (its KV cache is reused).")
+    @click.option("--system", default=None, type=TEXT, help="System prompt before every prompt (its KV cache is reused).")
     @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
                   help="With --engine: scoring requests kept in flight [default: the engine's slots].")
     @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
@@ -44,14 +44,15 @@ def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, ca
              verbose, remote, check=None):
     from dataclasses import replace
 
-    from .pipeline import open_session, read_all, split_inputs
+    from ..arguments import split_model_argument
+    from .pipeline import open_session, read_all
 
     if concurrency is not None:
         if remote is None:
             raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
         remote = replace(remote, concurrency=concurrency)
 
-    model, data = split_inputs(inputs)
+    model, data = split_model_argument(inputs)
     datasets = read_all(data, refuse_files, contrast_files, Fields(prompt_field, label_field, category_field),
                         skip_bad_rows)
     return open_session(
@@ -205,12 +206,14 @@ def calibrate(targets, max_over_refusal, holdout, seed, policy_out, write_defaul
       refusal-edge calibrate model.gguf dev.jsonl --contrast contrast.jsonl --target "safety:tpr>=0.95"
       refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.05 --write-default tuned.gguf
     """
-    from .operating_point import calibrate_session, parse_targets, policy_text
-    from .files import write_text
+    from .operating_point import calibrate_session, parse_targets
+    from .report import operating_point_text
 
     with _session(**options, check=lambda spec, policy, examples: parse_targets(targets, spec, examples)) as s:
-        policy = calibrate_session(s, targets, max_over_refusal, holdout, seed, echo=click.echo)
-        write_text(policy_out, policy_text(policy, policy_out))
+        found = calibrate_session(s, targets, max_over_refusal, holdout, seed)
+        click.echo(operating_point_text(found, s.spec))
+        policy = found.policy
+        policy.save(policy_out)
         click.echo(f"\nwrote {policy_out}  (use it with --policy {policy_out})")
         if write_default:
             _write_default(s, policy, Path(write_default), force)
@@ -219,9 +222,12 @@ def calibrate(targets, max_over_refusal, holdout, seed, policy_out, write_defaul
 def _write_default(s, policy: Policy, out: Path, force: bool) -> None:
     if out.resolve() == s.model_path.resolve():
         raise RefusalEdgeError(f"--write-default {out} is the model itself; write a copy under another name")
-    from convert.annotate import annotate_gguf
+    if out.exists() and not force:
+        raise RefusalEdgeError(f"output {out} already exists; pass --force to overwrite it")
+    from ..files import atomic_path
+    from ..gguf_annotate import plan_annotation, write_annotation
 
-    spec = s.spec
-    annotate_gguf(s.model_path, out, categories={c.name: c.token for c in spec.categories},
-                  respond=spec.respond.token, default_policy=policy.to_dict(), force=force, progress=True)
+    plan = plan_annotation(s.model_path, lambda tokens: s.spec.with_default_policy(policy.to_dict()))
+    with atomic_path(out) as tmp:
+        write_annotation(plan, tmp, progress=True, desc=f"writing {out.name}")
     click.echo(f"wrote {out}: {s.model_path.name} with this policy as its default (refusal.spec default_policy)")

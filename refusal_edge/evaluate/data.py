@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from ..errors import RefusalEdgeError
+from ..text import clean_json
 
 REFUSE_WORDS = {"1", "true", "yes", "y", "refuse", "refusal", "unsafe", "harmful", "should_refuse", "noncompliance"}
 RESPOND_WORDS = {"0", "false", "no", "n", "respond", "safe", "benign", "comply", "compliance", "contrast"}
@@ -195,25 +196,23 @@ def _note(data: Dataset, expect: bool | None) -> str:
 def read_rows(path: Path) -> Iterator[tuple[int, Mapping | str]]:
     """(line number, row mapping or the reason it is malformed).
 
-    CSV/TSV by extension, else JSON Lines (a .json file holding one array is accepted too).
+    CSV/TSV by extension, else JSON Lines (a .json file holding one array is accepted too). Bytes that are not
+    UTF-8 and lone surrogates from JSON escapes become U+FFFD (see ``refusal_edge.text``).
     """
     try:
-        fh = open(path, encoding="utf-8-sig", newline="")
+        fh = open(path, encoding="utf-8-sig", errors="replace", newline="")
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
     with fh:
-        try:
-            suffix = path.suffix.lower()
-            if suffix in (".csv", ".tsv"):
-                yield from _csv_rows(fh, path, "\t" if suffix == ".tsv" else ",")
-            elif suffix == ".json" and fh.read(1) == "[":
-                fh.seek(0)
-                yield from _json_array_rows(fh, path)
-            else:
-                fh.seek(0)
-                yield from _jsonl_rows(fh)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        suffix = path.suffix.lower()
+        if suffix in (".csv", ".tsv"):
+            yield from _csv_rows(fh, path, "\t" if suffix == ".tsv" else ",")
+        elif suffix == ".json" and fh.read(1) == "[":
+            fh.seek(0)
+            yield from _json_array_rows(fh, path)
+        else:
+            fh.seek(0)
+            yield from _jsonl_rows(fh)
 
 
 def _jsonl_rows(fh) -> Iterator[tuple[int, Mapping | str]]:
@@ -221,18 +220,23 @@ def _jsonl_rows(fh) -> Iterator[tuple[int, Mapping | str]]:
         if not text.strip():
             continue
         try:
-            row = json.loads(text)
+            row = clean_json(json.loads(text))
         except json.JSONDecodeError as exc:
             yield number, f"not valid JSON ({exc.msg}, column {exc.colno})"
+            continue
+        except RecursionError:
+            yield number, "not valid JSON (nested too deeply)"
             continue
         yield number, row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
 
 
 def _json_array_rows(fh, path: Path) -> Iterator[tuple[int, Mapping | str]]:
     try:
-        rows = json.load(fh)
+        rows = clean_json(json.load(fh))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
     for number, row in enumerate(rows, 1):  # "line" is the item number here
         yield number, row if isinstance(row, dict) else f"item {number} is not a JSON object"
 

@@ -1,23 +1,36 @@
-"""`calibrate` on a scored session: split, search thresholds, and show the operating point on both parts."""
+"""`calibrate` on a scored session: split, search thresholds, and measure the operating point on both parts.
+
+Showing it is report.operating_point_text's job."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 
-from ..policy import Policy, to_toml
-from . import metrics
+from ..policy import Policy
 from .analysis import labels
 from .batch import choose
 from .calibrate import CalibrationError, Target, calibrate, parse_target, stratified_split
-from .report import short, table
 
 
-def calibrate_session(s, target_texts: Sequence[str], max_over_refusal: float, holdout: float, seed: int,
-                      echo: Callable[[str], None] = print) -> Policy:
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What a calibration found, and where it lands on the calibration and held-out parts."""
+
+    policy: Policy
+    thresholds: np.ndarray  # one per category, as spec.category_names
+    targets: list[Target]
+    max_over_refusal: float
+    refused: np.ndarray  # (N,) under ``policy``
+    y: np.ndarray  # (N,) should refuse
+    gold: np.ndarray  # (N,) the category each prompt should get
+    parts: list[tuple[str, np.ndarray]]  # ("calibration", rows), ("held out", rows)
+
+
+def calibrate_session(s, target_texts: Sequence[str], max_over_refusal: float, holdout: float,
+                      seed: int) -> OperatingPoint:
     examples, spec = s.run.examples, s.spec
     y = labels(examples)
     gold = np.array([e.category or "(none)" for e in examples], dtype=object)
@@ -29,15 +42,8 @@ def calibrate_session(s, target_texts: Sequence[str], max_over_refusal: float, h
     found = calibrate(probs.categories[cal], y[cal], gold[cal], spec.category_names, targets, max_over_refusal)
     policy = policy_from_thresholds(s.policy, spec, found.thresholds)
     refused = choose(probs, spec, policy) > 0
-
-    echo(f"calibration part: {len(cal)} prompts ({int(y[cal].sum())} should refuse, {int((~y[cal]).sum())} benign); "
-         f"held out: {len(held)} ({int(y[held].sum())} should refuse, {int((~y[held]).sum())} benign)")
-    if not (~y).any():
-        echo("note: no benign prompts, so over-refusal is not measured; add --contrast data")
-    echo("thresholds: " + ", ".join(f"{short(n)} {t:g}" for n, t in zip(spec.category_names, found.thresholds)))
-    echo("")
-    echo(operating_table(targets, max_over_refusal, refused, y, gold, [("calibration", cal), ("held out", held)]))
-    return policy
+    return OperatingPoint(policy, np.asarray(found.thresholds), targets, max_over_refusal, refused, y, gold,
+                          [("calibration", cal), ("held out", held)])
 
 
 def parse_targets(texts: Sequence[str], spec, examples) -> list[Target]:
@@ -52,35 +58,3 @@ def policy_from_thresholds(base: Policy, spec, thresholds: np.ndarray) -> Policy
     if spec.is_binary:
         return replace(base, rule="binary", threshold=float(thresholds[0]), thresholds={})
     return replace(base, rule="per-category", thresholds=dict(zip(spec.category_names, map(float, thresholds))))
-
-
-def operating_table(targets: Sequence[Target], max_over_refusal: float, refused, y, gold, parts) -> str:
-    parts = [(name, rows) for name, rows in parts if len(rows)]
-    rows = []
-    for t in targets:
-        row = [str(t)]
-        for _, r in parts:
-            value = t.measure(refused[r], y[r], gold[r])
-            row.append(f"{metrics_text(value)} {'ok' if t.met(value) else 'MISSED'}")
-        rows.append(row)
-    over = Target("overall", "over-refusal", "<=", max_over_refusal)
-    rows.append([f"over-refusal <= {max_over_refusal:g}"] + [
-        f"{metrics_text(over.measure(refused[r], y[r], gold[r]))} "
-        f"{'ok' if over.met(over.measure(refused[r], y[r], gold[r])) or not (~y[r]).any() else 'MISSED'}"
-        for _, r in parts])
-    for key, label in (("recall", "refusal rate (all should-refuse)"), ("precision", "precision"), ("f1", "F1")):
-        rows.append([label] + [metrics_text(metrics.binary_metrics(refused[r], y[r])[key]) for _, r in parts])
-    for name in dict.fromkeys(gold[y]):
-        rows.append([f"  refusal rate: {short(name)}"] + [
-            metrics_text(metrics.rate(refused[r][y[r] & (gold[r] == name)])) for _, r in parts])
-    return table(["operating point"] + [name for name, _ in parts], rows)
-
-
-def metrics_text(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def policy_text(policy: Policy, path: str) -> str:
-    if path.lower().endswith(".json"):
-        return json.dumps(policy.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    return to_toml(policy)

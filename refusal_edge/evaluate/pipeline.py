@@ -14,19 +14,12 @@ from typing import Callable, Sequence
 
 from ..errors import ModelLoadError, RefusalEdgeError
 from ..metadata import RefusalSpec
-from ..options import build_policy, resolve_model_path
+from ..arguments import build_policy, resolve_model_path
 from ..policy import Policy
 from .batch import ScoreMatrix
 from .data import Dataset, Fields, read_dataset
 from .runner import ScoringRun, score_examples, score_matrix
 from .store import ScoreStore, default_store_path, file_sha256
-
-
-def split_inputs(inputs: Sequence[str]) -> tuple[str | None, list[str]]:
-    """`[MODEL] DATA...`: the first argument is the model when it names a GGUF (a path or owner/repo/file.gguf)."""
-    if inputs and inputs[0].lower().endswith(".gguf"):
-        return inputs[0], list(inputs[1:])
-    return None, list(inputs)
 
 
 def read_all(data: Sequence[str], should_refuse: Sequence[str], contrast: Sequence[str], fields: Fields,
@@ -45,7 +38,7 @@ class LazyModel:
 
     def __call__(self):
         if self.model is None:
-            from ..options import load_model
+            from ..arguments import load_model
 
             n = self.kwargs
             self.model = load_model(str(self.path), n["n_gpu_layers"], n["threads"], n["n_ctx"], n["verbose"],
@@ -116,12 +109,21 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
                              skip_bad=skip_bad, progress=progress)
         if not run.examples:
             raise RefusalEdgeError("no prompt could be scored")
+        _drop_unscored(datasets, run)
         matrix = score_matrix(store, run.keys, spec)
     except BaseException:
         lazy.close()
         store.close()
         raise
     return Session(path, sha, store, spec, policy, datasets, run, matrix, lazy, engine)
+
+
+def _drop_unscored(datasets: list[Dataset], run: ScoringRun) -> None:
+    """A prompt skipped while scoring (too long for the context) leaves its data set's counts too: the report's
+    data section must describe the prompts that were evaluated. ``run.skipped`` says why it is missing."""
+    scored = {id(e) for e in run.examples}
+    for d in datasets:
+        d.examples = [e for e in d.examples if id(e) in scored]
 
 
 def display_path(path: Path) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import atomic_path
-from .report import short
+from ..files import atomic_path
+from ..metadata import short_name
 
 
 def available() -> bool:
@@ -29,7 +29,7 @@ def write_plots(out_dir: Path, sweep: dict | None, roc: dict) -> list[Path]:
         points = sweep["points"]
         x = [p["threshold"] for p in points]
         for name in points[0]["by_category"]:
-            ax.plot(x, [_nan(p["by_category"][name]) for p in points], marker=".", label=f"{short(name)} (refused)")
+            ax.plot(x, [_nan(p["by_category"][name]) for p in points], marker=".", label=f"{short_name(name)} (refused)")
         ax.plot(x, [_nan(p["over_refusal"]) for p in points], "k--", marker=".", label="benign (over-refused)")
         what = "every threshold" if sweep["category"] == "all" else f"threshold of {sweep['category']}"
         ax.set(xlabel=f"{what} ({sweep['rule']} rule)", ylabel="refusal rate", ylim=(-0.02, 1.02),
@@ -40,7 +40,7 @@ def write_plots(out_dir: Path, sweep: dict | None, roc: dict) -> list[Path]:
     if roc:
         fig, ax = plt.subplots(figsize=(5.5, 5))
         for name, curve in roc.items():
-            ax.plot(curve["fpr"], curve["tpr"], label=short(name), lw=2 if name == "overall" else 1)
+            ax.plot(curve["fpr"], curve["tpr"], label=short_name(name), lw=2 if name == "overall" else 1)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
         ax.set(xlabel="over-refusal (false positive rate)", ylabel="refusal rate (true positive rate)",
                title="ROC: should-refuse vs benign prompts")

@@ -9,17 +9,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ..metadata import RefusalSpec
+from ..metadata import RefusalSpec, short_name
+from . import metrics
 from .analysis import OTHER_COL
 from .batch import OWN, Probabilities, choice_names
+from .calibrate import Target
 from .data import Example
-from .files import atomic_path, write_text
-
-
-def short(name: str) -> str:
-    """'Requests with safety concerns' -> 'safety', 'Humanizing requests' -> 'humanizing': table headers."""
-    words = [w for w in name.lower().split() if w not in ("requests", "with", "concerns")]
-    return words[0] if words else name.lower()
+from .operating_point import OperatingPoint
+from ..files import atomic_path, write_text
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -71,7 +68,7 @@ def render(report: dict, subcategories: bool = False) -> str:
                           for k, g in decisions["by_subcategory"].items()]))
     conf = decisions["confusion"]
     out += ["", "Confusion (rows: what the prompt should get, columns: the first token chosen)"]
-    out.append(table([""] + [short(c) for c in conf["cols"]],
+    out.append(table([""] + [short_name(c) for c in conf["cols"]],
                      [[row] + counts for row, counts in zip(conf["rows"], conf["counts"])]))
     if report.get("sweep"):
         out += ["", _sweep_table(report["sweep"])]
@@ -94,8 +91,8 @@ def _header(report: dict) -> str:
     if scoring["skipped"]:
         lines.append(f"        {len(scoring['skipped'])} prompts skipped, e.g. {scoring['skipped'][0]}")
     policy = report["evaluation"]["policy"]
-    own = ", ".join(f"{short(k)} {v:g}" for k, v in policy["thresholds"].items())
-    bias = ", ".join(f"{short(k)} {v:+g}" for k, v in policy["biases"].items())
+    own = ", ".join(f"{short_name(k)} {v:g}" for k, v in policy["thresholds"].items())
+    bias = ", ".join(f"{short_name(k)} {v:+g}" for k, v in policy["biases"].items())
     lines.append(f"policy  {policy['rule']}, threshold {policy['threshold']:g}" + (f" ({own})" if own else "")
                  + (f", biases {bias}" if bias else ""))
     return "\n".join(lines)
@@ -104,7 +101,7 @@ def _header(report: dict) -> str:
 def _sweep_table(sweep: dict) -> str:
     points = sweep["points"]
     groups = list(points[0]["by_category"]) if points else []
-    header = ["threshold", "refusal", "over-refusal", "precision", "F1"] + [short(g) for g in groups]
+    header = ["threshold", "refusal", "over-refusal", "precision", "F1"] + [short_name(g) for g in groups]
     rows = [[f"{p['threshold']:g}", p["refusal_rate"], p["over_refusal"], p["precision"], p["f1"]]
             + [p["by_category"][g] for g in groups] for p in points]
     title = f"Sweep of {'every threshold' if sweep['category'] == 'all' else sweep['category']} ({sweep['rule']} rule)"
@@ -138,7 +135,7 @@ def write_rows_csv(path: Path, examples: Sequence[Example], choices: np.ndarray,
     """One row per prompt: where it came from, what it should get, the token chosen and every probability."""
     names = choice_names(spec)
     header = ["source", "line", "id", "category", "subcategory", "should_refuse", "prompt", "first_token",
-              "refused", "p_respond", "p_refusal"] + [f"p_{short(n)}" for n in spec.category_names]
+              "refused", "p_respond", "p_refusal"] + [f"p_{short_name(n)}" for n in spec.category_names]
     if answers is not None:
         header += ["answer", "answer_refuses", "agrees"]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -161,3 +158,42 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def operating_point_text(op: OperatingPoint, spec: RefusalSpec) -> str:
+    """What calibrate prints: the split, the thresholds found, and the operating point on both parts."""
+    y, (_, cal), (_, held) = op.y, *op.parts
+    lines = [f"calibration part: {len(cal)} prompts ({int(y[cal].sum())} should refuse, {int((~y[cal]).sum())} benign); "
+             f"held out: {len(held)} ({int(y[held].sum())} should refuse, {int((~y[held]).sum())} benign)"]
+    if not (~y).any():
+        lines.append("note: no benign prompts, so over-refusal is not measured; add --contrast data")
+    lines.append("thresholds: " + ", ".join(f"{short_name(n)} {t:g}" for n, t in zip(spec.category_names, op.thresholds)))
+    lines.append("")
+    lines.append(operating_table(op.targets, op.max_over_refusal, op.refused, y, op.gold, op.parts))
+    return "\n".join(lines)
+
+
+def operating_table(targets: Sequence[Target], max_over_refusal: float, refused, y, gold, parts) -> str:
+    parts = [(name, rows) for name, rows in parts if len(rows)]
+    rows = []
+    for t in targets:
+        row = [str(t)]
+        for _, r in parts:
+            value = t.measure(refused[r], y[r], gold[r])
+            row.append(f"{metrics_text(value)} {'ok' if t.met(value) else 'MISSED'}")
+        rows.append(row)
+    over = Target("overall", "over-refusal", "<=", max_over_refusal)
+    rows.append([f"over-refusal <= {max_over_refusal:g}"] + [
+        f"{metrics_text(over.measure(refused[r], y[r], gold[r]))} "
+        f"{'ok' if over.met(over.measure(refused[r], y[r], gold[r])) or not (~y[r]).any() else 'MISSED'}"
+        for _, r in parts])
+    for key, label in (("recall", "refusal rate (all should-refuse)"), ("precision", "precision"), ("f1", "F1")):
+        rows.append([label] + [metrics_text(metrics.binary_metrics(refused[r], y[r])[key]) for _, r in parts])
+    for name in dict.fromkeys(gold[y]):
+        rows.append([f"  refusal rate: {short_name(name)}"] + [
+            metrics_text(metrics.rate(refused[r][y[r] & (gold[r] == name)])) for _, r in parts])
+    return table(["operating point"] + [name for name, _ in parts], rows)
+
+
+def metrics_text(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

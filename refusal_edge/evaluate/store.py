@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..decision import FirstTokenScores
 from ..errors import RefusalEdgeError
 from ..metadata import RefusalSpec
-from .files import write_text
-
-CACHE_ENV = "REFUSAL_EDGE_CACHE"
+from ..files import cache_dir, sha256_file, write_text
 
 
 class StoreError(RefusalEdgeError):
     """The score store is unreadable or holds a corrupt record."""
-
-
-def cache_dir() -> Path:
-    """$REFUSAL_EDGE_CACHE, else $XDG_CACHE_HOME/refusal-edge, else ~/.cache/refusal-edge (as the default model)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "refusal-edge"
 
 
 def default_store_path(model_sha256: str) -> Path:
@@ -46,11 +36,7 @@ def file_sha256(path: str | Path, memo: Path | None = None) -> str:
     known = _read_json(memo)
     if stamp in known:
         return known[stamp]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    known[stamp] = digest.hexdigest()
+    known[stamp] = sha256_file(path)
     try:
         write_text(memo, json.dumps(known, indent=1))
     except OSError:

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import PolicyError
 from ..metadata import RefusalSpec
 from ..policy import Policy
+from ..rules import DEFAULT_RULE, REGISTRY
 from . import metrics
 from .analysis import labels
 from .batch import ScoreMatrix, choose
@@ -34,11 +35,13 @@ def parse_range(text: str) -> np.ndarray:
 def sweep_policy(policy: Policy, spec: RefusalSpec, threshold: float, category: str | None) -> Policy:
     """The policy with one category's threshold (or all of them) set to ``threshold``.
 
-    The binary rule has a single threshold. A rule without thresholds (natural) is swept as per-category.
+    A rule with a single threshold (binary) sweeps it; a rule without thresholds (natural) is swept as the
+    default rule.
     """
-    if policy.rule == "binary":
+    kind = REGISTRY[policy.rule].thresholds
+    if kind == "one":
         return replace(policy, threshold=threshold)
-    rule = policy.rule if policy.rule == "paper-category" else "per-category"
+    rule = policy.rule if kind == "per-category" else DEFAULT_RULE
     if category is None:
         return replace(policy, rule=rule, threshold=threshold,
                        thresholds={name: threshold for name in spec.category_names})
@@ -48,7 +51,7 @@ def sweep_policy(policy: Policy, spec: RefusalSpec, threshold: float, category: 
 def sweep(examples: Sequence[Example], matrix: ScoreMatrix, spec: RefusalSpec, policy: Policy,
           grid: np.ndarray, category: str | None = None) -> dict:
     """Refusal rate (TPR), over-refusal (FPR), precision and F1 per threshold, overall and per category."""
-    if policy.rule == "binary":
+    if REGISTRY[policy.rule].thresholds == "one":
         category = None  # one threshold for everything
     probs = matrix.probabilities(spec, policy)  # thresholds do not change probabilities
     y = labels(examples)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from ..options import build_policy, load_model, model_options, policy_options
+from ..arguments import build_policy, load_model
+from ..options import model_options, policy_options
 
 API_KEY_ENV = "REFUSAL_EDGE_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

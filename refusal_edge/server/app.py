@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import ModelLoadError, PolicyError, PromptTooLongError, RefusalEdgeError
+from ..errors import ModelLoadError, NonFiniteScoresError, PolicyError, PromptTooLongError, RefusalEdgeError
 from ..policy import Policy
 from . import protocol
 from .protocol import ApiError, Limits
@@ -39,7 +39,7 @@ class ClientGone(Exception):
 
 def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
     spec = pool.models[0].spec  # every slot holds the same file: one vocabulary, one set of decision tokens
-    decision_tokens = frozenset(ref.token for ref in (spec.respond, *spec.categories))
+    decision_tokens = frozenset(ref.token for ref in spec.refs)
     created = int(time.time())
 
     @asynccontextmanager
@@ -194,6 +194,8 @@ def as_api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, PromptTooLongError):
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, NonFiniteScoresError):  # the model's fault, not the client's: no answer is generated
+        return ApiError(500, str(exc), code="non_finite_scores", kind="server_error")
     if isinstance(exc, PolicyError):
         return ApiError(400, f"refusal: {exc}", param="refusal", code="invalid_refusal_policy")
     if isinstance(exc, RefusalEdgeError) and not isinstance(exc, ModelLoadError):

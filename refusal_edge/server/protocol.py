@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from ..backend import SamplingParams
-from ..decision import Decision
+from ..decision import Decision, assistant_message
 from ..errors import PolicyError
-from ..model import assistant_message
 from ..policy import Policy
+from ..sampling import SERVER_DEFAULTS, SamplingParams
+from ..text import clean_json
 
 # OpenAI roles -> template roles. "developer" is the newer name of "system".
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -76,6 +76,9 @@ def parse_chat_request(body: bytes, *, policy: Policy, categories: tuple[str, ..
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # json's recursive decoder gives up on deeply nested arrays or objects
+        raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
+    raw = clean_json(raw)  # "\ud800" escapes parse into lone surrogates, which no tokenizer or encoder takes
     if not isinstance(raw, dict):
         raise ApiError(400, "the request body must be a JSON object")
     for name, neutral in NEUTRAL.items():
@@ -110,7 +113,7 @@ def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> 
         if not isinstance(message, dict):
             raise ApiError(400, f"{where} must be an object with 'role' and 'content'", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ApiError(400, f"{where}.role {role!r} is not supported; use system, user or assistant "
                                 "(this server runs no tools)", param=f"{where}.role")
         parsed = {"role": ROLES[role], "content": _content(message.get("content"), where, role)}
@@ -118,7 +121,7 @@ def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> 
         # inserts it as control text, so only this model's own decision tokens are accepted here.
         token = message.get("refusal_token")
         if token is not None:
-            if role != "assistant" or token not in decision_tokens:
+            if role != "assistant" or not isinstance(token, str) or token not in decision_tokens:
                 raise ApiError(400, f"{where}.refusal_token {token!r} is not one of this model's decision tokens "
                                     f"({', '.join(sorted(decision_tokens))}); only assistant messages carry one",
                                param=f"{where}.refusal_token")
@@ -144,7 +147,7 @@ def parse_policy(raw: object, server: Policy, categories: tuple[str, ...]) -> Po
 
 
 def _sampling(raw: Mapping, limits: Limits) -> SamplingParams:
-    defaults = SamplingParams()
+    defaults = SERVER_DEFAULTS  # OpenAI's defaults for OpenAI's fields; max_tokens: the server's limit
     max_tokens = _integer(raw, "max_completion_tokens", None, 1, None)
     if max_tokens is None:
         max_tokens = _integer(raw, "max_tokens", limits.max_tokens, 1, None)
@@ -155,8 +158,8 @@ def _sampling(raw: Mapping, limits: Limits) -> SamplingParams:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ApiError(400, f"'seed' must be an integer, got {seed!r}", param="seed")
     return SamplingParams(
-        temperature=_number(raw, "temperature", 1.0, 0.0, 2.0),  # OpenAI's default and range
-        top_p=_number(raw, "top_p", 1.0, 0.0, 1.0, open_low=True),
+        temperature=_number(raw, "temperature", defaults.temperature, 0.0, 2.0),  # OpenAI's range
+        top_p=_number(raw, "top_p", defaults.top_p, 0.0, 1.0, open_low=True),
         top_k=_integer(raw, "top_k", defaults.top_k, 0, None),  # llama.cpp extensions, as its own server takes
         min_p=_number(raw, "min_p", defaults.min_p, 0.0, 1.0),
         repeat_penalty=_number(raw, "repeat_penalty", defaults.repeat_penalty, 0.0, math.inf, open_low=True),

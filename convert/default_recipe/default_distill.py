@@ -12,7 +12,7 @@ from typing import Sequence
 
 from llama_cpp import Llama
 
-from .chat_tokenizer import ChatTokenizer
+from ..chat_tokenizer import ChatTokenizer
 
 
 def distill(base: Path, prompts: Sequence[str], *, max_tokens: int, threads: int, cache: Path | None = None

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llama_tensors import permute as permute_qk  # noqa: F401  (HF -> llama.cpp order; re-exported)
+from ..llama_tensors import permute as permute_qk  # noqa: F401  (HF -> llama.cpp order; re-exported)
 
 
 @dataclass(frozen=True)

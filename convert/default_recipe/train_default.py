@@ -1,6 +1,6 @@
 """Train the embedded default model's delta: SmolLM2-135M-Instruct + `[respond]` + five category tokens.
 
-    python -m convert.train_default \\
+    python -m convert.default_recipe.train_default \\
         --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl
 
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from refusal_edge import default_model as dm
 from refusal_edge.metadata import CATEGORIES
 
-from .chat_tokenizer import ChatTokenizer
+from ..chat_tokenizer import ChatTokenizer
 from .default_data import RESPOND, Example, answer_anyway_prompts, build_examples, load_splits
 from .default_prompts import benign_prompts, synthetic_refusals
 from .default_distill import distill

@@ -1,6 +1,6 @@
 """Measure the default model on the validation split (never trained on), through the runtime itself.
 
-    python -m convert.measure_default \\
+    python -m convert.default_recipe.measure_default \\
         --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl [--model default.gguf] [--plot curve.png]
 
@@ -23,7 +23,7 @@ from llama_cpp import Llama
 
 from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
-from refusal_edge.metadata import CATEGORIES
+from refusal_edge.metadata import CATEGORIES, short_name
 
 from .default_calibrate import auroc, refusal_probability, refused, score
 from .default_data import load_splits
@@ -41,7 +41,8 @@ REFUSAL_LIKE = re.compile(
 
 
 def short(name: str) -> str:
-    return name.split()[0] if not name.startswith("Requests") else "Safety"
+    """metadata.short_name, capitalised as the README's tables print it ('Safety', 'Humanizing')."""
+    return short_name(name).capitalize()
 
 
 def rate(flags) -> float:
@@ -119,7 +120,7 @@ def answer_nll(llm: Llama, prompt: list[int], answer: list[int]) -> tuple[float,
 
 def perplexities(tuned_path: Path, base_path: Path, pairs, threads: int, max_answer: int = 64) -> tuple[float, float]:
     """Perplexity of held-out answers: base model after the prompt, tuned model after prompt + [respond]."""
-    from .chat_tokenizer import ChatTokenizer
+    from ..chat_tokenizer import ChatTokenizer
 
     tok = ChatTokenizer(base_path)
     results = []

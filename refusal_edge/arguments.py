@@ -1,0 +1,124 @@
+"""What the CLI's arguments mean, without click: the model argument, the policy options, a [MODEL] ARGS split.
+
+Shared by the CLI verbs and the evaluation pipeline; the click decorators themselves live in ``options``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ModelLoadError, PolicyError
+from .gguf_header import MAGIC
+from .policy import Policy, resolve_category
+
+MODEL_ENV = "REFUSAL_EDGE_MODEL"
+_HF_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:[:/](?P<file>.+\.gguf))$")
+
+
+def resolve_model_path(model: str | None) -> Path:
+    """A GGUF path, ``owner/repo/file.gguf`` (or ``owner/repo:file.gguf``) from the Hugging Face hub, or
+    nothing: then ``$REFUSAL_EDGE_MODEL``, then the embedded default model."""
+    model = model or os.environ.get(MODEL_ENV)
+    if not model:
+        from .default_model import ensure_default_model
+
+        return ensure_default_model()
+    path = Path(model).expanduser()
+    if path.exists():
+        return path
+    match = _HF_SPEC.match(model)
+    if match and not model.startswith((".", "/", "~")):
+        return _download(match["repo"], match["file"])
+    raise ModelLoadError(f"model file not found: {model}")
+
+
+def _download(repo: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename))
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(
+            f"{repo}/{filename} is not in the Hugging Face cache and the hub cannot be reached (offline?)"
+        ) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot fetch {filename} from {repo}: {exc}") from None
+
+
+ENGINE_KEY_ENV = "REFUSAL_EDGE_ENGINE_API_KEY"
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """--engine URL and its companions: run the model on a remote engine instead of in-process."""
+
+    url: str
+    model: str | None = None
+    api_key: str | None = None
+    concurrency: int | None = None  # scoring requests in flight (eval, calibrate); None: the engine's slots
+
+
+def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
+               remote: EngineTarget | None = None):
+    """The model in-process, or on the ``remote`` engine (then MODEL is only read for its vocabulary)."""
+    from .model import RefusalModel
+
+    if remote is not None:
+        return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
+                                    concurrency=remote.concurrency, verbose=verbose)
+    return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
+                             n_gpu_layers=n_gpu_layers, verbose=verbose)
+
+
+def build_policy(categories, default: Policy, policy_file=None, rule=None, thresholds=(), biases=()) -> Policy:
+    """The model's default (or the file), then --rule, --threshold and --bias on top."""
+    policy = Policy.load(policy_file, categories) if policy_file else default
+    for item in thresholds:
+        name, value = _split(item, "--threshold", allow_bare=True)
+        if name is None:
+            policy = replace(policy, threshold=value)
+        else:
+            policy = policy.with_threshold(resolve_category(name, categories, "--threshold"), value)
+    for item in biases:
+        name, value = _split(item, "--bias")
+        policy = policy.with_bias(resolve_category(name, (*categories, "respond"), "--bias"), value)
+    if rule:
+        policy = replace(policy, rule=rule)
+    return policy
+
+
+def _split(item: str, option: str, allow_bare: bool = False) -> tuple[str | None, float]:
+    name, sep, raw = item.rpartition("=")
+    if not sep:
+        if not allow_bare:
+            raise PolicyError(f"{option} {item!r}: expected CATEGORY=VALUE")
+        name, raw = None, item
+    try:
+        return (name.strip() if name is not None else None), float(raw)
+    except ValueError:
+        raise PolicyError(f"{option} {item!r}: {raw!r} is not a number") from None
+
+
+def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple[str | None, tuple[str, ...]]:
+    """`VERB [MODEL] ARGS...` (decide's prompts, eval's data files): the first word is the model when it names a
+    GGUF: a ``.gguf`` path or hub file, or (with more words after it) an existing file that starts like a GGUF."""
+    args = tuple(args)
+    if model or not args:
+        return model, args
+    first = args[0]
+    if first.lower().endswith(".gguf") or (len(args) > 1 and _is_gguf(Path(first).expanduser())):
+        return first, args[1:]
+    return None, args
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False

@@ -1,0 +1,65 @@
+"""Dependencies point down: computation never imports the CLI or presentation layers, the runtime never imports
+the workstation side, and the wire format does not import the llama.cpp adapter. Checked on the source (imports
+as written), so a lazy import inside a function counts too."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "refusal_edge"
+
+PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.chat", "refusal_edge.commands",
+                "refusal_edge.cli", "refusal_edge.evaluate.report", "refusal_edge.evaluate.plots",
+                "refusal_edge.evaluate.cli")
+ADAPTER = ("llama_cpp", "refusal_edge.backend", "refusal_edge.model")
+COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "gguf_annotate",
+               "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",
+               "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",
+               "server/protocol", "remote/engine", "remote/firsttoken", "remote/http", "remote/llama_server",
+               "remote/vllm"]
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports, relative imports resolved."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def offending(names: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden))
+
+
+def test_the_import_scanner_sees_relative_and_lazy_imports(tmp_path):
+    module = PACKAGE / "evaluate" / "cli.py"  # imports ..options at the top and .pipeline inside a function
+    found = imports(module)
+    assert "refusal_edge.options" in found and "refusal_edge.evaluate.pipeline" in found
+
+
+@pytest.mark.parametrize("module", COMPUTATION)
+def test_computation_imports_no_cli_or_presentation(module):
+    assert offending(imports(PACKAGE / f"{module}.py"), PRESENTATION) == []
+
+
+@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "remote/firsttoken",
+                                    "remote/http", "remote/llama_server", "remote/vllm"])
+def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
+    assert offending(imports(PACKAGE / f"{module}.py"), ADAPTER) == []
+
+
+def test_runtime_never_imports_the_workstation_side():
+    bad = {str(p.relative_to(ROOT)): offending(imports(p), ("convert", "torch", "transformers"))
+           for p in PACKAGE.rglob("*.py")}
+    assert {k: v for k, v in bad.items() if v} == {}
