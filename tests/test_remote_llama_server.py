@@ -172,6 +172,28 @@ def test_cli_decide_through_the_engine_prints_exact_decisions(server, tiny_gguf,
     assert row["refusal_probability"] == pytest.approx(local.refusal_probability, abs=1e-3)
 
 
+def test_cli_chat_generate_and_calibrate_run_on_the_engine(server, tiny_gguf, tiny_model, tmp_path):
+    engine = ["--engine", server.url]
+    chat = CliRunner().invoke(main, ["chat", str(tiny_gguf), *engine, "--max-tokens", "3", "--temperature", "0"],
+                              input="hello\n/threshold safety 0\nhello\n/quit\n")
+    assert chat.exit_code == 0, chat.output
+    decisions = [line for line in chat.output.splitlines() if line.startswith("⟨")]
+    assert decisions[0].startswith("⟨respond⟩") and decisions[1].startswith("⟨Requests with safety concerns⟩")
+    generated = CliRunner().invoke(main, ["generate", str(tiny_gguf), "hello there", *engine, "--json",
+                                          "--temperature", "0", "--repeat-penalty", "1", "--max-tokens", "12"])
+    assert generated.exit_code == 0, generated.output
+    answer = json.loads(generated.output)
+    local = tiny_model.generate("hello there", temperature=0, repeat_penalty=1.0, max_tokens=12)
+    assert answer["text"] == local.text and answer["decision"]["meta"]["scores"] == "exact"
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"tell me about {i}", "label": i % 2}) for i in range(12)))
+    calibrated = CliRunner().invoke(main, ["calibrate", str(tiny_gguf), str(data), "--prompt-field", "prompt",
+                                           "--label-field", "label", *engine, "--store", str(tmp_path / "s.jsonl"),
+                                           "--policy-out", str(tmp_path / "p.toml")])
+    assert calibrated.exit_code == 0, calibrated.output
+    assert (tmp_path / "p.toml").read_text().startswith("rule")
+
+
 def test_eval_through_the_engine_with_concurrency_matches_in_process_and_resumes(server, tiny_gguf, tmp_path):
     data = tmp_path / "data.jsonl"
     rows = [{"prompt": f"please tell me about topic {i}", "category": CATEGORIES[i % 5], "subcategory": "x"}
