@@ -42,7 +42,7 @@ class VllmDialect:
         self.model_id = str(card["id"])
         self.n_ctx = int(card.get("max_model_len") or 0)
         self.n_vocab = None  # vLLM does not say; the decision tokens' ids and the probe tokenization are checked
-        self.slots = None
+        self.slots = 16  # vLLM batches whatever is in flight (continuous batching): a default that keeps it busy
         self.token_ids = True  # logprob_token_ids honoured; connect() probes it
 
     # vocabulary -------------------------------------------------------------------------------
