@@ -72,6 +72,7 @@ def main() -> None:
             with RefusalModel.load(model, n_ctx=args.ctx, n_threads=args.threads) as local, \
                     RefusalModel.connect(engine.url, model, concurrency=args.slots) as remote:
                 eval_rows = eval_rounds(local, remote, texts[: 2 * args.prompts * args.rounds], args, tmp)
+            report_eval(eval_rows, args)
             gateway = start_gateway(model, engine.url, args, tmp / "gateway.log")
             try:
                 url = wait_for_url(tmp / "gateway.log", gateway)
@@ -80,7 +81,7 @@ def main() -> None:
             finally:
                 gateway.terminate()
                 gateway.wait(timeout=30)
-    report(eval_rows, served, args)
+    report_gateway(served, args)
 
 
 # eval throughput -------------------------------------------------------------------------------------
@@ -114,7 +115,8 @@ def start_gateway(model: Path, engine_url: str, args, log: Path) -> subprocess.P
 
 async def gateway_phases(engine_url: str, gateway_url: str, texts, args) -> dict:
     targets = {"engine": engine_url, "gateway": gateway_url}
-    async with httpx.AsyncClient(timeout=300, trust_env=False) as http:
+    # Idle connections expire before the servers' 5 s keep-alive closes them under us.
+    async with httpx.AsyncClient(timeout=300, trust_env=False, limits=httpx.Limits(keepalive_expiry=2.0)) as http:
         for target in targets.values():  # warm-up: connections, the system prompt's cache
             await asyncio.gather(*(one(http, target, next(texts), args) for _ in range(args.concurrency)))
         latency = await alternate(http, targets, texts, args, clients=1)
@@ -158,14 +160,17 @@ async def one(http, base: str, text: str, args) -> dict:
     return {"ttft": (first or end) - t0, "latency": end - t0}
 
 
-def report(eval_seconds: dict, served: dict, args) -> None:
+def report_eval(eval_seconds: dict, args) -> None:
     best = {side: min(s) for side, s in eval_seconds.items()}
     print(f"\neval: {args.prompts} prompts (shared system prompt), best of {args.rounds} alternating rounds")
     for side, s in best.items():
         rounds = ", ".join(f"{x:.2f}" for x in eval_seconds[side])
         print(f"  {side:<13} {args.prompts / s:7.1f} prompts/s  ({rounds} s)")
     print(f"  llama-server / in-process: x{best['in-process'] / best['llama-server']:.2f} prompts/s "
-          f"(--concurrency {args.slots})")
+          f"(--concurrency {args.slots})", flush=True)
+
+
+def report_gateway(served: dict, args) -> None:
     print(f"\ngateway: streaming, temperature 0, max_tokens {args.max_tokens}; TTFT with 1 client, requests/s with "
           f"{args.concurrency}")
     ttft, rps = {}, {}

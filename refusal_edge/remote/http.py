@@ -11,6 +11,7 @@ from ..errors import PromptTooLongError
 from .errors import EngineError
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
+KEEPALIVE_S = 2.0
 
 
 def _httpx():
@@ -48,9 +49,12 @@ class HttpClient:
         self.timeout, self.retries, self.backoff_s = timeout, retries, backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # trust_env=False: no proxy from the environment sits between us and the engine we were told to use.
+        # Idle connections are dropped after KEEPALIVE_S, before the engine closes them (llama-server and uvicorn
+        # after 5 s): a request on a connection the server just closed fails, and generation is never retried.
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False,
                                     limits=httpx.Limits(max_connections=connections,
-                                                        max_keepalive_connections=connections))
+                                                        max_keepalive_connections=connections,
+                                                        keepalive_expiry=KEEPALIVE_S))
 
     def get_json(self, path: str, *, retry: bool = True) -> dict:
         return self._json("GET", path, None, retry)
