@@ -49,8 +49,8 @@ class HttpClient:
         self.timeout, self.retries, self.backoff_s = timeout, retries, backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # trust_env=False: no proxy from the environment sits between us and the engine we were told to use.
-        # Idle connections are dropped after KEEPALIVE_S, before the engine closes them (llama-server and uvicorn
-        # after 5 s): a request on a connection the server just closed fails, and generation is never retried.
+        # Idle connections are dropped after KEEPALIVE_S, well before servers close them (uvicorn and llama-server
+        # after 5 s): a request sent as the server closes its connection fails, and generation is never retried.
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False,
                                     limits=httpx.Limits(max_connections=connections,
                                                         max_keepalive_connections=connections,
