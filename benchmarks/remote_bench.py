@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+RESENT: dict[str, int] = {}  # requests sent again after the connection dropped before any answer, per target
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from eval_throughput import SYSTEM, benchmark_model, prompts  # noqa: E402
@@ -49,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=2, help="gateway clients in flight")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--ctx", type=int, default=1024, help="context per slot")
+    p.add_argument("--logs", type=Path, default=None, help="keep the engine's and the gateway's logs here")
     return p.parse_args()
 
 
@@ -61,21 +63,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        logs = args.logs or tmp
+        logs.mkdir(parents=True, exist_ok=True)
         model, what = benchmark_model(args.model, tmp)
         # Every request gets a prompt no earlier request had (numbered synthetic prompts): llama-server keeps old
         # prompts' KV states (per slot and in its RAM cache), and a repeat would time the cache, not the engine.
         texts = prompts(2 * args.prompts * args.rounds + 4 * (args.requests + args.concurrency) + 8)
         print(f"model: {model.name} ({what}); {args.threads} thread(s) on each side; llama-server {args.slots} "
               f"slot(s), flash attention off (as in-process)")
-        with LlamaServer(model, slots=args.slots, n_ctx=args.ctx, threads=args.threads, log=tmp / "engine.log",
+        with LlamaServer(model, slots=args.slots, n_ctx=args.ctx, threads=args.threads, log=logs / "engine.log",
                          executable=executable) as engine:
             with RefusalModel.load(model, n_ctx=args.ctx, n_threads=args.threads) as local, \
                     RefusalModel.connect(engine.url, model, concurrency=args.slots) as remote:
                 eval_rows = eval_rounds(local, remote, texts[: 2 * args.prompts * args.rounds], args, tmp)
             report_eval(eval_rows, args)
-            gateway = start_gateway(model, engine.url, args, tmp / "gateway.log")
+            gateway = start_gateway(model, engine.url, args, logs / "gateway.log")
             try:
-                url = wait_for_url(tmp / "gateway.log", gateway)
+                url = wait_for_url(logs / "gateway.log", gateway)
                 served = asyncio.run(gateway_phases(engine.url, url.removesuffix("/v1"),
                                                     iter(texts[2 * args.prompts * args.rounds:]), args))
             finally:
@@ -148,7 +152,12 @@ async def one(http, base: str, text: str, args) -> dict:
             "max_tokens": args.max_tokens, "stream": True}
     t0 = time.perf_counter()
     first = None
-    async with http.stream("POST", base + "/v1/chat/completions", json=body) as response:
+    try:
+        response = await http.send(http.build_request("POST", base + "/v1/chat/completions", json=body), stream=True)
+    except httpx.RemoteProtocolError:  # a kept-alive connection the server closed just then: never read, send again
+        RESENT[base] = RESENT.get(base, 0) + 1
+        response = await http.send(http.build_request("POST", base + "/v1/chat/completions", json=body), stream=True)
+    try:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -156,6 +165,8 @@ async def one(http, base: str, text: str, args) -> dict:
             chunk = json.loads(line[6:])
             if first is None and chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
                 first = time.perf_counter()
+    finally:
+        await response.aclose()
     end = time.perf_counter()
     return {"ttft": (first or end) - t0, "latency": end - t0}
 
@@ -181,6 +192,8 @@ def report_gateway(served: dict, args) -> None:
         ttft[side], rps[side] = statistics.median(times), len(loaded) / seconds
         print(f"  {side:<8} TTFT p50 {ttft[side]:7.1f} ms  p90 {times[int(0.9 * (len(times) - 1))]:7.1f} ms  "
               f"{rps[side]:6.2f} req/s")
+    if RESENT:
+        print(f"  requests sent again after a dropped keep-alive connection: {RESENT}")
     print(f"  gateway / engine: TTFT p50 x{ttft['gateway'] / ttft['engine']:.2f} "
           f"(+{ttft['gateway'] - ttft['engine']:.1f} ms), requests/s x{rps['gateway'] / rps['engine']:.2f}")
 

@@ -67,7 +67,7 @@ class HttpClient:
         """The JSON payloads of a server-sent event stream, as they arrive; closing the iterator closes the
         connection, which tells the engine to stop generating."""
         try:
-            with self._client.stream("POST", path, json=body) as response:
+            with self._stream("POST", path, body) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise self._status_error(response)
@@ -87,12 +87,25 @@ class HttpClient:
     def close(self) -> None:
         self._client.close()
 
+    def _stream(self, method: str, path: str, body: dict):
+        """``client.stream``, sent again once if the connection dropped before any answer: llama-server closes a
+        kept-alive connection after a request served by one of its overflow threads, and a request sent on it
+        just then was never read. Nothing was generated or shown, so even a generation may go again."""
+        try:
+            response = self._client.send(self._client.build_request(method, path, json=body), stream=True)
+        except self._httpx.RemoteProtocolError:
+            response = self._client.send(self._client.build_request(method, path, json=body), stream=True)
+        return _Closing(response)
+
     # internals ---------------------------------------------------------------------------------
     def _json(self, method: str, path: str, body: dict | None, retry: bool) -> dict:
         attempts = 1 + (self.retries if retry else 0)
         for attempt in range(attempts):
             try:
-                response = self._client.request(method, path, json=body)
+                try:
+                    response = self._client.request(method, path, json=body)
+                except self._httpx.RemoteProtocolError:  # dropped before any answer: see _stream
+                    response = self._client.request(method, path, json=body)
             except self._httpx.HTTPError as exc:
                 error = self._transport_error(exc)
             else:
@@ -135,6 +148,19 @@ class HttpClient:
         else:
             message = f"engine {self.url} rejected the request: HTTP {status}: {detail}"
         return EngineHTTPError(message, status, detail)
+
+
+class _Closing:
+    """A streamed response as a context manager that closes it."""
+
+    def __init__(self, response) -> None:
+        self.response = response
+
+    def __enter__(self):
+        return self.response
+
+    def __exit__(self, *exc) -> None:
+        self.response.close()
 
 
 def too_long_or(exc: EngineHTTPError, n_tokens: int, n_ctx: int) -> Exception:
