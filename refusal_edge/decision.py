@@ -40,12 +40,13 @@ class FirstTokenScores:
         top = int(rest.argmax())
         top_logit = float(rest[top])
         # In place and in float32 (summed in float64): this runs once per prompt over up to 128k entries.
-        if temperature != 1.0:
-            rest *= np.float32(1.0 / temperature)
-        scaled_max = float(rest[top])
-        rest -= np.float32(scaled_max)
-        np.exp(rest, out=rest)
-        lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits fail closed just below
+            if temperature != 1.0:
+                rest *= np.float32(1.0 / temperature)
+            scaled_max = float(rest[top])
+            rest -= np.float32(scaled_max)
+            np.exp(rest, out=rest)
+            lse = scaled_max + float(np.log(rest.sum(dtype=np.float64)))
         check_finite(special, lse, top_logit)  # so that no NaN reaches a decision or a score store
         return cls(special, lse, top, top_logit, temperature)
 
@@ -104,9 +105,11 @@ def probabilities(scores: FirstTokenScores, spec: RefusalSpec, policy: Policy) -
 def softmax_rows(biased: np.ndarray, rest_logsumexp: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities of the decision tokens (N x (1 + K)) in a softmax over the full vocabulary: the rest of it
     enters through its logsumexp (already at ``temperature``)."""
-    z = biased / temperature
-    lse = np.logaddexp(rest_logsumexp, np.logaddexp.reduce(z, axis=1))
-    return np.exp(z - lse[:, None])
+    # NaN/inf inputs are refused by check_finite right after, with a clear error: numpy's warnings are noise.
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = biased / temperature
+        lse = np.logaddexp(rest_logsumexp, np.logaddexp.reduce(z, axis=1))
+        return np.exp(z - lse[:, None])
 
 
 def check_finite(*values) -> None:

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence, Union
+from typing import Iterator, Mapping, Sequence, Union
 
 from .decision import FirstTokenScores
 from .errors import RefusalEdgeError
 from .metadata import RefusalSpec
-
-if TYPE_CHECKING:
-    from .sampling import SamplingParams
+from .sampling import SamplingParams
 
 
 class Tokenizer(ABC):
@@ -105,6 +103,14 @@ class Engine(ABC):
         ``temperature``, reduced to what the decision needs (``FirstTokenScores.from_logits`` does that from a
         logits row). Raises ``PromptTooLongError`` when ``tokens`` does not fit the context."""
 
+    def score_ahead(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0,
+                    predicted: int | None = None) -> Scored:
+        """``score``, with a hint: the caller expects to ``generate`` from ``[*tokens, predicted]`` next (or from
+        ``tokens`` with ``predicted`` as the likely first token). An engine may evaluate the predicted token in the
+        same step, so that the first answer token costs no extra step when the hint holds. The hint never changes a
+        result; engines that cannot use it (this default) ignore it."""
+        return self.score(tokens, spec, temperature)
+
     def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
                    temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
         """``score`` for each sequence, yielded in order (so callers store each result as it arrives). A sequence
@@ -117,7 +123,7 @@ class Engine(ABC):
                 yield exc
 
     @abstractmethod
-    def generate(self, tokens: Sequence[int], params: "SamplingParams",
+    def generate(self, tokens: Sequence[int], params: SamplingParams,
                  first_token_bias: Mapping[int, float] | None = None) -> Iterator[int]:
         """Sampled token ids, one at a time, continuing ``tokens``.
 

@@ -55,6 +55,10 @@ class RefusalModel:
         self.default_policy = default_policy
         self._decision_ids = frozenset(spec.token_ids)
         self._decision_tokens = frozenset(ref.token for ref in spec.refs)
+        # The decision token ``stream`` expects next: the last one it fed, at first [respond]. An engine may evaluate
+        # it with the prompt (a hint: LlamaBackend does with predict_decision=True), so that when the policy picks it
+        # the first answer token costs no extra decode step.
+        self._predicted = spec.token_ids[0]
 
     @classmethod
     def load(
@@ -151,9 +155,9 @@ class RefusalModel:
         """Prefill once (reusing the cached prefix) and choose the first response token. No decoding."""
         return self._decide(self.prompt_tokens(messages), self.policy(policy))
 
-    def _decide(self, tokens: list[int], policy: Policy) -> Decision:
+    def _decide(self, tokens: list[int], policy: Policy, predicted: int | None = None) -> Decision:
         t0 = time.perf_counter()
-        scores, stats = self.engine.score(tokens, self.spec, policy.temperature)
+        scores, stats = self.engine.score_ahead(tokens, self.spec, policy.temperature, predicted)
         decision = decide(scores, self.spec, policy)
         total_ms = (time.perf_counter() - t0) * 1e3
         if decision.token_id not in self._decision_ids:
@@ -192,7 +196,7 @@ class RefusalModel:
         """Yield the Decision, then Chunks of text. The decision token is fed into the same KV cache."""
         params = sampling or SamplingParams(**sampling_kwargs)
         tokens = self.prompt_tokens(messages)
-        decision = self._decide(tokens, self.policy(policy))
+        decision = self._decide(tokens, self.policy(policy), self._predicted if params.max_tokens > 0 else None)
         if not decision.forced and params.temperature > 0:
             # The model picks its first token itself (natural rule, or an uncontrolled category), biases applied.
             bias = dict(zip(self.spec.token_ids, map(float, bias_vector(self.spec, decision.policy))))
@@ -201,9 +205,13 @@ class RefusalModel:
                 token = next(answer)
                 text = "" if token in self._decision_ids else self._text(token)
                 decision = decision_for_token(token, self.spec, decision, text)
+                if token in self._decision_ids:
+                    self._predicted = token
                 yield decision
                 yield from self._continue(token, answer, params)
         else:
+            if decision.token_id in self._decision_ids:
+                self._predicted = decision.token_id
             answer = self.engine.generate([*tokens, decision.token_id], params)
             with closing(answer):
                 yield decision

@@ -218,3 +218,12 @@ def test_history_keeps_the_decision_token_whoever_chose_it(tiny_model):
     plain = tiny_model.generate("hi", {"rule": "natural", "biases": {"respond": -50.0, **{c: -50.0 for c in CATEGORIES}}},
                                 temperature=0, max_tokens=2)
     assert not plain.decision.decision_token and "refusal_token" not in plain.message
+
+
+def test_a_context_smaller_than_llama_cpp_allows_is_a_clear_error_not_a_crash(tiny_gguf):
+    # llama.cpp rounds n_ctx=64 up to 256, llama-cpp-python keeps a 64-token buffer: a 100-token prompt must be
+    # refused against the 64 the model can really hold, not crash while copying tokens.
+    with load(tiny_gguf, n_ctx=64) as model:
+        with pytest.raises(PromptTooLongError, match="context holds 64"):
+            model.decide("hello world " * 50)
+        assert model.decide("hello world").token  # a prompt that fits still works

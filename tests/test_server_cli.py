@@ -21,7 +21,8 @@ STARTUP_S = 60.0
 def test_help_names_the_refusal_dial_and_the_safe_defaults():
     result = CliRunner().invoke(main, ["serve", "--help"])
     assert result.exit_code == 0
-    for words in ("--threshold", "--api-key", "REFUSAL_EDGE_API_KEY", "--parallel", "127.0.0.1", "--max-tokens"):
+    for words in ("--threshold", "--api-key", "REFUSAL_EDGE_API_KEY", "--parallel", "127.0.0.1", "--max-tokens",
+                  "--no-ui", "/v1/moderations"):
         assert words in result.output
 
 
@@ -54,8 +55,10 @@ def test_serve_runs_with_the_cli_policy_and_an_api_key_from_the_environment(tiny
             assert card["id"] == "tiny-cli" and card["refusal"]["policy"]["threshold"] == 1.0
             reply = http.post("/chat/completions", headers=headers, json={
                 "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, "temperature": 0}).json()
+            page = http.get(url.removesuffix("/v1") + "/")
         assert reply["refusal"]["category"] == "Requests with safety concerns"
         assert reply["model"] == "tiny-cli"
+        assert page.status_code == 200 and "dials.js" in page.text  # the page is on unless --no-ui
     finally:
         process.send_signal(signal.SIGINT)
         try:

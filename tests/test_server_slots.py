@@ -105,3 +105,43 @@ def test_a_full_queue_answers_503_and_the_slot_serves_the_next_request(endless):
 def _stream_one_chunk(http) -> None:
     with http.stream("POST", "/v1/chat/completions", json={**ASK, "stream": True}) as response:
         first_content(response.iter_lines())
+
+
+class _HangUpAfterDelivery:
+    """An event loop stand-in that delivers at once and then sees the client hang up, as a finished request
+    does: the window between handing over the last event and the worker looking at the job again."""
+
+    def __init__(self) -> None:
+        self.job = None
+
+    def call_soon_threadsafe(self, callback, *args):
+        callback(*args)
+        self.job.cancel()
+
+
+class _TwoEvents:
+    def run(self, model):
+        yield "decision"
+        yield "last chunk"
+
+
+def test_an_answer_delivered_in_full_counts_as_completed_even_if_the_client_hangs_up_at_once():
+    import asyncio
+
+    from refusal_edge.server.slots import CANCELLED, Job
+
+    loop = _HangUpAfterDelivery()
+    job = Job(_TwoEvents(), asyncio.new_event_loop())
+    job._loop, loop.job = loop, job
+    # The first event is delivered, then the client is gone: the second is never produced for nobody.
+    assert SlotPool._run(model=None, job=job) == "cancelled"
+    assert job.events.get_nowait() == "decision"
+    assert job.events.get_nowait() is CANCELLED
+
+    class OneEvent:
+        def run(self, model):
+            yield "the whole answer"
+
+    job = Job(OneEvent(), asyncio.new_event_loop())
+    job._loop, loop.job = loop, job
+    assert SlotPool._run(model=None, job=job) == "completed"

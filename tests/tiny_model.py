@@ -81,6 +81,7 @@ def build_tiny_gguf(
     n_head_kv: int = 2,
     n_ff: int = 128,
     context_length: int = 256,
+    f16: bool = False,  # matrices in float16 (norms stay float32), as converted checkpoints often are
     nan_logits: bool = False,  # a broken model: NaN in the final norm makes every logit NaN
 ) -> Path:
     path = Path(path)
@@ -104,7 +105,7 @@ def build_tiny_gguf(
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(n_vocab)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("smollm")
     w.add_token_list(tokens)
@@ -125,7 +126,7 @@ def build_tiny_gguf(
     head_dim = n_embd // n_head
 
     def rand(*shape: int, scale: float = 0.3) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+        return (rng.standard_normal(shape) * scale).astype(np.float16 if f16 else np.float32)
 
     w.add_tensor("token_embd.weight", rand(n_vocab, n_embd, scale=1.0))
     for i in range(n_layer):

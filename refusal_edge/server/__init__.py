@@ -36,9 +36,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--max-body", type=click.IntRange(1024), default=1 << 20, show_default=True,
               help="Largest request body, in bytes.")
 @click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
+@click.option("--ui/--no-ui", default=True, show_default=True,
+              help="The page with live refusal dials at / (static files; it asks for the API key, if any).")
 def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
-          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name):
-    """Serve MODEL over the OpenAI chat API, with a refusal dial on every request.
+          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, ui):
+    """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
+
+    Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
+    decision per input, no generation), and a page with live refusal dials at / (--no-ui turns it off).
 
     Requests may carry a "refusal" object over the server's policy, e.g.
     {"refusal": {"thresholds": {"safety": 0.3}, "biases": {"respond": 1.0}}}; every response carries
@@ -79,14 +84,15 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
             parallel = parallel or 1
             models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose) for _ in range(parallel - 1)]
         settings = ServerSettings(
-            model_id=model_name or first.name, policy=policy, api_key=api_key,
+            model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)
         on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""
         click.echo(f"refusal-edge: serving {first.name}{on} as {settings.model_id!r} "
                    f"({len(first.categories)} categories, rule {policy.rule}, {parallel} slot(s)) "
-                   f"at {url_of(sock)}/v1", err=True)
+                   f"at {url_of(sock)}/v1 (Ollama's API at /api" + (f", the dials page at {url_of(sock)}/)" if ui else ")"),
+                   err=True)
         try:
             make_server(app, log_level="info").run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly: that is success

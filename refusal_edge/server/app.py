@@ -9,6 +9,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,10 +18,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import ModelLoadError, NonFiniteScoresError, PolicyError, PromptTooLongError, RefusalEdgeError
+from ..metadata import RefusalSpec
 from ..policy import Policy
 from . import protocol
-from .protocol import ApiError, Limits
-from .slots import CANCELLED, Job, SlotPool
+from .protocol import ApiError, ChatRequest, Limits
+from .slots import CANCELLED, Job, SlotPool, Work
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold tokens back
 
@@ -31,6 +33,35 @@ class ServerSettings:
     policy: Policy
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
+    ui: bool = True  # the dials page at / (refusal-edge serve --no-ui turns it off)
+
+
+@dataclass(frozen=True)
+class Service:
+    """What every API (OpenAI, Ollama, moderation, the page) shares: slots, settings, the model's decision
+    tokens, one API-key check and one way to read requests, so no API re-implements them."""
+
+    pool: SlotPool
+    settings: ServerSettings
+    spec: RefusalSpec
+    authorize: Callable[[Request], None]
+    model_card: Callable[[], dict]
+
+    @property
+    def decision_tokens(self) -> frozenset[str]:
+        return frozenset(ref.token for ref in self.spec.refs)
+
+    def chat_request(self, raw: dict) -> ChatRequest:
+        return protocol.chat_request(raw, policy=self.settings.policy, categories=self.spec.category_names,
+                                     decision_tokens=self.decision_tokens, limits=self.settings.limits)
+
+    def policy(self, raw: object) -> Policy:
+        """The request's ``refusal`` object merged over the server's policy."""
+        return protocol.parse_policy(raw, self.settings.policy, self.spec.category_names)
+
+    async def read_json(self, request: Request) -> dict:
+        self.authorize(request)
+        return protocol.load_json(await read_body(request, self.settings.limits.max_body_bytes))
 
 
 class ClientGone(Exception):
@@ -39,7 +70,6 @@ class ClientGone(Exception):
 
 def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
     spec = pool.models[0].spec  # every slot holds the same file: one vocabulary, one set of decision tokens
-    decision_tokens = frozenset(ref.token for ref in spec.refs)
     created = int(time.time())
 
     @asynccontextmanager
@@ -81,44 +111,60 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
                                 f"{settings.model_id!r}", param="model", code="model_not_found")
         return JSONResponse(model_card())
 
+    service = Service(pool, settings, spec, authorize, model_card)
+
     async def chat_completions(request: Request) -> Response:
-        authorize(request)
-        body = await read_body(request, settings.limits.max_body_bytes)
-        chat = protocol.parse_chat_request(body, policy=settings.policy, categories=spec.category_names,
-                                           decision_tokens=decision_tokens, limits=settings.limits)
-        job = pool.submit(chat)
-        watcher = asyncio.create_task(cancel_on_disconnect(request, job))
-        try:
-            decision = await next_event(job)  # the decision, or the reason there is none (prompt too long, ...)
-            head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
-            if chat.stream:
-                watcher.cancel()  # from here on the streaming response watches the connection itself
-                return JobStream(job, sse(job, head, decision, chat.include_usage))
-            return JSONResponse(await collect(job, head, decision))
-        except ClientGone:
-            return Response(status_code=499)  # nginx's "client closed request"; nobody is there to read it
-        except BaseException:
-            job.cancel()
-            raise
-        finally:
-            watcher.cancel()
+        chat = service.chat_request(await service.read_json(request))
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
+        return await answer(request, pool, chat, chat.stream,
+                            stream=lambda job, decision: JobStream(job, sse(job, head, decision, chat.include_usage)),
+                            complete=lambda job, decision: collect(job, head, decision))
+
+    # The other APIs import this module's helpers, hence imported here rather than at the top.
+    from . import decisions, ollama, ui
 
     routes = [
         Route("/health", health),
         Route("/v1/models", list_models),
         Route("/v1/models/{model_id:path}", get_model),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        *decisions.routes(service),
+        *ollama.routes(service),
+        *(ui.routes() if settings.ui else []),
     ]
     handlers = {ApiError: api_error_response, HTTPException: http_error_response, Exception: internal_error_response}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
 
 
-class JobStream(StreamingResponse):
-    """A server-sent-event response that cancels its job however it ends: finished, failed, or disconnected
-    (Starlette cancels the body iterator on disconnect, possibly before it ever started)."""
+async def answer(request: Request, pool: SlotPool, work: Work, streaming: bool,
+                 stream: Callable[[Job, object], Response] | None,
+                 complete: Callable[[Job, object], Awaitable[dict]]) -> Response:
+    """Run ``work`` on a slot; its first event (a Decision) goes to ``stream`` or ``complete``. The job is
+    cancelled if the client leaves, and a failure before the first event becomes the request's error."""
+    job = pool.submit(work)
+    watcher = asyncio.create_task(cancel_on_disconnect(request, job))
+    try:
+        first = await next_event(job)  # the decision, or the reason there is none (prompt too long, ...)
+        if streaming:
+            watcher.cancel()  # from here on the streaming response watches the connection itself
+            return stream(job, first)
+        return JSONResponse(await complete(job, first))
+    except ClientGone:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody is there to read it
+    except BaseException:
+        job.cancel()
+        raise
+    finally:
+        watcher.cancel()
 
-    def __init__(self, job: Job, events) -> None:
-        super().__init__(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+class JobStream(StreamingResponse):
+    """A streaming response (server-sent events, or NDJSON for Ollama) that cancels its job however it ends:
+    finished, failed, or disconnected (Starlette cancels the body iterator on disconnect, possibly before it
+    ever started)."""
+
+    def __init__(self, job: Job, events, media_type: str = "text/event-stream") -> None:
+        super().__init__(events, media_type=media_type, headers=SSE_HEADERS)
         self.job = job
 
     async def __call__(self, scope, receive, send) -> None:
@@ -151,12 +197,18 @@ async def sse(job: Job, head: dict, decision, include_usage: bool):
 
 
 async def collect(job: Job, head: dict, decision) -> dict:
+    text, last = await collect_text(job)
+    return protocol.completion(head, decision, text, last.finish_reason, last.completion_tokens)
+
+
+async def collect_text(job: Job):
+    """The rest of a chat job's answer: (text, last Chunk, which carries finish_reason and the token count)."""
     parts = []
     while True:
         event = await next_event(job)
         parts.append(event.text)
         if event.finish_reason:
-            return protocol.completion(head, decision, "".join(parts), event.finish_reason, event.completion_tokens)
+            return "".join(parts), event
 
 
 async def next_event(job: Job):
@@ -218,7 +270,8 @@ async def http_error_response(request: Request, exc: HTTPException) -> Response:
         error = ApiError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
     else:
         error = ApiError(exc.status_code, str(exc.detail))
-    return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+    body = {"error": error.message} if request.url.path.startswith("/api/") else error.body()  # Ollama's shape
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def internal_error_response(request: Request, exc: Exception) -> Response:

@@ -68,10 +68,20 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
 
+    def run(self, model):
+        """What a slot does with this request: the Decision, then Chunks."""
+        return model.stream(self.messages, self.policy, sampling=self.sampling)
+
 
 def parse_chat_request(body: bytes, *, policy: Policy, categories: tuple[str, ...], decision_tokens: frozenset[str],
                        limits: Limits) -> ChatRequest:
     """Validate a request body against the model's categories and the server's limits and default policy."""
+    return chat_request(load_json(body), policy=policy, categories=categories, decision_tokens=decision_tokens,
+                        limits=limits)
+
+
+def load_json(body: bytes) -> dict:
+    """A request body that must be one JSON object (every endpoint's body is)."""
     try:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -81,6 +91,12 @@ def parse_chat_request(body: bytes, *, policy: Policy, categories: tuple[str, ..
     raw = clean_json(raw)  # "\ud800" escapes parse into lone surrogates, which no tokenizer or encoder takes
     if not isinstance(raw, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    return raw
+
+
+def chat_request(raw: dict, *, policy: Policy, categories: tuple[str, ...], decision_tokens: frozenset[str],
+                 limits: Limits) -> ChatRequest:
+    """An OpenAI-shaped request object (the Ollama side translates into this shape first)."""
     for name, neutral in NEUTRAL.items():
         value = raw.get(name)
         if value is not None and value not in neutral:
@@ -177,6 +193,11 @@ def _stop(value: object, limit: int) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value) or len(value) > limit:
         raise ApiError(400, f"'stop' must be a string or a list of at most {limit} strings", param="stop")
     return tuple(value)
+
+
+def text_content(value: object, where: str) -> str:
+    """A message's content (a string or a list of text parts) as one string; ``where`` names it in errors."""
+    return _content(value, where, "user")
 
 
 def _content(value: object, where: str, role: str) -> str:

@@ -11,20 +11,27 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Sequence
+from typing import Iterator, Protocol, Sequence
 
 from ..errors import RefusalEdgeError
-from .protocol import ApiError, ChatRequest
+from .protocol import ApiError
 
 log = logging.getLogger("refusal_edge.server")
 CANCELLED = object()  # put on a job's event queue when its client disconnects, to wake whoever waits
 
 
-class Job:
-    """One request's trip through a slot. Events: a Decision, then Chunks (the last has a finish_reason),
-    or an exception in place of any of them."""
+class Work(Protocol):
+    """A parsed request: a chat (protocol.ChatRequest) or decisions only (decisions.DecisionRequest)."""
 
-    def __init__(self, request: ChatRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def run(self, model) -> Iterator: ...
+
+
+class Job:
+    """One request's trip through a slot. Events: what ``request.run(model)`` yields (for a chat: a Decision,
+    then Chunks, the last with a finish_reason; for a decision request: one Decision per input), or an
+    exception in place of any of them."""
+
+    def __init__(self, request: Work, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
         self.events: asyncio.Queue = asyncio.Queue()
         self._loop = loop
@@ -41,12 +48,19 @@ class Job:
             self.events.put_nowait(CANCELLED)
 
     def emit(self, event: object) -> bool:
-        """Worker side: hand an event to the event loop; False once nobody can receive it."""
+        """Worker side: hand an event to the event loop; False if nobody could receive it.
+
+        Cancellation is read before handing over, not after: a client that hangs up right after the last event
+        (as every finished request does) must not turn a delivered answer into a "cancelled" one.
+        """
+        if self._cancelled.is_set():
+            return False
         try:
             self._loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the event loop has closed: the server is shutting down
             self._cancelled.set()
-        return not self._cancelled.is_set()
+            return False
+        return True
 
 
 class SlotPool:
@@ -68,7 +82,7 @@ class SlotPool:
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, request: ChatRequest) -> Job:
+    def submit(self, request: Work) -> Job:
         """Called on the event loop, so the queue-length check cannot race another submit."""
         if self._queue.qsize() >= self.max_queue:
             raise ApiError(503, f"the server is busy: {self._queue.qsize()} requests are waiting for a slot; "
@@ -103,8 +117,7 @@ class SlotPool:
 
     @staticmethod
     def _run(model, job: Job) -> str:
-        request = job.request
-        events = model.stream(request.messages, request.policy, sampling=request.sampling)
+        events = job.request.run(model)
         try:
             for event in events:
                 if not job.emit(event):

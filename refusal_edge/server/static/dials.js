@@ -1,0 +1,281 @@
+// The dials page: a chat whose every turn shows its refusal decision, and the policy dials that shape the next.
+// Plain browser JavaScript against the server's own API; nothing to build, nothing fetched from elsewhere.
+"use strict";
+
+const KEY_STORE = "refusal-edge-api-key";
+const $ = (id) => document.getElementById(id);
+const state = {card: null, history: [], lastPrompt: null, busy: false, whatIfTimer: null};
+
+// --- the API ---------------------------------------------------------------------------------------------
+async function api(path, body) {
+  const headers = {"Content-Type": "application/json"};
+  const key = localStorage.getItem(KEY_STORE);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, body === undefined ? {headers} : {method: "POST", headers, body: JSON.stringify(body)});
+  if (response.status === 401) {
+    await askForKey();
+    return api(path, body);
+  }
+  if (!response.ok) throw new Error(await errorText(response));
+  return response;
+}
+
+async function errorText(response) {
+  try {
+    const error = (await response.json()).error;
+    return typeof error === "string" ? error : error.message;
+  } catch (_) {
+    return `HTTP ${response.status}`;
+  }
+}
+
+function askForKey() {
+  return new Promise((resolve) => {
+    const dialog = $("key-dialog");
+    $("key-form").onsubmit = () => {
+      localStorage.setItem(KEY_STORE, $("key").value.trim());
+      $("forget-key").hidden = false;
+      resolve();
+    };
+    if (!dialog.open) dialog.showModal();
+    $("key").focus();
+  });
+}
+
+// --- the dials -------------------------------------------------------------------------------------------
+const shortName = (name) => name.replace(/^requests with /i, "").replace(/ requests$/i, "");
+const categories = () => state.card.refusal.categories;
+
+function buildDials() {
+  const thresholds = $("thresholds");
+  const biases = $("biases");
+  thresholds.replaceChildren();
+  biases.replaceChildren();
+  categories().forEach((name, i) => {
+    const row = element("div", {className: "row"});
+    const id = `threshold-${i}`;
+    row.append(element("label", {htmlFor: id, textContent: shortName(name), title: name}),
+      element("input", {type: "range", id, min: 0, max: 1, step: 0.01, dataset: {category: name},
+        ariaLabel: `Threshold for ${name}`}),
+      element("output", {id: `${id}-value`}));
+    thresholds.append(row);
+  });
+  ["respond", ...categories()].forEach((name, i) => {
+    const id = `bias-${i}`;
+    biases.append(element("label", {htmlFor: id, textContent: name === "respond" ? "[respond]" : shortName(name), title: name}),
+      element("input", {type: "number", id, step: 0.5, dataset: {token: name}, ariaLabel: `Logit bias for ${name}`}));
+  });
+  for (const input of document.querySelectorAll("#dials input, #dials select")) {
+    if (input.id !== "load" && input.id !== "max-tokens") input.addEventListener("input", dialsChanged);
+  }
+}
+
+const RULES = {
+  "per-category": "Refuse with the likeliest category whose probability reaches its threshold.",
+  "binary": "Refuse when all categories together reach the default threshold.",
+  "paper-category": "Threshold only the likeliest category, if it has a threshold of its own.",
+  "natural": "The model picks its first token itself; biases still apply.",
+};
+
+function showPolicy(policy) {
+  $("rule").value = policy.rule;
+  $("threshold").value = policy.threshold;
+  $("temperature").value = policy.temperature;
+  for (const input of document.querySelectorAll("#thresholds input")) {
+    const value = policy.thresholds[input.dataset.category];
+    input.value = value === undefined ? policy.threshold : value;
+  }
+  for (const input of document.querySelectorAll("#biases input")) {
+    input.value = policy.biases[input.dataset.token] || 0;
+  }
+  showValues();
+}
+
+function currentPolicy() {
+  const thresholds = {};
+  for (const input of document.querySelectorAll("#thresholds input")) thresholds[input.dataset.category] = Number(input.value);
+  const biases = {};
+  for (const input of document.querySelectorAll("#biases input")) {
+    if (Number(input.value)) biases[input.dataset.token] = Number(input.value);
+  }
+  return {rule: $("rule").value, threshold: Number($("threshold").value), thresholds, biases,
+    temperature: Number($("temperature").value) || 1};
+}
+
+function showValues() {
+  $("rule-help").textContent = RULES[$("rule").value];
+  $("threshold-value").value = Number($("threshold").value).toFixed(2);
+  for (const input of document.querySelectorAll("#thresholds input")) {
+    $(`${input.id}-value`).value = Number(input.value).toFixed(2);
+  }
+}
+
+function dialsChanged() {
+  showValues();
+  clearTimeout(state.whatIfTimer);
+  if (state.lastPrompt) state.whatIfTimer = setTimeout(whatIf, 150);  // live: re-decide as the dials move
+}
+
+// --- decisions ---------------------------------------------------------------------------------------------
+function thresholdOf(policy, name) {
+  if (policy.rule === "per-category") return policy.thresholds[name] ?? policy.threshold;
+  if (policy.rule === "paper-category") return policy.thresholds[name];
+  return undefined;  // binary thresholds the sum (its own bar); natural has none
+}
+
+function decisionView(decision, label) {
+  const policy = decision.policy;
+  const view = element("div", {className: "decision", dataset: {token: decision.token, refused: decision.refused}});
+  const chosen = decision.refused ? "refuse" : "respond";
+  view.append(element("p", {className: "verdict"},
+    element("span", {className: `chip ${chosen}`, textContent: decision.token || "(ordinary text)"}),
+    element("span", {className: "muted", textContent: `${label} · ${decision.forced ? "forced" : "model's choice"} · rule ${policy.rule}` +
+      ` · prefill ${decision.prefill_ms.toFixed(1)} ms, decision ${decision.decision_ms.toFixed(2)} ms`})));
+  const rows = [["[respond]", decision.respond_probability, undefined, !decision.refused && decision.decision_token]];
+  for (const [name, p] of Object.entries(decision.probabilities)) {
+    rows.push([shortName(name), p, thresholdOf(policy, name), decision.category === name, name]);
+  }
+  if (policy.rule === "binary") rows.push(["any refusal", decision.refusal_probability, policy.threshold, decision.refused]);
+  for (const [name, p, threshold, isChosen, full] of rows) view.append(bar(name, p, threshold, isChosen, full));
+  return view;
+}
+
+function bar(name, p, threshold, chosen, full) {
+  const track = element("span", {className: "track"}, element("span", {className: "fill", style: {width: `${(100 * p).toFixed(1)}%`}}));
+  if (threshold !== undefined) {
+    track.append(element("span", {className: "threshold", style: {left: `${(100 * threshold).toFixed(1)}%`},
+      title: `threshold ${threshold.toFixed(2)}`}));
+  }
+  const text = `${name}: ${p.toFixed(3)}` + (threshold === undefined ? "" : `, threshold ${threshold.toFixed(2)}`);
+  return element("div", {className: `bar${chosen ? " chosen" : ""}`, role: "img", ariaLabel: text, title: full || name},
+    element("span", {className: "name", textContent: name}), track,
+    element("span", {className: "value", textContent: p.toFixed(3)}));
+}
+
+async function whatIf() {
+  if (!state.lastPrompt) {
+    status("Send a message first: what-if re-decides the last prompt.");
+    return;
+  }
+  try {
+    const reply = await (await api("/v1/refusal/decisions", {input: [state.lastPrompt], refusal: currentPolicy()})).json();
+    $("what-if-result").replaceChildren(element("h3", {textContent: "What if: the last prompt at these dials"}),
+      decisionView(reply.data[0], "no generation"));
+    status("");
+  } catch (error) {
+    status(error.message, true);
+  }
+}
+
+// --- the chat ---------------------------------------------------------------------------------------------
+async function send(event) {
+  event.preventDefault();
+  const text = $("prompt").value.trim();
+  if (!text || state.busy) return;
+  state.busy = true;
+  $("send").disabled = true;
+  const messages = [...state.history, {role: "user", content: text}];
+  turn("user").append(element("p", {textContent: text}));
+  const answer = turn("assistant");
+  const output = element("p", {className: "answer"});
+  try {
+    const request = {messages, stream: true, refusal: currentPolicy()};
+    if ($("max-tokens").value) request.max_tokens = Number($("max-tokens").value);  // else the server's --max-tokens
+    const response = await api("/v1/chat/completions", request);
+    $("prompt").value = "";
+    let reply = {role: "assistant", content: ""};
+    for await (const chunk of events(response)) {
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.refusal) {
+        answer.append(decisionView(chunk.refusal, `turn ${messages.filter((m) => m.role === "user").length}`), output);
+        reply = {...reply, ...chunk.choices[0].delta, content: ""};
+      }
+      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta.content;
+      if (delta) output.textContent = (reply.content += delta);
+    }
+    state.history = [...messages, reply];
+    state.lastPrompt = messages;
+    $("what-if-result").replaceChildren();  // it was about the previous prompt
+    status("");
+  } catch (error) {
+    answer.append(element("p", {className: "error", textContent: error.message}));
+    status(error.message, true);
+  } finally {
+    state.busy = false;
+    $("send").disabled = false;
+    $("prompt").focus();
+  }
+}
+
+async function* events(response) {  // server-sent events -> parsed chunks
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, {stream: true});
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const data = buffer.slice(0, end).replace(/^data: /, "");
+      buffer = buffer.slice(end + 2);
+      if (data === "[DONE]") return;
+      yield JSON.parse(data);
+    }
+  }
+}
+
+function turn(role) {
+  const item = element("li", {className: role});
+  $("transcript").append(item);
+  item.scrollIntoView({block: "end"});
+  return item;
+}
+
+// --- start ------------------------------------------------------------------------------------------------
+function element(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name === "style") Object.assign(node.style, value);  // CSSOM: allowed by the page's CSP, unlike style=""
+    else if (name === "role" || name === "title") node.setAttribute(name, value);
+    else if (name === "ariaLabel") node.setAttribute("aria-label", value);
+    else node[name] = value;
+  }
+  node.append(...children);
+  return node;
+}
+
+function status(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+async function start() {
+  $("composer").addEventListener("submit", send);
+  $("prompt").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("what-if").addEventListener("click", whatIf);
+  $("reset").addEventListener("click", () => { showPolicy(state.card.refusal.policy); dialsChanged(); });
+  $("save").addEventListener("click", save);
+  $("load").addEventListener("change", load);
+  $("forget-key").addEventListener("click", () => { localStorage.removeItem(KEY_STORE); location.reload(); });
+  $("forget-key").hidden = !localStorage.getItem(KEY_STORE);
+  try {
+    state.card = (await (await api("/v1/models")).json()).data[0];
+  } catch (error) {
+    status(`Cannot reach the server: ${error.message}`, true);
+    return;
+  }
+  $("model").textContent = `${state.card.id} · ${categories().length} refusal categories`;
+  buildDials();
+  showPolicy(state.card.refusal.policy);
+  document.body.dataset.ready = "true";
+  $("prompt").focus();
+}
+
+start();

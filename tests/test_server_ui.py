@@ -1,0 +1,136 @@
+"""The dials page at / in a real headless Chromium (Debian's, driven by Playwright): ask for the key, send a
+message, move a slider with the keyboard, see the what-if and the next decision change, save and load a policy.
+A screenshot is kept in artifacts/ (git-ignored; $REFUSAL_EDGE_ARTIFACTS moves it) for a person to look at."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+
+from refusal_edge.policy import Policy  # noqa: E402
+from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
+from refusal_edge.server.run import BackgroundServer  # noqa: E402
+from refusal_edge.server.slots import SlotPool  # noqa: E402
+from test_server import API_KEY, server  # noqa: E402,F401 (fixtures)
+
+CHROMIUM = os.environ.get("REFUSAL_EDGE_CHROMIUM", "/usr/bin/chromium")
+# No network, no sandbox (containers run as root), nothing phoning home during a test.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(os.environ.get("REFUSAL_EDGE_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts"))
+SAFETY_NAME = "Requests with safety concerns"
+SAFETY_TOKEN = f"[{SAFETY_NAME}]"
+LAPTOP = {"width": 1366, "height": 768}
+
+
+def chromium_or_skip():
+    """Skip for a developer without Chromium; on CI (CI=true) a missing browser is a failure, not a skip."""
+    problem = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem, sync_playwright = "playwright is not installed: pip install -e '.[test]'", None
+    if problem is None and not os.access(CHROMIUM, os.X_OK):
+        problem = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set $REFUSAL_EDGE_CHROMIUM)"
+    if problem:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI must run the browser test: {problem}")
+        pytest.skip(problem)
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = chromium_or_skip()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport=LAPTOP, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "401" not in msg.text else None)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#key", state="visible")  # the server has a key: the page asks for it once
+    page.fill("#key", API_KEY)
+    page.press("#key", "Enter")
+    page.wait_for_selector("body[data-ready=true]")
+    yield page
+    context.close()
+    assert errors == [], errors  # no script error, no CSP violation, no failed request but the first 401
+
+
+def send(page, text: str, turn: int) -> dict:
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")  # the keyboard sends
+    decision = page.wait_for_selector(f"#transcript li.assistant:nth-of-type({2 * turn}) .decision")
+    page.wait_for_selector("#send:not([disabled])")  # selectors, not wait_for_function: the page's CSP forbids eval
+    return {"token": decision.get_attribute("data-token"), "bars": decision.query_selector_all(".bar")}
+
+
+def test_a_slider_moves_the_next_decision(page, tiny_model):
+    hello = [{"role": "user", "content": "hello world"}]
+    first_expected = tiny_model.decide(hello)
+    assert first_expected.token != SAFETY_TOKEN  # else moving the safety slider could not show anything
+    first = send(page, "hello world", 1)
+    assert first["token"] == first_expected.token
+    assert len(first["bars"]) == 1 + len(tiny_model.categories)  # [respond] and one bar per category
+    assert page.text_content("#transcript li.assistant .answer")
+
+    slider = f'#thresholds input[data-category="{SAFETY_NAME}"]'
+    page.focus(slider)
+    page.keyboard.press("Home")  # keyboard: the safety threshold to 0
+    assert page.input_value(slider) == "0"
+    what_if = page.wait_for_selector(f'#what-if-result .decision[data-token="{SAFETY_TOKEN}"]')  # live, no generation
+    assert what_if.query_selector(".bar.chosen .name").text_content() == "safety concerns"
+    assert len(page.query_selector_all("#transcript li.assistant")) == 1
+
+    second = send(page, "hello world", 2)
+    assert second["token"] == SAFETY_TOKEN
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dials-page.png"))
+    assert (ARTIFACTS / "dials-page.png").stat().st_size > 10_000
+
+
+def test_a_policy_is_saved_and_loaded_as_a_file(page, tiny_model, tmp_path):
+    page.select_option("#rule", "binary")
+    page.focus("#dials summary")
+    page.keyboard.press("Enter")  # opens the biases
+    page.fill("#bias-0", "1.5")
+    with page.expect_download() as download:
+        page.click("#save")
+    saved = Policy.from_dict(json.loads(Path(download.value.path()).read_text()), tiny_model.categories)
+    assert (saved.rule, saved.biases) == ("binary", {"respond": 1.5})
+
+    calibrated = tmp_path / "calibrated.toml"  # the TOML that refusal-edge calibrate writes
+    Policy(rule="per-category", thresholds={SAFETY_NAME: 0.25}, biases={SAFETY_NAME: -2.0}).save(calibrated)
+    page.set_input_files("#load", str(calibrated))
+    page.wait_for_selector("#status:has-text('Loaded calibrated.toml')")
+    assert page.input_value("#rule") == "per-category"
+    assert page.input_value(f'#thresholds input[data-category="{SAFETY_NAME}"]') == "0.25"
+    assert page.input_value("#bias-0") == "0"
+
+
+def test_the_page_is_shipped_static_and_off_with_no_ui(tiny_model):
+    for ui in (True, False):
+        settings = ServerSettings(model_id="tiny", policy=tiny_model.default_policy, ui=ui)
+        with BackgroundServer(create_app(SlotPool([tiny_model]), settings)) as running:
+            with httpx.Client(base_url=running.url, trust_env=False) as http:
+                page, script = http.get("/"), http.get("/ui/dials.js")
+                escape = http.get("/ui/..%2Fapp.py")
+        if ui:
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            assert "default-src 'self'" in page.headers["content-security-policy"]
+            assert script.status_code == 200 and "http" not in script.text.replace("http.", "")
+            assert escape.status_code == 404
+        else:
+            assert (page.status_code, script.status_code) == (404, 404)
