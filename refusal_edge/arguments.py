@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -50,9 +50,27 @@ def _download(repo: str, filename: str) -> Path:
         raise ModelLoadError(f"cannot fetch {filename} from {repo}: {exc}") from None
 
 
-def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool):
+ENGINE_KEY_ENV = "REFUSAL_EDGE_ENGINE_API_KEY"
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """--engine URL and its companions: run the model on a remote engine instead of in-process."""
+
+    url: str
+    model: str | None = None
+    api_key: str | None = None
+    concurrency: int | None = None  # scoring requests in flight (eval, calibrate); None: the engine's slots
+
+
+def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
+               remote: EngineTarget | None = None):
+    """The model in-process, or on the ``remote`` engine (then MODEL is only read for its vocabulary)."""
     from .model import RefusalModel
 
+    if remote is not None:
+        return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
+                                    concurrency=remote.concurrency, verbose=verbose)
     return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
                              n_gpu_layers=n_gpu_layers, verbose=verbose)
 

@@ -164,7 +164,8 @@ def _save_history(readline, path: Path) -> None:
 @sampling_options
 @policy_options
 @model_options
-def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, **sampling):
+def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, remote,
+         **sampling):
     """Chat with a refusal-token model and turn the refusal dial live.
 
     Before each answer a line shows the decision: the forced token, its category and the top
@@ -181,7 +182,7 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 becomes U+FFFD, not the end of the session
         sys.stdin.reconfigure(errors="replace")
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose) as m:
+    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
         session = ChatSession(m, policy, params, system, color=sys.stdout.isatty())
         if interactive:

@@ -27,7 +27,7 @@ MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or ow
 @policy_options
 @model_options
 def generate(words, model, system, stop, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads,
-             n_ctx, verbose, **sampling):
+             n_ctx, verbose, remote, **sampling):
     """Answer one prompt, streamed, after showing the refusal decision.
 
     \b
@@ -40,7 +40,7 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
     if not words:
         raise click.UsageError("no prompt given")
     params = sampling_params(stop=stop, **sampling)
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose) as m:
+    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": " ".join(words)}]
@@ -67,7 +67,7 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
 @policy_options
 @model_options
 def decide(words, model, input_file, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
-           verbose):
+           verbose, remote):
     """Decisions only: one prefill per prompt, no decoding.
 
     \b
@@ -75,6 +75,7 @@ def decide(words, model, input_file, as_json, policy_file, rule, thresholds, bia
       refusal-edge decide "How do I pick a lock?" "Tell me a joke"
       refusal-edge decide model.gguf --input prompts.jsonl --json > decisions.jsonl
       refusal-edge decide "Are you conscious?" --rule paper-category --threshold human=0.3
+      refusal-edge decide model.gguf "Hi" --engine http://127.0.0.1:8081   # model.gguf runs on llama-server
     """
     model, prompts = split_model_argument(words, model)
     rows = [(p, [{"role": "user", "content": p}]) for p in prompts]
@@ -82,7 +83,7 @@ def decide(words, model, input_file, as_json, policy_file, rule, thresholds, bia
         rows += read_prompt_file(Path(input_file))
     if not rows:
         raise click.UsageError("give prompts as arguments or with --input")
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose) as m:
+    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
         if not as_json:
             click.echo(f"{'decision':<34} {'respond':>7} {'refusal':>7}  prompt")

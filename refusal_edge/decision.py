@@ -20,7 +20,8 @@ class FirstTokenScores:
     ``logits`` are raw, laid out as ``spec.token_ids`` (respond, then categories). ``rest_logsumexp`` is
     logsumexp(rest / temperature) over every other vocabulary entry, so probabilities stay a softmax over
     the FULL vocabulary after biases are added to the refusal tokens. ``top_rest_*`` is the model's best
-    non-refusal token, needed when the model is left to choose.
+    non-refusal token, needed when the model is left to choose. ``exact`` is False when an engine could only bound
+    a decision token's probability from above (remote engines that report the top k; see remote/firsttoken.py).
     """
 
     logits: np.ndarray
@@ -28,6 +29,7 @@ class FirstTokenScores:
     top_rest_id: int
     top_rest_logit: float
     temperature: float = 1.0
+    exact: bool = True
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, spec: RefusalSpec, temperature: float = 1.0) -> "FirstTokenScores":
@@ -56,7 +58,8 @@ class FirstTokenScores:
     @classmethod
     def from_dict(cls, raw: Mapping) -> "FirstTokenScores":
         return cls(np.asarray(raw["logits"], dtype=np.float64), float(raw["rest_logsumexp"]),
-                   int(raw["top_rest_id"]), float(raw["top_rest_logit"]), float(raw.get("temperature", 1.0)))
+                   int(raw["top_rest_id"]), float(raw["top_rest_logit"]), float(raw.get("temperature", 1.0)),
+                   bool(raw.get("exact", True)))
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,13 @@ class Engine(ABC):
 
     tokenizer: Tokenizer
     n_ctx: int  # tokens a sequence (prompt and answer) may hold
+    concurrency: int = 1  # requests it serves at once (thread-safe engines only; a remote engine: its slots)
+
+    @property
+    def identity(self) -> str | None:
+        """What its scores depend on besides the model file, so that stored scores of different engines never mix:
+        None for an in-process engine (the file says it all); a remote engine names itself and the served model."""
+        return None
 
     @abstractmethod
     def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0) -> Scored:

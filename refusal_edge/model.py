@@ -79,6 +79,17 @@ class RefusalModel:
                                             n_batch=n_batch, verbose=verbose, **llama_kwargs))
 
     @classmethod
+    def connect(cls, url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None,
+                api_key: str | None = None, **options) -> "RefusalModel":
+        """The model served by a remote engine (llama.cpp's llama-server or vLLM) at ``url``. ``tokenizer_source``
+        is the GGUF it serves, loaded vocabulary-only: template, tokenizer and refusal spec stay here, and the
+        engine is checked to serve that same model. ``options`` go to ``remote.connect`` (timeout, retries,
+        concurrency, top_k)."""
+        from .remote import connect
+
+        return cls.from_engine(connect(url, tokenizer_source, model=model, api_key=api_key, **options))
+
+    @classmethod
     def from_engine(cls, engine: Engine) -> "RefusalModel":
         """A model on any engine: spec, chat template and default policy come from its tokenizer's metadata.
         The model owns the engine from here on (``close`` closes it, also when this fails)."""
@@ -152,7 +163,8 @@ class RefusalModel:
         if decision.token_id not in self._decision_ids:
             decision = replace(decision, token=self._text(decision.token_id))
         return replace(decision, prefill_ms=stats.prefill_ms, decision_ms=max(total_ms - stats.prefill_ms, 0.0),
-                       prompt_tokens=stats.prompt_tokens, cached_tokens=stats.reused_tokens)
+                       prompt_tokens=stats.prompt_tokens, cached_tokens=stats.reused_tokens,
+                       meta={**decision.meta, "scores": "exact" if scores.exact else "bounded"})
 
     def scores(self, messages: Messages, temperature: float = 1.0) -> FirstTokenScores:
         """The first-token scores alone, for offline evaluation: any policy can be applied to them later."""

@@ -10,6 +10,7 @@ import functools
 
 import click
 
+from .arguments import ENGINE_KEY_ENV, EngineTarget
 from .rules import RULES
 from .sampling import CLI_DEFAULTS, SamplingParams
 from .text import clean
@@ -28,15 +29,26 @@ TEXT = _Text()
 
 
 def model_options(func):
-    """--n-gpu-layers, --threads, --ctx, --verbose: how llama.cpp runs."""
+    """--n-gpu-layers, --threads, --ctx, --verbose: how llama.cpp runs; or --engine URL: where the model runs.
+    The three --engine options reach the command as one ``remote`` argument (an EngineTarget, or None)."""
 
+    @click.option("--engine", "engine_url", default=None, metavar="URL",
+                  help="Run the model on this engine (llama.cpp's llama-server or vLLM) instead of in-process; MODEL "
+                       "is the GGUF it serves (its vocabulary, template and refusal spec are read here).")
+    @click.option("--engine-model", default=None, metavar="NAME", help="The served model's name, where the engine "
+                  "serves several (vLLM) [default: the first it lists].")
+    @click.option("--engine-api-key", envvar=ENGINE_KEY_ENV, show_envvar=True, default=None, metavar="KEY",
+                  help="Sent as 'Authorization: Bearer KEY' to the engine.")
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
     @click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, **kwargs):
+        if engine_url is None and (engine_model or engine_api_key):
+            raise click.UsageError("--engine-model and --engine-api-key need --engine URL")
+        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
         return func(*args, **kwargs)
 
     return wrapper

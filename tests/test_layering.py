@@ -17,7 +17,8 @@ ADAPTER = ("llama_cpp", "refusal_edge.backend", "refusal_edge.model")
 COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "gguf_annotate",
                "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",
-               "server/protocol"]
+               "server/protocol", "remote/engine", "remote/firsttoken", "remote/http", "remote/llama_server",
+               "remote/vllm"]
 
 
 def imports(path: Path) -> set[str]:
@@ -52,7 +53,8 @@ def test_computation_imports_no_cli_or_presentation(module):
     assert offending(imports(PACKAGE / f"{module}.py"), PRESENTATION) == []
 
 
-@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol"])
+@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "remote/firsttoken",
+                                    "remote/http", "remote/llama_server", "remote/vllm"])
 def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
     assert offending(imports(PACKAGE / f"{module}.py"), ADAPTER) == []
 

@@ -28,6 +28,8 @@ def data_options(func):
     @click.option("--category-field", default=None, help="Generic format: the category field [default: category].")
     @click.option("--skip-bad-rows", is_flag=True, help="Skip malformed rows (counted) instead of stopping.")
     @click.option("--system", default=None, type=TEXT, help="System prompt before every prompt (its KV cache is reused).")
+    @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
+                  help="With --engine: scoring requests kept in flight [default: the engine's slots].")
     @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
                   help="Score store (JSONL) [default: ~/.cache/refusal-edge/scores/<model hash>.jsonl].")
     @functools.wraps(func)
@@ -38,10 +40,17 @@ def data_options(func):
 
 
 def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, category_field, skip_bad_rows,
-             system, store_path, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose,
-             check=None):
+             system, concurrency, store_path, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
+             verbose, remote, check=None):
+    from dataclasses import replace
+
     from ..arguments import split_model_argument
     from .pipeline import open_session, read_all
+
+    if concurrency is not None:
+        if remote is None:
+            raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
+        remote = replace(remote, concurrency=concurrency)
 
     model, data = split_model_argument(inputs)
     datasets = read_all(data, refuse_files, contrast_files, Fields(prompt_field, label_field, category_field),
@@ -49,7 +58,8 @@ def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, ca
     return open_session(
         model, datasets, store_path=store_path, system=system, skip_bad=skip_bad_rows,
         policy_args=dict(policy_file=policy_file, rule=rule, thresholds=thresholds, biases=biases),
-        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose), check=check,
+        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote),
+        check=check,
     )
 
 
@@ -58,7 +68,8 @@ def _report_head(s) -> dict:
 
     run = s.run
     return {
-        "model": {"path": display_path(s.model_path), "sha256": s.model_sha256},
+        "model": {"path": display_path(s.model_path), "sha256": s.model_sha256,
+                  **({"engine": s.engine} if s.engine else {})},
         "data": [d.summary() for d in s.datasets],
         "scoring": {"store": display_path(s.store.path), "from_store": run.from_store, "scored": run.scored,
                     "prefill_tokens": run.prefill_tokens, "reused_tokens": run.reused_tokens,
@@ -95,6 +106,7 @@ def evaluate(out_dir, sweep_range, sweep_category, subcategories, generate, max_
       refusal-edge eval model.gguf original_dev.jsonl --contrast contrast_pref.jsonl --out eval/
       refusal-edge eval xstest_prompts.csv --sweep 0:1:0.05 --sweep-category safety
       refusal-edge eval model.gguf dev.jsonl --contrast c.jsonl --generate --max-tokens 64
+      refusal-edge eval model.gguf dev.jsonl --engine http://127.0.0.1:8081 --concurrency 8
     """
     from . import analysis, report as rep
     from .batch import choose, token_ids

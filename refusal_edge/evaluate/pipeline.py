@@ -6,6 +6,7 @@ a second evaluation or a calibration of already-scored data runs without llama.c
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,11 @@ class LazyModel:
 
     def __call__(self):
         if self.model is None:
-            from ..model import RefusalModel
+            from ..arguments import load_model
 
             n = self.kwargs
-            self.model = RefusalModel.load(self.path, n_ctx=n["n_ctx"], n_threads=n["threads"],
-                                           n_gpu_layers=n["n_gpu_layers"], verbose=n["verbose"])
+            self.model = load_model(str(self.path), n["n_gpu_layers"], n["threads"], n["n_ctx"], n["verbose"],
+                                    n.get("remote"))
         return self.model
 
     def close(self) -> None:
@@ -61,6 +62,7 @@ class Session:
     run: ScoringRun
     matrix: ScoreMatrix
     model: LazyModel
+    engine: str | None = None  # the remote engine and served model the scores came from; None: in-process
 
     def close(self) -> None:
         self.model.close()
@@ -84,8 +86,16 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     sha = file_sha256(path)
-    store = ScoreStore(Path(store_path) if store_path else default_store_path(sha), sha)
     lazy = LazyModel(path, model_kwargs)
+    # Scores from a remote engine are stored under the file AND the engine and served model, so that they never
+    # mix with in-process scores or another engine's. That needs the engine's answer: connect now.
+    engine = lazy().engine.identity if model_kwargs.get("remote") is not None else None
+    key = sha if engine is None else hashlib.sha256(f"{sha}|{engine}".encode()).hexdigest()
+    try:
+        store = ScoreStore(Path(store_path) if store_path else default_store_path(key), key)
+    except BaseException:
+        lazy.close()
+        raise
     try:
         if store.spec is None:
             store.set_spec(lazy().spec)
@@ -105,7 +115,7 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
         lazy.close()
         store.close()
         raise
-    return Session(path, sha, store, spec, policy, datasets, run, matrix, lazy)
+    return Session(path, sha, store, spec, policy, datasets, run, matrix, lazy, engine)
 
 
 def _drop_unscored(datasets: list[Dataset], run: ScoringRun) -> None:

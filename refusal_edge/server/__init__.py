@@ -24,8 +24,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
 @click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True, default=None,
               help="Require 'Authorization: Bearer KEY' on /v1 requests.")
-@click.option("--parallel", "-np", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Requests served at once: one model instance (context, KV cache) per slot; others queue.")
+@click.option("--parallel", "-np", type=click.IntRange(1, 1024), default=None,
+              help="Requests served at once: one model instance (context, KV cache) per slot; others queue. "
+                   "With --engine, requests passed to the engine at once [default: 1; with --engine, its slots].")
 @click.option("--max-queue", type=click.IntRange(1), default=64, show_default=True,
               help="Requests that may wait for a slot; more get HTTP 503.")
 @click.option("--max-tokens", type=click.IntRange(1), default=4096, show_default=True,
@@ -37,8 +38,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
 @click.option("--ui/--no-ui", default=True, show_default=True,
               help="The page with live refusal dials at / (static files; it asks for the API key, if any).")
-def serve(model, n_gpu_layers, threads, n_ctx, verbose, policy_file, rule, thresholds, biases, host, port, api_key,
-          parallel, max_queue, max_tokens, max_messages, max_body, model_name, ui):
+def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
+          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, ui):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -53,6 +54,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, policy_file, rule, thres
     Examples:
       refusal-edge serve model.gguf --threshold safety=0.3
       refusal-edge serve model.gguf --parallel 2 --port 8000 --api-key secret
+      refusal-edge serve model.gguf --engine http://gpu-box:8000 --engine-model org/model   # a refusal gateway
       curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
         -d '{"messages": [{"role": "user", "content": "hi"}], "refusal": {"rule": "natural"}}'
     """
@@ -71,16 +73,23 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, policy_file, rule, thres
     sock = bind(host, port)  # before the model loads: a busy port fails in a second, not after a minute
     models = []
     try:
-        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose))
+        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote))
         first = models[0]
         policy = build_policy(first.categories, first.default_policy, policy_file, rule, thresholds, biases)
-        models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose) for _ in range(parallel - 1)]
+        if remote is not None:
+            # One remote engine serves every slot (it is thread-safe); the slots only bound what is in flight.
+            parallel = parallel or first.engine.concurrency
+            models += [first] * (parallel - 1)
+        else:
+            parallel = parallel or 1
+            models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose) for _ in range(parallel - 1)]
         settings = ServerSettings(
             model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)
-        click.echo(f"refusal-edge: serving {first.name} as {settings.model_id!r} "
+        on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""
+        click.echo(f"refusal-edge: serving {first.name}{on} as {settings.model_id!r} "
                    f"({len(first.categories)} categories, rule {policy.rule}, {parallel} slot(s)) "
                    f"at {url_of(sock)}/v1 (Ollama's API at /api" + (f", the dials page at {url_of(sock)}/)" if ui else ")"),
                    err=True)
@@ -90,5 +99,5 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, policy_file, rule, thres
             pass
     finally:
         sock.close()
-        for loaded in models:
+        for loaded in {id(m): m for m in models}.values():
             loaded.close()

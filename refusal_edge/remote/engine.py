@@ -1,0 +1,171 @@
+"""A remote engine: the model runs on llama-server or vLLM; the vocabulary, template, policy and decision stay here.
+
+``connect`` loads the served model's GGUF vocabulary only (no weights), finds out which engine answers at the URL,
+and checks that it serves that same model before anything is scored. Prompts travel as token ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Mapping, Sequence, Union
+
+from ..engine import Engine, Scored, Tokenizer
+from ..errors import PromptTooLongError, RefusalEdgeError
+from ..metadata import RefusalSpec
+from .errors import EngineError
+from .http import EngineHTTPError, HttpClient
+from .llama_server import LlamaServerDialect
+from .vllm import VllmDialect
+
+# Tokenized on both sides at connect: a different vocabulary or merges almost surely split it differently.
+PROBE = "Refusal-edge probe: the quick brown fox jumps over 13 lazy dogs; don't panic!"
+
+
+class RemoteEngine(Engine):
+    """An engine over HTTP. Thread-safe: ``score_many`` keeps ``concurrency`` scoring requests in flight, and a
+    server may stream several answers at once through one instance."""
+
+    def __init__(self, dialect, tokenizer: Tokenizer, concurrency: int | None = None) -> None:
+        self.dialect, self.tokenizer = dialect, tokenizer
+        self.n_ctx = dialect.n_ctx
+        self.kind, self.url, self.model_id = dialect.kind, dialect.http.url, dialect.model_id
+        self.concurrency = max(1, concurrency or dialect.slots or 1)
+        self._closed = False
+
+    @property
+    def identity(self) -> str:
+        """Which engine, serving what (not where: replicas of one served model give the same scores)."""
+        return f"{self.kind}:{self.model_id}"
+
+    def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0) -> Scored:
+        self._check_length(tokens)
+        return self.dialect.score(list(tokens), spec, temperature)
+
+    def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
+                   temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
+        """Up to ``concurrency`` requests in flight (the engine batches them), results yielded in order."""
+        if self.concurrency == 1 or len(batch) <= 1:
+            yield from super().score_many(batch, spec, temperature)
+            return
+
+        def one(tokens):
+            try:
+                return self.score(tokens, spec, temperature)
+            except EngineError:
+                raise  # the engine failing is not one prompt's problem: stop the run
+            except RefusalEdgeError as exc:
+                return exc
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="refusal-edge-score") as pool:
+            pending: deque = deque()
+            items = iter(batch)
+            try:
+                for tokens in items:
+                    pending.append(pool.submit(one, tokens))
+                    if len(pending) >= 2 * self.concurrency:  # a small queue ahead of the engine, not the whole list
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def generate(self, tokens: Sequence[int], params, first_token_bias: Mapping[int, float] | None = None
+                 ) -> Iterator[int]:
+        tokens = list(tokens)
+        if first_token_bias is None and (params.max_tokens <= 0 or len(tokens) >= self.n_ctx):
+            return  # no room for the forced token (or no budget after it): a "length" finish, as in-process
+        if first_token_bias is not None:
+            self._check_length(tokens)
+            first = self.dialect.sample_first(tokens, params, first_token_bias)
+            yield first
+            if self.tokenizer.is_eog(first) or params.max_tokens <= 0:
+                return
+            tokens.append(first)
+            if len(tokens) >= self.n_ctx:
+                return
+        yield from self.dialect.stream(tokens, params, params.max_tokens, self.n_ctx)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.dialect.http.close()
+            close = getattr(self.tokenizer, "close", None)
+            if close is not None:
+                close()
+
+    def _check_length(self, tokens: Sequence[int]) -> None:
+        if self.n_ctx and len(tokens) >= self.n_ctx:
+            raise PromptTooLongError(f"the prompt is {len(tokens)} tokens, the engine's context holds {self.n_ctx}: "
+                                     "shorten it or serve the model with a longer context")
+
+
+def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None, api_key: str | None = None,
+            timeout: float = 60.0, retries: int = 3, backoff_s: float = 0.5, concurrency: int | None = None,
+            top_k: int = 20, verbose: bool = False) -> RemoteEngine:
+    """A RemoteEngine for the engine at ``url`` serving the GGUF ``tokenizer_source`` (loaded vocabulary-only).
+
+    ``model`` names the served model where the engine serves several (vLLM); ``top_k`` is how many top tokens a
+    top-k engine is asked for per scoring request. Idempotent requests are retried ``retries`` times after a
+    transport error, a timeout (``timeout`` seconds) or a 5xx, waiting ``backoff_s`` doubled each time.
+    """
+    from ..backend import load_tokenizer
+    from ..model import read_spec
+
+    tokenizer = load_tokenizer(tokenizer_source, verbose=verbose)
+    http = None
+    try:
+        spec = read_spec(tokenizer)
+        http = HttpClient(url, api_key=api_key, timeout=timeout, retries=retries, backoff_s=backoff_s,
+                          connections=max(16, 2 * (concurrency or 1)))
+        dialect = detect(http, model, tokenizer, top_k)
+        check_same_model(dialect, tokenizer, spec)
+        if isinstance(dialect, VllmDialect):
+            dialect.probe_token_ids(tokenizer.tokenize(PROBE, special=False), spec)
+        return RemoteEngine(dialect, tokenizer, concurrency)
+    except BaseException:
+        if http is not None:
+            http.close()
+        tokenizer.close()
+        raise
+
+
+def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int = 20):
+    """Which engine answers at the URL: llama-server's /v1/models says "llamacpp", vLLM's says "vllm"."""
+    models = http.get_json("/v1/models")
+    cards = models.get("data") if isinstance(models, dict) else None
+    if not isinstance(cards, list) or not cards:
+        raise EngineError(f"{http.url}/v1/models lists no model: is this an OpenAI-compatible engine?")
+    owner = str(cards[0].get("owned_by", ""))
+    if owner == "vllm":
+        return VllmDialect(http, models, model, tokenizer, top_k)
+    if owner == "llamacpp" or "meta" in cards[0]:
+        if model and model not in {str(c.get("id")) for c in cards}:
+            raise EngineError(f"llama-server at {http.url} serves {cards[0].get('id')!r}, not {model!r}")
+        try:
+            props = http.get_json("/props")
+        except EngineHTTPError:
+            props = {}
+        return LlamaServerDialect(http, models, props, tokenizer, top_k)
+    raise EngineError(f"{http.url} is an engine refusal-edge does not know (owned_by {owner!r}); supported: "
+                      "llama.cpp's llama-server and vLLM")
+
+
+def check_same_model(dialect, tokenizer: Tokenizer, spec: RefusalSpec) -> None:
+    """The engine must serve the model whose vocabulary we hold: same size, same decision token ids, same
+    tokenization of a probe text. Anything else would turn token ids into other tokens silently."""
+    where = f"{dialect.kind} at {dialect.http.url} serves {dialect.model_id!r}, which is not {tokenizer.name}"
+    if dialect.n_vocab is not None and int(dialect.n_vocab) != tokenizer.n_vocab:
+        raise EngineError(f"{where}: its vocabulary has {dialect.n_vocab} tokens, {tokenizer.name}'s "
+                          f"{tokenizer.n_vocab}")
+    texts = [tokenizer.token_text(t) for t in spec.token_ids]
+    theirs = dialect.tokenize("".join(texts), special=True)
+    if theirs != list(spec.token_ids):
+        raise EngineError(f"{where}: the decision tokens {texts} are ids {list(spec.token_ids)} here, {theirs} there")
+    ours = tokenizer.tokenize(PROBE, special=False)
+    if dialect.tokenize(PROBE, special=False) != ours:
+        raise EngineError(f"{where}: it tokenizes a probe text differently")
+    if not dialect.n_ctx:
+        raise EngineError(f"{dialect.kind} at {dialect.http.url} did not say its context length")

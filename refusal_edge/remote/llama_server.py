@@ -1,0 +1,220 @@
+"""llama.cpp's ``llama-server``: the requests it takes and what its answers mean.
+
+Scoring uses ``/completion`` with ``n_probs`` and ``post_sampling_probs``: the probabilities after a sampler chain
+that holds only the logit bias and the temperature (``samplers: ["temperature"]``), so they are the full-vocabulary
+softmax of (raw logits + bias) / temperature. (Without ``post_sampling_probs`` llama-server reports the raw softmax
+at temperature 1, which no bias can move; see ``populate_token_probs`` in tools/server/server-context.cpp.)
+Decision tokens outside the top ``n_probs`` are pushed into it with a logit bias and the bias is undone exactly
+(firsttoken.unbias); the prompt is cached, so each extra round costs one token's evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator, Mapping, Sequence
+
+from ..engine import PrefillStats, Tokenizer
+from ..metadata import RefusalSpec
+from .errors import EngineError
+from .firsttoken import scores_from_logprobs, unbias
+from .http import EngineHTTPError, HttpClient, too_long_or
+
+KIND = "llama-server"
+MAX_BIAS_ROUNDS = 8
+SEEDS = 16  # samplings tried before giving up on a first token that ends inside a character (see _top)
+MARGIN = 4.0  # nats a pushed token lands above the anchor token, so that it surely enters the top k
+UTF8_SLACK = 8  # tokens asked for beyond the budget, so that none is withheld at the end (see stream)
+
+
+class LlamaServerDialect:
+    kind = KIND
+
+    def __init__(self, http: HttpClient, models: dict, props: dict, tokenizer: Tokenizer, top_k: int = 20):
+        self.http, self.tokenizer, self.top_k = http, tokenizer, top_k
+        card = models["data"][0]
+        meta = card.get("meta") or {}
+        self.model_id = str(card.get("id", "llama-server"))
+        self.n_vocab = meta.get("n_vocab")
+        settings = props.get("default_generation_settings") or {}
+        self.n_ctx = int(meta.get("n_ctx") or settings.get("n_ctx") or 0)
+        self.slots = int(props.get("total_slots") or 1)
+        self._pieces = None  # see _piece_index, built when first needed
+
+    # vocabulary -------------------------------------------------------------------------------
+    def tokenize(self, text: str, special: bool) -> list[int]:
+        answer = self.http.post_json("/tokenize", {"content": text, "add_special": False, "parse_special": special},
+                                     retry=True)
+        return [int(t) for t in answer.get("tokens", [])]
+
+    # scoring ----------------------------------------------------------------------------------
+    def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float):
+        t0 = time.perf_counter()
+        k = max(self.top_k, len(spec.token_ids) + 1)  # room for every decision token and one other
+        first = self._top(tokens, temperature, k, {})
+        known = dict(first.logprobs)
+        missing = [t for t in spec.token_ids if t not in known]
+        bound = min(known.values())
+        if missing:
+            bound = self._push_in(tokens, temperature, first, known, missing)
+        scores = scores_from_logprobs(known, spec, temperature, upper_bound=bound)
+        return scores, PrefillStats(len(tokens), first.cached, first.prompt_ms or (time.perf_counter() - t0) * 1e3)
+
+    def _push_in(self, tokens, temperature: float, first: "_Top", known: dict, missing: list[int]) -> float:
+        """Bias the missing decision tokens until they enter the top k, undoing the bias each round; returns the
+        upper bound of any still missing. ``known`` gains the recovered log-probabilities."""
+        anchor = max(first.logprobs, key=first.logprobs.get)  # never biased, so present in every round's top k
+        bound = min(first.logprobs.values())  # no unreported token is more likely
+        too_low, too_high = 0.0, math.inf
+        bias = temperature * (known[anchor] - bound + MARGIN)
+        for _ in range(MAX_BIAS_ROUNDS):
+            biased = frozenset(missing)
+            top = self._top(tokens, temperature, len(missing) + 1, {t: bias for t in missing})
+            if anchor not in top.logprobs:  # pushed so far that the anchor's probability underflowed
+                too_high = bias
+                bias = (too_low + too_high) / 2
+                continue
+            known.update(unbias(top.logprobs, biased, bias, temperature, anchor, known[anchor]))
+            missing = [t for t in missing if t not in known]
+            if not missing:
+                return bound
+            too_low = bias
+            # Still missing: below the smallest reported (biased) entry, mapped back through the anchor.
+            bound = min(top.logprobs.values()) - bias / temperature + known[anchor] - top.logprobs[anchor]
+            bias = min(max(temperature * (known[anchor] - bound + MARGIN), 2 * bias), (too_low + too_high) / 2)
+        return bound
+
+    def _top(self, tokens, temperature: float, k: int, bias: Mapping[int, float]) -> "_Top":
+        body = {"prompt": list(tokens), "n_predict": 1, "n_probs": k, "post_sampling_probs": True,
+                "samplers": ["temperature"], "temperature": temperature, "cache_prompt": True, "stream": False,
+                "logit_bias": [[int(t), float(b)] for t, b in bias.items()]}
+        for seed in range(SEEDS):
+            # llama-server drops the probabilities when the token it samples ends inside a UTF-8 character (it
+            # waits for the rest of the character): sample again with another seed. Same prompt, cached.
+            try:
+                answer = self.http.post_json("/completion", {**body, "seed": seed}, retry=True)
+            except EngineHTTPError as exc:
+                raise too_long_or(exc, len(tokens), self.n_ctx) from None
+            if answer.get("completion_probabilities"):
+                break
+        try:
+            entries = answer["completion_probabilities"][0]["top_probs"]
+            logprobs = {int(e["id"]): math.log(e["prob"]) if e["prob"] > 0 else -math.inf for e in entries}
+            timings = answer.get("timings") or {}
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise EngineError(f"llama-server at {self.http.url} answered /completion without token probabilities "
+                              f"({type(exc).__name__}: {exc})") from None
+        if not logprobs:
+            raise EngineError(f"llama-server at {self.http.url} reported no token probabilities")
+        return _Top(logprobs, int(timings.get("cache_n") or 0), float(timings.get("prompt_ms") or 0.0))
+
+    # generation -------------------------------------------------------------------------------
+    def sample_first(self, tokens: Sequence[int], params, bias: Mapping[int, float]) -> int:
+        """One token sampled after ``tokens`` with ``bias`` added (the first response token when the model
+        chooses); the continuation is then requested without the bias, which belongs to the first token only."""
+        body = {**self._sampling(params), "prompt": list(tokens), "n_predict": 1, "stream": False,
+                "return_tokens": True, "logit_bias": [[int(t), float(b)] for t, b in bias.items()]}
+        try:
+            answer = self.http.post_json("/completion", body, retry=False)
+        except EngineHTTPError as exc:
+            raise too_long_or(exc, len(tokens), self.n_ctx) from None
+        sampled = answer.get("tokens") or []
+        if not sampled:
+            raise EngineError(f"llama-server at {self.http.url} sampled no token (stop_type "
+                              f"{answer.get('stop_type')!r})")
+        return int(sampled[0])
+
+    def stream(self, tokens: Sequence[int], params, n_predict: int, n_ctx: int) -> Iterator[int]:
+        """Token ids as llama-server samples them. It withholds a token that ends inside a UTF-8 character until
+        the character completes, then sends its bytes (exact, in ``completion_probabilities[].bytes``) with the
+        next token; ids with exactly those pieces are recovered. It also drops withheld tokens when it stops,
+        so it is asked for a few tokens more than the caller reads (who closes the stream at its budget)."""
+        body = {**self._sampling(params), "prompt": list(tokens), "stream": True, "return_tokens": True,
+                "n_probs": 1, "n_predict": min(n_predict + UTF8_SLACK, n_ctx - len(tokens))}
+        produced, sent = 0, []
+        for event in self.http.stream_events("/completion", body):
+            ids = [int(t) for t in event.get("tokens") or []]
+            predicted = int(event.get("tokens_predicted") or produced + len(ids))
+            if ids and predicted > produced + len(ids):
+                ids = self._withheld(event, ids, predicted - produced - len(ids)) + ids
+            if event.get("stop") and predicted > produced + len(ids):
+                # It stopped (end of generation, say) right after tokens it withheld: their ids and bytes are
+                # gone. Sample them again, unstreamed (greedy decoding gives the same tokens).
+                ids += self._replay([*tokens, *sent, *ids], body, predicted - produced - len(ids))
+            for token in ids:
+                sent.append(token)
+                yield token
+            produced = predicted
+            if event.get("stop"):
+                if event.get("stop_type") == "eos" and (not sent or not self.tokenizer.is_eog(sent[-1])):
+                    yield self.tokenizer.eos
+                return
+
+    def _replay(self, tokens: list[int], body: dict, count: int) -> list[int]:
+        again = {**body, "prompt": tokens, "stream": False, "n_probs": 0, "n_predict": count}
+        return [int(t) for t in self.http.post_json("/completion", again, retry=False).get("tokens") or []]
+
+    def _withheld(self, event: dict, sent: list[int], count: int) -> list[int]:
+        try:
+            text = bytes(event["completion_probabilities"][-1]["bytes"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return []
+        tail = b"".join(map(self.tokenizer.piece, sent))
+        if not text.endswith(tail):
+            return []
+        pieces, silent = self._piece_index()
+        withheld = text[: len(text) - len(tail)]
+        # Tokens without text (control tokens) may be among the withheld: as many as needed, any one will do.
+        for n_silent in range(count if silent is not None else 1):
+            found = split_into_pieces(withheld, count - n_silent, pieces)
+            if found is not None:
+                return found + [silent] * n_silent
+        return []
+
+    def _piece_index(self) -> tuple[dict[bytes, int], int | None]:
+        """Piece -> a token with that piece, and a token with no text that does not end generation."""
+        if self._pieces is None:
+            tok, pieces, silent = self.tokenizer, {}, None
+            for token in range(tok.n_vocab):
+                piece = tok.piece(token)
+                if piece:
+                    pieces.setdefault(piece, token)
+                elif silent is None and not tok.is_eog(token):
+                    silent = token
+            self._pieces = pieces, silent
+        return self._pieces
+
+    @staticmethod
+    def _sampling(params) -> dict:
+        # The same chain and order as the in-process sampler (backend.Sampler). One difference: llama-server's
+        # repeat penalty also counts the prompt's last tokens.
+        return {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
+                "min_p": params.min_p, "repeat_penalty": params.repeat_penalty,
+                "repeat_last_n": params.repeat_last_n, "seed": -1 if params.seed is None else params.seed,
+                "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"], "cache_prompt": True}
+
+
+def split_into_pieces(text: bytes, count: int, pieces: dict[bytes, int]) -> list[int] | None:
+    """Token ids of exactly ``count`` vocabulary pieces that spell ``text``, or None."""
+    longest = max(map(len, pieces), default=0)
+
+    def split(start: int, left: int):
+        if left == 0:
+            return [] if start == len(text) else None
+        for end in range(min(len(text), start + longest), start, -1):
+            token = pieces.get(text[start:end])
+            if token is not None and (rest := split(end, left - 1)) is not None:
+                return [token, *rest]
+        return None
+
+    if count == 0:
+        return [] if not text else None
+    return split(0, count) if text else None
+
+
+class _Top:
+    __slots__ = ("logprobs", "cached", "prompt_ms")
+
+    def __init__(self, logprobs: dict[int, float], cached: int, prompt_ms: float):
+        self.logprobs, self.cached, self.prompt_ms = logprobs, cached, prompt_ms
+
