@@ -64,15 +64,16 @@ class EngineTarget:
 
 
 def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
-               remote: EngineTarget | None = None):
-    """The model in-process, or on the ``remote`` engine (then MODEL is only read for its vocabulary)."""
+               remote: EngineTarget | None = None, predict_decision: bool = False):
+    """The model in-process, or on the ``remote`` engine (then MODEL is only read for its vocabulary).
+    ``predict_decision``: evaluate the expected decision token with the prompt (in-process only; see README)."""
     from .model import RefusalModel
 
     if remote is not None:
         return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
                                     concurrency=remote.concurrency, verbose=verbose)
     return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
-                             n_gpu_layers=n_gpu_layers, verbose=verbose)
+                             n_gpu_layers=n_gpu_layers, verbose=verbose, predict_decision=predict_decision)
 
 
 def build_policy(categories, default: Policy, policy_file=None, rule=None, thresholds=(), biases=()) -> Policy:

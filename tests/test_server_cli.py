@@ -26,6 +26,23 @@ def test_help_names_the_refusal_dial_and_the_safe_defaults():
         assert words in result.output
 
 
+@pytest.mark.parametrize("flag, expected", [([], False), (["--predict-decision"], True)])
+def test_predict_decision_reaches_every_slot_model(tiny_gguf, monkeypatch, flag, expected):
+    import refusal_edge.server as server
+    from refusal_edge.errors import ModelLoadError
+
+    seen = []
+
+    def load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote=None, predict_decision=False):
+        seen.append(predict_decision)
+        raise ModelLoadError("stop here")
+
+    monkeypatch.setattr(server, "load_model", load_model)
+    result = CliRunner().invoke(main, ["serve", str(tiny_gguf), "--port", "0", *flag])
+    assert result.exit_code == 1 and "stop here" in result.output
+    assert seen == [expected]
+
+
 @pytest.mark.parametrize("args, code, words", [
     (["missing.gguf"], 1, "model file not found: missing.gguf"),
     (["{gguf}", "--threshold", "violence=0.3"], 2, "unknown category 'violence'"),
@@ -43,7 +60,7 @@ def test_serve_runs_with_the_cli_policy_and_an_api_key_from_the_environment(tiny
     env = {**os.environ, "REFUSAL_EDGE_API_KEY": "from-env"}
     command = [sys.executable, "-m", "refusal_edge.cli", "serve", str(tiny_gguf), "--port", "0", "--threads", "1",
                "--ctx", "256", "--parallel", "2", "--threshold", "1.0", "--threshold", "safety=0", "--model-name",
-               "tiny-cli"]
+               "tiny-cli", "--predict-decision"]
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:

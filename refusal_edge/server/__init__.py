@@ -36,10 +36,13 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--max-body", type=click.IntRange(1024), default=1 << 20, show_default=True,
               help="Largest request body, in bytes.")
 @click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
+@click.option("--predict-decision", is_flag=True,
+              help="Evaluate each slot's expected decision token with the prompt, saving a decode step when the policy "
+                   "picks it (in-process only; it pays only where an extra prompt row is cheap: see README).")
 @click.option("--ui/--no-ui", default=True, show_default=True,
               help="The page with live refusal dials at / (static files; it asks for the API key, if any).")
 def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
-          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, ui):
+          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -73,7 +76,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
     sock = bind(host, port)  # before the model loads: a busy port fails in a second, not after a minute
     models = []
     try:
-        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote))
+        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote, predict_decision))
         first = models[0]
         policy = build_policy(first.categories, first.default_policy, policy_file, rule, thresholds, biases)
         if remote is not None:
@@ -82,7 +85,8 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
             models += [first] * (parallel - 1)
         else:
             parallel = parallel or 1
-            models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose) for _ in range(parallel - 1)]
+            models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose, predict_decision=predict_decision)
+                       for _ in range(parallel - 1)]
         settings = ServerSettings(
             model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
