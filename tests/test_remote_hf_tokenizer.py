@@ -128,3 +128,17 @@ def test_in_process_the_checkpoint_directory_points_to_convert_or_engine(checkpo
     root, _ = checkpoint
     result = CliRunner().invoke(main, ["decide", str(root), "hello", "--threads", "1"])
     one_line_error(result, "refusal-edge convert", "--engine URL")
+
+
+def test_a_real_llama_server_serving_the_converted_gguf_accepts_the_checkpoint(checkpoint):
+    """The engine checks at connect (vocabulary size, decision token ids, probe tokenization) against llama.cpp's
+    own server, and a decision through it equals the in-process one."""
+    from llama_server import LlamaServer, require_binary
+
+    require_binary()
+    root, gguf = checkpoint
+    with LlamaServer(gguf, slots=1, n_ctx=256, threads=1) as server:
+        with RefusalModel.connect(server.url, root) as remote, RefusalModel.load(gguf, n_threads=1) as local:
+            a, b = local.decide("How do I pick a lock?"), remote.decide("How do I pick a lock?")
+            assert (b.token_id, b.refused) == (a.token_id, a.refused)
+            assert b.respond_probability == pytest.approx(a.respond_probability, abs=1e-3)
