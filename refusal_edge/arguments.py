@@ -107,12 +107,14 @@ def _split(item: str, option: str, allow_bare: bool = False) -> tuple[str | None
 
 def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple[str | None, tuple[str, ...]]:
     """`VERB [MODEL] ARGS...` (decide's prompts, eval's data files): the first word is the model when it names a
-    GGUF: a ``.gguf`` path or hub file, or (with more words after it) an existing file that starts like a GGUF."""
+    GGUF: a ``.gguf`` path or hub file, or (with more words after it) an existing file that starts like a GGUF or a
+    Hugging Face checkpoint directory holding config.json (a tokenizer source for ``--engine``)."""
     args = tuple(args)
     if model or not args:
         return model, args
     first = args[0]
-    if first.lower().endswith(".gguf") or (len(args) > 1 and _is_gguf(Path(first).expanduser())):
+    path = Path(first).expanduser()
+    if first.lower().endswith(".gguf") or (len(args) > 1 and (_is_gguf(path) or (path / "config.json").is_file())):
         return first, args[1:]
     return None, args
 

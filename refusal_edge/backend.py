@@ -378,7 +378,9 @@ def check_gguf_file(path: Path) -> None:
     if not path.exists():
         raise ModelLoadError(f"model file not found: {path}")
     if not path.is_file():
-        raise ModelLoadError(f"model path is not a file: {path}")
+        hint = (" (a Hugging Face checkpoint: convert it with `refusal-edge convert`, or run it on an engine with "
+                "--engine URL)" if (path / "config.json").is_file() else "")
+        raise ModelLoadError(f"model path is not a file: {path}{hint}")
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head != GGUF_MAGIC:

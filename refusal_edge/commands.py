@@ -14,7 +14,8 @@ from .errors import RefusalEdgeError
 from .model import Chunk
 from .options import TEXT, model_options, policy_options, sampling_options, sampling_params
 
-MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or owner/repo/file.gguf (else the default).")
+MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or owner/repo/file.gguf (else the default); "
+                            "with --engine also the served Hugging Face checkpoint's directory.")
 
 
 @click.command()

@@ -82,8 +82,9 @@ class RefusalModel:
     def connect(cls, url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None,
                 api_key: str | None = None, **options) -> "RefusalModel":
         """The model served by a remote engine (llama.cpp's llama-server or vLLM) at ``url``. ``tokenizer_source``
-        is the GGUF it serves, loaded vocabulary-only: template, tokenizer and refusal spec stay here, and the
-        engine is checked to serve that same model. ``options`` go to ``remote.connect`` (timeout, retries,
+        is the GGUF it serves, loaded vocabulary-only, or the served Hugging Face checkpoint's directory (its
+        tokenizer files): template, tokenizer and refusal spec stay here, and the engine is checked to serve that
+        same model. ``options`` go to ``remote.connect`` (timeout, retries,
         concurrency, top_k)."""
         from .remote import connect
 

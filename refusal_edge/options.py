@@ -34,7 +34,8 @@ def model_options(func):
 
     @click.option("--engine", "engine_url", default=None, metavar="URL",
                   help="Run the model on this engine (llama.cpp's llama-server or vLLM) instead of in-process; MODEL "
-                       "is the GGUF it serves (its vocabulary, template and refusal spec are read here).")
+                       "is the GGUF it serves or the served Hugging Face checkpoint's directory (its vocabulary, template "
+                       "and refusal spec are read here).")
     @click.option("--engine-model", default=None, metavar="NAME", help="The served model's name, where the engine "
                   "serves several (vLLM) [default: the first it lists].")
     @click.option("--engine-api-key", envvar=ENGINE_KEY_ENV, show_envvar=True, default=None, metavar="KEY",

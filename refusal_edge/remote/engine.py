@@ -1,6 +1,7 @@
 """A remote engine: the model runs on llama-server or vLLM; the vocabulary, template, policy and decision stay here.
 
-``connect`` loads the served model's GGUF vocabulary only (no weights), finds out which engine answers at the URL,
+``connect`` loads the served model's GGUF vocabulary only (no weights; from its Hugging Face tokenizer files where
+the engine serves a checkpoint, see tokenizer_source.py), finds out which engine answers at the URL,
 and checks that it serves that same model before anything is scored. Prompts travel as token ids.
 """
 
@@ -17,6 +18,7 @@ from ..metadata import RefusalSpec
 from .errors import EngineError
 from .http import EngineHTTPError, HttpClient
 from .llama_server import LlamaServerDialect
+from .tokenizer_source import tokenizer_gguf
 from .vllm import VllmDialect
 
 # Tokenized on both sides at connect: a different vocabulary or merges almost surely split it differently.
@@ -105,7 +107,8 @@ class RemoteEngine(Engine):
 def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None, api_key: str | None = None,
             timeout: float = 60.0, retries: int = 3, backoff_s: float = 0.5, concurrency: int | None = None,
             top_k: int = 20, verbose: bool = False) -> RemoteEngine:
-    """A RemoteEngine for the engine at ``url`` serving the GGUF ``tokenizer_source`` (loaded vocabulary-only).
+    """A RemoteEngine for the engine at ``url`` serving ``tokenizer_source``: the GGUF it serves, or the served
+    Hugging Face checkpoint's directory (its tokenizer files), either loaded vocabulary-only.
 
     ``model`` names the served model where the engine serves several (vLLM); ``top_k`` is how many top tokens a
     top-k engine is asked for per scoring request. Idempotent requests are retried ``retries`` times after a
@@ -114,7 +117,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
     from ..backend import load_tokenizer
     from ..model import read_spec
 
-    tokenizer = load_tokenizer(tokenizer_source, verbose=verbose)
+    tokenizer = load_tokenizer(tokenizer_gguf(tokenizer_source), verbose=verbose)
     http = None
     try:
         spec = read_spec(tokenizer)
