@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backend import check_gguf_file
+from .llama_vocab import check_gguf_file
 from .errors import MetadataError
 from .gguf_header import check_data, read_header
 from .metadata import KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec, discover

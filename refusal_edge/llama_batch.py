@@ -78,7 +78,7 @@ class BatchScorer:
 
     def __init__(self, llm, n_ctx: int, n_batch: int, max_members: int, n_vocab: int,
                  group_tokens: int = GROUP_TOKENS) -> None:
-        from .backend import _llama_cpp  # the one importer of llama_cpp; this module is part of that engine
+        from .llama_vocab import _llama_cpp  # llama.cpp is loaded in one place; this module is part of that engine
 
         self._lc = lc = _llama_cpp()
         params = type(llm.context_params).from_buffer_copy(llm.context_params)

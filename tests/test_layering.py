@@ -15,7 +15,7 @@ PACKAGE = ROOT / "refusal_edge"
 PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.chat", "refusal_edge.commands",
                 "refusal_edge.cli", "refusal_edge.evaluate.report", "refusal_edge.evaluate.plots",
                 "refusal_edge.evaluate.cli")
-ADAPTER = ("llama_cpp", "refusal_edge.backend", "refusal_edge.model")
+ADAPTER = ("llama_cpp", "refusal_edge.backend", "refusal_edge.llama_vocab", "refusal_edge.model")
 COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "gguf_annotate",
                "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",

@@ -17,7 +17,7 @@ pytest.importorskip("httpx")
 from llama_server import free_port  # noqa: E402
 
 from refusal_edge import RefusalModel  # noqa: E402
-from refusal_edge.backend import load_tokenizer
+from refusal_edge.llama_vocab import load_tokenizer
 from refusal_edge.sampling import SamplingParams  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.remote import EngineError  # noqa: E402

@@ -18,7 +18,7 @@ from tiny_hf import write_tiny_hf  # noqa: E402
 from convert.hf_to_gguf import convert_checkpoint  # noqa: E402
 from convert.vocab_only import cached_vocab_gguf  # noqa: E402
 from refusal_edge import RefusalModel  # noqa: E402
-from refusal_edge.backend import load_tokenizer  # noqa: E402
+from refusal_edge.llama_vocab import load_tokenizer  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.errors import RefusalEdgeError  # noqa: E402
 from refusal_edge.model import read_spec  # noqa: E402

@@ -114,7 +114,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
     top-k engine is asked for per scoring request. Idempotent requests are retried ``retries`` times after a
     transport error, a timeout (``timeout`` seconds) or a 5xx, waiting ``backoff_s`` doubled each time.
     """
-    from ..backend import load_tokenizer
+    from ..llama_vocab import load_tokenizer
     from ..model import read_spec
 
     tokenizer = load_tokenizer(tokenizer_gguf(tokenizer_source), verbose=verbose)
