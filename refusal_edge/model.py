@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 from .decision import Decision, FirstTokenScores, assistant_message, bias_vector, decide, decision_for_token
-from .engine import Engine, PrefillStats, Tokenizer
-from .errors import MetadataError, RefusalEdgeError
-from .metadata import KEY_SPEC, RefusalSpec, discover
+from .engine import Engine, PrefillStats
+from .errors import RefusalEdgeError
+from .metadata import RefusalSpec, read_spec
 from .policy import Policy
 from .sampling import SamplingParams
 from .streaming import TextAssembler
@@ -258,16 +258,3 @@ class RefusalModel:
 
     def _text(self, token: int) -> str:
         return self.tokenizer.piece(token).decode("utf-8", errors="replace")
-
-
-def read_spec(tokenizer: Tokenizer) -> RefusalSpec:
-    raw = tokenizer.metadata.get(KEY_SPEC)
-    spec = RefusalSpec.from_json(raw) if raw else discover(tokenizer.vocabulary())
-    if spec is None:
-        raise MetadataError(
-            "not a refusal-token model: the GGUF has no refusal metadata (refusal.spec) and its vocabulary lacks the "
-            "paper's tokens ([respond] with [refuse] or the five category tokens). Convert a refusal-token checkpoint "
-            "with `refusal-edge convert`, or add metadata with `refusal-edge annotate`"
-        )
-    spec.check_against(tokenizer.token_text, tokenizer.is_control, tokenizer.n_vocab)
-    return spec

@@ -115,7 +115,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
     transport error, a timeout (``timeout`` seconds) or a 5xx, waiting ``backoff_s`` doubled each time.
     """
     from ..llama_vocab import load_tokenizer
-    from ..model import read_spec
+    from ..metadata import read_spec
 
     tokenizer = load_tokenizer(tokenizer_gguf(tokenizer_source), verbose=verbose)
     http = None
