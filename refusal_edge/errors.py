@@ -27,3 +27,7 @@ class PromptTooLongError(RefusalEdgeError):
 
 class NonFiniteScoresError(RefusalEdgeError):
     """The first-token scores hold NaN or infinity: no decision is made from them (the decision fails closed)."""
+
+
+class ModelBusyError(RefusalEdgeError):
+    """Another caller holds the model (a call or an open stream) and this one asked not to wait, or not that long."""

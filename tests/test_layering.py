@@ -20,7 +20,7 @@ COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "
                "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",
                "server/protocol", "remote/engine", "remote/firsttoken", "remote/http", "remote/llama_server",
-               "remote/vllm"]
+               "remote/vllm", "access", "aio"]
 
 
 def imports(path: Path) -> set[str]:
