@@ -20,6 +20,7 @@ from .policy import Policy
 from .sampling import SamplingParams
 from .streaming import TextAssembler
 from .template import CHATML_TEMPLATE, ChatTemplate
+from .window import Window, fit
 
 Messages = Union[str, Sequence[Mapping]]
 
@@ -162,6 +163,13 @@ class RefusalModel:
         if self.tokenizer.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
         return tokens
+
+    def fit(self, messages: Messages, max_tokens: int = 0, *, n_ctx: int | None = None, drop: str = "turns",
+            spare: int = 0, option: str = "n_ctx") -> Window:
+        """The window of a conversation that fits the context with room for ``max_tokens`` of answer: the oldest
+        whole turns left out, never a system message or the current one (window.py). Send ``window.messages``;
+        ``window.dropped_turns`` and ``window.notice`` say what was left out."""
+        return fit(self, messages, max_tokens, n_ctx=n_ctx, drop=drop, spare=spare, option=option)
 
     # decision ---------------------------------------------------------------------------------
     def decide(self, messages: Messages, policy: Policy | Mapping | None = None, *, blocking: bool = True,
