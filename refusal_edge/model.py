@@ -8,44 +8,22 @@ from __future__ import annotations
 import os
 import time
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 from .access import ModelLock, Stream
-from .decision import Decision, FirstTokenScores, assistant_message, bias_vector, decide, decision_for_token
+from .decision import Decision, FirstTokenScores, bias_vector, decide, decision_for_token
+from .decision import assistant_message  # noqa: F401 - imported from here by older callers
 from .engine import Engine, PrefillStats
 from .errors import RefusalEdgeError
 from .metadata import RefusalSpec, read_spec
 from .policy import Policy
 from .sampling import SamplingParams
-from .streaming import TextAssembler
+from .streaming import Chunk, GenerationResult, TextAssembler
 from .template import CHATML_TEMPLATE, ChatTemplate
 from .window import Window, fit
 
 Messages = Union[str, Sequence[Mapping]]
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of the answer; the last one of a stream carries ``finish_reason`` ("stop" or "length")."""
-
-    text: str
-    finish_reason: str | None = None
-    completion_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    decision: Decision
-    text: str
-    finish_reason: str
-    completion_tokens: int
-    generation_ms: float
-
-    @property
-    def message(self) -> dict:
-        """The assistant turn to append to the history; it remembers its decision token for the next turn."""
-        return assistant_message(self.text, self.decision)
 
 
 class RefusalModel:
@@ -208,19 +186,25 @@ class RefusalModel:
         return Stream(self._score_many(conversations, temperature, blocking, timeout))
 
     def _score_many(self, conversations, temperature, blocking, timeout):
+        last = ()
         with self._access.hold(blocking, timeout):
-            yield from self._scored(conversations, temperature)
-
-    def _scored(self, conversations, temperature):
-        prompts: list = []
-        for messages in conversations:
-            try:
-                prompts.append(self.prompt_tokens(messages))
-            except RefusalEdgeError as exc:
-                prompts.append(exc)
-        scored = self.engine.score_many([p for p in prompts if isinstance(p, list)], self.spec, temperature)
-        for prompt in prompts:
-            yield next(scored) if isinstance(prompt, list) else prompt
+            prompts: list = []
+            for messages in conversations:
+                try:
+                    prompts.append(self.prompt_tokens(messages))
+                except RefusalEdgeError as exc:
+                    prompts.append(exc)
+            scored = self.engine.score_many([p for p in prompts if isinstance(p, list)], self.spec, temperature)
+            with closing(scored):
+                for i, prompt in enumerate(prompts):
+                    result = next(scored) if isinstance(prompt, list) else prompt
+                    if i == len(prompts) - 1:
+                        last = (result,)
+                        break
+                    yield result
+        # The model is free once the last result is computed: a caller that stops reading there (zip with a list
+        # of keys does) must not hold it until the stream is garbage-collected.
+        yield from last
 
     # generation -------------------------------------------------------------------------------
     def stream(
@@ -244,8 +228,15 @@ class RefusalModel:
         # A generator: bad arguments raise on the first event, as the answer's other errors do.
         params = sampling or SamplingParams(**sampling_kwargs)
         policy = self.policy(policy)
+        last = ()
         with self._access.hold(blocking, timeout):
-            yield from self._events(self.prompt_tokens(messages), policy, params)
+            with closing(self._events(self.prompt_tokens(messages), policy, params)) as events:
+                for event in events:
+                    if isinstance(event, Chunk) and event.finish_reason:
+                        last = (event,)  # the model is free once the answer is complete (as in score_many)
+                        break
+                    yield event
+        yield from last
 
     def _events(self, tokens: list[int], policy: Policy, params: SamplingParams):
         decision = self._decide(tokens, policy, self._predicted if params.max_tokens > 0 else None)

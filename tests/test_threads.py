@@ -173,3 +173,16 @@ def test_a_thread_safe_engine_is_not_serialized():
     free = ModelLock(serialize=False)
     with free.hold(blocking=False), free.hold(blocking=False):  # a second caller, even in the same thread
         pass
+
+
+def test_a_stream_read_to_its_last_chunk_frees_the_model_without_being_exhausted(tiny_model):
+    events = tiny_model.stream(MESSAGES, temperature=0, max_tokens=4)
+    for event in events:  # stops at the answer's end, as callers that watch finish_reason do
+        if isinstance(event, Chunk) and event.finish_reason:
+            break
+    assert tiny_model.decide(MESSAGES, blocking=False).token  # the same thread, the stream still referenced
+    results = tiny_model.score_many([MESSAGES, MESSAGES])
+    assert len(list(zip(["a", "b"], results))) == 2  # zip stops reading after the last key
+    assert tiny_model.scores(MESSAGES, blocking=False) is not None
+    events.close()
+    results.close()
