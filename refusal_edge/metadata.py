@@ -222,3 +222,17 @@ def spec_from_tokens(
         return TokenRef(name, *hit)
 
     return RefusalSpec(ref("respond", respond), tuple(ref(n, t) for n, t in categories.items()), default_policy)
+
+
+def read_spec(tokenizer) -> RefusalSpec:
+    """The refusal spec of a model's vocabulary (an engine.Tokenizer): its metadata, else its tokens, checked."""
+    raw = tokenizer.metadata.get(KEY_SPEC)
+    spec = RefusalSpec.from_json(raw) if raw else discover(tokenizer.vocabulary())
+    if spec is None:
+        raise MetadataError(
+            "not a refusal-token model: the GGUF has no refusal metadata (refusal.spec) and its vocabulary lacks the "
+            "paper's tokens ([respond] with [refuse] or the five category tokens). Convert a refusal-token checkpoint "
+            "with `refusal-edge convert`, or add metadata with `refusal-edge annotate`"
+        )
+    spec.check_against(tokenizer.token_text, tokenizer.is_control, tokenizer.n_vocab)
+    return spec
