@@ -1,7 +1,9 @@
 """refusal-edge: a dial on when a refusal-token language model refuses, on llama.cpp."""
 
+from .aio import AsyncRefusalModel
 from .decision import Decision, FirstTokenScores, decide
-from .errors import MetadataError, ModelLoadError, PolicyError, PromptTooLongError, RefusalEdgeError
+from .errors import (MetadataError, ModelBusyError, ModelLoadError, PolicyError, PromptTooLongError,
+                     RefusalEdgeError)
 from .metadata import CATEGORIES, RefusalSpec
 from .model import Chunk, GenerationResult, RefusalModel
 from .policy import RULES, Policy
@@ -12,7 +14,7 @@ __version__ = "0.1.0"
 load = RefusalModel.load
 
 __all__ = [
-    "CATEGORIES", "RULES", "Chunk", "Decision", "FirstTokenScores", "GenerationResult", "MetadataError",
-    "ModelLoadError", "Policy", "PolicyError", "PromptTooLongError", "RefusalEdgeError", "RefusalModel",
-    "RefusalSpec", "SamplingParams", "decide", "load", "__version__",
+    "AsyncRefusalModel", "CATEGORIES", "RULES", "Chunk", "Decision", "FirstTokenScores", "GenerationResult",
+    "MetadataError", "ModelBusyError", "ModelLoadError", "Policy", "PolicyError", "PromptTooLongError",
+    "RefusalEdgeError", "RefusalModel", "RefusalSpec", "SamplingParams", "decide", "load", "__version__",
 ]

@@ -191,9 +191,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         if not tokens:
             raise ValueError("cannot prefill an empty prompt")
         if len(tokens) >= self.n_ctx:
-            raise PromptTooLongError(
-                f"the prompt is {len(tokens)} tokens, the context holds {self.n_ctx}: shorten it or raise n_ctx"
-            )
+            raise PromptTooLongError.counts(len(tokens), self.n_ctx)
 
     def prefill(self, tokens: list[int], outputs: int = 1) -> int:
         """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.

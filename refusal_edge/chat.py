@@ -14,7 +14,7 @@ from .decision import assistant_message
 from .display import decision_line, policy_summary
 from .errors import PolicyError, RefusalEdgeError
 from .model import Chunk
-from .options import TEXT, model_options, policy_options, sampling_options, sampling_params
+from .options import CONTEXT_OPTION, TEXT, error_text, model_options, policy_options, sampling_options, sampling_params
 from .policy import RULES, Policy, resolve_category
 
 HELP = """commands:
@@ -106,8 +106,21 @@ class ChatSession:
     def answer(self, text: str) -> None:
         self.history.append({"role": "user", "content": text})
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        try:
+            # A cut frees a quarter of the context more than needed: the next turns then fit without another cut
+            # and reuse the whole window's KV cache (benchmarks/window_reprefill.py measures what that saves).
+            window = self.model.fit(messages, self.params.max_tokens, spare=self.model.engine.n_ctx // 4,
+                                    option=CONTEXT_OPTION)
+        except RefusalEdgeError as exc:
+            self.history.pop()
+            click.echo(click.style(f"error: {error_text(exc)}", fg="red"), err=True)
+            return
+        if window.notice:
+            # The cut stays where it is for the next turns, so that they reuse the window's KV cache.
+            del self.history[:window.dropped_messages]
+            click.echo(click.style(window.notice, dim=True))
         decision, parts = None, []
-        stream = self.model.stream(messages, self.policy, sampling=self.params)
+        stream = self.model.stream(window.messages, self.policy, sampling=self.params)
         try:
             for event in stream:
                 if isinstance(event, Chunk):
@@ -121,7 +134,7 @@ class ChatSession:
             click.echo(click.style(" [stopped]", dim=True), nl=False)
         except RefusalEdgeError as exc:
             self.history.pop()
-            click.echo(click.style(f"error: {exc}", fg="red"), err=True)
+            click.echo(click.style(f"error: {error_text(exc)}", fg="red"), err=True)
             return
         click.echo()
         if decision is not None:

@@ -46,7 +46,9 @@ class LazyGroup(click.Group):
         except PolicyError as exc:
             raise click.UsageError(str(exc)) from None
         except RefusalEdgeError as exc:
-            raise click.ClickException(str(exc)) from None
+            from .options import error_text
+
+            raise click.ClickException(error_text(exc)) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -85,11 +85,13 @@ Scored = tuple[FirstTokenScores, PrefillStats]
 
 
 class Engine(ABC):
-    """Runs the model on token ids. Not thread-safe unless an implementation says so: one caller at a time."""
+    """Runs the model on token ids. Not thread-safe unless an implementation says so (``thread_safe``): then
+    ``RefusalModel`` serializes its callers (access.py)."""
 
     tokenizer: Tokenizer
     n_ctx: int  # tokens a sequence (prompt and answer) may hold
     concurrency: int = 1  # requests it serves at once (thread-safe engines only; a remote engine: its slots)
+    thread_safe: bool = False  # True: several threads may score and generate through it at once
 
     @property
     def identity(self) -> str | None:

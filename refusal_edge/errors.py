@@ -22,8 +22,31 @@ class PolicyError(RefusalEdgeError, ValueError):
 
 
 class PromptTooLongError(RefusalEdgeError):
-    """The rendered prompt does not fit in the context window."""
+    """The rendered prompt does not fit in the context window. Where the context is ours to raise, the error keeps
+    its counts, so that each interface can name its own way to raise it (``naming``)."""
+
+    def __init__(self, message: str, prompt_tokens: int | None = None, n_ctx: int | None = None,
+                 what: str = "the prompt", option: str | None = None) -> None:
+        super().__init__(message)
+        self.prompt_tokens, self.n_ctx, self.what, self.option = prompt_tokens, n_ctx, what, option
+
+    @classmethod
+    def counts(cls, prompt_tokens: int, n_ctx: int, option: str = "n_ctx", what: str = "the prompt"):
+        return cls(f"{what} is {prompt_tokens} tokens, the context holds {n_ctx}: shorten it or raise {option}",
+                   prompt_tokens, n_ctx, what, option)
+
+    def naming(self, option: str) -> str:
+        """The message with ``option`` (``--ctx`` on the CLI, the server's flag on the server) as the remedy,
+        unless it names no option (an engine's own limit, a context full mid-answer) or already names one other
+        than Python's ``n_ctx``."""
+        if self.option != "n_ctx":
+            return str(self)
+        return str(self.counts(self.prompt_tokens, self.n_ctx, option, self.what))
 
 
 class NonFiniteScoresError(RefusalEdgeError):
     """The first-token scores hold NaN or infinity: no decision is made from them (the decision fails closed)."""
+
+
+class ModelBusyError(RefusalEdgeError):
+    """Another caller holds the model (a call or an open stream) and this one asked not to wait, or not that long."""

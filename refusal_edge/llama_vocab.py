@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from pathlib import Path
 
 from .engine import Tokenizer
@@ -56,7 +57,7 @@ class LlamaTokenizer(Tokenizer):
         self._vocab = lc.llama_model_get_vocab(llm._model.model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
         self.metadata: dict[str, str] = dict(llm.metadata)
-        self._piece_buf = ctypes.create_string_buffer(256)
+        self._buffers = threading.local()  # piece() is called from several threads on a remote engine's vocabulary
 
     def token_text(self, token: int) -> str:
         return self._lc.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
@@ -87,10 +88,12 @@ class LlamaTokenizer(Tokenizer):
 
     def piece(self, token: int) -> bytes:
         """Bytes a token contributes to output text; CONTROL tokens contribute none."""
-        buf = self._piece_buf
+        buf = getattr(self._buffers, "piece", None)
+        if buf is None:
+            self._buffers.piece = buf = ctypes.create_string_buffer(256)
         n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         if n < 0:
-            self._piece_buf = buf = ctypes.create_string_buffer(-n)
+            self._buffers.piece = buf = ctypes.create_string_buffer(-n)
             n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
 

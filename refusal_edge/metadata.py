@@ -225,8 +225,7 @@ def spec_from_tokens(
 
 
 def read_spec(tokenizer) -> RefusalSpec:
-    """The refusal spec of a loaded vocabulary (any ``engine.Tokenizer``): its ``refusal.spec`` metadata, else the
-    paper's tokens discovered in the vocabulary, checked against the vocabulary either way."""
+    """The refusal spec of a model's vocabulary (an engine.Tokenizer): its metadata, else its tokens, checked."""
     raw = tokenizer.metadata.get(KEY_SPEC)
     spec = RefusalSpec.from_json(raw) if raw else discover(tokenizer.vocabulary())
     if spec is None:

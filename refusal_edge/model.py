@@ -8,42 +8,22 @@ from __future__ import annotations
 import os
 import time
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterable, Iterator, Mapping, Sequence, Union
 
-from .decision import Decision, FirstTokenScores, assistant_message, bias_vector, decide, decision_for_token
+from .access import ModelLock, Stream
+from .decision import Decision, FirstTokenScores, bias_vector, decide, decision_for_token
+from .decision import assistant_message  # noqa: F401 - imported from here by older callers
 from .engine import Engine, PrefillStats
 from .errors import RefusalEdgeError
 from .metadata import RefusalSpec, read_spec
 from .policy import Policy
 from .sampling import SamplingParams
-from .streaming import TextAssembler
+from .streaming import Chunk, GenerationResult, TextAssembler
 from .template import CHATML_TEMPLATE, ChatTemplate
+from .window import Window, fit
 
 Messages = Union[str, Sequence[Mapping]]
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of the answer; the last one of a stream carries ``finish_reason`` ("stop" or "length")."""
-
-    text: str
-    finish_reason: str | None = None
-    completion_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    decision: Decision
-    text: str
-    finish_reason: str
-    completion_tokens: int
-    generation_ms: float
-
-    @property
-    def message(self) -> dict:
-        """The assistant turn to append to the history; it remembers its decision token for the next turn."""
-        return assistant_message(self.text, self.decision)
 
 
 class RefusalModel:
@@ -59,6 +39,7 @@ class RefusalModel:
         # it with the prompt (a hint: LlamaBackend does with predict_decision=True), so that when the policy picks it
         # the first answer token costs no extra decode step.
         self._predicted = spec.token_ids[0]
+        self._access = ModelLock(serialize=not engine.thread_safe)  # one caller at a time: access.py
 
     @classmethod
     def load(
@@ -111,12 +92,22 @@ class RefusalModel:
         return self.engine
 
     @property
+    def aio(self):
+        """The same calls for asyncio (``await model.aio.decide(...)``, ``async for e in model.aio.stream(...)``),
+        run in worker threads under this model's lock (aio.py)."""
+        from .aio import AsyncRefusalModel
+
+        return AsyncRefusalModel(self)
+
+    @property
     def name(self) -> str:
         """The model's display name (e.g. the GGUF's file stem)."""
         return self.tokenizer.name
 
     def close(self) -> None:
-        self.engine.close()
+        """Free the engine, once other threads' calls on it have finished."""
+        with self._access.closing():
+            self.engine.close()
 
     def __enter__(self) -> "RefusalModel":
         return self
@@ -151,10 +142,23 @@ class RefusalModel:
             tokens.insert(0, bos)
         return tokens
 
+    def fit(self, messages: Messages, max_tokens: int = 0, *, n_ctx: int | None = None, drop: str = "turns",
+            spare: int = 0, option: str = "n_ctx") -> Window:
+        """The window of a conversation that fits the context with room for ``max_tokens`` of answer: the oldest
+        whole turns left out, never a system message or the current one (window.py). Send ``window.messages``;
+        ``window.dropped_turns`` and ``window.notice`` say what was left out."""
+        return fit(self, messages, max_tokens, n_ctx=n_ctx, drop=drop, spare=spare, option=option)
+
     # decision ---------------------------------------------------------------------------------
-    def decide(self, messages: Messages, policy: Policy | Mapping | None = None) -> Decision:
-        """Prefill once (reusing the cached prefix) and choose the first response token. No decoding."""
-        return self._decide(self.prompt_tokens(messages), self.policy(policy))
+    def decide(self, messages: Messages, policy: Policy | Mapping | None = None, *, blocking: bool = True,
+               timeout: float | None = None) -> Decision:
+        """Prefill once (reusing the cached prefix) and choose the first response token. No decoding.
+
+        Calls on one model are serialized: this waits while another thread's call or open stream holds the model,
+        or raises ModelBusyError at once (``blocking=False``) or after ``timeout`` seconds. So do the other calls."""
+        policy = self.policy(policy)
+        with self._access.hold(blocking, timeout):
+            return self._decide(self.prompt_tokens(messages), policy)
 
     def _decide(self, tokens: list[int], policy: Policy, predicted: int | None = None) -> Decision:
         t0 = time.perf_counter()
@@ -167,23 +171,40 @@ class RefusalModel:
                        prompt_tokens=stats.prompt_tokens, cached_tokens=stats.reused_tokens,
                        meta={**decision.meta, "scores": "exact" if scores.exact else "bounded"})
 
-    def scores(self, messages: Messages, temperature: float = 1.0) -> FirstTokenScores:
+    def scores(self, messages: Messages, temperature: float = 1.0, *, blocking: bool = True,
+               timeout: float | None = None) -> FirstTokenScores:
         """The first-token scores alone, for offline evaluation: any policy can be applied to them later."""
-        return self.engine.score(self.prompt_tokens(messages), self.spec, temperature)[0]
+        with self._access.hold(blocking, timeout):
+            return self.engine.score(self.prompt_tokens(messages), self.spec, temperature)[0]
 
-    def score_many(self, conversations: Iterable[Messages], temperature: float = 1.0
-                   ) -> Iterator[Union[tuple[FirstTokenScores, PrefillStats], RefusalEdgeError]]:
+    def score_many(self, conversations: Iterable[Messages], temperature: float = 1.0, *, blocking: bool = True,
+                   timeout: float | None = None
+                   ) -> Stream[Union[tuple[FirstTokenScores, PrefillStats], RefusalEdgeError]]:
         """Scores and prefill statistics per conversation, yielded in order as the engine delivers them (batched
-        or concurrent where it can). A conversation that cannot be scored yields its error in its place."""
-        prompts: list = []
-        for messages in conversations:
-            try:
-                prompts.append(self.prompt_tokens(messages))
-            except RefusalEdgeError as exc:
-                prompts.append(exc)
-        scored = self.engine.score_many([p for p in prompts if isinstance(p, list)], self.spec, temperature)
-        for prompt in prompts:
-            yield next(scored) if isinstance(prompt, list) else prompt
+        or concurrent where it can). A conversation that cannot be scored yields its error in its place. Holds
+        the model from the first result until the last, like ``stream``."""
+        return Stream(self._score_many(conversations, temperature, blocking, timeout))
+
+    def _score_many(self, conversations, temperature, blocking, timeout):
+        last = ()
+        with self._access.hold(blocking, timeout):
+            prompts: list = []
+            for messages in conversations:
+                try:
+                    prompts.append(self.prompt_tokens(messages))
+                except RefusalEdgeError as exc:
+                    prompts.append(exc)
+            scored = self.engine.score_many([p for p in prompts if isinstance(p, list)], self.spec, temperature)
+            with closing(scored):
+                for i, prompt in enumerate(prompts):
+                    result = next(scored) if isinstance(prompt, list) else prompt
+                    if i == len(prompts) - 1:
+                        last = (result,)
+                        break
+                    yield result
+        # The model is free once the last result is computed: a caller that stops reading there (zip with a list
+        # of keys does) must not hold it until the stream is garbage-collected.
+        yield from last
 
     # generation -------------------------------------------------------------------------------
     def stream(
@@ -192,12 +213,33 @@ class RefusalModel:
         policy: Policy | Mapping | None = None,
         *,
         sampling: SamplingParams | None = None,
+        blocking: bool = True,
+        timeout: float | None = None,
         **sampling_kwargs,
-    ) -> Iterator[Union[Decision, Chunk]]:
-        """Yield the Decision, then Chunks of text. The decision token is fed into the same KV cache."""
+    ) -> Stream[Union[Decision, Chunk]]:
+        """Yield the Decision, then Chunks of text. The decision token is fed into the same KV cache.
+
+        The stream holds the model (other threads' calls wait) from its first event until it is exhausted or
+        closed: ``with model.stream(...) as events:`` closes it at the end of the block; one dropped half-way is
+        closed when garbage-collected. ``blocking``/``timeout`` apply when it starts, as for ``decide``."""
+        return Stream(self._stream(messages, policy, sampling, sampling_kwargs, blocking, timeout))
+
+    def _stream(self, messages, policy, sampling, sampling_kwargs, blocking, timeout):
+        # A generator: bad arguments raise on the first event, as the answer's other errors do.
         params = sampling or SamplingParams(**sampling_kwargs)
-        tokens = self.prompt_tokens(messages)
-        decision = self._decide(tokens, self.policy(policy), self._predicted if params.max_tokens > 0 else None)
+        policy = self.policy(policy)
+        last = ()
+        with self._access.hold(blocking, timeout):
+            with closing(self._events(self.prompt_tokens(messages), policy, params)) as events:
+                for event in events:
+                    if isinstance(event, Chunk) and event.finish_reason:
+                        last = (event,)  # the model is free once the answer is complete (as in score_many)
+                        break
+                    yield event
+        yield from last
+
+    def _events(self, tokens: list[int], policy: Policy, params: SamplingParams):
+        decision = self._decide(tokens, policy, self._predicted if params.max_tokens > 0 else None)
         if not decision.forced and params.temperature > 0:
             # The model picks its first token itself (natural rule, or an uncontrolled category), biases applied.
             bias = dict(zip(self.spec.token_ids, map(float, bias_vector(self.spec, decision.policy))))
@@ -219,6 +261,7 @@ class RefusalModel:
                 yield from self._continue(decision.token_id, answer, params)
 
     def generate(self, messages: Messages, policy: Policy | Mapping | None = None, **sampling) -> GenerationResult:
+        """The whole answer of ``stream`` (``blocking``/``timeout`` as there)."""
         t0 = time.perf_counter()
         decision, parts, last = None, [], Chunk("", "stop")
         for event in self.stream(messages, policy, **sampling):
@@ -258,3 +301,4 @@ class RefusalModel:
 
     def _text(self, token: int) -> str:
         return self.tokenizer.piece(token).decode("utf-8", errors="replace")
+

@@ -11,9 +11,18 @@ import functools
 import click
 
 from .arguments import ENGINE_KEY_ENV, EngineTarget
+from .errors import PromptTooLongError, RefusalEdgeError
 from .rules import RULES
 from .sampling import CLI_DEFAULTS, SamplingParams
 from .text import clean
+
+
+CONTEXT_OPTION = "--ctx"  # how a CLI user raises the context (n_ctx in Python)
+
+
+def error_text(exc: RefusalEdgeError) -> str:
+    """An error as the CLI shows it: a prompt too long for the context names --ctx, the option a user can pass."""
+    return exc.naming(CONTEXT_OPTION) if isinstance(exc, PromptTooLongError) else str(exc)
 
 
 class _Text(click.ParamType):
@@ -43,7 +52,7 @@ def model_options(func):
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
-    @click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
+    @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
     @functools.wraps(func)
     def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, **kwargs):

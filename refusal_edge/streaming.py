@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import codecs
+from dataclasses import dataclass
 from typing import Sequence
+
+from .decision import Decision, assistant_message
 
 
 class TextAssembler:
@@ -51,3 +54,26 @@ class TextAssembler:
                     best = k
                     break
         return best
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of the answer; the last one of a stream carries ``finish_reason`` ("stop" or "length")."""
+
+    text: str
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    decision: Decision
+    text: str
+    finish_reason: str
+    completion_tokens: int
+    generation_ms: float
+
+    @property
+    def message(self) -> dict:
+        """The assistant turn to append to the history; it remembers its decision token for the next turn."""
+        return assistant_message(self.text, self.decision)

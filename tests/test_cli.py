@@ -201,6 +201,8 @@ def test_ctrl_c_stops_the_answer_not_the_chat(tiny_model):
         """The real model, except that the user presses Ctrl-C after the first piece of text."""
 
         categories = tiny_model.categories
+        engine = tiny_model.engine
+        fit = staticmethod(tiny_model.fit)
 
         def stream(self, messages, policy, sampling):
             events = tiny_model.stream(messages, policy, sampling=sampling)

@@ -20,7 +20,7 @@ COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "
                "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",
                "server/protocol", "remote/engine", "remote/firsttoken", "remote/http", "remote/llama_server",
-               "remote/vllm"]
+               "remote/vllm", "access", "aio", "window", "server/truncation"]
 
 
 def imports(path: Path) -> set[str]:
@@ -55,7 +55,8 @@ def test_computation_imports_no_cli_or_presentation(module):
     assert offending(imports(PACKAGE / f"{module}.py"), PRESENTATION) == []
 
 
-@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "remote/firsttoken",
+@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "server/truncation",
+                                    "window", "remote/firsttoken",
                                     "remote/http", "remote/llama_server", "remote/vllm"])
 def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
     assert offending(imports(PACKAGE / f"{module}.py"), ADAPTER) == []

@@ -27,7 +27,10 @@ PROBE = "Refusal-edge probe: the quick brown fox jumps over 13 lazy dogs; don't 
 
 class RemoteEngine(Engine):
     """An engine over HTTP. Thread-safe: ``score_many`` keeps ``concurrency`` scoring requests in flight, and a
-    server may stream several answers at once through one instance."""
+    server may stream several answers at once through one instance (one httpx connection pool, which is
+    thread-safe; the vocabulary is read-only)."""
+
+    thread_safe = True
 
     def __init__(self, dialect, tokenizer: Tokenizer, concurrency: int | None = None) -> None:
         self.dialect, self.tokenizer = dialect, tokenizer

@@ -23,6 +23,7 @@ from ..policy import Policy
 from . import protocol
 from .protocol import ApiError, ChatRequest, Limits
 from .slots import CANCELLED, Job, SlotPool, Work
+from .truncation import SERVER_CONTEXT_OPTION
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold tokens back
 
@@ -245,7 +246,7 @@ def as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, PromptTooLongError):
-        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+        return ApiError(400, exc.naming(SERVER_CONTEXT_OPTION), param="messages", code="context_length_exceeded")
     if isinstance(exc, NonFiniteScoresError):  # the model's fault, not the client's: no answer is generated
         return ApiError(500, str(exc), code="non_finite_scores", kind="server_error")
     if isinstance(exc, PolicyError):

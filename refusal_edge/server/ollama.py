@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import time
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -49,8 +50,9 @@ def routes(service: Service) -> list[Route]:
         head = {"model": raw.get("model") if isinstance(raw.get("model"), str) else name}
         if wire.is_load_request(raw, asks):  # "load the model": it is loaded for as long as the server runs
             return JSONResponse(wire.loaded(head, field))
+        n_ctx = service.pool.models[0].engine.n_ctx
         try:
-            chat = service.chat_request(translate(raw, service.pool.models[0].engine.n_ctx))
+            chat = replace(service.chat_request(translate(raw, n_ctx)), truncation=wire.truncation(raw, n_ctx))
         except ApiError as exc:
             raise wire.rename_error(exc) from None
 

@@ -14,6 +14,7 @@ from typing import Mapping
 from ..decision import Decision
 from ..model import assistant_message
 from .protocol import ApiError
+from .truncation import SERVER_CONTEXT_OPTION, Truncation
 
 VERSION = "0.6.0"  # the Ollama release whose API shapes these follow; clients gate features on /api/version
 
@@ -64,6 +65,22 @@ def generate_body(raw: dict, n_ctx: int) -> dict:
 def is_load_request(raw: dict, field: str) -> bool:
     """Ollama loads a model when asked to answer nothing: an empty prompt or message list."""
     return raw.get(field) in (None, "", [])
+
+
+def truncation(raw: dict, n_ctx: int) -> Truncation | None:
+    """Ollama's ``truncate`` (default true): as its chatPrompt does, the oldest messages are left out one at a
+    time until the prompt fits ``num_ctx``, system messages and the latest message always kept. ``false``: the
+    whole conversation, an error when it does not fit."""
+    truncate = raw.get("truncate")
+    if truncate is not None and not isinstance(truncate, bool):
+        raise ApiError(400, "'truncate' must be true or false", param="truncate")
+    if truncate is False:
+        return None
+    options = raw.get("options") if isinstance(raw.get("options"), Mapping) else {}
+    num_ctx = options.get("num_ctx")  # validated by _options: an int in (0, n_ctx], or absent
+    asked = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) and num_ctx < n_ctx else None
+    return Truncation(drop="messages", reserve_answer=False, n_ctx=asked,
+                      option="options.num_ctx" if asked else SERVER_CONTEXT_OPTION)
 
 
 def rename_error(exc: ApiError) -> ApiError:

@@ -16,6 +16,7 @@ from ..errors import PolicyError
 from ..policy import Policy
 from ..sampling import SERVER_DEFAULTS, SamplingParams
 from ..text import clean_json
+from .truncation import Truncation
 
 # OpenAI roles -> template roles. "developer" is the newer name of "system".
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -67,9 +68,12 @@ class ChatRequest:
     sampling: SamplingParams
     stream: bool = False
     include_usage: bool = False
+    truncation: Truncation | None = None  # None: a prompt over the context is an error (truncation.py)
 
     def run(self, model):
         """What a slot does with this request: the Decision, then Chunks."""
+        if self.truncation is not None:
+            return self.truncation.run(model, self.messages, self.policy, self.sampling)
         return model.stream(self.messages, self.policy, sampling=self.sampling)
 
 
@@ -114,7 +118,18 @@ def chat_request(raw: dict, *, policy: Policy, categories: tuple[str, ...], deci
         sampling=_sampling(raw, limits),
         stream=stream,
         include_usage=stream and _boolean(options or {}, "include_usage", "stream_options.include_usage"),
+        truncation=_truncation(raw.get("truncation")),
     )
+
+
+def _truncation(value: object) -> Truncation | None:
+    """``"auto"``: leave out the oldest turns of a conversation over the context; ``"disabled"`` (the default):
+    a 400 ``context_length_exceeded``, as OpenAI answers."""
+    if value in (None, "disabled"):
+        return None
+    if value == "auto":
+        return Truncation(drop="turns")
+    raise ApiError(400, f"'truncation' must be \"auto\" or \"disabled\", got {value!r}", param="truncation")
 
 
 def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> list[dict]:
