@@ -104,7 +104,8 @@ def _limit(target: Target, rows: np.ndarray, each: float, confidence: float, sta
     kind = "should-refuse" if target.metric == "tpr" else "benign"
     scope = "" if target.scope == OVERALL else f" of {target.scope}"
     if n == 0:
-        raise CalibrationError(f"target {target}: the calibration data holds no {kind} prompt{scope}")
+        raise CalibrationError(f"target {target}: the calibration data holds no {kind} prompt{scope}, so it "
+                               "cannot be promised; add such prompts or use --mode empirical")
     # Either way the rate is that of refused prompts among ``rows``: <= bounds it from above, >= from below.
     upper = target.op == "<="
     k = (most_events_within if upper else fewest_events_within)(n, target.value, each)
