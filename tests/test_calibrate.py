@@ -134,7 +134,8 @@ def test_calibrated_policy_meets_its_targets_under_eval(data, tmp_path, tiny_ggu
     policy_file = tmp_path / "p.toml"
     tuned = tmp_path / "tuned.gguf"
     text = cli("calibrate", tiny_gguf, dev, "--contrast", contrast, "--target", "overall:tpr>=0.5",
-               "--max-over-refusal", "0.6", "--holdout", "0", "-o", policy_file, "--write-default", tuned)
+               "--max-over-refusal", "0.6", "--holdout", "0", "--mode", "empirical", "-o", policy_file,
+               "--write-default", tuned)
     assert "overall:tpr>=0.5" in text and "MISSED" not in text
 
     policy = Policy.load(policy_file, CATEGORIES)
