@@ -184,7 +184,8 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
               help="A target such as safety:tpr>=0.95 or overall:over-refusal<=0.05 (metrics: tpr, "
                    "over-refusal). Repeatable.")
 @click.option("--max-over-refusal", type=click.FloatRange(0, 1), default=0.10, show_default=True,
-              help="Share of benign prompts that may be refused; spare budget buys refusals elsewhere.")
+              help="Share of benign prompts that may be refused (guaranteed mode: on new prompts, with "
+                   "--confidence); spare budget buys refusals elsewhere.")
 @click.option("--mode", type=click.Choice(["guaranteed", "empirical"]), default="guaranteed", show_default=True,
               help="guaranteed: one shared threshold whose exact binomial bounds promise the targets on new prompts "
                    "of the same distribution with --confidence; empirical: per-category thresholds that meet them "
