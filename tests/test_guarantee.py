@@ -84,23 +84,40 @@ def test_the_same_check_fails_the_empirical_minimum():
     assert rate > 0.1 + TOLERANCE
 
 
-def test_a_refusal_rate_target_is_promised_from_below():
-    # The budget pins the threshold near where A's refusal rate is 0.8; the promise of >= 0.8 may fail to be
-    # made (an error) but, when made, may be false at most 10 % of the time.
-    rng = np.random.default_rng(7)
-    target = parse_target("alpha:tpr>=0.8", NAMES)
+def false_refusal_promises(rng, splits=400, floor=0.77):
+    """Calibrations that promise A's refusal rate >= floor although it is lower. Should-refuse p(A) ~ U(0.2, 1), so
+    the refusal rate at t is (1 - t) / 0.8; the budget (0.42 at 0.95) pins t near 0.38, where it is about 0.775:
+    a promise of 0.77 is true about as often as it is false there."""
+    target = parse_target(f"alpha:tpr>={floor}", NAMES)
     made = false = 0
-    for _ in range(400):
-        p, y, gold = sample(rng, 120, 80)
+    for _ in range(splits):
+        p_benign = rng.uniform(0, 0.5, size=(120, 2))
+        p_refuse = np.c_[rng.uniform(0.2, 1.0, size=200), rng.uniform(0, 0.2, size=200)]
+        p, y = np.r_[p_refuse, p_benign], np.r_[np.ones(200, bool), np.zeros(120, bool)]
         try:
-            t = guarantee(p, y, gold, [target], 0.5, 0.9).threshold
+            t = guarantee(p, y, np.full(len(y), A, dtype=object), [target], 0.5, 0.9).threshold
         except CalibrationError as exc:
-            assert "conflict" in str(exc)
+            assert "conflict" in str(exc)  # no promise made: allowed
             continue
         made += 1
-        true_tpr = 1 - (1 - ((1 - t) / 0.9)) ** 3 if t > 0.1 else 1.0  # P(1 - 0.9 B >= t), B ~ Beta(1, 3)
-        false += true_tpr < 0.8
-    assert made > 100 and false / 400 <= 0.1 + TOLERANCE
+        false += min(1.0, (1 - t) / 0.8) < floor
+    return made, false / splits
+
+
+def test_a_refusal_rate_target_is_promised_from_below():
+    made, false_rate = false_refusal_promises(np.random.default_rng(7))
+    assert made >= 20 and false_rate <= 0.1 + TOLERANCE
+
+
+def test_the_same_checks_fail_when_the_bounds_become_empirical_minimums(monkeypatch):
+    from refusal_edge.evaluate import guarantee as module
+
+    # The lower bound replaced by the sample's own rate (the budget keeps its real bound, so t is pinned as before).
+    monkeypatch.setattr(module, "fewest_events_within", lambda n, floor, conf: int(np.ceil(floor * n - 1e-9)))
+    assert false_refusal_promises(np.random.default_rng(7))[1] > 0.1 + TOLERANCE
+    # The upper bound replaced by the sample's own rate.
+    monkeypatch.setattr(module, "most_events_within", lambda n, limit, conf: int(np.floor(limit * n + 1e-9)))
+    assert breach_rate(lambda p, y, gold, limit: guarantee(p, y, gold, [], limit, 0.9).thresholds) > 0.1 + TOLERANCE
 
 
 # --- the search ----------------------------------------------------------------------------------------
