@@ -189,7 +189,7 @@ def test_cli_chat_generate_and_calibrate_run_on_the_engine(server, tiny_gguf, ti
     data.write_text("\n".join(json.dumps({"prompt": f"tell me about {i}", "label": i % 2}) for i in range(12)))
     calibrated = CliRunner().invoke(main, ["calibrate", str(tiny_gguf), str(data), "--prompt-field", "prompt",
                                            "--label-field", "label", *engine, "--store", str(tmp_path / "s.jsonl"),
-                                           "--policy-out", str(tmp_path / "p.toml")])
+                                           "--mode", "empirical", "--policy-out", str(tmp_path / "p.toml")])
     assert calibrated.exit_code == 0, calibrated.output
     assert (tmp_path / "p.toml").read_text().startswith("rule")
 

@@ -184,7 +184,14 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
               help="A target such as safety:tpr>=0.95 or overall:over-refusal<=0.05 (metrics: tpr, "
                    "over-refusal). Repeatable.")
 @click.option("--max-over-refusal", type=click.FloatRange(0, 1), default=0.10, show_default=True,
-              help="Share of benign prompts that may be refused; spare budget buys refusals elsewhere.")
+              help="Share of benign prompts that may be refused (guaranteed mode: on new prompts, with "
+                   "--confidence); spare budget buys refusals elsewhere.")
+@click.option("--mode", type=click.Choice(["guaranteed", "empirical"]), default="guaranteed", show_default=True,
+              help="guaranteed: one shared threshold whose exact binomial bounds promise the targets on new prompts "
+                   "of the same distribution with --confidence; empirical: per-category thresholds that meet them "
+                   "on the calibration sample only. The report shows both.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="Guaranteed mode: probability that every promised target holds.")
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
               help="Share of the data held out to show how the thresholds generalise (stratified).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out split.")
@@ -195,22 +202,26 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
 @click.option("--force", is_flag=True, help="Overwrite OUT.gguf if it exists.")
 @policy_options
 @model_options
-def calibrate(targets, max_over_refusal, holdout, seed, policy_out, write_default, force, **options):
-    """Choose per-category thresholds from stored scores to meet refusal targets, and write a policy.
+def calibrate(targets, max_over_refusal, mode, confidence, holdout, seed, policy_out, write_default, force,
+              **options):
+    """Choose thresholds from stored scores to meet refusal targets, and write a policy.
 
-    The data is split into a calibration part and a held-out part; the operating point is printed on both,
-    so over-fitting shows.
+    By default (--mode guaranteed) the targets are promised on new prompts from the same distribution with
+    --confidence (Clopper-Pearson bounds, fixed-sequence testing along one shared threshold); too little data
+    for that promise is an error that says how much is needed. The data is split into a calibration part and a
+    held-out part; both modes' operating points are printed on both parts, so over-fitting shows.
 
     \b
     Examples:
       refusal-edge calibrate model.gguf dev.jsonl --contrast contrast.jsonl --target "safety:tpr>=0.95"
+      refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.15 --confidence 0.9
       refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.05 --write-default tuned.gguf
     """
     from .operating_point import calibrate_session, parse_targets
     from .report import operating_point_text
 
     with _session(**options, check=lambda spec, policy, examples: parse_targets(targets, spec, examples)) as s:
-        found = calibrate_session(s, targets, max_over_refusal, holdout, seed)
+        found = calibrate_session(s, targets, max_over_refusal, holdout, seed, mode, confidence)
         click.echo(operating_point_text(found, s.spec))
         policy = found.policy
         policy.save(policy_out)
