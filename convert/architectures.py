@@ -114,7 +114,7 @@ def _phi3_keys(config: dict, p) -> dict:
     if kind in ("longrope", "su"):
         if not original:
             raise _refuse("longrope scaling without original_max_position_embeddings")
-        scale = p.context_length / int(original)
+        scale = float(rope.get("factor") or p.context_length / int(original))  # as transformers' longrope
         factor = rope.get("attention_factor")
         if factor is None:
             factor = math.sqrt(1 + math.log(scale) / math.log(int(original))) if scale > 1 else 1.0
