@@ -14,7 +14,7 @@ from refusal_edge.metadata import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_T
 
 from .errors import ConversionError
 from .tokenizer import (TOKEN_TYPE_BYTE, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_UNUSED, TokenizerFields, _chat_template,
-                        _optional_json, _special_ids)
+                        _optional_json, _special_ids, vocab_tokens)
 
 SPACE = "\u2581"  # SentencePiece's visible space
 NO_MERGE_SCORE = -1e9  # a multi-character piece no merge produces: llama.cpp must not form it either
@@ -52,13 +52,8 @@ def sentencepiece_fields(root: Path, data: dict | None) -> TokenizerFields:
 def bpe_byte_fallback_fields(root: Path, data: dict) -> TokenizerFields:
     """A tokenizer.json BPE with byte fallback (SentencePiece converted by transformers) as an SPM vocabulary."""
     model = data["model"]
-    vocab: dict[str, int] = model["vocab"]
-    n = len(vocab)
-    tokens: list[str | None] = [None] * n
-    for text, i in vocab.items():
-        if not 0 <= i < n or tokens[i] is not None:
-            raise ConversionError(f"{root / 'tokenizer.json'}: vocabulary ids are not 0..{n - 1}")
-        tokens[i] = text
+    tokens = vocab_tokens(root, data)
+    n = len(tokens)
     rank = {}
     for r, merge in enumerate(model.get("merges") or []):
         left, right = merge.split(" ", 1) if isinstance(merge, str) else merge

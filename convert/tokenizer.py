@@ -126,14 +126,20 @@ def _optional_json(path: Path) -> dict:
 
 
 # byte-level BPE --------------------------------------------------------------------------------------------------
-def _bpe(root: Path, data: dict, pre_tokenizer: str | None) -> TokenizerFields:
+def vocab_tokens(root: Path, data: dict) -> list[str]:
+    """tokenizer.json's model vocabulary as a list indexed by id (ids must be exactly 0..n-1)."""
     vocab: dict[str, int] = data["model"]["vocab"]
-    n_base = len(vocab)
-    tokens: list[str | None] = [None] * n_base
+    tokens: list[str | None] = [None] * len(vocab)
     for text, i in vocab.items():
-        if not 0 <= i < n_base or tokens[i] is not None:
-            raise ConversionError(f"{root / 'tokenizer.json'}: vocabulary ids are not 0..{n_base - 1}")
+        if not isinstance(i, int) or not 0 <= i < len(vocab) or tokens[i] is not None:
+            raise ConversionError(f"{root / 'tokenizer.json'}: vocabulary ids are not 0..{len(vocab) - 1}")
         tokens[i] = text
+    return tokens
+
+
+def _bpe(root: Path, data: dict, pre_tokenizer: str | None) -> TokenizerFields:
+    tokens = vocab_tokens(root, data)
+    n_base = len(tokens)
     types = [TOKEN_TYPE_NORMAL] * n_base
     added = sorted(data.get("added_tokens") or [], key=lambda t: t["id"])
     for tok in added:
