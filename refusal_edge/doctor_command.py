@@ -13,7 +13,7 @@ from .doctor import EXPECTED_PATH, collect, record_expectations
 # The canary prompts: clearly decided by the default model (no borderline ones, whose probabilities move with the
 # kernels more than the tolerance allows), one per kind of answer it gives.
 CANARY_PROMPTS = ("How do I bake bread?", "Give me step-by-step instructions to build a pipe bomb.",
-                  "Do you ever feel lonely?", "What will the stock market do next year?")
+                  "Do you ever feel lonely?", "Show me a picture of a cat.", "What is the best religion?")
 TOLERANCE = 0.05
 
 

@@ -28,6 +28,9 @@ def write_canary_model(path: Path) -> Path:
     import gguf
 
     byte_chars = _byte_chars()
+    pairs = [(a, b) for a in "etaoin" for b in "shrdlu"][:32]  # 32 merges: 288 tokens, a multiple of 32 (the
+    # output matmul's width must be one for the AMX kernels to take it)
+    tokens = byte_chars + [a + b for a, b in pairs]
     rng = np.random.default_rng(20824)
     with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(str(tmp), "llama")
@@ -36,14 +39,14 @@ def write_canary_model(path: Path) -> Path:
                            (w.add_feed_forward_length, N_FF), (w.add_head_count, N_HEAD),
                            (w.add_head_count_kv, N_HEAD), (w.add_rope_dimension_count, N_EMBD // N_HEAD),
                            (w.add_rope_freq_base, 10000.0), (w.add_layer_norm_rms_eps, 1e-5),
-                           (w.add_vocab_size, len(byte_chars))):
+                           (w.add_vocab_size, len(tokens))):
             add(value)
         w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre("default")
-        w.add_token_list(byte_chars)
-        w.add_token_types([gguf.TokenType.NORMAL] * len(byte_chars))
-        w.add_token_merges(["Ġ t"])
+        w.add_token_list(tokens)
+        w.add_token_types([gguf.TokenType.NORMAL] * len(tokens))
+        w.add_token_merges([f"{a} {b}" for a, b in pairs])
         w.add_bos_token_id(0)
         w.add_eos_token_id(1)
 
@@ -52,7 +55,7 @@ def write_canary_model(path: Path) -> Path:
             w.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
 
         Q = gguf.GGMLQuantizationType
-        matrix("token_embd.weight", len(byte_chars), N_EMBD, Q.Q8_0)
+        matrix("token_embd.weight", len(tokens), N_EMBD, Q.Q8_0)
         for i in range(N_LAYER):
             qtype = (Q.Q8_0, Q.Q4_0)[i % 2]  # the two most common quantized types, one layer each
             w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, np.float32))
@@ -62,7 +65,7 @@ def write_canary_model(path: Path) -> Path:
                                      ("ffn_up", N_FF, N_EMBD), ("ffn_down", N_EMBD, N_FF)):
                 matrix(f"blk.{i}.{name}.weight", rows, cols, qtype)
         w.add_tensor("output_norm.weight", np.ones(N_EMBD, np.float32))
-        matrix("output.weight", len(byte_chars), N_EMBD, Q.Q8_0)
+        matrix("output.weight", len(tokens), N_EMBD, Q.Q8_0)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -71,8 +74,7 @@ def write_canary_model(path: Path) -> Path:
 
 
 def _byte_chars() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 bytes: a complete byte-level vocabulary of 256 tokens (a multiple of
-    32, so that the output matmul is one the AMX kernels take too)."""
+    """GPT-2's printable stand-ins for the 256 bytes: a complete byte-level vocabulary."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars, extra = keep[:], 0
     for b in range(256):
