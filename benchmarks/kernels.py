@@ -19,11 +19,7 @@ import time
 
 import click
 
-PROMPTS = ["Write a short paragraph about why the sky looks blue during the day.",
-           "Give me three tips for keeping a sourdough starter alive.", "What is the capital of Australia?",
-           "Explain recursion to a ten year old.", "Summarise the plot of Hamlet in two sentences.",
-           "How do I convert Celsius to Fahrenheit?", "Suggest a name for a small bakery by the sea.",
-           "List four uses of baking soda around the house."]
+from ttft import PROMPTS  # the same benign prompts (this script runs from benchmarks/)
 
 
 @click.command()
