@@ -23,6 +23,7 @@ VERBS = {
     "eval": ("refusal_edge.evaluate.cli:evaluate", "Refusal curves and metrics from one prefill per prompt."),
     "calibrate": ("refusal_edge.evaluate.cli:calibrate", "Choose thresholds that meet refusal targets."),
     "serve": ("refusal_edge.server:serve", "OpenAI-compatible local server with refusal controls."),
+    "doctor": ("refusal_edge.doctor_command:doctor", "Check this installation: versions, kernels, the default model's numbers."),
 }
 
 

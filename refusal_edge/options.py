@@ -7,11 +7,13 @@ computation modules may use without importing click.
 from __future__ import annotations
 
 import functools
+import os
 
 import click
 
 from .arguments import ENGINE_KEY_ENV, EngineTarget
 from .errors import PromptTooLongError, RefusalEdgeError
+from .kernels import MODES, REPACK_ENV
 from .rules import RULES
 from .sampling import CLI_DEFAULTS, SamplingParams
 from .text import clean
@@ -38,7 +40,7 @@ TEXT = _Text()
 
 
 def model_options(func):
-    """--n-gpu-layers, --threads, --ctx, --verbose: how llama.cpp runs; or --engine URL: where the model runs.
+    """--n-gpu-layers, --threads, --ctx, --verbose, --repack: how llama.cpp runs; or --engine URL: where the model runs.
     The three --engine options reach the command as one ``remote`` argument (an EngineTarget, or None)."""
 
     @click.option("--engine", "engine_url", default=None, metavar="URL",
@@ -54,10 +56,15 @@ def model_options(func):
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
     @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
+    @click.option("--repack", type=click.Choice(MODES), envvar=REPACK_ENV, show_envvar=True, default=None,
+                  help="llama.cpp's extra CPU buffer types (repacked and AMX kernels): auto (on unless a canary decode "
+                       "crashes or miscomputes on this machine; `refusal-edge doctor` says which), on or off.")
     @functools.wraps(func)
-    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, **kwargs):
+    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, repack=None, **kwargs):
         if engine_url is None and (engine_model or engine_api_key):
             raise click.UsageError("--engine-model and --engine-api-key need --engine URL")
+        if repack is not None:  # every model this command loads (server slots, eval) reads it from here
+            os.environ[REPACK_ENV] = repack
         kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
         return func(*args, **kwargs)
 

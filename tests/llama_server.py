@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from refusal_edge.kernels import llama_server_flags_here
+
 ENV = "REFUSAL_EDGE_LLAMA_SERVER"
 STARTUP_S = 120.0
 
@@ -60,9 +62,9 @@ class LlamaServer:
                         "--port", str(self.port), "--threads", str(threads), "--threads-batch", str(threads),
                         "-c", str(n_ctx * slots),
                         "-np", str(slots), "--no-webui",
-                        # llama-server turns flash attention on by default, llama-cpp-python off: the same model then
-                        # differs by ~1e-3 in probability. Off, the two agree to ~1e-8.
-                        "--flash-attn", "off", *extra]
+                        # What makes its numbers the in-process ones on this machine: flash attention off (llama-server
+                        # turns it on by default, llama-cpp-python off), and no AMX kernels where they crash.
+                        *llama_server_flags_here(), *extra]
         self.process = None
 
     def __enter__(self) -> "LlamaServer":

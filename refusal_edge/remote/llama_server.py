@@ -39,6 +39,9 @@ class LlamaServerDialect:
         settings = props.get("default_generation_settings") or {}
         self.n_ctx = int(meta.get("n_ctx") or settings.get("n_ctx") or 0)
         self.slots = int(props.get("total_slots") or 1)
+        # What it runs with, as far as /props says: its llama.cpp build. (It does not report flash attention or
+        # --no-repack; the documented recipe passes `refusal-edge doctor --llama-server-flags`.)
+        self.build_info = str(props.get("build_info") or "")
         self._pieces = None  # see _piece_index, built when first needed
 
     # vocabulary -------------------------------------------------------------------------------
