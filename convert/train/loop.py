@@ -139,6 +139,7 @@ def train(peft_model, rows, data: Sequence[Encoded], cfg: LoopConfig, *, checkpo
     params = _trainable(peft_model, rows)
     lora = [p for n, p in params.items() if not n.startswith("decision_rows.")]
     new_rows = [p for n, p in params.items() if n.startswith("decision_rows.")]
+    base_lrs = [cfg.lr, cfg.rows_lr]  # a loaded optimizer state holds the scheduled rates of its last step
     opt = torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": new_rows, "lr": cfg.rows_lr}],
                             weight_decay=0.0, betas=(0.9, 0.99))
     start = 0
@@ -156,7 +157,6 @@ def train(peft_model, rows, data: Sequence[Encoded], cfg: LoopConfig, *, checkpo
         log(f"resuming at step {start}/{cfg.steps}")
     steps = plan(data, cfg)
     warmup = max(1, cfg.steps // 20)
-    base_lrs = [g["lr"] for g in opt.param_groups]
     peft_model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="training", unit="step", disable=not progress, file=sys.stderr)
     tokens, t0, smooth, done = 0, time.perf_counter(), None, start

@@ -24,9 +24,13 @@ from .errors import TrainError
 SENTINEL = "\x00USER\x00"  # stands for the user's text while the chat template is rendered
 
 
-def load_base(path: Path, dtype=torch.float32):
+def load_base(path: Path, dtype=torch.float32, progress: bool = True):
     """(model, tokenizer) of a local checkpoint directory that `convert` supports and that has a chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not progress:
+        hf_logging.disable_progress_bar()
 
     if path.suffix.lower() == ".gguf" or path.is_file():
         raise TrainError(f"{path}: a GGUF base is not supported yet: export it to a Hugging Face checkpoint "
@@ -110,13 +114,12 @@ def add_decision_tokens(tok, tokens: Sequence[str]) -> list[int]:
 class DecisionRows(nn.Module):
     """The decision tokens' input rows and output rows (one tensor when the embeddings are tied)."""
 
-    def __init__(self, model, ids: Sequence[int], init: torch.Tensor):
+    def __init__(self, model, ids: Sequence[int], init_in: torch.Tensor, init_out: torch.Tensor):
         super().__init__()
         self.register_buffer("ids", torch.tensor(list(ids)), persistent=False)
         self.tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
-        self.input = nn.Parameter(init.clone())
-        out_init = init if self.tied else model.get_output_embeddings().weight.detach()[self.ids].clone()
-        self.output = None if self.tied else nn.Parameter(out_init.clone())
+        self.input = nn.Parameter(init_in.clone())
+        self.output = None if self.tied else nn.Parameter(init_out.clone())
         self.lookup = torch.full((model.get_input_embeddings().weight.shape[0],), -1, dtype=torch.long)
         self.lookup[self.ids] = torch.arange(len(ids))
 
@@ -140,14 +143,13 @@ class DecisionRows(nn.Module):
         model.get_output_embeddings().register_forward_hook(self.head_hook)
 
 
-def init_rows(model, tok, tokens: Sequence[str]) -> torch.Tensor:
-    """Each new row starts at the mean input embedding of the words in its name (as the default recipe does):
-    distinct, and near related vocabulary."""
-    weight = model.get_input_embeddings().weight.detach()
+def init_rows(weight: torch.Tensor, tok, tokens: Sequence[str]) -> torch.Tensor:
+    """Each new row starts at the mean row of the words in its name (as the default recipe does): distinct, and
+    near related vocabulary. For the input embedding and, when untied, the output matrix alike."""
     rows = []
     for text in tokens:
         pieces = tok(text.strip("[]"), add_special_tokens=False)["input_ids"]
-        rows.append(weight[pieces].float().mean(0))
+        rows.append(weight.detach()[pieces].float().mean(0))
     return torch.stack(rows)
 
 
@@ -159,11 +161,12 @@ def trainable(model, tok, tokens: Sequence[str], rank: int, seed: int):
     ids = add_decision_tokens(tok, tokens)
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok), mean_resizing=False)
-    init = init_rows(model, tok, tokens)
+    init_in = init_rows(model.get_input_embeddings().weight, tok, tokens)
+    init_out = init_rows(model.get_output_embeddings().weight, tok, tokens)
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", bias="none")
     peft_model = get_peft_model(model, config)
-    rows = DecisionRows(model, ids, init)
+    rows = DecisionRows(model, ids, init_in, init_out)
     rows.attach(model)
     return peft_model, rows, ids
 

@@ -97,7 +97,7 @@ def run(o: TrainOptions, log=print) -> dict:
     random.seed(o.seed)
     torch.manual_seed(o.seed)
 
-    model, tok = load_base(Path(o.base))
+    model, tok = load_base(Path(o.base), progress=o.progress)
     encoder = Encoder(tok, o.max_prompt_tokens, o.max_answer_tokens)
     for r in split.train:  # too-long prompts are errors now, not after distillation
         encoder.prompt(r.prompt, r.where)
