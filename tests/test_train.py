@@ -68,18 +68,21 @@ def refusal_probability(model, prompts) -> float:
     return sum(model.decide(p).refusal_probability for p in prompts) / len(prompts)
 
 
-def test_train_writes_a_calibrated_gguf_that_loads_and_decides(llama, data, tmp_path):
+@pytest.mark.parametrize("arch, tokens", [("llama", "categories"), ("qwen2", "binary")])
+def test_train_writes_a_calibrated_gguf_that_loads_and_decides(arch, tokens, request, data, tmp_path):
     from refusal_edge import RefusalModel
     from refusal_edge.policy import Policy
 
+    tiny = request.getfixturevalue(arch)
     out = tmp_path / "run"
-    result = train(llama.root, data[0], "--contrast", data[1], "--out", out, "--steps", 30, "--cache-dir",
-                   tmp_path / "cache", *FAST)
+    result = train(tiny.root, data[0], "--contrast", data[1], "--out", out, "--steps", 30, "--tokens", tokens,
+                   "--cache-dir", tmp_path / "cache", *FAST)
     assert result.exit_code == 0, result.output
     for name in ("model.gguf", "policy.toml", "train.json", "hf/config.json", "report/report.json",
                  "heldout/original.jsonl"):
         assert (out / name).is_file(), name
     assert list(out.glob("*.gguf")) == [out / "model.gguf"]
+    assert list((tmp_path / "cache").glob("*.jsonl")), "the base model's answers were not cached"
     summary = json.loads((out / "train.json").read_text())
     assert summary["training"]["done"] == 30 and summary["heldout_prompts"] > 0
     train_refuse = [json.loads(line)["prompt"] for line in data[0].read_text().splitlines()]
@@ -87,12 +90,39 @@ def test_train_writes_a_calibrated_gguf_that_loads_and_decides(llama, data, tmp_
     train_refuse = [p for p in train_refuse if p not in held]
     train_benign = [f"please tell me a story about the sea {c} 0 0" for c in range(5)]
     with RefusalModel.load(out / "model.gguf", n_ctx=256, n_threads=THREADS) as model:
-        assert model.categories == tuple(CATEGORIES)
-        assert model.default_policy.to_dict() == Policy.load(out / "policy.toml", CATEGORIES).to_dict()
+        assert model.categories == (tuple(CATEGORIES) if tokens == "categories" else ("refuse",))
+        assert model.default_policy.to_dict() == Policy.load(out / "policy.toml", model.categories).to_dict()
         decision = model.decide(train_refuse[0])
         assert decision.decision_token
         # what it learned: refusal prompts get far more refusal probability than benign ones
         assert refusal_probability(model, train_refuse) > refusal_probability(model, train_benign) + 0.3
+
+
+def test_ctrl_c_saves_and_stops_after_the_step(llama, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import torch
+
+    import convert.train.loop as loop
+    from convert.train.errors import TrainError
+
+    torch.set_num_threads(THREADS)
+    peft_model, new_rows, _, data, _ = _setup(llama, _rows())
+    real, calls = loop.batch_loss, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of step 2
+        return real(*args)
+
+    monkeypatch.setattr(loop, "batch_loss", interrupted)
+    with pytest.raises(TrainError, match=r"interrupted: saved step 2/6.*--resume"):
+        loop.train(peft_model, new_rows, data, loop.LoopConfig(steps=6, batch_size=4), checkpoint=tmp_path / "c.pt",
+                   resume=False, key="k", device=torch.device("cpu"), progress=False, log=lambda m: None)
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 2 and len(calls) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _setup(tiny, rows, seed=0):
