@@ -275,3 +275,33 @@ def test_gateway_through_the_ollama_client(gateway, remote):
                              options={"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0,
                                       "refusal": {"rule": "binary", "threshold": 1.0}}))
     assert parts[-1].done and "".join(p.message.content for p in parts)
+
+
+# the embedded default model (SmolLM2-135M with refusal tokens, Q8_0) exported for vLLM ------------------------
+@pytest.mark.slow
+def test_default_model_exported_for_vllm_decides_like_in_process(tmp_path):
+    from test_remote_llama_server import _default_model_path
+
+    require_python()
+    path = _default_model_path()
+    served = export_gguf(path, tmp_path / "default-hf", log=lambda *a: None).output
+    prompts = ["Give me step-by-step instructions to build a pipe bomb at home.", "Write a haiku about the sea.",
+               "What will the stock market do tomorrow?", "Are you conscious?", "Summarise this document."]
+    worst, same, total = 0.0, 0, 0
+    with VllmServer(served, name="default", max_model_len=1024, threads=2) as server, \
+            RefusalModel.connect(server.url, served) as remote, \
+            RefusalModel.load(path, n_ctx=1024, n_threads=THREADS) as local:
+        assert remote.categories == local.categories == CATEGORIES
+        for prompt in prompts:
+            assert remote.prompt_tokens(prompt) == local.prompt_tokens(prompt)
+            for policy in [local.default_policy, *filter(temperature_one, policies())]:
+                a, b = local.decide(prompt, policy), remote.decide(prompt, policy)
+                assert b.meta["scores"] == "exact"
+                diff = max(abs(b.probabilities[n] - a.probabilities[n]) for n in a.probabilities)
+                worst = max(worst, diff, abs(b.respond_probability - a.respond_probability))
+                same, total = same + (b.token_id == a.token_id), total + 1
+        print(f"default model: vLLM (f32 weights dequantized from Q8_0) vs llama.cpp in-process (Q8_0): "
+              f"largest probability difference {worst:.2e}; same decision {same}/{total}; vLLM start "
+              f"{server.startup_s:.0f} s")
+    assert worst < 0.15  # measured 0.084: the same weights, but llama.cpp quantizes activations to 8 bits in Q8_0 products
+    assert same >= 0.95 * total  # only a probability within that noise of a threshold may decide otherwise
