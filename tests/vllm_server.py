@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from llama_server import free_port
+from llama_server import free_port, missing_engine
 
 ENV = "REFUSAL_EDGE_VLLM_PYTHON"
 VERSION = "0.32.0"  # .ci/install-vllm's pin
@@ -35,11 +34,8 @@ def python() -> Path | None:
 def require_python() -> Path:
     path = python()
     if path is None or not path.exists():
-        reason = (f"vLLM is not installed (${ENV} unset, no complete install in the tool cache): run "
-                  f".ci/install-vllm, or export {ENV}=/path/to/a/venv/with/vllm/bin/python")
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_engine(f"vLLM is not installed (${ENV} unset or not a file, no complete install in the tool cache): run "
+                       f".ci/install-vllm, or export {ENV}=/path/to/a/venv/with/vllm/bin/python")
     return path
 
 

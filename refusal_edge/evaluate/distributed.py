@@ -127,7 +127,7 @@ class RayScorer:
         scored = dataset.map_batches(
             Scorer, fn_constructor_kwargs={"path": str(self.path), "load_kwargs": self.load_kwargs,
                                            "temperature": temperature},
-            concurrency=workers, batch_size=batch, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch, batch_format="numpy",
             num_cpus=1 if self.load_kwargs["remote"] else threads)
         try:
             for row in scored.iter_rows():
