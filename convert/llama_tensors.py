@@ -129,6 +129,11 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's interleaved pairs -> HF's rotate-half layout: the inverse of ``permute``."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
 class PermutedTensor(LazyTensor):
     """Q/K rows permuted per head, read a whole number of heads at a time."""
 
