@@ -15,7 +15,8 @@ from .protocol import ApiError
 
 STATIC = Path(__file__).parent / "static"
 FILES = {"index.html": "text/html", "dials.js": "text/javascript", "chat.js": "text/javascript",
-         "markdown.js": "text/javascript", "policy-file.js": "text/javascript", "dials.css": "text/css"}
+         "markdown.js": "text/javascript", "markdown-inline.js": "text/javascript", "policy-file.js": "text/javascript",
+         "dials.css": "text/css"}
 # Nothing but this server: no inline script, no third-party origin, not framed by other sites.
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
