@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import ModelLoadError, NonFiniteScoresError, PolicyError, PromptTooLongError, RefusalEdgeError
-from ..metadata import RefusalSpec
+from ..metadata import RefusalSpec, short_names
 from ..policy import Policy
 from . import protocol
 from .protocol import ApiError, ChatRequest, Limits
@@ -92,7 +92,8 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
     def model_card() -> dict:
         return {
             "id": settings.model_id, "object": "model", "created": created, "owned_by": "refusal-edge",
-            "refusal": {"categories": list(spec.category_names), "respond_token": spec.respond.token,
+            "refusal": {"categories": list(spec.category_names), "short_names": short_names(spec.category_names),
+                        "respond_token": spec.respond.token,
                         "category_tokens": {c.name: c.token for c in spec.categories},
                         "policy": settings.policy.to_dict()},
         }
