@@ -40,8 +40,11 @@ def _download(repo: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    # huggingface-hub reads HF_HUB_OFFLINE once, when it is first imported; read it again here so that a process
+    # that imported the hub earlier (transformers does) still honours the variable as it is now.
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename))
+        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline))
     except LocalEntryNotFoundError:
         raise ModelLoadError(
             f"{repo}/{filename} is not in the Hugging Face cache and the hub cannot be reached (offline?)"
