@@ -40,16 +40,20 @@ def model_options(func):
                   "serves several (vLLM) [default: the first it lists].")
     @click.option("--engine-api-key", envvar=ENGINE_KEY_ENV, show_envvar=True, default=None, metavar="KEY",
                   help="Sent as 'Authorization: Bearer KEY' to the engine.")
+    @click.option("--engine-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                  help="How long one request to the engine may take, its retries included; a stalled engine fails "
+                       "then, saying it timed out [default: 60].")
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
     @click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
     @functools.wraps(func)
-    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, **kwargs):
-        if engine_url is None and (engine_model or engine_api_key):
-            raise click.UsageError("--engine-model and --engine-api-key need --engine URL")
-        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
+    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, engine_timeout=None, **kwargs):
+        if engine_url is None and (engine_model or engine_api_key or engine_timeout is not None):
+            raise click.UsageError("--engine-model, --engine-api-key and --engine-timeout need --engine URL")
+        timeout = {} if engine_timeout is None else {"timeout": engine_timeout}
+        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
         return func(*args, **kwargs)
 
     return wrapper

@@ -4,6 +4,8 @@
 
 const KEY_STORE = "refusal-edge-api-key";
 const $ = (id) => document.getElementById(id);
+// Category names come from the model file: "constructor" or "__proto__" must read and write as plain keys.
+const own = (table, key) => (Object.hasOwn(table, key) ? table[key] : undefined);
 const state = {card: null, history: [], lastPrompt: null, busy: false, whatIfTimer: null};
 
 // --- the API ---------------------------------------------------------------------------------------------
@@ -82,19 +84,19 @@ function showPolicy(policy) {
   $("threshold").value = policy.threshold;
   $("temperature").value = policy.temperature;
   for (const input of document.querySelectorAll("#thresholds input")) {
-    const value = policy.thresholds[input.dataset.category];
+    const value = own(policy.thresholds, input.dataset.category);
     input.value = value === undefined ? policy.threshold : value;
   }
   for (const input of document.querySelectorAll("#biases input")) {
-    input.value = policy.biases[input.dataset.token] || 0;
+    input.value = own(policy.biases, input.dataset.token) || 0;
   }
   showValues();
 }
 
 function currentPolicy() {
-  const thresholds = {};
+  const thresholds = Object.create(null);
   for (const input of document.querySelectorAll("#thresholds input")) thresholds[input.dataset.category] = Number(input.value);
-  const biases = {};
+  const biases = Object.create(null);
   for (const input of document.querySelectorAll("#biases input")) {
     if (Number(input.value)) biases[input.dataset.token] = Number(input.value);
   }
@@ -118,8 +120,8 @@ function dialsChanged() {
 
 // --- decisions ---------------------------------------------------------------------------------------------
 function thresholdOf(policy, name) {
-  if (policy.rule === "per-category") return policy.thresholds[name] ?? policy.threshold;
-  if (policy.rule === "paper-category") return policy.thresholds[name];
+  if (policy.rule === "per-category") return own(policy.thresholds, name) ?? policy.threshold;
+  if (policy.rule === "paper-category") return own(policy.thresholds, name);
   return undefined;  // binary thresholds the sum (its own bar); natural has none
 }
 
