@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from test_properties import FAST, JSON  # noqa: E402
 from test_remote_contract import SPEC, V, dialect_on, logits_row, softmax, vllm  # noqa: E402
+from test_remote_fail_closed import Tok  # noqa: E402
 
 from refusal_edge.decision import decide  # noqa: E402
 from refusal_edge.errors import RefusalEdgeError  # noqa: E402
@@ -28,13 +29,6 @@ IDS = st.sampled_from([*DECISION_IDS, 0, 1, 7, V - 1, V, V + 1, -1, 2 ** 31, 2 *
 NUMBERS = (st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 1) | st.floats(-60, 0)
            | st.sampled_from([0, 1, 1e300, -1e308, 1.0000001, 5.0, 50.0, -0.0, 10 ** 400, True]) | st.integers())
 CLEARLY_OVER = 2e-3  # the oracle's margin past the code's slack (1e-3), so rounding never decides a test
-
-
-class Tok:
-    n_vocab = V
-    eos = V - 1
-    is_eog = staticmethod(lambda t: t == V - 1)
-    piece = staticmethod(lambda t: b"x")
 
 
 class Replay:

@@ -229,7 +229,7 @@ def _number(raw: Mapping, name: str, default: float, low: float, high: float, op
         number = math.inf
     if not math.isfinite(number) or not (number > low if open_low else number >= low) or number > high:
         interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-        raise ApiError(400, f"'{name}' must be a finite number in {interval}, got {_short(value)}", param=name)
+        raise ApiError(400, f"'{name}' must be a number in {interval}, got {_short(value)}", param=name)
     return number
 
 
