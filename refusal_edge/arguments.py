@@ -64,6 +64,7 @@ class EngineTarget:
     model: str | None = None
     api_key: str | None = None
     concurrency: int | None = None  # scoring requests in flight (eval, calibrate); None: the engine's slots
+    timeout: float = 60.0  # seconds one engine request may take, its retries included (--engine-timeout)
 
 
 def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
@@ -74,7 +75,7 @@ def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx:
 
     if remote is not None:
         return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
-                                    concurrency=remote.concurrency, verbose=verbose)
+                                    concurrency=remote.concurrency, timeout=remote.timeout, verbose=verbose)
     return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
                              n_gpu_layers=n_gpu_layers, verbose=verbose, predict_decision=predict_decision)
 

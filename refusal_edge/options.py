@@ -51,6 +51,9 @@ def model_options(func):
                   "serves several (vLLM) [default: the first it lists].")
     @click.option("--engine-api-key", envvar=ENGINE_KEY_ENV, show_envvar=True, default=None, metavar="KEY",
                   help="Sent as 'Authorization: Bearer KEY' to the engine.")
+    @click.option("--engine-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                  help="How long one request to the engine may take, its retries included; a stalled engine fails "
+                       "then, saying it timed out [default: 60].")
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
@@ -60,12 +63,14 @@ def model_options(func):
                   help="llama.cpp's extra CPU buffer types (repacked and AMX kernels): auto (on unless a canary decode "
                        "crashes or miscomputes on this machine; `refusal-edge doctor` says which), on or off.")
     @functools.wraps(func)
-    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, repack=None, **kwargs):
-        if engine_url is None and (engine_model or engine_api_key):
-            raise click.UsageError("--engine-model and --engine-api-key need --engine URL")
+    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, engine_timeout=None, repack=None,
+                **kwargs):
+        if engine_url is None and (engine_model or engine_api_key or engine_timeout is not None):
+            raise click.UsageError("--engine-model, --engine-api-key and --engine-timeout need --engine URL")
         if repack is not None:  # every model this command loads (server slots, eval) reads it from here
             os.environ[REPACK_ENV] = repack
-        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
+        timeout = {} if engine_timeout is None else {"timeout": engine_timeout}
+        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
         return func(*args, **kwargs)
 
     return wrapper

@@ -148,3 +148,87 @@ def test_the_page_is_shipped_static_and_off_with_no_ui(tiny_model):
             assert escape.status_code == 404
         else:
             assert (page.status_code, script.status_code) == (404, 404)
+
+
+# another origin ----------------------------------------------------------------------------------------------
+# What a web page on another origin tries (issue 19): make the model work with "simple" requests a browser sends
+# without asking (no-cors, text/plain or no type at all), and read what the server knows.
+ATTACK = """async ([target, paths, body]) => {
+  const sent = {};
+  for (const path of paths) {
+    for (const init of [{headers: {"Content-Type": "text/plain"}, body},
+                        {body: new TextEncoder().encode(body).buffer}]) {  // an ArrayBuffer body has no type
+      try {
+        const reply = await fetch(target + path, {method: "POST", mode: "no-cors", ...init});
+        sent[path] = reply.type;  // "opaque": the page cannot see status or body
+      } catch (error) {
+        sent[path] = "failed";
+      }
+    }
+  }
+  const read = {};
+  for (const path of ["/v1/models", "/health", "/api/tags"]) {
+    try {
+      read[path] = await (await fetch(target + path)).text();
+    } catch (error) {
+      read[path] = "blocked";
+    }
+  }
+  return {sent, read};
+}"""
+
+
+@pytest.fixture(scope="module")
+def open_server(tiny_gguf):
+    """A server without an API key, as most desktop servers run: only the origin checks stand in a page's way."""
+    from refusal_edge import RefusalModel
+    from conftest import THREADS
+
+    model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)
+    settings = ServerSettings(model_id="tiny", policy=model.default_policy)
+    with BackgroundServer(create_app(SlotPool([model]), settings)) as running:
+        yield running
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def other_origin():
+    """A page on another port of loopback: another origin, as a tab on any web site would be."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>elsewhere</title><p>an ordinary page"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_page_on_another_origin_can_neither_drive_nor_read_the_server(browser, open_server, other_origin):
+    with httpx.Client(base_url=open_server.url, trust_env=False) as http:
+        before = http.get("/health").json()
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(other_origin + "/")
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "input": "hi", "prompt": "hi",
+                           "stream": False, "max_tokens": 1})
+        paths = ["/v1/chat/completions", "/api/chat", "/api/generate", "/v1/moderations", "/v1/refusal/decisions"]
+        result = page.evaluate(ATTACK, [open_server.url, paths, body])
+        context.close()
+        after = http.get("/health").json()
+    assert set(result["sent"]) == set(paths)  # the browser did send them (opaque answers)...
+    for counter in ("completed", "failed", "cancelled", "busy"):
+        assert after[counter] == before[counter], (counter, before, after)  # ...and the server did no work
+    assert set(result["read"].values()) == {"blocked"}, result["read"]  # and the page could read nothing
