@@ -134,7 +134,8 @@ def test_calibrated_policy_meets_its_targets_under_eval(data, tmp_path, tiny_ggu
     policy_file = tmp_path / "p.toml"
     tuned = tmp_path / "tuned.gguf"
     text = cli("calibrate", tiny_gguf, dev, "--contrast", contrast, "--target", "overall:tpr>=0.5",
-               "--max-over-refusal", "0.6", "--holdout", "0", "-o", policy_file, "--write-default", tuned)
+               "--max-over-refusal", "0.6", "--holdout", "0", "--mode", "empirical", "-o", policy_file,
+               "--write-default", tuned)
     assert "overall:tpr>=0.5" in text and "MISSED" not in text
 
     policy = Policy.load(policy_file, CATEGORIES)
@@ -157,3 +158,28 @@ def test_infeasible_targets_write_no_policy(data, tmp_path, tiny_gguf, monkeypat
     assert "Error:" in text and "Traceback" not in text
     assert not policy_file.exists()
     assert "unknown metric" in cli("calibrate", tiny_gguf, dev, "--target", "safety:speed>=1", expect=2)
+
+
+def test_guaranteed_mode_prints_its_promise_and_both_modes(data, tmp_path, tiny_gguf, monkeypatch):
+    monkeypatch.setenv("REFUSAL_EDGE_CACHE", str(tmp_path / "cache"))
+    dev, contrast = data
+    policy_file = tmp_path / "p.toml"
+    text = cli("calibrate", tiny_gguf, dev, "--contrast", contrast, "--max-over-refusal", "0.5", "--confidence",
+               "0.8", "--holdout", "0.25", "-o", policy_file)
+    assert "guaranteed mode (written): one threshold" in text and "empirical mode (for comparison)" in text
+    assert "guarantee: with probability >= 0.8" in text and "of 15 refused" in text  # 15 benign calibrate
+    assert "guaranteed: held out" in text and "empirical: held out" in text
+    policy = Policy.load(policy_file, CATEGORIES)
+    assert policy.rule == "per-category" and len(set(policy.thresholds.values())) == 1
+
+
+def test_too_little_data_for_a_promise_writes_no_policy(data, tmp_path, tiny_gguf, monkeypatch):
+    monkeypatch.setenv("REFUSAL_EDGE_CACHE", str(tmp_path / "cache"))
+    dev, contrast = data
+    policy_file = tmp_path / "p.toml"
+    # 15 benign prompts calibrate (20, a quarter held out); over-refusal <= 0.1 at 0.9 needs 22.
+    text = cli("calibrate", tiny_gguf, dev, "--contrast", contrast, "-o", policy_file, expect=1)
+    assert "needs at least 22 benign prompts in the calibration part, which has 15" in text
+    assert "Traceback" not in text and not policy_file.exists()
+    cli("calibrate", tiny_gguf, dev, "--contrast", contrast, "-o", policy_file, "--mode", "empirical")
+    assert policy_file.exists()

@@ -181,7 +181,7 @@ class _Search:
     def _apply(self, steps: "_Steps", j: int) -> None:
         end = steps.ends[j]
         below = steps.values[end + 1] if end + 1 < len(steps.values) else 0.0
-        self.thresholds[steps.knob] = _between(float(below), float(steps.values[end]))
+        self.thresholds[steps.knob] = threshold_between(float(below), float(steps.values[end]))
         self.refused = (self.p >= self.thresholds).any(axis=1)
 
 
@@ -195,7 +195,7 @@ class _Steps:
     fp: np.ndarray  # benign prompts admitted by step j (cumulative)
 
 
-def _between(below: float, at: float) -> float:
+def threshold_between(below: float, at: float) -> float:
     """A round threshold in (below, at]: geometric midpoint, 2 significant digits when they still fit."""
     mid = float(np.sqrt(below * at)) if below > 0 else at / 2
     for digits in (2, 3, 4, 6):

@@ -30,6 +30,12 @@ def data_options(func):
     @click.option("--system", default=None, type=TEXT, help="System prompt before every prompt (its KV cache is reused).")
     @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
                   help="With --engine: scoring requests kept in flight [default: the engine's slots].")
+    @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                  help="Score on a Ray cluster (Ray Data; pip install 'refusal-edge[ray]'): ADDRESS as ray.init takes "
+                       "it (auto, ray://head:10001); alone, a Ray instance on this machine.")
+    @click.option("--ray-workers", type=click.IntRange(1, 4096), default=None,
+                  help="With --ray: model actors scoring in parallel, each with --threads threads or one engine "
+                       "connection [default: 1].")
     @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
                   help="Score store (JSONL) [default: ~/.cache/refusal-edge/scores/<model hash>.jsonl].")
     @functools.wraps(func)
@@ -40,8 +46,8 @@ def data_options(func):
 
 
 def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, category_field, skip_bad_rows,
-             system, concurrency, store_path, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
-             verbose, remote, check=None):
+             system, concurrency, ray_address, ray_workers, store_path, policy_file, rule, thresholds, biases,
+             n_gpu_layers, threads, n_ctx, verbose, remote, check=None):
     from dataclasses import replace
 
     from ..arguments import split_model_argument
@@ -52,13 +58,22 @@ def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, ca
             raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
         remote = replace(remote, concurrency=concurrency)
 
+    ray = None
+    if ray_address is not None:
+        from .distributed import RaySettings
+
+        ray = RaySettings(ray_address, ray_workers or 1)
+    elif ray_workers is not None:
+        raise click.UsageError("--ray-workers needs --ray")
+
     model, data = split_model_argument(inputs)
     datasets = read_all(data, refuse_files, contrast_files, Fields(prompt_field, label_field, category_field),
                         skip_bad_rows)
     return open_session(
         model, datasets, store_path=store_path, system=system, skip_bad=skip_bad_rows,
         policy_args=dict(policy_file=policy_file, rule=rule, thresholds=thresholds, biases=biases),
-        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote),
+        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote,
+                          ray=ray),
         check=check,
     )
 
@@ -107,6 +122,7 @@ def evaluate(out_dir, sweep_range, sweep_category, subcategories, generate, max_
       refusal-edge eval xstest_prompts.csv --sweep 0:1:0.05 --sweep-category safety
       refusal-edge eval model.gguf dev.jsonl --contrast c.jsonl --generate --max-tokens 64
       refusal-edge eval model.gguf dev.jsonl --engine http://127.0.0.1:8081 --concurrency 8
+      refusal-edge eval model.gguf dev.jsonl --ray auto --ray-workers 8 --threads 4
     """
     from . import analysis, report as rep
     from .batch import choose, token_ids
@@ -115,6 +131,9 @@ def evaluate(out_dir, sweep_range, sweep_category, subcategories, generate, max_
 
     if judge and not generate:
         raise click.UsageError("--judge needs --generate")
+    if generate and options["ray_address"] is not None:
+        raise click.UsageError("--generate decodes on this machine: run it without --ray (the scores --ray stored "
+                               "are reused)")
     grid = parse_range(sweep_range or DEFAULT_RANGE)
     judged = load_judge(judge) if generate else None
     swept = {"category": None}
@@ -184,7 +203,14 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
               help="A target such as safety:tpr>=0.95 or overall:over-refusal<=0.05 (metrics: tpr, "
                    "over-refusal). Repeatable.")
 @click.option("--max-over-refusal", type=click.FloatRange(0, 1), default=0.10, show_default=True,
-              help="Share of benign prompts that may be refused; spare budget buys refusals elsewhere.")
+              help="Share of benign prompts that may be refused (guaranteed mode: on new prompts, with "
+                   "--confidence); spare budget buys refusals elsewhere.")
+@click.option("--mode", type=click.Choice(["guaranteed", "empirical"]), default="guaranteed", show_default=True,
+              help="guaranteed: one shared threshold whose exact binomial bounds promise the targets on new prompts "
+                   "of the same distribution with --confidence; empirical: per-category thresholds that meet them "
+                   "on the calibration sample only. The report shows both.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="Guaranteed mode: probability that every promised target holds.")
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
               help="Share of the data held out to show how the thresholds generalise (stratified).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out split.")
@@ -195,22 +221,26 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
 @click.option("--force", is_flag=True, help="Overwrite OUT.gguf if it exists.")
 @policy_options
 @model_options
-def calibrate(targets, max_over_refusal, holdout, seed, policy_out, write_default, force, **options):
-    """Choose per-category thresholds from stored scores to meet refusal targets, and write a policy.
+def calibrate(targets, max_over_refusal, mode, confidence, holdout, seed, policy_out, write_default, force,
+              **options):
+    """Choose thresholds from stored scores to meet refusal targets, and write a policy.
 
-    The data is split into a calibration part and a held-out part; the operating point is printed on both,
-    so over-fitting shows.
+    By default (--mode guaranteed) the targets are promised on new prompts from the same distribution with
+    --confidence (Clopper-Pearson bounds, fixed-sequence testing along one shared threshold); too little data
+    for that promise is an error that says how much is needed. The data is split into a calibration part and a
+    held-out part; both modes' operating points are printed on both parts, so over-fitting shows.
 
     \b
     Examples:
       refusal-edge calibrate model.gguf dev.jsonl --contrast contrast.jsonl --target "safety:tpr>=0.95"
+      refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.15 --confidence 0.9
       refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.05 --write-default tuned.gguf
     """
     from .operating_point import calibrate_session, parse_targets
     from .report import operating_point_text
 
     with _session(**options, check=lambda spec, policy, examples: parse_targets(targets, spec, examples)) as s:
-        found = calibrate_session(s, targets, max_over_refusal, holdout, seed)
+        found = calibrate_session(s, targets, max_over_refusal, holdout, seed, mode, confidence)
         click.echo(operating_point_text(found, s.spec))
         policy = found.policy
         policy.save(policy_out)

@@ -161,24 +161,53 @@ def _plain(value):
 
 
 def operating_point_text(op: OperatingPoint, spec: RefusalSpec) -> str:
-    """What calibrate prints: the split, the thresholds found, and the operating point on both parts."""
+    """What calibrate prints: the split, each mode's thresholds, the promise, and the operating points."""
     y, (_, cal), (_, held) = op.y, *op.parts
     lines = [f"calibration part: {len(cal)} prompts ({int(y[cal].sum())} should refuse, {int((~y[cal]).sum())} benign); "
              f"held out: {len(held)} ({int(y[held].sum())} should refuse, {int((~y[held]).sum())} benign)"]
     if not (~y).any():
         lines.append("note: no benign prompts, so over-refusal is not measured; add --contrast data")
-    lines.append("thresholds: " + ", ".join(f"{short_name(n)} {t:g}" for n, t in zip(spec.category_names, op.thresholds)))
+    columns = []
+    for r in op.results:
+        chosen = " (written)" if r is op.chosen else " (for comparison)"
+        if r.error:
+            lines.append(f"{r.mode} mode{chosen}: no thresholds: {r.error}")
+            continue
+        lines.append(f"{r.mode} mode{chosen}: " + _thresholds_text(spec, r.thresholds))
+        if r.promises:
+            lines.append(promise_text(r.promises, r.confidence))
+        columns += [(f"{r.mode}: {name}" if len(op.results) > 1 else name, r.refused, rows) for name, rows in op.parts]
     lines.append("")
-    lines.append(operating_table(op.targets, op.max_over_refusal, op.refused, y, op.gold, op.parts))
+    lines.append(operating_table(op.targets, op.max_over_refusal, y, op.gold, columns))
     return "\n".join(lines)
 
 
-def operating_table(targets: Sequence[Target], max_over_refusal: float, refused, y, gold, parts) -> str:
-    parts = [(name, rows) for name, rows in parts if len(rows)]
+def _thresholds_text(spec: RefusalSpec, thresholds) -> str:
+    if len(set(map(float, thresholds))) == 1 and len(thresholds) > 1:
+        return f"one threshold {float(thresholds[0]):g} for every category"
+    return "thresholds " + ", ".join(f"{short_name(n)} {t:g}" for n, t in zip(spec.category_names, thresholds))
+
+
+def promise_text(promises, confidence: float) -> str:
+    """The guarantee in one line: what it promises, how sure, from how much data, and what it assumes."""
+    each = promises[0].confidence
+    stated = "; ".join(
+        f"{p.target.metric} of {'all' if p.target.scope == 'overall' else short_name(p.target.scope)} "
+        f"{p.target.op} {p.target.value:g} (Clopper-Pearson {'upper' if p.target.op == '<=' else 'lower'} bound "
+        f"{p.bound:.3f}: {p.events} of {p.rows} refused)" for p in promises)
+    split = f", each of {len(promises)} at {each:.4g} (Bonferroni)" if len(promises) > 1 else ""
+    return (f"guarantee: with probability >= {confidence:g} over the calibration sample{split}, on new prompts "
+            f"exchangeable with it (same distribution, drawn independently): {stated}. "
+            "Prompts from another distribution are not covered.")
+
+
+def operating_table(targets: Sequence[Target], max_over_refusal: float, y, gold, columns) -> str:
+    """Rows: targets and rates; columns: (label, refused, rows) such as ("guaranteed: held out", ...)."""
+    columns = [(name, refused, r) for name, refused, r in columns if len(r)]
     rows = []
     for t in targets:
         row = [str(t)]
-        for _, r in parts:
+        for _, refused, r in columns:
             value = t.measure(refused[r], y[r], gold[r])
             row.append(f"{metrics_text(value)} {'ok' if t.met(value) else 'MISSED'}")
         rows.append(row)
@@ -186,13 +215,14 @@ def operating_table(targets: Sequence[Target], max_over_refusal: float, refused,
     rows.append([f"over-refusal <= {max_over_refusal:g}"] + [
         f"{metrics_text(over.measure(refused[r], y[r], gold[r]))} "
         f"{'ok' if over.met(over.measure(refused[r], y[r], gold[r])) or not (~y[r]).any() else 'MISSED'}"
-        for _, r in parts])
+        for _, refused, r in columns])
     for key, label in (("recall", "refusal rate (all should-refuse)"), ("precision", "precision"), ("f1", "F1")):
-        rows.append([label] + [metrics_text(metrics.binary_metrics(refused[r], y[r])[key]) for _, r in parts])
+        rows.append([label] + [metrics_text(metrics.binary_metrics(refused[r], y[r])[key])
+                               for _, refused, r in columns])
     for name in dict.fromkeys(gold[y]):
         rows.append([f"  refusal rate: {short_name(name)}"] + [
-            metrics_text(metrics.rate(refused[r][y[r] & (gold[r] == name)])) for _, r in parts])
-    return table(["operating point"] + [name for name, _ in parts], rows)
+            metrics_text(metrics.rate(refused[r][y[r] & (gold[r] == name)])) for _, refused, r in columns])
+    return table(["operating point"] + [name for name, _, _ in columns], rows)
 
 
 def metrics_text(value) -> str:
