@@ -55,7 +55,7 @@ def quantize_gguf(
 
     llama.cpp's log is captured (shown with ``verbose``) and its error lines end up in the error message.
     """
-    from refusal_edge.llama_vocab import check_gguf_file
+    from refusal_edge.gguf_header import check_gguf_file
     from refusal_edge.errors import ModelLoadError
 
     key = check_quant_type(qtype)

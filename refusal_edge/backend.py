@@ -12,7 +12,8 @@ import numpy as np
 from .decision import FirstTokenScores
 from .engine import Engine, PrefillStats, Scored
 from .errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
-from .llama_vocab import LlamaTokenizer, _llama_cpp, _load_llama
+from .llama_lib import llama_cpp_module
+from .llama_vocab import LlamaTokenizer, _load_llama
 from .metadata import RefusalSpec
 from .sampling import SamplingParams
 
@@ -21,7 +22,7 @@ class Sampler:
 
     def __init__(self, backend: "LlamaBackend", params: SamplingParams) -> None:
         self._chain = None
-        lc = _llama_cpp()
+        lc = llama_cpp_module()
         self._lc = lc
         self._ctx = backend.ctx
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())

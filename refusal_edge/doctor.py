@@ -106,7 +106,7 @@ def default_model_facts() -> tuple[dict, list[Check]]:
 def collect(threads: int = 1, expected_path: Path = EXPECTED_PATH, model_path: Path | None = None) -> dict:
     """Every fact and check, as one JSON-able report (``ok``: whether every check passed)."""
     from .kernels import choose, host_facts
-    from .llama_vocab import llama_build
+    from .llama_lib import llama_build
 
     version, system_info = llama_build()
     facts = host_facts()

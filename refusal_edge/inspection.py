@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .llama_vocab import check_gguf_file
 from .errors import MetadataError
-from .gguf_header import check_data, read_header
+from .gguf_header import check_data, check_gguf_file, read_header
 from .metadata import KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec, discover
 
 _TOKEN_TYPES = {1: "NORMAL", 2: "UNKNOWN", 3: "CONTROL", 4: "USER_DEFINED", 5: "UNUSED", 6: "BYTE"}
