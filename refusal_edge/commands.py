@@ -100,7 +100,7 @@ def decide(words, model, input_file, as_json, policy_file, rule, thresholds, bia
 
 def read_prompt_file(path: Path) -> list[tuple[str, list[dict]]]:
     """Rows of (label, messages) from JSONL/JSON/CSV/TSV; errors name the file and the line."""
-    from .evaluate.data import read_rows
+    from .rows import read_rows
 
     rows = []
     for line, row in read_rows(path):

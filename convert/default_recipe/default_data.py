@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from refusal_edge.evaluate.data import read_rows
+from refusal_edge.rows import read_rows
 from refusal_edge.metadata import CATEGORIES
 
 RESPOND = "respond"
