@@ -21,19 +21,11 @@ from typing import Callable, Iterator, Sequence, Union
 import numpy as np
 
 from .decision import FirstTokenScores
-from .engine import PrefillStats, Scored
+from .engine import PrefillStats, Scored, common_prefix
 from .errors import ModelLoadError, RefusalEdgeError
 from .metadata import RefusalSpec
 
 PREFIX_SEQ = 0  # holds the current group's shared prefix; members use sequences 1..n
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(diff[0]) if diff.size else n
 
 
 @dataclass

@@ -79,17 +79,14 @@ class NumpyEngine(Engine):
     def logits(self, tokens):
         return self.table[tokens[-1]] + self.by_length[len(tokens) % 5]
 
-    def score(self, tokens, spec, temperature=1.0):
-        tokens = list(tokens)
-        if len(tokens) >= self.n_ctx:
-            raise PromptTooLongError(f"{len(tokens)} tokens do not fit {self.n_ctx}")
+    def score_fitting(self, tokens, spec, temperature):  # Engine.score checks the context first
         reused = 0
         while reused < min(len(self.cache), len(tokens) - 1) and self.cache[reused] == tokens[reused]:
             reused += 1
         self.cache = tokens
         return FirstTokenScores.from_logits(self.logits(tokens), spec, temperature), PrefillStats(len(tokens), reused, 0.0)
 
-    def generate(self, tokens, params, first_token_bias=None):
+    def continue_from(self, tokens, params, first_token_bias):  # Engine.generate checks for room first
         seq = list(tokens)
         self.generate_calls.append((list(seq), first_token_bias))
         rng = np.random.default_rng(params.seed)

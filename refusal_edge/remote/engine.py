@@ -31,6 +31,7 @@ class RemoteEngine(Engine):
     thread-safe; the vocabulary is read-only)."""
 
     thread_safe = True
+    run_stopping_errors = (EngineError,)  # the engine failing (or answering nonsense) is not one prompt's problem
 
     def __init__(self, dialect, tokenizer: Tokenizer, concurrency: int | None = None) -> None:
         self.dialect, self.tokenizer = dialect, tokenizer
@@ -44,20 +45,18 @@ class RemoteEngine(Engine):
         """Which engine, serving what (not where: replicas of one served model give the same scores)."""
         return f"{self.kind}:{self.model_id}"
 
-    def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0) -> Scored:
-        self._check_length(tokens)
-        return self.dialect.score(list(tokens), spec, temperature)
+    def score_fitting(self, tokens: list[int], spec: RefusalSpec, temperature: float) -> Scored:
+        return self.dialect.score(tokens, spec, temperature)
+
+    def prompt_too_long(self, n_tokens: int) -> PromptTooLongError:
+        return PromptTooLongError(f"the prompt is {n_tokens} tokens, the engine's context holds {self.n_ctx}: "
+                                  "shorten it or serve the model with a longer context")
 
     def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
                    temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
         """Up to ``concurrency`` requests in flight (the engine batches them), results yielded in order."""
         def one(tokens):
-            try:
-                return self.score(tokens, spec, temperature)
-            except EngineError:
-                raise  # the engine failing (or answering nonsense) is not one prompt's problem: stop the run
-            except RefusalEdgeError as exc:
-                return exc
+            return self.score_or_error(tokens, spec, temperature)
 
         if self.concurrency == 1 or len(batch) <= 1:
             yield from map(one, batch)
@@ -77,13 +76,10 @@ class RemoteEngine(Engine):
                 for future in pending:
                     future.cancel()
 
-    def generate(self, tokens: Sequence[int], params, first_token_bias: Mapping[int, float] | None = None
-                 ) -> Iterator[int]:
-        tokens = list(tokens)
-        if first_token_bias is None and (params.max_tokens <= 0 or len(tokens) >= self.n_ctx):
-            return  # no room for the forced token (or no budget after it): a "length" finish, as in-process
+    def continue_from(self, tokens: list[int], params, first_token_bias: Mapping[int, float] | None
+                      ) -> Iterator[int]:
         if first_token_bias is not None:
-            self._check_length(tokens)
+            self.check_fits(tokens)
             first = self.dialect.sample_first(tokens, params, first_token_bias)
             yield first
             if self.tokenizer.is_eog(first) or params.max_tokens <= 0:
@@ -100,11 +96,6 @@ class RemoteEngine(Engine):
             close = getattr(self.tokenizer, "close", None)
             if close is not None:
                 close()
-
-    def _check_length(self, tokens: Sequence[int]) -> None:
-        if self.n_ctx and len(tokens) >= self.n_ctx:
-            raise PromptTooLongError(f"the prompt is {len(tokens)} tokens, the engine's context holds {self.n_ctx}: "
-                                     "shorten it or serve the model with a longer context")
 
 
 def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None, api_key: str | None = None,

@@ -107,7 +107,7 @@ class LlamaServerDialect:
             logprobs = {token_id(e["id"], vocab_size(self.tokenizer)): probability_as_logprob(e["prob"]) for e in entries}
             timings = answer.get("timings") or {}
             cached, prompt_ms = int(timings.get("cache_n") or 0), float(timings.get("prompt_ms") or 0.0)
-        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise EngineError(f"llama-server at {self.http.url} answered /completion without token probabilities "
                               f"({type(exc).__name__}: {exc})") from None
         if not logprobs:
