@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
@@ -35,6 +36,7 @@ class Tokenizer(ABC):
     name: str  # shown to users: the model's file stem, or the served model's name
     n_vocab: int
     metadata: Mapping[str, str]  # GGUF key/values as strings (refusal.spec, tokenizer.chat_template, ...)
+    path: Path | None = None  # the GGUF file the vocabulary was read from, where there is one
 
     @abstractmethod
     def tokenize(self, text: str, special: bool) -> list[int]:

@@ -90,11 +90,6 @@ class RefusalModel:
         return cls(engine, spec, template, default)
 
     @property
-    def backend(self) -> Engine:
-        """The engine under its earlier name (tests and benchmarks of the llama.cpp engine reach it this way)."""
-        return self.engine
-
-    @property
     def aio(self):
         """The same calls for asyncio (``await model.aio.decide(...)``, ``async for e in model.aio.stream(...)``),
         run in worker threads under this model's lock (aio.py)."""

@@ -133,7 +133,7 @@ def routes(service: Service) -> list[Route]:
 
     def model_entry() -> dict:
         tokenizer = service.pool.models[0].tokenizer
-        path = getattr(tokenizer, "path", None)  # a GGUF file under llama.cpp; other engines may have none
+        path = tokenizer.path  # the GGUF file, where the vocabulary came from one
         stat = path.stat() if path is not None else None
         # A digest of the file's identity, not of its gigabytes: clients only compare digests for changes.
         identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else tokenizer.name
