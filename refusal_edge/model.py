@@ -20,7 +20,7 @@ from .metadata import RefusalSpec, read_spec
 from .policy import Policy
 from .sampling import SamplingParams
 from .streaming import Chunk, GenerationResult, TextAssembler
-from .template import CHATML_TEMPLATE, ChatTemplate
+from .template import ChatTemplate, prompt_token_ids, template_of
 from .window import Window, fit
 
 Messages = Union[str, Sequence[Mapping]]
@@ -85,9 +85,7 @@ class RefusalModel:
         except RefusalEdgeError as exc:
             engine.close()
             raise type(exc)(f"{tokenizer.name}: {exc}") from None
-        source = tokenizer.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        template = ChatTemplate(source, tokenizer.token_text(tokenizer.bos), tokenizer.token_text(tokenizer.eos))
-        return cls(engine, spec, template, default)
+        return cls(engine, spec, template_of(tokenizer), default)
 
     @property
     def aio(self):
@@ -132,13 +130,7 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
-        tokens: list[int] = []
-        for segment in self.template.render(messages, decision_tokens=self._decision_tokens):
-            tokens += self.tokenizer.tokenize(segment.text, special=segment.special)
-        bos = self.tokenizer.bos
-        if self.tokenizer.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
-            tokens.insert(0, bos)
-        return tokens
+        return prompt_token_ids(self.tokenizer, self.template, messages, self._decision_tokens)
 
     def fit(self, messages: Messages, max_tokens: int = 0, *, n_ctx: int | None = None, drop: str = "turns",
             spare: int = 0, option: str = "n_ctx") -> Window:

@@ -227,3 +227,16 @@ def test_a_context_smaller_than_llama_cpp_allows_is_a_clear_error_not_a_crash(ti
         with pytest.raises(PromptTooLongError, match="context holds 64"):
             model.decide("hello world " * 50)
         assert model.decide("hello world").token  # a prompt that fits still works
+
+
+@pytest.mark.parametrize("text", ["hello", "a <|im_start|> in the text \ud800 and a lone surrogate", ""])
+def test_training_prompts_are_the_runtime_prompts(tiny_gguf, tiny_model, text):
+    """The converter's ChatTokenizer (training, distillation) must give the ids the runtime decides after."""
+    from convert.chat_tokenizer import ChatTokenizer
+
+    tok = ChatTokenizer(tiny_gguf)
+    try:
+        assert tok.prompt(text) == tiny_model.prompt_tokens([{"role": "user", "content": text}])
+        assert tok.decode(tok.text("plain words")) == "plain words"
+    finally:
+        tok.vocabulary.close()
