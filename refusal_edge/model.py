@@ -42,25 +42,15 @@ class RefusalModel:
         self._access = ModelLock(serialize=not engine.thread_safe)  # one caller at a time: access.py
 
     @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        *,
-        n_ctx: int = 4096,
-        n_threads: int | None = None,
-        n_gpu_layers: int = 0,
-        n_batch: int = 512,
-        verbose: bool = False,
-        repack: str | None = None,
-        **llama_kwargs,
-    ) -> "RefusalModel":
-        """Load a GGUF on the CPU (``n_gpu_layers=-1`` offloads everything to Metal/CUDA builds). ``repack``:
-        llama.cpp's extra CPU buffer types (repacked and AMX kernels) "on", "off" or "auto" (the default, or
-        $REFUSAL_EDGE_REPACK: on unless a canary decode shows they crash or miscompute on this machine)."""
+    def load(cls, path: str | os.PathLike, **options) -> "RefusalModel":
+        """Load a GGUF on the in-process llama.cpp engine. ``options`` are ``LlamaBackend``'s, with its defaults:
+        ``n_ctx``, ``n_threads``, ``n_gpu_layers`` (-1 offloads everything to Metal/CUDA builds), ``n_batch``,
+        ``batch_sequences``, ``predict_decision``, ``verbose``, ``repack`` (llama.cpp's extra CPU buffer types,
+        repacked and AMX kernels: "on", "off" or "auto", the default, or $REFUSAL_EDGE_REPACK: on unless a canary
+        decode shows they crash or miscompute on this machine) and any other ``llama_cpp.Llama`` argument."""
         from .backend import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
 
-        return cls.from_engine(LlamaBackend(path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                            n_batch=n_batch, verbose=verbose, repack=repack, **llama_kwargs))
+        return cls.from_engine(LlamaBackend(path, **options))
 
     @classmethod
     def connect(cls, url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None,

@@ -15,6 +15,7 @@ from typing import Iterator, Mapping, Sequence, Union
 from ..engine import Engine, Scored, Tokenizer
 from ..errors import PromptTooLongError, RefusalEdgeError
 from ..metadata import RefusalSpec
+from .dialect import Dialect
 from .errors import EngineError
 from .http import EngineHTTPError, HttpClient
 from .llama_server import LlamaServerDialect
@@ -33,7 +34,7 @@ class RemoteEngine(Engine):
     thread_safe = True
     run_stopping_errors = (EngineError,)  # the engine failing (or answering nonsense) is not one prompt's problem
 
-    def __init__(self, dialect, tokenizer: Tokenizer, concurrency: int | None = None) -> None:
+    def __init__(self, dialect: Dialect, tokenizer: Tokenizer, concurrency: int | None = None) -> None:
         self.dialect, self.tokenizer = dialect, tokenizer
         self.n_ctx = dialect.n_ctx
         self.kind, self.url, self.model_id = dialect.kind, dialect.http.url, dialect.model_id
@@ -120,8 +121,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
                           connections=max(16, 2 * (concurrency or 1)))
         dialect = detect(http, model, tokenizer, top_k)
         check_same_model(dialect, tokenizer, spec)
-        if isinstance(dialect, VllmDialect):
-            dialect.probe_token_ids(tokenizer.tokenize(PROBE, special=False), spec)
+        dialect.probe(tokenizer.tokenize(PROBE, special=False), spec)
         return RemoteEngine(dialect, tokenizer, concurrency)
     except BaseException:
         if http is not None:
@@ -130,7 +130,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
         raise
 
 
-def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int = 20):
+def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int = 20) -> Dialect:
     """Which engine answers at the URL: llama-server's /v1/models says "llamacpp", vLLM's says "vllm"."""
     models = http.get_json("/v1/models")
     cards = models.get("data") if isinstance(models, dict) else None
@@ -151,7 +151,7 @@ def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int
                       "llama.cpp's llama-server and vLLM")
 
 
-def check_same_model(dialect, tokenizer: Tokenizer, spec: RefusalSpec) -> None:
+def check_same_model(dialect: Dialect, tokenizer: Tokenizer, spec: RefusalSpec) -> None:
     """The engine must serve the model whose vocabulary we hold: same size, same decision token ids, same
     tokenization of a probe text. Anything else would turn token ids into other tokens silently."""
     where = f"{dialect.kind} at {dialect.http.url} serves {dialect.model_id!r}, which is not {tokenizer.name}"

@@ -47,6 +47,9 @@ class LlamaServerDialect:
         self._pieces = None  # see _piece_index, built when first needed
 
     # vocabulary -------------------------------------------------------------------------------
+    def probe(self, tokens: Sequence[int], spec: RefusalSpec) -> None:
+        """Nothing to find out: llama-server reports probabilities by token id in every release this supports."""
+
     def tokenize(self, text: str, special: bool) -> list[int]:
         answer = self.http.post_json("/tokenize", {"content": text, "add_special": False, "parse_special": special},
                                      retry=True)
