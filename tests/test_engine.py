@@ -239,12 +239,21 @@ def _imports(tree):
                 yield (node.module or ""), alias.name
 
 
+# The in-process llama.cpp engine: the only modules that reach llama.cpp, directly or through its loader.
+LLAMA_ENGINE = {"backend.py", "llama_vocab.py", "llama_lib.py", "llama_batch.py", "kernels.py"}
+
+
+def _reaches_llama_cpp(path) -> bool:
+    return any(mod.split(".")[0] == "llama_cpp" or mod.endswith("llama_lib")
+               for mod, _ in _imports(ast.parse(path.read_text())))
+
+
 def test_only_the_llama_engine_imports_llama_cpp():
-    engine = {"backend.py", "llama_vocab.py", "llama_lib.py"}  # the in-process llama.cpp engine
-    files = [p for p in (ROOT / "refusal_edge").rglob("*.py") if p.name not in engine] + [ROOT / "convert/verify.py"]
-    offenders = [str(p.relative_to(ROOT)) for p in files
-                 if any(mod.split(".")[0] == "llama_cpp" for mod, _ in _imports(ast.parse(p.read_text())))]
+    files = [p for p in (ROOT / "refusal_edge").rglob("*.py") if p.name not in LLAMA_ENGINE]
+    offenders = [str(p.relative_to(ROOT)) for p in [*files, ROOT / "convert/verify.py"] if _reaches_llama_cpp(p)]
     assert not offenders
+    named = {p.name for p in (ROOT / "refusal_edge").glob("*.py") if _reaches_llama_cpp(p)}
+    assert named == LLAMA_ENGINE, "the engine's set names a module that does not reach llama.cpp (or misses one)"
 
 
 @pytest.mark.parametrize("path", ABOVE_SEAM)
