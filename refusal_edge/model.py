@@ -52,6 +52,18 @@ class RefusalModel:
 
         return cls.from_engine(LlamaBackend(path, **options))
 
+    @staticmethod
+    def read_file_spec(path: str | os.PathLike) -> RefusalSpec:
+        """A GGUF's refusal spec from its vocabulary alone, no weights loaded (a driver that only hands the file
+        to workers needs no more)."""
+        from .llama_vocab import load_tokenizer  # the default engine's vocabulary, as ``load`` uses it
+
+        tokenizer = load_tokenizer(path)
+        try:
+            return read_spec(tokenizer)
+        finally:
+            tokenizer.close()
+
     @classmethod
     def connect(cls, url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None,
                 api_key: str | None = None, **options) -> "RefusalModel":
