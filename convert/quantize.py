@@ -11,8 +11,10 @@ import os
 import threading
 from pathlib import Path
 
+from refusal_edge.files import human_size
+
 from .errors import ConversionError
-from .output import atomic_output, check_output, check_space, human
+from .output import atomic_output, check_output, check_space
 
 # name -> (llama_ftype attribute, approximate bits per weight for the disk-space estimate)
 QUANT_TYPES = {
@@ -157,5 +159,5 @@ def _check_metadata_kept(source: Path, output: Path) -> None:
 
 
 def describe(path: Path) -> str:
-    return f"{path} ({human(path.stat().st_size)})"
+    return f"{path} ({human_size(path.stat().st_size)})"
 

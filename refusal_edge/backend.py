@@ -9,6 +9,7 @@ from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
+from . import settings
 from .decision import FirstTokenScores
 from .engine import Engine, PrefillStats, Scored, common_prefix
 from .errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
@@ -76,7 +77,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         self,
         path: str | os.PathLike,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = settings.N_CTX,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         n_batch: int = 512,

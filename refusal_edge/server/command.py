@@ -10,6 +10,7 @@ import os
 
 import click
 
+from .. import settings
 from ..arguments import build_policy, load_model
 from ..options import model_options, policy_options
 from .guard import ORIGINS_ENV, Access, origins_from_env
@@ -31,13 +32,13 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
 @click.option("--parallel", "-np", type=click.IntRange(1, 1024), default=None,
               help="Requests served at once: one model instance (context, KV cache) per slot; others queue. "
                    "With --engine, requests passed to the engine at once [default: 1; with --engine, its slots].")
-@click.option("--max-queue", type=click.IntRange(1), default=64, show_default=True,
+@click.option("--max-queue", type=click.IntRange(1), default=settings.SERVER_MAX_QUEUE, show_default=True,
               help="Requests that may wait for a slot; more get HTTP 503.")
-@click.option("--max-tokens", type=click.IntRange(1), default=4096, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(1), default=settings.SERVER_MAX_TOKENS, show_default=True,
               help="Largest max_tokens a request may ask for (also the default).")
-@click.option("--max-messages", type=click.IntRange(1), default=256, show_default=True,
+@click.option("--max-messages", type=click.IntRange(1), default=settings.SERVER_MAX_MESSAGES, show_default=True,
               help="Most messages in one request.")
-@click.option("--max-body", type=click.IntRange(1024), default=1 << 20, show_default=True,
+@click.option("--max-body", type=click.IntRange(1024), default=settings.SERVER_MAX_BODY_BYTES, show_default=True,
               help="Largest request body, in bytes.")
 @click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
 @click.option("--predict-decision", is_flag=True,
