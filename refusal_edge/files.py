@@ -116,3 +116,8 @@ def human_size(n: float) -> str:
             return f"{n:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n:.0f} B"  # pragma: no cover
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A Hugging Face checkpoint directory: what `convert` reads and vLLM serves (it holds config.json)."""
+    return (path / "config.json").is_file()

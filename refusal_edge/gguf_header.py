@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import GGUFFormatError, ModelLoadError
+from .files import is_checkpoint_dir
 
 MAGIC = b"GGUF"
 T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32, T_BOOL, T_STRING, T_ARRAY = range(10)
@@ -247,7 +248,7 @@ def check_gguf_file(path: Path) -> None:
         raise ModelLoadError(f"model file not found: {path}")
     if not path.is_file():
         hint = (" (a Hugging Face checkpoint: convert it with `refusal-edge convert`, or run it on an engine with "
-                "--engine URL)" if (path / "config.json").is_file() else "")
+                "--engine URL)" if is_checkpoint_dir(path) else "")
         raise ModelLoadError(f"model path is not a file: {path}{hint}")
     with open(path, "rb") as fh:
         head = fh.read(len(MAGIC))

@@ -34,7 +34,7 @@ class RefusalModel:
         self.template = template
         self.default_policy = default_policy
         self._decision_ids = frozenset(spec.token_ids)
-        self._decision_tokens = frozenset(ref.token for ref in spec.refs)
+        self._decision_tokens = spec.decision_tokens
         # The decision token ``stream`` expects next: the last one it fed, at first [respond]. An engine may evaluate
         # it with the prompt (a hint: LlamaBackend does with predict_decision=True), so that when the policy picks it
         # the first answer token costs no extra decode step.
@@ -83,7 +83,7 @@ class RefusalModel:
         tokenizer = engine.tokenizer
         try:
             spec = read_spec(tokenizer)
-            default = Policy.from_dict(spec.default_policy, spec.category_names) if spec.default_policy else Policy()
+            default = Policy.default_of(spec)
         except RefusalEdgeError as exc:
             engine.close()
             raise type(exc)(f"{tokenizer.name}: {exc}") from None

@@ -52,7 +52,7 @@ class Service:
 
     @property
     def decision_tokens(self) -> frozenset[str]:
-        return frozenset(ref.token for ref in self.spec.refs)
+        return self.spec.decision_tokens
 
     def chat_request(self, raw: dict) -> ChatRequest:
         return protocol.chat_request(raw, policy=self.settings.policy, categories=self.spec.category_names,
