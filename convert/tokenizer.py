@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from refusal_edge.extras import missing_message
 from refusal_edge.metadata import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED
 
 from .errors import ConversionError
@@ -235,10 +236,8 @@ def _sentencepiece(root: Path, data: dict | None) -> TokenizerFields:
     try:
         from sentencepiece import SentencePieceProcessor
     except ImportError:
-        raise ConversionError(
-            f"{root} has a SentencePiece tokenizer (tokenizer.model); reading it needs the sentencepiece package: "
-            "pip install sentencepiece"
-        ) from None
+        raise ConversionError(f"{root} has a SentencePiece tokenizer (tokenizer.model); "
+                              + missing_message("sentencepiece", "reading it")) from None
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(root / "tokenizer.model"))
     tokens, scores, types = [], [], []
