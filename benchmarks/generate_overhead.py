@@ -25,15 +25,14 @@ PROMPT = "Write a short paragraph about why the sky looks blue during the day."
 @click.option("--max-tokens", default=64, show_default=True)
 @click.option("--threads", default=2, show_default=True)
 def main(model, runs, max_tokens, threads):
-    from llama_cpp import Llama
-
     from refusal_edge import RefusalModel
     from refusal_edge.decision import FirstTokenScores, decide
     from refusal_edge.arguments import resolve_model_path
+    from refusal_edge.llama_vocab import load_llama
 
     path = resolve_model_path(model)
     ours = RefusalModel.load(path, n_ctx=2048, n_threads=threads)
-    plain = Llama(str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    plain = load_llama(path, n_ctx=2048, n_threads=threads, n_threads_batch=threads)  # the same kernels
     policy = ours.default_policy
     prompt_tokens = ours.prompt_tokens(PROMPT)
     decision = ours.decide(PROMPT, policy)

@@ -43,14 +43,13 @@ PROMPTS = ["Write a short paragraph about why the sky looks blue during the day.
 @click.option("--identity", default=24, show_default=True,
               help="prompts of the mix answered greedily (32 tokens) with and without the prediction")
 def main(model, runs, threads, data, mix, identity):
-    from llama_cpp import Llama
-
     from refusal_edge import Chunk, Policy, RefusalModel
     from refusal_edge.arguments import resolve_model_path
+    from refusal_edge.llama_vocab import load_llama
 
     path = resolve_model_path(model)
     ours = RefusalModel.load(path, n_ctx=2048, n_threads=threads)
-    plain = Llama(str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    plain = load_llama(path, n_ctx=2048, n_threads=threads, n_threads_batch=threads)  # the same kernels
     engine = ours.engine
     respond = Policy(rule="binary", threshold=1.0)  # never refuses: [respond], the predicted token
     categories = ours.categories

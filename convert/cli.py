@@ -9,6 +9,7 @@ import click
 
 from .errors import ConversionError
 from .quantize import EMBEDDING_TYPES, QUANT_TYPES
+from .safetensors_out import DTYPES as HF_OUTTYPES
 from .writer import OUTTYPES
 
 
@@ -63,9 +64,13 @@ def _summary(path: Path, spec, log) -> None:
 
 @click.command("convert")
 @click.argument("source")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The GGUF to write.")
-@click.option("--outtype", type=click.Choice(list(OUTTYPES)), default="f16", show_default=True,
-              help="Tensor type written directly (with --quant: of the intermediate file).")
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="The GGUF to write (with --to hf: the checkpoint directory).")
+@click.option("--to", "target", type=click.Choice(["gguf", "hf"]), default="gguf", show_default=True,
+              help="hf: export a GGUF SOURCE as a Hugging Face checkpoint directory (for vLLM, transformers).")
+@click.option("--outtype", type=click.Choice(sorted({*OUTTYPES, *HF_OUTTYPES})), default=None,
+              help="Tensor type written directly (with --quant: of the intermediate file) [default: f16; f32 "
+                   "with --to hf, which takes f32 or bf16].")
 @click.option("--quant", type=click.Choice(list(QUANT_TYPES), case_sensitive=False), default=None,
               help="Then quantize with llama.cpp's quantizer (e.g. q4_k_m).")
 @click.option("--keep-embeddings", type=click.Choice(list(EMBEDDING_TYPES)), default=None,
@@ -77,7 +82,7 @@ def _summary(path: Path, spec, log) -> None:
 @click.option("--name", default=None, help="general.name of the GGUF.")
 @_refusal_options
 @_verify_options
-def convert(source, output, outtype, quant, keep_embeddings, keep_intermediate, pre_tokenizer, revision, name,
+def convert(source, output, target, outtype, quant, keep_embeddings, keep_intermediate, pre_tokenizer, revision, name,
             categories, respond, default_policy, force, quiet, verify, probe_file, threads, verbose):
     """Convert a Hugging Face refusal-token checkpoint (directory or hub id) to GGUF.
 
@@ -86,7 +91,13 @@ def convert(source, output, outtype, quant, keep_embeddings, keep_intermediate, 
       refusal-edge convert ./zephyr-llama3-refusal -o model.gguf
       refusal-edge convert tomg-group-umd/zephyr-llama3-8b-sft-refusal-n-contrast-multiple-tokens \\
           -o model.q4_k_m.gguf --quant q4_k_m --keep-embeddings q8_0 --verify
+      refusal-edge convert model.gguf --to hf -o ./model-hf    # a checkpoint vLLM serves
     """
+    if target == "hf" or str(source).lower().endswith(".gguf"):
+        return _export_hf(source, output, target, outtype, quant, force, quiet)
+    outtype = outtype or "f16"
+    if outtype not in OUTTYPES:
+        raise ConversionError(f"--outtype {outtype} is for --to hf; a GGUF takes {', '.join(OUTTYPES)}")
     from .hf_to_gguf import convert_checkpoint
     from .refusal import parse_categories
 
@@ -100,6 +111,16 @@ def convert(source, output, outtype, quant, keep_embeddings, keep_intermediate, 
     _summary(result.output, result.spec, log)
     if result.intermediate is not None:
         log(f"kept the unquantized file {result.intermediate}")
+
+
+def _export_hf(source, output, target, outtype, quant, force, quiet):
+    from .gguf_to_hf import export_gguf
+
+    if target != "hf":
+        raise ConversionError(f"{source} is a GGUF already: pass --to hf to export it as a Hugging Face checkpoint")
+    if quant:
+        raise ConversionError("--quant makes a GGUF; --to hf writes f32 or bf16 safetensors")
+    export_gguf(source, output, outtype=outtype or "f32", force=force, log=_echo(quiet))
 
 
 @click.command("annotate")

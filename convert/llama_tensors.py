@@ -1,27 +1,23 @@
-"""Llama-family architecture: hyperparameters from config.json and the HF -> GGUF tensor plan.
+"""Hyperparameters from config.json and the HF -> GGUF tensor plan, for every family in ``architectures.FAMILIES``.
 
-llama.cpp's ``llama`` graph applies RoPE to interleaved pairs while Hugging Face rotates halves, so the rows of
-every Q and K projection are permuted per head (``permute``), K with ``num_key_value_heads``. Qwen2 uses the
-NEOX layout in llama.cpp: no permutation, and its Q/K/V projections carry biases.
+llama.cpp's ``llama``-style graphs (NORM RoPE) rotate interleaved pairs while Hugging Face rotates halves, so the
+rows of every Q and K projection are permuted per head (``permute``), K with ``num_key_value_heads``. NEOX
+architectures (Qwen, Phi-3, Gemma 3) keep the rows. Values change only through lazy wrappers, read row block by
+row block, so no tensor is ever held whole.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gguf
 import numpy as np
 
+from .architectures import BIASED, FAMILIES, TOP_LEVEL, block_shapes, check_rope_scaling, family_of
 from .errors import ConversionError
 from .hf_source import HFCheckpoint, LazyTensor
+from .rope import full_attention_rope, llama3_rope_freqs
 
-# HF architectures -> gguf architecture names.
-ARCHITECTURES = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
-    "Qwen2ForCausalLM": "qwen2",
-}
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 SUPPORTED_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -44,10 +40,18 @@ class ArchParams:
     rope_scaling: dict = field(default_factory=dict)  # {"type": "linear", "factor": f}; llama3 uses rope_freqs
     tie_embeddings: bool = False
     name: str | None = None
+    hf_arch: str = "LlamaForCausalLM"  # the key of its Family in architectures.FAMILIES
+    rotary_dims: int | None = None  # partial rotary (Phi-4-mini): fewer than head_size dimensions rotate
+    family_keys: tuple = ()  # (key without "{arch}.", value): the family's own keys, from its Family.keys
+    q_norm_scale: float = 1.0  # folded into the q-norm weights (Gemma 3's query_pre_attn_scalar)
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.n_embd // self.n_head
 
     @property
     def rope_dim(self) -> int:
-        return self.head_dim or self.n_embd // self.n_head
+        return self.rotary_dims or self.head_size
 
     def write(self, w) -> None:
         """Add the fields to a gguf.GGUFWriter."""
@@ -69,21 +73,30 @@ class ArchParams:
         if self.rope_scaling.get("type") == "linear":
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(self.rope_scaling["factor"]))
+        for key, value in self.family_keys:
+            _add_key(w, f"{self.arch}.{key}", value)
+
+
+def _add_key(w, key: str, value) -> None:
+    if isinstance(value, bool):
+        w.add_bool(key, value)
+    elif isinstance(value, int):
+        w.add_uint32(key, value)
+    elif isinstance(value, float):
+        w.add_float32(key, value)
+    else:  # a per-layer list (e.g. Gemma 3's sliding-window pattern)
+        w.add_array(key, list(value))
 
 
 def arch_params(config: dict, name: str | None = None) -> ArchParams:
-    archs = config.get("architectures") or []
-    arch = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
-    if arch is None:
-        raise ConversionError(
-            f"unsupported architecture {', '.join(archs) or '(none in config.json)'}: `refusal-edge convert` handles "
-            f"{', '.join(ARCHITECTURES)}. For another architecture llama.cpp runs, convert with llama.cpp's "
-            "convert_hf_to_gguf.py and add the refusal metadata with `refusal-edge annotate`"
-        )
+    hf_arch, family = family_of(config)
     try:
         n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
+        rope = full_attention_rope(config)
+        head_dim = int(config["head_dim"]) if config.get("head_dim") else None
+        partial = float(rope.get("partial_rotary_factor") or config.get("partial_rotary_factor") or 1.0)
         params = ArchParams(
-            arch=arch,
+            arch=family.arch,
             n_vocab=int(config.get("vocab_size") or 0),
             n_embd=n_embd,
             n_layer=int(config["num_hidden_layers"]),
@@ -92,65 +105,33 @@ def arch_params(config: dict, name: str | None = None) -> ArchParams:
             n_ff=int(config["intermediate_size"]),
             context_length=int(config.get("max_position_embeddings") or 4096),
             rms_eps=float(config.get("rms_norm_eps") or 1e-6),
-            rope_freq_base=float(_rope(config).get("rope_theta") or 10000.0),
-            head_dim=int(config["head_dim"]) if config.get("head_dim") else None,
-            rope_scaling=_rope_scaling(config),
+            rope_freq_base=float(rope.get("rope_theta") or 10000.0),
+            head_dim=head_dim,
+            rope_scaling=check_rope_scaling(config, hf_arch),
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
             name=name or config.get("_name_or_path") or None,
+            hf_arch=hf_arch,
+            rotary_dims=int((head_dim or n_embd // n_head) * partial) if partial != 1.0 else None,
         )
     except KeyError as exc:
         raise ConversionError(f"config.json lacks {exc.args[0]!r}") from None
-    if params.n_head % params.n_head_kv:
+    except (TypeError, ValueError) as exc:
+        raise ConversionError(f"config.json holds a malformed hyperparameter: {exc}") from None
+    if params.n_head_kv <= 0 or params.n_head % params.n_head_kv:
         raise ConversionError(f"config.json: {n_head} attention heads is not a multiple of {params.n_head_kv} KV heads")
-    return params
-
-
-def _rope(config: dict) -> dict:
-    """transformers >= 5 stores rope_theta and the scaling under rope_parameters."""
-    rope = dict(config.get("rope_parameters") or {})
-    if "rope_theta" in config:
-        rope.setdefault("rope_theta", config["rope_theta"])
-    return rope
-
-
-def _rope_scaling(config: dict) -> dict:
-    scaling = config.get("rope_scaling") or _rope(config)
-    kind = scaling.get("rope_type") or scaling.get("type") or "default"
-    if kind == "default":
-        return {}
-    if kind == "linear":
-        return {"type": "linear", "factor": float(scaling["factor"])}
-    if kind == "llama3":
-        return {"type": "llama3", **{k: float(scaling[k]) for k in
-                ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}}
-    raise ConversionError(f"config.json: rope scaling {kind!r} is not supported by `refusal-edge convert` "
-                          "(convert with llama.cpp's convert_hf_to_gguf.py, then `refusal-edge annotate`)")
-
-
-def llama3_rope_freqs(params: ArchParams) -> np.ndarray:
-    """The rope_freqs.weight factors llama.cpp applies for Llama-3.1+ rope scaling (as convert_hf_to_gguf.py)."""
-    s = params.rope_scaling
-    dim = params.rope_dim
-    freqs = 1.0 / (params.rope_freq_base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-    low_wavelen = s["original_max_position_embeddings"] / s["low_freq_factor"]
-    high_wavelen = s["original_max_position_embeddings"] / s["high_freq_factor"]
-    factors = []
-    for freq in freqs:
-        wavelen = 2 * math.pi / freq
-        if wavelen < high_wavelen:
-            factors.append(1.0)
-        elif wavelen > low_wavelen:
-            factors.append(s["factor"])
-        else:
-            smooth = (s["original_max_position_embeddings"] / wavelen - s["low_freq_factor"]) / (
-                s["high_freq_factor"] - s["low_freq_factor"])
-            factors.append(1.0 / ((1 - smooth) / s["factor"] + smooth))
-    return np.asarray(factors, dtype=np.float32)
+    keys = family.keys(config, params)
+    return replace(params, family_keys=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in keys.items()),
+                   q_norm_scale=float(family.q_norm_scale(config, params)))
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """HF's rotate-half layout -> llama.cpp's interleaved pairs, per head (rows of a Q/K weight or bias)."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's interleaved pairs -> HF's rotate-half layout: the inverse of ``permute``."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 class PermutedTensor(LazyTensor):
@@ -179,10 +160,45 @@ class ArrayTensor(LazyTensor):
         return np.asarray(self.array[start:stop], dtype=np.float32)
 
 
+class AffineTensor(LazyTensor):
+    """(base + offset) * scale, row block by row block: Gemma's (1 + w) norms, a folded attention scale."""
+
+    def __init__(self, base: LazyTensor, offset: float = 0.0, scale: float = 1.0):
+        self.base, self.offset, self.scale = base, offset, scale
+        self.name, self.shape, self.source_dtype = base.name, base.shape, base.source_dtype
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return (self.base.rows(start, stop) + np.float32(self.offset)) * np.float32(self.scale)
+
+
+def gguf_name(hf_name: str, params: ArchParams) -> str | None:
+    """The GGUF name of an HF tensor for this family, or None when the family has no such tensor."""
+    stem, dot, kind = hf_name.rpartition(".")
+    if not dot or kind not in ("weight", "bias"):
+        return None
+    if stem in TOP_LEVEL:
+        return f"{TOP_LEVEL[stem]}.{kind}" if kind == "weight" else None
+    parts = stem.split(".", 3)
+    if len(parts) < 4 or parts[:2] != ["model", "layers"] or not parts[2].isdigit():
+        return None
+    target = FAMILIES[params.hf_arch].block.get(parts[3])
+    if target is None or (kind == "bias" and target not in BIASED) or int(parts[2]) >= params.n_layer:
+        return None
+    return f"blk.{int(parts[2])}.{target}.{kind}"
+
+
+def _transformed(name: str, tensor: LazyTensor, params: ArchParams, hf_name: str) -> LazyTensor:
+    family = FAMILIES[params.hf_arch]
+    suffix = name.split(".")[-2]
+    if family.permute_qk and suffix in ("attn_q", "attn_k"):
+        return PermutedTensor(tensor, params.n_head if suffix == "attn_q" else params.n_head_kv, hf_name)
+    if family.norm_offset and suffix.endswith("norm") and name.endswith(".weight"):
+        return AffineTensor(tensor, family.norm_offset, params.q_norm_scale if suffix == "attn_q_norm" else 1.0)
+    return tensor
+
+
 def tensor_plan(ckpt: HFCheckpoint, params: ArchParams) -> list[tuple[str, LazyTensor]]:
     """(gguf name, lazy tensor) for every tensor to write, in llama.cpp's usual order; checks names and shapes."""
-    arch = gguf.MODEL_ARCH.LLAMA if params.arch == "llama" else gguf.MODEL_ARCH.QWEN2
-    names = gguf.get_tensor_name_map(arch, params.n_layer)
     plan: dict[str, LazyTensor] = {}
     for hf_name, tensor in ckpt.tensors.items():
         if hf_name.endswith(IGNORED_SUFFIXES):
@@ -192,18 +208,17 @@ def tensor_plan(ckpt: HFCheckpoint, params: ArchParams) -> list[tuple[str, LazyT
                 f"tensor {hf_name!r} has dtype {tensor.source_dtype}; `refusal-edge convert` reads "
                 f"{', '.join(SUPPORTED_DTYPES)} (quantized checkpoints, e.g. GPTQ/AWQ/FP8, are not supported)"
             )
-        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        name = gguf_name(hf_name, params)
         if name is None:
-            raise ConversionError(f"unexpected tensor {hf_name!r} for a {params.arch} checkpoint")
+            raise ConversionError(f"unexpected tensor {hf_name!r} for a {params.hf_arch} checkpoint")
         if name == "output.weight" and params.tie_embeddings:
             continue  # llama.cpp falls back to token_embd.weight
-        if params.arch == "llama" and (name.endswith(".attn_q.weight") or name.endswith(".attn_q.bias")):
-            tensor = PermutedTensor(tensor, params.n_head, hf_name)
-        elif params.arch == "llama" and (name.endswith(".attn_k.weight") or name.endswith(".attn_k.bias")):
-            tensor = PermutedTensor(tensor, params.n_head_kv, hf_name)
-        plan[name] = tensor
+        plan[name] = _transformed(name, tensor, params, hf_name)
     if params.rope_scaling.get("type") == "llama3":
-        plan["rope_freqs.weight"] = ArrayTensor("rope_freqs", llama3_rope_freqs(params))
+        plan["rope_freqs.weight"] = ArrayTensor("rope_freqs", llama3_rope_freqs(
+            params.rope_scaling, params.rope_dim, params.rope_freq_base))
+    for name, values in FAMILIES[params.hf_arch].extra_tensors(ckpt.config, params).items():
+        plan[name] = ArrayTensor(name, np.asarray(values, dtype=np.float32))
     _check(plan, params)
     return sorted(plan.items(), key=lambda kv: _order(kv[0]))
 
@@ -211,24 +226,16 @@ def tensor_plan(ckpt: HFCheckpoint, params: ArchParams) -> list[tuple[str, LazyT
 def _order(name: str) -> tuple:
     if name.startswith("blk."):
         return (1, int(name.split(".")[1]), name)
-    return ({"token_embd.weight": 0, "rope_freqs.weight": 0}.get(name, 2), 0, name)
+    return (0 if name.startswith(("token_embd", "rope_")) else 2, 0, name)
 
 
 def _check(plan: dict[str, LazyTensor], p: ArchParams) -> None:
-    head_dim = p.head_dim or p.n_embd // p.n_head
-    q_rows, kv_rows = p.n_head * head_dim, p.n_head_kv * head_dim
+    shapes = block_shapes(p)
     expected = {"token_embd.weight": None, "output_norm.weight": (p.n_embd,)}
     if not p.tie_embeddings:
         expected["output.weight"] = None
     for i in range(p.n_layer):
-        b = f"blk.{i}."
-        expected.update({
-            b + "attn_norm.weight": (p.n_embd,), b + "ffn_norm.weight": (p.n_embd,),
-            b + "attn_q.weight": (q_rows, p.n_embd), b + "attn_k.weight": (kv_rows, p.n_embd),
-            b + "attn_v.weight": (kv_rows, p.n_embd), b + "attn_output.weight": (p.n_embd, q_rows),
-            b + "ffn_gate.weight": (p.n_ff, p.n_embd), b + "ffn_up.weight": (p.n_ff, p.n_embd),
-            b + "ffn_down.weight": (p.n_embd, p.n_ff),
-        })
+        expected.update({f"blk.{i}.{t}.weight": shapes[t] for t in FAMILIES[p.hf_arch].block.values()})
     missing = [n for n in expected if n not in plan]
     if missing:
         raise ConversionError(f"the checkpoint lacks {len(missing)} tensor(s) the architecture needs, e.g. "
@@ -236,6 +243,11 @@ def _check(plan: dict[str, LazyTensor], p: ArchParams) -> None:
     for name, shape in expected.items():
         if shape is not None and tuple(plan[name].shape) != shape:
             raise ConversionError(f"tensor {name} has shape {tuple(plan[name].shape)}, config.json implies {shape}")
+    for name, t in plan.items():
+        if name.endswith(".bias"):
+            rows = shapes[name.split(".")[-2]][0]
+            if tuple(t.shape) != (rows,):
+                raise ConversionError(f"tensor {name} has shape {tuple(t.shape)}, config.json implies ({rows},)")
     embd = plan["token_embd.weight"].shape
     if len(embd) != 2 or embd[1] != p.n_embd:
         raise ConversionError(f"token embeddings have shape {tuple(embd)}, config.json implies (*, {p.n_embd})")

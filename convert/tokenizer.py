@@ -1,7 +1,7 @@
 """Tokenizer fields for the GGUF: vocabulary, token types, merges, special ids, pre-tokenizer, chat template.
 
-Byte-level BPE (Llama-3, SmolLM2, Qwen2) is read from tokenizer.json alone. SentencePiece (tokenizer.model:
-Llama-2, Mistral) needs the ``sentencepiece`` package and otherwise fails with a clear error.
+Byte-level BPE (Llama-3, SmolLM2/3, Qwen2/3) is read from tokenizer.json alone. SentencePiece-style vocabularies
+(tokenizer.model: Llama-2, Mistral, Phi-3, Gemma 3; or a byte-fallback BPE tokenizer.json) are in spm_tokenizer.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from refusal_edge.extras import missing_message
 from refusal_edge.metadata import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED
 
 from .errors import ConversionError
@@ -93,6 +92,8 @@ class TokenizerFields:
 
 
 def load_tokenizer(root: Path, pre_tokenizer: str | None = None) -> TokenizerFields:
+    from .spm_tokenizer import bpe_byte_fallback_fields, sentencepiece_fields
+
     tokenizer_json = root / "tokenizer.json"
     spm = root / "tokenizer.model"
     if tokenizer_json.is_file():
@@ -101,15 +102,15 @@ def load_tokenizer(root: Path, pre_tokenizer: str | None = None) -> TokenizerFie
         if model.get("type") == "BPE" and not model.get("byte_fallback"):
             return _bpe(root, data, pre_tokenizer)
         if spm.is_file():
-            return _sentencepiece(root, data)
+            return sentencepiece_fields(root, data)
+        if model.get("type") == "BPE":
+            return bpe_byte_fallback_fields(root, data)
         raise ConversionError(
-            f"{tokenizer_json}: a {model.get('type', 'unknown')} tokenizer"
-            + (" with byte fallback (SentencePiece style)" if model.get("byte_fallback") else "")
-            + " is not supported without tokenizer.model; convert with llama.cpp's convert_hf_to_gguf.py and add the "
-            "refusal metadata with `refusal-edge annotate`"
+            f"{tokenizer_json}: a {model.get('type', 'unknown')} tokenizer is not supported without tokenizer.model; "
+            "convert with llama.cpp's convert_hf_to_gguf.py and add the refusal metadata with `refusal-edge annotate`"
         )
     if spm.is_file():
-        return _sentencepiece(root, None)
+        return sentencepiece_fields(root, None)
     raise ConversionError(f"{root} has no tokenizer (tokenizer.json or tokenizer.model)")
 
 
@@ -125,14 +126,20 @@ def _optional_json(path: Path) -> dict:
 
 
 # byte-level BPE --------------------------------------------------------------------------------------------------
-def _bpe(root: Path, data: dict, pre_tokenizer: str | None) -> TokenizerFields:
+def vocab_tokens(root: Path, data: dict) -> list[str]:
+    """tokenizer.json's model vocabulary as a list indexed by id (ids must be exactly 0..n-1)."""
     vocab: dict[str, int] = data["model"]["vocab"]
-    n_base = len(vocab)
-    tokens: list[str | None] = [None] * n_base
+    tokens: list[str | None] = [None] * len(vocab)
     for text, i in vocab.items():
-        if not 0 <= i < n_base or tokens[i] is not None:
-            raise ConversionError(f"{root / 'tokenizer.json'}: vocabulary ids are not 0..{n_base - 1}")
+        if not isinstance(i, int) or not 0 <= i < len(vocab) or tokens[i] is not None:
+            raise ConversionError(f"{root / 'tokenizer.json'}: vocabulary ids are not 0..{len(vocab) - 1}")
         tokens[i] = text
+    return tokens
+
+
+def _bpe(root: Path, data: dict, pre_tokenizer: str | None) -> TokenizerFields:
+    tokens = vocab_tokens(root, data)
+    n_base = len(tokens)
     types = [TOKEN_TYPE_NORMAL] * n_base
     added = sorted(data.get("added_tokens") or [], key=lambda t: t["id"])
     for tok in added:
@@ -229,48 +236,3 @@ def _chat_template(root: Path, config: dict):
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
     return _optional_json(root / "chat_template.json").get("chat_template") or None
-
-
-# SentencePiece ---------------------------------------------------------------------------------------------------
-def _sentencepiece(root: Path, data: dict | None) -> TokenizerFields:
-    try:
-        from sentencepiece import SentencePieceProcessor
-    except ImportError:
-        raise ConversionError(f"{root} has a SentencePiece tokenizer (tokenizer.model); "
-                              + missing_message("sentencepiece", "reading it")) from None
-    sp = SentencePieceProcessor()
-    sp.LoadFromFile(str(root / "tokenizer.model"))
-    tokens, scores, types = [], [], []
-    for i in range(sp.vocab_size()):
-        tokens.append(sp.IdToPiece(i))
-        scores.append(float(sp.GetScore(i)))
-        kind = TOKEN_TYPE_NORMAL
-        if sp.IsUnknown(i):
-            kind = TOKEN_TYPE_UNKNOWN
-        elif sp.IsControl(i):
-            kind = TOKEN_TYPE_CONTROL
-        elif sp.IsUnused(i):
-            kind = TOKEN_TYPE_UNUSED
-        elif sp.IsByte(i):
-            kind = TOKEN_TYPE_BYTE
-        types.append(kind)
-    added = {t["content"]: (t["id"], t.get("special", False)) for t in (data or {}).get("added_tokens") or []}
-    for text, i in _optional_json(root / "added_tokens.json").items():
-        added.setdefault(text, (i, False))
-    for text, (i, special) in sorted(added.items(), key=lambda kv: kv[1][0]):
-        while i >= len(tokens):
-            tokens.append(f"[PAD{len(tokens)}]")
-            scores.append(-1000.0)
-            types.append(TOKEN_TYPE_UNUSED)
-        if tokens[i] != text or i >= sp.vocab_size():
-            tokens[i], scores[i] = text, -1000.0
-            types[i] = TOKEN_TYPE_CONTROL if special else TOKEN_TYPE_USER_DEFINED
-    config = _optional_json(root / "tokenizer_config.json")
-    add_bos = config.get("add_bos_token")
-    return TokenizerFields(
-        model="llama", pre="default", tokens=tokens, types=types, scores=scores,
-        special_ids=_special_ids(root, tokens, config),
-        add_bos=add_bos if isinstance(add_bos, bool) else True,
-        add_eos=config.get("add_eos_token") if isinstance(config.get("add_eos_token"), bool) else None,
-        chat_template=_chat_template(root, config),
-    )

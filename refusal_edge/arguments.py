@@ -40,8 +40,11 @@ def _download(repo: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    # huggingface-hub reads HF_HUB_OFFLINE once, when it is first imported; read it again here so that a process
+    # that imported the hub earlier (transformers does) still honours the variable as it is now.
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename))
+        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline))
     except LocalEntryNotFoundError:
         raise ModelLoadError(
             f"{repo}/{filename} is not in the Hugging Face cache and the hub cannot be reached (offline?)"
@@ -61,6 +64,7 @@ class EngineTarget:
     model: str | None = None
     api_key: str | None = None
     concurrency: int | None = None  # scoring requests in flight (eval, calibrate); None: the engine's slots
+    timeout: float = 60.0  # seconds one engine request may take, its retries included (--engine-timeout)
 
 
 def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
@@ -71,7 +75,7 @@ def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx:
 
     if remote is not None:
         return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
-                                    concurrency=remote.concurrency, verbose=verbose)
+                                    concurrency=remote.concurrency, timeout=remote.timeout, verbose=verbose)
     return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
                              n_gpu_layers=n_gpu_layers, verbose=verbose, predict_decision=predict_decision)
 

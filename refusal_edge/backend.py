@@ -61,6 +61,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
 
     ``score_many`` scores up to ``batch_sequences`` prompts per decode on a second context created on first use
     (``llama_batch``); ``batch_sequences=1`` scores them one at a time on the main context instead.
+    ``repack`` chooses llama.cpp's extra CPU buffer types ("auto", "on", "off"; see ``kernels``).
     ``score_ahead`` evaluates the predicted decision token with the prompt when ``predict_decision=True``. It is off
     by default because on this CPU build it buys nothing: the extra row costs about what the decode step it saves
     costs (ggml's repacked kernels compute rows beyond a multiple of 4 with a pass over all weights, and two output
@@ -81,12 +82,13 @@ class LlamaBackend(LlamaTokenizer, Engine):
         batch_sequences: int = 16,
         predict_decision: bool = False,
         verbose: bool = False,
+        repack: str | None = None,
         **llama_kwargs,
     ) -> None:
         path = Path(path)
         threads = n_threads or max(1, os.cpu_count() or 1)
         llm = _load_llama(
-            path, verbose, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
+            path, verbose, repack, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
             n_batch=min(n_batch, n_ctx) if n_ctx else n_batch, logits_all=False, **llama_kwargs,
         )
         super().__init__(llm, path)

@@ -21,9 +21,11 @@ VERBS = {
     "convert": ("convert.cli:convert", "Convert a refusal-token checkpoint to GGUF."),
     "annotate": ("convert.cli:annotate", "Add refusal metadata to an existing GGUF."),
     "quantize": ("convert.cli:quantize", "Quantize a GGUF, keeping its refusal metadata."),
+    "train": ("convert.train.cli:train", "Teach a chat checkpoint the refusal tokens; a calibrated GGUF out."),
     "eval": ("refusal_edge.evaluate.cli:evaluate", "Refusal curves and metrics from one prefill per prompt."),
     "calibrate": ("refusal_edge.evaluate.cli:calibrate", "Choose thresholds that meet refusal targets."),
     "serve": ("refusal_edge.server:serve", "OpenAI-compatible local server with refusal controls."),
+    "doctor": ("refusal_edge.doctor_command:doctor", "Check this installation: versions, kernels, the default model's numbers."),
 }
 
 

@@ -208,11 +208,16 @@ def _copy_metadata(reader, writer, skip: set[str]) -> None:
 
 # --- the entry point -----------------------------------------------------------------------------------
 
+def default_model_path(delta_sha: str | None = None) -> Path:
+    """Where the default model's GGUF is (or will be) built: named after the shipped delta's sha256."""
+    return cache_dir() / f"smollm2-135m-refusal-{(delta_sha or shipped_delta_sha256())[:12]}.gguf"
+
+
 def ensure_default_model(progress: bool = True) -> Path:
     """The default model's GGUF in the cache, built on first use (seconds: no training, just merging) and reused
     afterwards. Only the first use verifies checksums; the cached file is named after the delta's sha256."""
     delta_sha = shipped_delta_sha256()
-    target = cache_dir() / f"smollm2-135m-refusal-{delta_sha[:12]}.gguf"
+    target = default_model_path(delta_sha)
     if target.is_file():
         return target
     base = base_model_path()

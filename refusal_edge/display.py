@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from .decision import Decision
-from .metadata import short_name
+from .metadata import short_names
 from .policy import Policy
 
 
 def decision_line(decision: Decision, top: int = 3, color: bool = True) -> str:
+    names = short_names(decision.probabilities)  # every category of the model: the same names as the dials page
     probs = sorted(decision.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:top]
-    shown = " ".join(f"{short_name(name)} {p:.2f}" for name, p in probs)
+    shown = " ".join(f"{names[name]} {p:.2f}" for name, p in probs)
     if decision.refused:
         head = f"⟨{decision.category}⟩ refuse"
         style = {"fg": "red"}

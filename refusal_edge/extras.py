@@ -23,6 +23,7 @@ EXTRA_FOR_MODULE = {
     "transformers": "train",
     "accelerate": "train",
     "peft": "train",
+    "ray": "ray",
 }
 
 

@@ -4,6 +4,7 @@ and a vocabulary-only load for engines that run the model elsewhere. Part of the
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -103,19 +104,65 @@ class LlamaTokenizer(Tokenizer):
             llm.close()
 
 
-def _load_llama(path: Path, verbose: bool, **kwargs):
+def llama_build() -> tuple[str, str]:
+    """llama-cpp-python's version and llama.cpp's system info (its backends and their compiled-in features)."""
+    lc = _llama_cpp()
+    info = lc.llama_print_system_info()
+    return str(lc.__version__), (info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)).strip()
+
+
+def load_llama(path: Path, verbose: bool = False, repack: str | None = None, **kwargs):
+    """A ``llama_cpp.Llama`` with the CPU kernels ``kernels.choose`` picks for this machine (``repack``: "auto",
+    "on", "off"; default $REFUSAL_EDGE_REPACK, else auto). Every weight-loading path goes through here."""
     check_gguf_file(path)
     _llama_cpp()
     from llama_cpp import Llama
 
+    use_extra_bufts = True
+    if not kwargs.get("vocab_only"):
+        from .kernels import choose
+
+        use_extra_bufts = choose(repack).use_extra_bufts
     set_verbose(verbose)
     try:
-        return Llama(model_path=str(path), verbose=verbose, **kwargs)
+        with _model_params(use_extra_bufts=use_extra_bufts):
+            return Llama(model_path=str(path), verbose=verbose, **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(
             f"llama.cpp could not load {path}: {exc} (is the file complete, and an architecture this "
             "llama.cpp build supports?)"
         ) from None
+
+
+_load_llama = load_llama
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**fields):
+    """``Llama(...)`` takes no argument for some ``llama_model_params`` fields (``use_extra_bufts``) and loads the
+    model inside its constructor from ``llama_model_default_params()``: for the duration of one construction that
+    function returns the defaults with ``fields`` set. Serialised, so concurrent loads cannot see each other's."""
+    from llama_cpp import llama_cpp as bindings
+
+    defaults = bindings.llama_model_default_params
+    changed = {k: v for k, v in fields.items() if getattr(defaults(), k) != v}
+    if not changed:
+        yield
+        return
+
+    def patched():
+        params = defaults()
+        for name, value in changed.items():
+            setattr(params, name, value)
+        return params
+
+    with _params_lock:
+        bindings.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = defaults
 
 
 def load_tokenizer(path: str | os.PathLike, verbose: bool = False) -> LlamaTokenizer:

@@ -48,6 +48,15 @@ def short_name(category: str) -> str:
     return words[0] if words else category.lower()
 
 
+def short_names(categories: Iterable[str]) -> dict[str, str]:
+    """The one short name of each of a model's categories, as the CLI's decision lines and the dials page show
+    them: ``short_name``, or the whole name in lower case where two categories would share a short name (a short
+    name must still say which category it is, and ``resolve_category`` accepts both forms)."""
+    names = list(categories)
+    shorts = [short_name(name) for name in names]
+    return {name: short if shorts.count(short) == 1 else name.lower() for name, short in zip(names, shorts)}
+
+
 @dataclass(frozen=True)
 class TokenRef:
     name: str

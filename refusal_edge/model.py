@@ -51,13 +51,16 @@ class RefusalModel:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         verbose: bool = False,
+        repack: str | None = None,
         **llama_kwargs,
     ) -> "RefusalModel":
-        """Load a GGUF on the CPU (``n_gpu_layers=-1`` offloads everything to Metal/CUDA builds)."""
+        """Load a GGUF on the CPU (``n_gpu_layers=-1`` offloads everything to Metal/CUDA builds). ``repack``:
+        llama.cpp's extra CPU buffer types (repacked and AMX kernels) "on", "off" or "auto" (the default, or
+        $REFUSAL_EDGE_REPACK: on unless a canary decode shows they crash or miscompute on this machine)."""
         from .backend import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
 
         return cls.from_engine(LlamaBackend(path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                            n_batch=n_batch, verbose=verbose, **llama_kwargs))
+                                            n_batch=n_batch, verbose=verbose, repack=repack, **llama_kwargs))
 
     @classmethod
     def connect(cls, url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None,

@@ -7,11 +7,13 @@ computation modules may use without importing click.
 from __future__ import annotations
 
 import functools
+import os
 
 import click
 
 from .arguments import ENGINE_KEY_ENV, EngineTarget
 from .errors import PromptTooLongError, RefusalEdgeError
+from .kernels import MODES, REPACK_ENV
 from .rules import RULES
 from .sampling import CLI_DEFAULTS, SamplingParams
 from .text import clean
@@ -38,7 +40,7 @@ TEXT = _Text()
 
 
 def model_options(func):
-    """--n-gpu-layers, --threads, --ctx, --verbose: how llama.cpp runs; or --engine URL: where the model runs.
+    """--n-gpu-layers, --threads, --ctx, --verbose, --repack: how llama.cpp runs; or --engine URL: where the model runs.
     The three --engine options reach the command as one ``remote`` argument (an EngineTarget, or None)."""
 
     @click.option("--engine", "engine_url", default=None, metavar="URL",
@@ -49,16 +51,26 @@ def model_options(func):
                   "serves several (vLLM) [default: the first it lists].")
     @click.option("--engine-api-key", envvar=ENGINE_KEY_ENV, show_envvar=True, default=None, metavar="KEY",
                   help="Sent as 'Authorization: Bearer KEY' to the engine.")
+    @click.option("--engine-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                  help="How long one request to the engine may take, its retries included; a stalled engine fails "
+                       "then, saying it timed out [default: 60].")
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
     @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
+    @click.option("--repack", type=click.Choice(MODES), envvar=REPACK_ENV, show_envvar=True, default=None,
+                  help="llama.cpp's extra CPU buffer types (repacked and AMX kernels): auto (on unless a canary decode "
+                       "crashes or miscomputes on this machine; `refusal-edge doctor` says which), on or off.")
     @functools.wraps(func)
-    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, **kwargs):
-        if engine_url is None and (engine_model or engine_api_key):
-            raise click.UsageError("--engine-model and --engine-api-key need --engine URL")
-        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key) if engine_url else None
+    def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, engine_timeout=None, repack=None,
+                **kwargs):
+        if engine_url is None and (engine_model or engine_api_key or engine_timeout is not None):
+            raise click.UsageError("--engine-model, --engine-api-key and --engine-timeout need --engine URL")
+        if repack is not None:  # every model this command loads (server slots, eval) reads it from here
+            os.environ[REPACK_ENV] = repack
+        timeout = {} if engine_timeout is None else {"timeout": engine_timeout}
+        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
         return func(*args, **kwargs)
 
     return wrapper

@@ -10,12 +10,18 @@ the names in ``RULES``, so a rule that is named but not implemented cannot exist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # policy.py imports RULES from here
-    from .policy import Policy
+
+class Policy(Protocol):
+    """What a rule reads of a policy (``policy.Policy`` satisfies it; policy.py imports this registry, so the rules
+    name the two fields they need instead of importing it back)."""
+
+    threshold: float
+
+    def threshold_for(self, category: str) -> float: ...
 
 OWN = -1  # the model's own first token, neither [respond] nor a refusal token
 RESPONDED = 0  # [respond]; category c is c + 1, as in spec.token_ids

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from refusal_edge.kernels import llama_server_flags_here
+
 ENV = "REFUSAL_EDGE_LLAMA_SERVER"
 STARTUP_S = 120.0
 
@@ -34,12 +36,16 @@ def binary() -> Path | None:
 def require_binary() -> Path:
     path = binary()
     if path is None or not (path.is_file() and os.access(path, os.X_OK)):
-        reason = (f"llama-server is not built (${ENV} unset, no cached binary): run .ci/build-llama-server, "
-                  f"or export {ENV}=/path/to/llama-server")
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing_engine(f"llama-server is not built (${ENV} unset, no cached binary): run .ci/build-llama-server, "
+                       f"or export {ENV}=/path/to/llama-server")
     return path
+
+
+def missing_engine(reason: str) -> None:
+    """Skip with the reason; under CI=true, where the engine is installed, fail instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -60,9 +66,9 @@ class LlamaServer:
                         "--port", str(self.port), "--threads", str(threads), "--threads-batch", str(threads),
                         "-c", str(n_ctx * slots),
                         "-np", str(slots), "--no-webui",
-                        # llama-server turns flash attention on by default, llama-cpp-python off: the same model then
-                        # differs by ~1e-3 in probability. Off, the two agree to ~1e-8.
-                        "--flash-attn", "off", *extra]
+                        # What makes its numbers the in-process ones on this machine: flash attention off (llama-server
+                        # turns it on by default, llama-cpp-python off), and no AMX kernels where they crash.
+                        *llama_server_flags_here(), *extra]
         self.process = None
 
     def __enter__(self) -> "LlamaServer":

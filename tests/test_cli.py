@@ -178,11 +178,11 @@ def _wait_for(session, needle, timeout=60.0):
 HEAVY = ("torch", "transformers", "starlette", "uvicorn", "convert")  # cli.py: the server and convert load on demand
 
 
-@pytest.mark.parametrize("verb", [None, "chat", "serve", "eval", "convert"])
+@pytest.mark.parametrize("verb", [None, "chat", "serve", "eval", "convert", "train"])
 def test_runtime_and_cli_help_never_import_torch_the_server_or_convert(verb):
-    """`--help` of every verb stays light; only `convert --help` may load the converter (never torch)."""
+    """`--help` of every verb stays light; only `convert`/`train --help` may load the converter (never torch)."""
     args = ["--help"] if verb is None else [verb, "--help"]
-    heavy = tuple(h for h in HEAVY if not (verb == "convert" and h == "convert"))
+    heavy = tuple(h for h in HEAVY if not (verb in ("convert", "train") and h == "convert"))
     code = ("import sys, refusal_edge, refusal_edge.model, refusal_edge.chat, refusal_edge.commands\n"
             "from click.testing import CliRunner\nfrom refusal_edge.cli import main\n"
             f"result = CliRunner().invoke(main, {args!r})\n"

@@ -35,12 +35,15 @@ CASES = [
     ("remote", "httpx", ["eval", *ENGINE, "data.jsonl", "--prompt-field", "prompt", "--label-field", "label"]),
     ("remote", "httpx", ["calibrate", *ENGINE, "data.jsonl", "--prompt-field", "prompt", "--label-field", "label",
                          "--target", "overall:tpr>=0.5"]),
+    ("ray", "ray", ["eval", "data.jsonl", "--prompt-field", "prompt", "--label-field", "label", "--ray"]),
+    ("train", "torch", ["train", "base", "data.jsonl", "--contrast", "data.jsonl", "--out", "out"]),
 ]
 
 
 @pytest.mark.parametrize("extra, module, args", CASES, ids=[f"{c[2][0]}-{c[1]}" for c in CASES])
 def test_a_missing_extra_is_one_line_naming_the_pip_command(tmp_path, extra, module, args):
     (tmp_path / "data.jsonl").write_text('{"prompt": "hi", "label": "respond"}\n')
+    (tmp_path / "base").mkdir()
     result = run_without(module, args, tmp_path)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -85,4 +88,4 @@ def test_messages_name_the_top_level_module_and_refuse_an_unknown_one():
         "x needs starlette, which is not installed: pip install 'refusal-edge[serve]'"
     with pytest.raises(KeyError):
         missing_message("numpy", "x")  # a core dependency: no extra to name
-    assert set(EXTRA_FOR_MODULE.values()) <= {"serve", "remote", "plot", "convert", "train"}
+    assert set(EXTRA_FOR_MODULE.values()) <= {"serve", "remote", "plot", "convert", "train", "ray"}

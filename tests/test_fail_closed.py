@@ -94,7 +94,7 @@ def test_the_server_answers_a_bad_temperature_with_400_and_nan_logits_with_a_cle
         model = RefusalModel.load(path, n_ctx=256, n_threads=THREADS)
         app = create_app(SlotPool([model]), ServerSettings(model_id="m", policy=model.default_policy))
         with BackgroundServer(app) as running, httpx.Client(base_url=running.url, trust_env=False) as http:
-            reply = http.post("/v1/chat/completions", content=json.dumps(body))
+            reply = http.post("/v1/chat/completions", content=json.dumps(body), headers={"Content-Type": "application/json"})
         model.close()
         assert reply.status_code == status, reply.text
         error = reply.json()["error"]  # an error object, not a stream: nothing was generated

@@ -107,7 +107,7 @@ def test_prompt_files_with_bad_bytes_and_surrogate_escapes_are_read(tiny_gguf, t
     (json.dumps({"messages": [{"role": "\ud800", "content": "hi"}]}, ensure_ascii=True).encode(), 400, None, "role"),
 ])
 def test_the_server_answers_malformed_requests_with_openai_shaped_4xx(app_client, body, status, code, words):
-    reply = app_client.post("/v1/chat/completions", content=body)
+    reply = app_client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
     assert reply.status_code == status, reply.text
     if status == 200:
         assert reply.json()["choices"][0]["message"]["role"] == "assistant"

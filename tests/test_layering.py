@@ -16,7 +16,8 @@ PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusa
                 "refusal_edge.cli", "refusal_edge.evaluate.report", "refusal_edge.evaluate.plots",
                 "refusal_edge.evaluate.cli")
 ADAPTER = ("llama_cpp", "refusal_edge.backend", "refusal_edge.llama_vocab", "refusal_edge.model")
-COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "gguf_annotate",
+COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "gguf_annotate", "kernels",
+               "kernel_canary", "doctor",
                "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",
                "evaluate/guarantee", "evaluate/binomial",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",

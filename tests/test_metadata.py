@@ -2,10 +2,13 @@ import json
 
 import pytest
 
+from refusal_edge.display import decision_line
 from refusal_edge.errors import MetadataError
 from refusal_edge.metadata import (
-    CATEGORIES, KEY_SCHEMA_VERSION, KEY_SPEC, RefusalSpec, TokenRef, category_token, discover, spec_from_tokens,
+    CATEGORIES, KEY_SCHEMA_VERSION, KEY_SPEC, RefusalSpec, TokenRef, category_token, discover, short_names,
+    spec_from_tokens,
 )
+from refusal_edge.policy import resolve_category
 
 VOCAB = ["a", "b", "[respond]", *[category_token(c) for c in CATEGORIES], "[refuse]"]
 
@@ -80,3 +83,25 @@ def test_explicit_tokens_must_be_single_entries():
     assert spec.is_binary and spec.categories[0].id == 8
     with pytest.raises(MetadataError, match="not a single entry"):
         spec_from_tokens(VOCAB, "[respond]", {"x": "[nope]"})
+
+
+def test_one_short_name_per_category_unique_within_a_model():
+    assert short_names(CATEGORIES) == {
+        "Humanizing requests": "humanizing", "Incomplete requests": "incomplete",
+        "Indeterminate requests": "indeterminate", "Requests with safety concerns": "safety",
+        "Unsupported requests": "unsupported"}
+    # Two names that would shorten alike keep their whole (lower-case) names, which still resolve.
+    clash = ["Unsupported requests", "Unsupported modality requests", "refuse"]
+    assert short_names(clash) == {"Unsupported requests": "unsupported requests",
+                                  "Unsupported modality requests": "unsupported modality requests",
+                                  "refuse": "refuse"}
+    assert all(resolve_category(short, clash) == name for name, short in short_names(clash).items())
+
+
+def test_the_cli_and_the_server_name_categories_alike(app_client, tiny_model):
+    """The dials page shows the names the server sends; the CLI's decision line prints the same ones."""
+    card = app_client.get("/v1/models").json()["data"][0]["refusal"]
+    assert card["short_names"] == short_names(card["categories"])
+    line = decision_line(tiny_model.decide([{"role": "user", "content": "hello world"}]), top=5, color=False)
+    assert all(f" {card['short_names'][name]} " in line for name in card["categories"])
+    assert "safety concerns" not in line

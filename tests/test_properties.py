@@ -147,7 +147,7 @@ def test_request_parsing_accepts_or_answers_4xx(body):
        refusal=st.none() | TABLE | st.dictionaries(st.sampled_from(["temperature", "rule", "thresholds"]), JSON))
 def test_the_live_server_never_answers_5xx(app_client, messages, refusal):
     body = {"messages": messages, "max_tokens": 2, **({"refusal": refusal} if refusal is not None else {})}
-    reply = app_client.post("/v1/chat/completions", content=json.dumps(body))
+    reply = app_client.post("/v1/chat/completions", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert reply.status_code < 500, reply.text
     assert reply.status_code == 200 or "error" in reply.json()
 

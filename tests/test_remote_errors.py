@@ -52,6 +52,8 @@ class FakeLlamaServer:
                 fake.handle(self, json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A client that gave up (a timeout test) leaves a handler writing to a closed socket: no traceback on stderr.
+        self.httpd.handle_error = lambda request, address: None
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def __enter__(self):
@@ -186,7 +188,7 @@ def test_the_api_key_is_sent_and_a_wrong_one_is_named(tiny_gguf, monkeypatch):
 
 def test_engine_options_without_an_engine_are_a_usage_error(tiny_gguf):
     result = CliRunner().invoke(main, ["decide", str(tiny_gguf), "hi", "--engine-model", "x"])
-    assert result.exit_code == 2 and "--engine-model and --engine-api-key need --engine URL" in result.output
+    assert result.exit_code == 2 and "--engine-model, --engine-api-key and --engine-timeout need --engine URL" in result.output
     result = CliRunner().invoke(main, ["eval", str(tiny_gguf), "data.jsonl", "--concurrency", "4"])
     assert result.exit_code == 2 and "--concurrency needs --engine URL" in result.output
 

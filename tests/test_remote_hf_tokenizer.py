@@ -21,7 +21,7 @@ from refusal_edge import RefusalModel  # noqa: E402
 from refusal_edge.llama_vocab import load_tokenizer  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.errors import RefusalEdgeError  # noqa: E402
-from refusal_edge.model import read_spec  # noqa: E402
+from refusal_edge.metadata import read_spec  # noqa: E402
 from refusal_edge.remote.tokenizer_source import tokenizer_gguf  # noqa: E402
 
 TEXTS = ["hello world", "Refusal-edge: 13 lazy dogs, don't panic!", "[respond] [refuse] <|im_start|>user"]

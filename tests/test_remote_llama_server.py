@@ -302,3 +302,12 @@ def test_default_model_through_llama_server_decides_and_answers_as_in_process():
                 a = local.generate(prompt, policy, temperature=0, max_tokens=32, repeat_penalty=1.0)
                 b = remote.generate(prompt, policy, temperature=0, max_tokens=32, repeat_penalty=1.0)
                 assert (b.text, b.finish_reason) == (a.text, a.finish_reason) and len(a.text.split()) >= 3
+
+
+def test_the_engine_runs_with_the_flags_of_this_machine_and_connect_records_its_build(server, remote):
+    from refusal_edge.kernels import llama_server_flags_here
+
+    command = " ".join(server.command)
+    assert "--flash-attn off" in command  # in-process numbers: flash attention changes probabilities
+    assert all(flag in server.command for flag in llama_server_flags_here())
+    assert remote.engine.dialect.build_info.startswith("b")  # llama.cpp's "b<number>-<commit>"

@@ -1,9 +1,11 @@
 """The dials page at / in a real headless Chromium (Debian's, driven by Playwright): ask for the key, send a
 message, move a slider with the keyboard, see the what-if and the next decision change, save and load a policy.
-A screenshot is kept in artifacts/ (git-ignored; $REFUSAL_EDGE_ARTIFACTS moves it) for a person to look at."""
+The chat itself (Markdown, stop, scrolling, copying, phones) is in test_server_ui_chat.py and
+test_server_ui_markdown.py, which share this file's fixtures."""
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,29 +54,42 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport=LAPTOP, accept_downloads=True)
+@contextmanager
+def dials_page(browser, url: str, api_key: str | None = API_KEY, **context_options):
+    """The page at ``url``, the key given if asked, ready; fails on any script error, CSP violation or failed
+    request (but the first 401, which is how the page learns it needs the key)."""
+    context = browser.new_context(**{"viewport": LAPTOP, "accept_downloads": True, **context_options})
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "401" not in msg.text else None)
-    page.goto(server.url + "/")
-    page.wait_for_selector("#key", state="visible")  # the server has a key: the page asks for it once
-    page.fill("#key", API_KEY)
-    page.press("#key", "Enter")
+    page.goto(url + "/")
+    if api_key is not None:
+        page.wait_for_selector("#key", state="visible")  # the server has a key: the page asks for it once
+        page.fill("#key", api_key)
+        page.press("#key", "Enter")
     page.wait_for_selector("body[data-ready=true]")
     yield page
     context.close()
-    assert errors == [], errors  # no script error, no CSP violation, no failed request but the first 401
+    assert errors == [], errors
 
 
-def send(page, text: str, turn: int) -> dict:
+@pytest.fixture
+def page(browser, server):
+    with dials_page(browser, server.url) as opened:
+        yield opened
+
+
+def send(page, text: str, turn: int, state: str = "done") -> dict:
     page.fill("#prompt", text)
     page.press("#prompt", "Enter")  # the keyboard sends
-    decision = page.wait_for_selector(f"#transcript li.assistant:nth-of-type({2 * turn}) .decision")
-    page.wait_for_selector("#send:not([disabled])")  # selectors, not wait_for_function: the page's CSP forbids eval
-    return {"token": decision.get_attribute("data-token"), "bars": decision.query_selector_all(".bar")}
+    answer = f"#transcript li.assistant:nth-of-type({2 * turn})"
+    decision = page.wait_for_selector(f"{answer} .decision")
+    if state:  # selectors, not wait_for_function: the page's CSP forbids eval
+        page.wait_for_selector(f"{answer}[data-state={state}]")
+        page.wait_for_selector("#send:not([hidden])")
+    return {"token": decision.get_attribute("data-token"), "bars": decision.query_selector_all(".bar"),
+            "answer": answer}
 
 
 def test_a_slider_moves_the_next_decision(page, tiny_model):
@@ -91,14 +106,13 @@ def test_a_slider_moves_the_next_decision(page, tiny_model):
     page.keyboard.press("Home")  # keyboard: the safety threshold to 0
     assert page.input_value(slider) == "0"
     what_if = page.wait_for_selector(f'#what-if-result .decision[data-token="{SAFETY_TOKEN}"]')  # live, no generation
-    assert what_if.query_selector(".bar.chosen .name").text_content() == "safety concerns"
+    # The one short name of the category: the server's, which the CLI's decision line prints too.
+    assert what_if.query_selector(".bar.chosen .name").text_content() == "safety"
+    assert page.text_content(f'label[for="{page.get_attribute(slider, "id")}"]') == "safety"
     assert len(page.query_selector_all("#transcript li.assistant")) == 1
 
     second = send(page, "hello world", 2)
     assert second["token"] == SAFETY_TOKEN
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "dials-page.png"))
-    assert (ARTIFACTS / "dials-page.png").stat().st_size > 10_000
 
 
 def test_a_policy_is_saved_and_loaded_as_a_file(page, tiny_model, tmp_path):
@@ -134,3 +148,87 @@ def test_the_page_is_shipped_static_and_off_with_no_ui(tiny_model):
             assert escape.status_code == 404
         else:
             assert (page.status_code, script.status_code) == (404, 404)
+
+
+# another origin ----------------------------------------------------------------------------------------------
+# What a web page on another origin tries (issue 19): make the model work with "simple" requests a browser sends
+# without asking (no-cors, text/plain or no type at all), and read what the server knows.
+ATTACK = """async ([target, paths, body]) => {
+  const sent = {};
+  for (const path of paths) {
+    for (const init of [{headers: {"Content-Type": "text/plain"}, body},
+                        {body: new TextEncoder().encode(body).buffer}]) {  // an ArrayBuffer body has no type
+      try {
+        const reply = await fetch(target + path, {method: "POST", mode: "no-cors", ...init});
+        sent[path] = reply.type;  // "opaque": the page cannot see status or body
+      } catch (error) {
+        sent[path] = "failed";
+      }
+    }
+  }
+  const read = {};
+  for (const path of ["/v1/models", "/health", "/api/tags"]) {
+    try {
+      read[path] = await (await fetch(target + path)).text();
+    } catch (error) {
+      read[path] = "blocked";
+    }
+  }
+  return {sent, read};
+}"""
+
+
+@pytest.fixture(scope="module")
+def open_server(tiny_gguf):
+    """A server without an API key, as most desktop servers run: only the origin checks stand in a page's way."""
+    from refusal_edge import RefusalModel
+    from conftest import THREADS
+
+    model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)
+    settings = ServerSettings(model_id="tiny", policy=model.default_policy)
+    with BackgroundServer(create_app(SlotPool([model]), settings)) as running:
+        yield running
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def other_origin():
+    """A page on another port of loopback: another origin, as a tab on any web site would be."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>elsewhere</title><p>an ordinary page"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_page_on_another_origin_can_neither_drive_nor_read_the_server(browser, open_server, other_origin):
+    with httpx.Client(base_url=open_server.url, trust_env=False) as http:
+        before = http.get("/health").json()
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(other_origin + "/")
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "input": "hi", "prompt": "hi",
+                           "stream": False, "max_tokens": 1})
+        paths = ["/v1/chat/completions", "/api/chat", "/api/generate", "/v1/moderations", "/v1/refusal/decisions"]
+        result = page.evaluate(ATTACK, [open_server.url, paths, body])
+        context.close()
+        after = http.get("/health").json()
+    assert set(result["sent"]) == set(paths)  # the browser did send them (opaque answers)...
+    for counter in ("completed", "failed", "cancelled", "busy"):
+        assert after[counter] == before[counter], (counter, before, after)  # ...and the server did no work
+    assert set(result["read"].values()) == {"blocked"}, result["read"]  # and the page could read nothing

@@ -334,10 +334,9 @@ def reference_logits(tiny: TinyHF, ids: list[int]) -> np.ndarray:
 
 def llama_cpp_logits(path: Path, ids: list[int]) -> np.ndarray:
     """llama.cpp's logits for every position of ``ids`` (one context, logits_all)."""
-    from llama_cpp import Llama
+    from refusal_edge.llama_vocab import load_llama
 
-    llm = Llama(model_path=str(path), n_ctx=max(64, len(ids) + 8), n_threads=1, n_batch=64, logits_all=True,
-                verbose=False)
+    llm = load_llama(Path(path), n_ctx=max(64, len(ids) + 8), n_threads=1, n_batch=64, logits_all=True)
     try:
         llm.eval(ids)
         return np.array(llm.scores[: len(ids)], dtype=np.float64)

@@ -8,7 +8,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from refusal_edge.metadata import CATEGORIES, REFUSE_TOKEN, RESPOND_TOKEN, RefusalSpec, category_token, discover
+from refusal_edge.metadata import (CATEGORIES, REFUSE_TOKEN, RESPOND_TOKEN, RefusalSpec, TokenRef, category_token,
+                                   discover)
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
@@ -83,6 +84,7 @@ def build_tiny_gguf(
     context_length: int = 256,
     f16: bool = False,  # matrices in float16 (norms stay float32), as converted checkpoints often are
     nan_logits: bool = False,  # a broken model: NaN in the final norm makes every logit NaN
+    category_names: tuple[str, ...] | None = None,  # other names for the five category tokens, in order
 ) -> Path:
     path = Path(path)
     base, merges = train_bpe(CORPUS, 120)
@@ -118,6 +120,9 @@ def build_tiny_gguf(
     if write_metadata and extra:
         spec = discover(tokens)
         assert isinstance(spec, RefusalSpec)
+        if category_names is not None:
+            spec = RefusalSpec(spec.respond, tuple(TokenRef(name, c.token, c.id)
+                                                   for name, c in zip(category_names, spec.categories, strict=True)))
         if default_policy is not None:
             spec = spec.with_default_policy(default_policy)
         spec.write_gguf_fields(w)

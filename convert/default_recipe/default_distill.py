@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from llama_cpp import Llama
+from refusal_edge.llama_vocab import load_llama
 
 from ..chat_tokenizer import ChatTokenizer
 
@@ -29,7 +29,7 @@ def distill(base: Path, prompts: Sequence[str], *, max_tokens: int, threads: int
     todo = [p for p in dict.fromkeys(prompts) if p not in done]
     if todo:
         tok = ChatTokenizer(base)
-        llm = Llama(model_path=str(base), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+        llm = load_llama(base, n_ctx=512, n_threads=threads, n_threads_batch=threads)
         t0 = time.perf_counter()
         fresh = []
         for i, prompt in enumerate(todo, 1):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..llama_tensors import permute as permute_qk  # noqa: F401  (HF -> llama.cpp order; re-exported)
+from ..llama_tensors import unpermute as unpermute_qk  # llama.cpp -> HF order
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,6 @@ def read_config(reader: gguf.GGUFReader) -> LlamaConfig:
         rope_base=float(_field(reader, "llama.rope.freq_base", 10000.0)),
         rms_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
     )
-
-
-def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp row order -> HF row order; the inverse of permute_qk (the converter's ``permute``)."""
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def load_gguf_weights(path: str | Path) -> tuple[LlamaConfig, dict[str, np.ndarray]]:

@@ -22,6 +22,7 @@ from llama_cpp import Llama
 
 from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
+from refusal_edge.llama_vocab import load_llama
 from refusal_edge.metadata import CATEGORIES, short_name
 
 from .default_calibrate import auroc, refusal_probability, refused, score
@@ -124,8 +125,7 @@ def perplexities(tuned_path: Path, base_path: Path, pairs, threads: int, max_ans
     tok = ChatTokenizer(base_path)
     results = []
     for path, prefix in ((base_path, []), (tuned_path, None)):
-        llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, logits_all=True,
-                    verbose=False)
+        llm = load_llama(path, n_ctx=1024, n_threads=threads, n_threads_batch=threads, logits_all=True)
         if prefix is None:
             prefix = [llm.n_vocab() - len(dm.NEW_TOKENS)]  # [respond] is the first appended token
         nll = n = 0

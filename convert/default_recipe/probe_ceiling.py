@@ -20,9 +20,9 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-from llama_cpp import Llama
 
 from refusal_edge import default_model as dm
+from refusal_edge.llama_vocab import load_llama
 
 from ..chat_tokenizer import ChatTokenizer
 from .default_calibrate import auroc
@@ -35,8 +35,8 @@ from .default_train_extra import extra_benign, extra_refusals
 def embed(base: Path, prompts: list[str], threads: int) -> np.ndarray:
     """Last-token final hidden state of each chat-formatted prompt."""
     tok = ChatTokenizer(base)
-    llm = Llama(model_path=str(base), n_ctx=1024, n_batch=1024, n_threads=threads, n_threads_batch=threads,
-                embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST, verbose=False)
+    llm = load_llama(base, n_ctx=1024, n_batch=1024, n_threads=threads, n_threads_batch=threads, embedding=True,
+                     pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST)
     out = np.zeros((len(prompts), llm.n_embd()), dtype=np.float32)
     t0 = time.perf_counter()
     for i, prompt in enumerate(prompts):

@@ -31,6 +31,12 @@ def data_options(func):
     @click.option("--system", default=None, type=TEXT, help="System prompt before every prompt (its KV cache is reused).")
     @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
                   help="With --engine: scoring requests kept in flight [default: the engine's slots].")
+    @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                  help="Score on a Ray cluster (Ray Data; pip install 'refusal-edge[ray]'): ADDRESS as ray.init takes "
+                       "it (auto, ray://head:10001); alone, a Ray instance on this machine.")
+    @click.option("--ray-workers", type=click.IntRange(1, 4096), default=None,
+                  help="With --ray: model actors scoring in parallel, each with --threads threads or one engine "
+                       "connection [default: 1].")
     @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
                   help="Score store (JSONL) [default: ~/.cache/refusal-edge/scores/<model hash>.jsonl].")
     @functools.wraps(func)
@@ -41,8 +47,8 @@ def data_options(func):
 
 
 def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, category_field, skip_bad_rows,
-             system, concurrency, store_path, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
-             verbose, remote, check=None):
+             system, concurrency, ray_address, ray_workers, store_path, policy_file, rule, thresholds, biases,
+             n_gpu_layers, threads, n_ctx, verbose, remote, check=None):
     from dataclasses import replace
 
     from ..arguments import split_model_argument
@@ -53,13 +59,22 @@ def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, ca
             raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
         remote = replace(remote, concurrency=concurrency)
 
+    ray = None
+    if ray_address is not None:
+        from .distributed import RaySettings
+
+        ray = RaySettings(ray_address, ray_workers or 1)
+    elif ray_workers is not None:
+        raise click.UsageError("--ray-workers needs --ray")
+
     model, data = split_model_argument(inputs)
     datasets = read_all(data, refuse_files, contrast_files, Fields(prompt_field, label_field, category_field),
                         skip_bad_rows)
     return open_session(
         model, datasets, store_path=store_path, system=system, skip_bad=skip_bad_rows,
         policy_args=dict(policy_file=policy_file, rule=rule, thresholds=thresholds, biases=biases),
-        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote),
+        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote,
+                          ray=ray),
         check=check,
     )
 
@@ -108,6 +123,7 @@ def evaluate(out_dir, sweep_range, sweep_category, subcategories, generate, max_
       refusal-edge eval xstest_prompts.csv --sweep 0:1:0.05 --sweep-category safety
       refusal-edge eval model.gguf dev.jsonl --contrast c.jsonl --generate --max-tokens 64
       refusal-edge eval model.gguf dev.jsonl --engine http://127.0.0.1:8081 --concurrency 8
+      refusal-edge eval model.gguf dev.jsonl --ray auto --ray-workers 8 --threads 4
     """
     from . import analysis, report as rep
     from .batch import choose, token_ids
@@ -116,6 +132,9 @@ def evaluate(out_dir, sweep_range, sweep_category, subcategories, generate, max_
 
     if judge and not generate:
         raise click.UsageError("--judge needs --generate")
+    if generate and options["ray_address"] is not None:
+        raise click.UsageError("--generate decodes on this machine: run it without --ray (the scores --ray stored "
+                               "are reused)")
     grid = parse_range(sweep_range or DEFAULT_RANGE)
     judged = load_judge(judge) if generate else None
     swept = {"category": None}

@@ -37,7 +37,11 @@ class LazyModel:
         self.path, self.kwargs, self.model = path, model_kwargs, None
 
     def __call__(self):
-        if self.model is None:
+        if self.model is None and self.kwargs.get("ray") is not None:
+            from .distributed import RayScorer  # scoring only, on a Ray cluster
+
+            self.model = RayScorer(self.path, self.kwargs, self.kwargs["ray"])
+        elif self.model is None:
             from ..arguments import load_model
 
             n = self.kwargs

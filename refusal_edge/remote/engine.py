@@ -51,17 +51,17 @@ class RemoteEngine(Engine):
     def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
                    temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
         """Up to ``concurrency`` requests in flight (the engine batches them), results yielded in order."""
-        if self.concurrency == 1 or len(batch) <= 1:
-            yield from super().score_many(batch, spec, temperature)
-            return
-
         def one(tokens):
             try:
                 return self.score(tokens, spec, temperature)
             except EngineError:
-                raise  # the engine failing is not one prompt's problem: stop the run
+                raise  # the engine failing (or answering nonsense) is not one prompt's problem: stop the run
             except RefusalEdgeError as exc:
                 return exc
+
+        if self.concurrency == 1 or len(batch) <= 1:
+            yield from map(one, batch)
+            return
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="refusal-edge-score") as pool:
             pending: deque = deque()
@@ -115,7 +115,8 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
 
     ``model`` names the served model where the engine serves several (vLLM); ``top_k`` is how many top tokens a
     top-k engine is asked for per scoring request. Idempotent requests are retried ``retries`` times after a
-    transport error, a timeout (``timeout`` seconds) or a 5xx, waiting ``backoff_s`` doubled each time.
+    transport error or a 5xx, waiting ``backoff_s`` doubled each time; ``timeout`` bounds each request, its retries
+    included (a stream: each wait for its next bytes).
     """
     from ..llama_vocab import load_tokenizer
     from ..metadata import read_spec

@@ -19,19 +19,23 @@ import numpy as np
 
 from ..decision import FirstTokenScores
 from ..metadata import RefusalSpec
+from .checks import LOGPROB_SLACK, MASS_SLACK, check_logprobs
 from .errors import EngineError
 
 
 def scores_from_logprobs(logprobs: Mapping[int, float], spec: RefusalSpec, temperature: float = 1.0,
-                         upper_bound: float | None = None) -> FirstTokenScores:
+                         upper_bound: float | None = None, n_vocab: int | None = None) -> FirstTokenScores:
     """Scores from ``logprobs`` (token id -> log-probability in the engine's softmax at ``temperature``).
 
     Decision tokens missing from ``logprobs`` take ``upper_bound`` (the log-probability no unreported token can
-    exceed) and make the scores bounded; without a bound a missing decision token is an error.
+    exceed) and make the scores bounded; without a bound a missing decision token is an error. Numbers no softmax
+    gives (checks.py) are an EngineError, never a decision.
     """
-    values = [float(v) for v in logprobs.values()]
-    if any(math.isnan(v) or v == math.inf for v in values):
-        raise EngineError(f"the engine returned non-finite log-probabilities {values[:8]}: no decision is taken")
+    check_logprobs(logprobs, n_vocab)
+    logprobs = {token: min(float(v), 0.0) for token, v in logprobs.items()}  # a hair over 0 is float32 rounding
+    if upper_bound is not None and (math.isnan(upper_bound) or upper_bound > LOGPROB_SLACK):
+        raise EngineError(f"the engine's answers bound unreported tokens at log-probability {upper_bound!r}, which "
+                          "no softmax gives: no decision is taken")
     ids = spec.token_ids
     decision_ids = set(ids)
     exact = True
@@ -49,6 +53,11 @@ def scores_from_logprobs(logprobs: Mapping[int, float], spec: RefusalSpec, tempe
     # what the reported non-decision tokens alone hold (the engine's float32 rounding can push 1 - sum to zero).
     decision_lse = float(np.logaddexp.reduce(dec))
     reported_rest = float(np.logaddexp.reduce(list(rest.values()))) if rest else -math.inf
+    if not np.exp(dec).any() and reported_rest < math.log1p(-MASS_SLACK):
+        # Every decision token at probability 0 (to float64) is only believable when the reported tokens hold the
+        # whole mass; otherwise the decision would be taken from zeros alone.
+        raise EngineError(f"the engine gave every decision token probability 0 while the tokens it reported hold "
+                          f"{math.exp(reported_rest):.6g} of the mass: no decision is taken")
     complement = math.log(-math.expm1(decision_lse)) if decision_lse < 0 else -math.inf
     rest_lse = max(complement, reported_rest)
     if rest:

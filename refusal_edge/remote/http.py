@@ -67,8 +67,10 @@ class HttpClient:
     def stream_events(self, path: str, body: dict) -> Iterator[dict]:
         """The JSON payloads of a server-sent event stream, as they arrive; closing the iterator closes the
         connection, which tells the engine to stop generating."""
+        started = False  # a reset after the answer began is "mid-stream"; before, the engine dropped the request
         try:
             with self._stream("POST", path, body) as response:
+                started = True
                 if response.status_code >= 400:
                     response.read()
                     raise self._status_error(response)
@@ -79,11 +81,14 @@ class HttpClient:
                     if data == "[DONE]":
                         return
                     event = self._parse(data, path)
-                    if isinstance(event, dict) and "error" in event:
+                    if not isinstance(event, dict):
+                        raise EngineError(f"engine {self.url} streamed an event that is not a JSON object: "
+                                          f"{data[:120]!r}")
+                    if "error" in event:
                         raise EngineError(f"engine {self.url} failed mid-stream: {_detail(event)}")
                     yield event
         except self._httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self._transport_error(exc, streaming=started) from None
 
     def close(self) -> None:
         self._client.close()
@@ -100,23 +105,35 @@ class HttpClient:
 
     # internals ---------------------------------------------------------------------------------
     def _json(self, method: str, path: str, body: dict | None, retry: bool) -> dict:
+        """One request, retried within ``timeout`` seconds in all: a stalled engine fails in ``timeout``, not in
+        ``timeout`` times the attempts."""
         attempts = 1 + (self.retries if retry else 0)
+        deadline = time.monotonic() + self.timeout
         for attempt in range(attempts):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                attempts = attempt
+                break
             try:
                 try:
-                    response = self._client.request(method, path, json=body)
+                    response = self._client.request(method, path, json=body, timeout=left)
                 except self._httpx.RemoteProtocolError:  # dropped before any answer: see _stream
-                    response = self._client.request(method, path, json=body)
+                    response = self._client.request(method, path, json=body,
+                                                    timeout=max(deadline - time.monotonic(), 1e-3))
             except self._httpx.HTTPError as exc:
                 error = self._transport_error(exc)
             else:
                 if response.status_code < 400:
-                    return self._parse(response.text, path)
+                    answer = self._parse(response.text, path)
+                    if not isinstance(answer, dict):
+                        raise EngineError(f"engine {self.url} answered {path} with JSON that is not an object: "
+                                          f"{response.text[:120]!r}")
+                    return answer
                 error = self._status_error(response)
                 if response.status_code not in RETRIED_STATUS:
                     raise error
             if attempt + 1 < attempts:
-                time.sleep(self.backoff_s * 2 ** attempt)
+                time.sleep(max(0.0, min(self.backoff_s * 2 ** attempt, deadline - time.monotonic())))
         if attempts > 1:
             raise type(error)(*_with_attempts(error, attempts)) if isinstance(error, EngineHTTPError) else \
                 EngineError(f"{error} (after {attempts} attempts)")
@@ -125,17 +142,21 @@ class HttpClient:
     def _parse(self, text: str, path: str):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, an integer over 4,300 digits, nested too deeply
             raise EngineError(f"engine {self.url} answered {path} with something that is not JSON: "
                               f"{text[:120]!r}") from None
 
-    def _transport_error(self, exc) -> EngineError:
+    def _transport_error(self, exc, streaming: bool = False) -> EngineError:
         httpx = self._httpx
         if isinstance(exc, httpx.TimeoutException):
-            return EngineError(f"engine {self.url} did not answer within {self.timeout:g} s (timeout)")
-        if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+            return EngineError(f"engine {self.url} did not answer within {self.timeout:g} s: timed out "
+                               "(--engine-timeout)")
+        if isinstance(exc, httpx.ConnectError):
             return EngineError(f"engine {self.url} is unreachable: {exc or type(exc).__name__} "
                                "(is it running, and is the URL right?)")
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+            return EngineError(f"engine {self.url} reset the connection{' mid-stream' if streaming else ''}: "
+                               f"{exc or type(exc).__name__}")
         return EngineError(f"engine {self.url}: {type(exc).__name__}: {exc}")
 
     def _status_error(self, response) -> EngineHTTPError:

@@ -17,6 +17,7 @@ from typing import Iterator, Mapping, Sequence
 from ..engine import PrefillStats, Tokenizer
 from ..metadata import RefusalSpec
 from .errors import EngineError
+from .checks import vocab_size, probability_as_logprob, token_id, token_ids
 from .firsttoken import scores_from_logprobs, unbias
 from .http import EngineHTTPError, HttpClient, too_long_or
 
@@ -25,6 +26,7 @@ MAX_BIAS_ROUNDS = 8
 SEEDS = 16  # samplings tried before giving up on a first token that ends inside a character (see _top)
 MARGIN = 4.0  # nats a pushed token lands above the anchor token, so that it surely enters the top k
 UTF8_SLACK = 8  # tokens asked for beyond the budget, so that none is withheld at the end (see stream)
+MAX_WITHHELD = 64  # tokens llama-server may hold back inside one UTF-8 character (a few); more is a broken count
 
 
 class LlamaServerDialect:
@@ -39,6 +41,9 @@ class LlamaServerDialect:
         settings = props.get("default_generation_settings") or {}
         self.n_ctx = int(meta.get("n_ctx") or settings.get("n_ctx") or 0)
         self.slots = int(props.get("total_slots") or 1)
+        # What it runs with, as far as /props says: its llama.cpp build. (It does not report flash attention or
+        # --no-repack; the documented recipe passes `refusal-edge doctor --llama-server-flags`.)
+        self.build_info = str(props.get("build_info") or "")
         self._pieces = None  # see _piece_index, built when first needed
 
     # vocabulary -------------------------------------------------------------------------------
@@ -57,7 +62,7 @@ class LlamaServerDialect:
         bound = min(known.values())
         if missing:
             bound = self._push_in(tokens, temperature, first, known, missing)
-        scores = scores_from_logprobs(known, spec, temperature, upper_bound=bound)
+        scores = scores_from_logprobs(known, spec, temperature, upper_bound=bound, n_vocab=vocab_size(self.tokenizer))
         return scores, PrefillStats(len(tokens), first.cached, first.prompt_ms or (time.perf_counter() - t0) * 1e3)
 
     def _push_in(self, tokens, temperature: float, first: "_Top", known: dict, missing: list[int]) -> float:
@@ -99,14 +104,15 @@ class LlamaServerDialect:
                 break
         try:
             entries = answer["completion_probabilities"][0]["top_probs"]
-            logprobs = {int(e["id"]): math.log(e["prob"]) if e["prob"] > 0 else -math.inf for e in entries}
+            logprobs = {token_id(e["id"], vocab_size(self.tokenizer)): probability_as_logprob(e["prob"]) for e in entries}
             timings = answer.get("timings") or {}
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            cached, prompt_ms = int(timings.get("cache_n") or 0), float(timings.get("prompt_ms") or 0.0)
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
             raise EngineError(f"llama-server at {self.http.url} answered /completion without token probabilities "
                               f"({type(exc).__name__}: {exc})") from None
         if not logprobs:
             raise EngineError(f"llama-server at {self.http.url} reported no token probabilities")
-        return _Top(logprobs, int(timings.get("cache_n") or 0), float(timings.get("prompt_ms") or 0.0))
+        return _Top(logprobs, cached, prompt_ms)
 
     # generation -------------------------------------------------------------------------------
     def sample_first(self, tokens: Sequence[int], params, bias: Mapping[int, float]) -> int:
@@ -118,11 +124,11 @@ class LlamaServerDialect:
             answer = self.http.post_json("/completion", body, retry=False)
         except EngineHTTPError as exc:
             raise too_long_or(exc, len(tokens), self.n_ctx) from None
-        sampled = answer.get("tokens") or []
-        if not sampled:
+        sampled = answer.get("tokens") if isinstance(answer, dict) else None
+        if not sampled or not isinstance(sampled, list):
             raise EngineError(f"llama-server at {self.http.url} sampled no token (stop_type "
                               f"{answer.get('stop_type')!r})")
-        return int(sampled[0])
+        return token_id(sampled[0], vocab_size(self.tokenizer), "a sampled token")
 
     def stream(self, tokens: Sequence[int], params, n_predict: int, n_ctx: int) -> Iterator[int]:
         """Token ids as llama-server samples them. It withholds a token that ends inside a UTF-8 character until
@@ -133,8 +139,11 @@ class LlamaServerDialect:
                 "n_probs": 1, "n_predict": min(n_predict + UTF8_SLACK, n_ctx - len(tokens))}
         produced, sent = 0, []
         for event in self.http.stream_events("/completion", body):
-            ids = [int(t) for t in event.get("tokens") or []]
-            predicted = int(event.get("tokens_predicted") or produced + len(ids))
+            ids = token_ids(_list(event.get("tokens")), vocab_size(self.tokenizer), "a streamed token")
+            predicted = _count(event.get("tokens_predicted"), produced + len(ids))
+            if predicted - produced - len(ids) > MAX_WITHHELD:
+                raise EngineError(f"llama-server at {self.http.url} counts {predicted - produced} new tokens but sent "
+                                  f"{len(ids)}")
             if ids and predicted > produced + len(ids):
                 ids = self._withheld(event, ids, predicted - produced - len(ids)) + ids
             if event.get("stop") and predicted > produced + len(ids):
@@ -152,7 +161,9 @@ class LlamaServerDialect:
 
     def _replay(self, tokens: list[int], body: dict, count: int) -> list[int]:
         again = {**body, "prompt": tokens, "stream": False, "n_probs": 0, "n_predict": count}
-        return [int(t) for t in self.http.post_json("/completion", again, retry=False).get("tokens") or []]
+        answer = self.http.post_json("/completion", again, retry=False)
+        return token_ids(_list(answer.get("tokens") if isinstance(answer, dict) else None), vocab_size(self.tokenizer),
+                         "a sampled token")
 
     def _withheld(self, event: dict, sent: list[int], count: int) -> list[int]:
         try:
@@ -201,6 +212,8 @@ def split_into_pieces(text: bytes, count: int, pieces: dict[bytes, int]) -> list
     def split(start: int, left: int):
         if left == 0:
             return [] if start == len(text) else None
+        if left > len(text) - start:  # every piece holds at least one byte
+            return None
         for end in range(min(len(text), start + longest), start, -1):
             token = pieces.get(text[start:end])
             if token is not None and (rest := split(end, left - 1)) is not None:
@@ -210,6 +223,23 @@ def split_into_pieces(text: bytes, count: int, pieces: dict[bytes, int]) -> list
     if count == 0:
         return [] if not text else None
     return split(0, count) if text else None
+
+
+def _list(value) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise EngineError(f"llama-server sent tokens as {type(value).__name__}, not a list")
+    return value
+
+
+def _count(value, default: int) -> int:
+    """``tokens_predicted``: how many tokens it has generated so far (a count, so never negative)."""
+    if value is None or value == 0:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EngineError(f"llama-server sent tokens_predicted {value!r}, not a count")
+    return value
 
 
 class _Top:

@@ -20,6 +20,7 @@ from typing import Iterator, Mapping, Sequence
 from ..engine import PrefillStats, Tokenizer
 from ..metadata import RefusalSpec
 from .errors import EngineError
+from .checks import vocab_size, real, token_id
 from .firsttoken import scores_from_logprobs
 from .http import EngineHTTPError, HttpClient, too_long_or
 
@@ -76,7 +77,7 @@ class VllmDialect:
         logprobs, cached = self._logprobs(self.score_request(tokens, spec), len(tokens))
         top = [v for t, v in logprobs.items() if t not in spec.token_ids] if not self.token_ids else []
         bound = min(top) if top else None
-        scores = scores_from_logprobs(logprobs, spec, 1.0, upper_bound=bound)
+        scores = scores_from_logprobs(logprobs, spec, 1.0, upper_bound=bound, n_vocab=vocab_size(self.tokenizer))
         return scores, PrefillStats(len(tokens), cached, (time.perf_counter() - t0) * 1e3)
 
     def _logprobs(self, body: dict, n_tokens: int) -> tuple[dict[int, float], int]:
@@ -84,7 +85,7 @@ class VllmDialect:
             answer = self.http.post_json("/v1/completions", body, retry=True)
         except EngineHTTPError as exc:
             raise too_long_or(exc, n_tokens, self.n_ctx) from None
-        return parse_logprobs(answer, self.http.url), cached_tokens(answer)
+        return parse_logprobs(answer, self.http.url, vocab_size(self.tokenizer)), cached_tokens(answer)
 
     # generation -------------------------------------------------------------------------------
     def sample_first(self, tokens: Sequence[int], params, bias: Mapping[int, float]) -> int:
@@ -95,10 +96,11 @@ class VllmDialect:
         except EngineHTTPError as exc:
             raise too_long_or(exc, len(tokens), self.n_ctx) from None
         try:
-            return int(answer["choices"][0]["token_ids"][0])
+            sampled = answer["choices"][0]["token_ids"][0]
         except (KeyError, IndexError, TypeError, ValueError):
             raise EngineError(f"vLLM at {self.http.url} returned no token ids (a release without "
                               "return_token_ids?)") from None
+        return token_id(sampled, vocab_size(self.tokenizer), "a sampled token")
 
     def generation_request(self, tokens: Sequence[int], params, n_predict: int) -> dict:
         return {"model": self.model_id, "prompt": list(tokens), "max_tokens": n_predict, "stream": True,
@@ -114,9 +116,11 @@ class VllmDialect:
             choices = event.get("choices") or []
             if not choices:
                 continue  # a usage-only chunk
-            choice = choices[0]
+            choice = choices[0] if isinstance(choices, list) else None
+            if not isinstance(choice, dict) or not isinstance(choice.get("token_ids") or [], list):
+                raise EngineError(f"vLLM at {self.http.url} streamed a chunk without token ids: {str(event)[:120]}")
             for token in choice.get("token_ids") or []:
-                last = int(token)
+                last = token_id(token, vocab_size(self.tokenizer), "a streamed token")
                 yield last
             if choice.get("finish_reason"):
                 if choice["finish_reason"] == "stop" and (last is None or not self.tokenizer.is_eog(last)):
@@ -124,26 +128,33 @@ class VllmDialect:
                 return
 
 
-def parse_logprobs(answer: dict, url: str) -> dict[int, float]:
+def parse_logprobs(answer: dict, url: str, n_vocab: int | None = None) -> dict[int, float]:
     """Token id -> log-probability from a /v1/completions answer with ``return_tokens_as_token_ids``: the reported
-    tokens of the first position, and the generated token's own."""
+    tokens of the first position, and the generated token's own. Ids outside the vocabulary, and values that are
+    not numbers, are an EngineError (what the numbers may be is checked by scores_from_logprobs)."""
     try:
         logprobs = answer["choices"][0]["logprobs"]
-        reported = {_token_id(name): float(value) for name, value in (logprobs["top_logprobs"][0] or {}).items()}
-        reported.setdefault(_token_id(logprobs["tokens"][0]), float(logprobs["token_logprobs"][0]))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        reported = {_token_id(name, n_vocab): real(value, "a log-probability")
+                    for name, value in (logprobs["top_logprobs"][0] or {}).items()}
+        reported.setdefault(_token_id(logprobs["tokens"][0], n_vocab),
+                            real(logprobs["token_logprobs"][0], "a log-probability"))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise EngineError(f"vLLM at {url} answered without the expected log-probabilities "
                           f"({type(exc).__name__}: {exc})") from None
     return reported
 
 
 def cached_tokens(answer: dict) -> int:
-    details = (answer.get("usage") or {}).get("prompt_tokens_details") or {}
-    return int(details.get("cached_tokens") or 0)
+    """The prompt tokens vLLM found cached (statistics only: anything that is not a count is 0)."""
+    usage = answer.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0 else 0
 
 
-def _token_id(name: str) -> int:
-    if not name.startswith(TOKEN_ID_PREFIX):
+def _token_id(name: str, n_vocab: int | None) -> int:
+    if not isinstance(name, str) or not name.startswith(TOKEN_ID_PREFIX) \
+            or not name[len(TOKEN_ID_PREFIX):].isdigit() or len(name) > 32:
         raise ValueError(f"token {name!r} is not named by id (return_tokens_as_token_ids)")
-    return int(name[len(TOKEN_ID_PREFIX):])
+    return token_id(int(name[len(TOKEN_ID_PREFIX):]), n_vocab, "a log-probability's token")
 

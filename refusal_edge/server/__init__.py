@@ -6,13 +6,17 @@ Only the command lives here. Starlette and uvicorn are imported when it runs, so
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..arguments import build_policy, load_model
 from ..options import model_options, policy_options
+from .guard import ORIGINS_ENV, Access, origins_from_env
 
 API_KEY_ENV = "REFUSAL_EDGE_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name one of them (guard.py)
 
 
 @click.command()
@@ -41,8 +45,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
                    "picks it (in-process only; it pays only where an extra prompt row is cheap: see README).")
 @click.option("--ui/--no-ui", default=True, show_default=True,
               help="The page with live refusal dials at / (static files; it asks for the API key, if any).")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help=f"A web origin whose pages may call this server (e.g. http://localhost:3000; '*' patterns as in "
+                   f"OLLAMA_ORIGINS). Repeatable; also ${ORIGINS_ENV}, comma-separated. Other pages get HTTP 403.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name this server answers to besides loopback names and its own address (e.g. mybox.lan; "
+                   "'*': any, which lets DNS-rebinding pages read it). Repeatable.")
 def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
-          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui):
+          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui,
+          allowed_origins, allowed_hosts):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -67,6 +78,10 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
     from .run import bind, make_server, url_of
     from .slots import SlotPool
 
+    if api_key == "":
+        raise click.UsageError("--api-key is empty: give a key, or leave the option out to serve without one")
+    access = Access(origins=(*allowed_origins, *origins_from_env(os.environ.get(ORIGINS_ENV))),
+                    hosts=(*allowed_hosts, *([host] if host not in WILDCARDS else [])))
     if host not in LOOPBACK and not api_key:
         click.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use the model",
                    err=True)
@@ -85,7 +100,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
             models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose, predict_decision=predict_decision)
                        for _ in range(parallel - 1)]
         settings = ServerSettings(
-            model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui,
+            model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui, access=access,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)

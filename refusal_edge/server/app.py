@@ -13,14 +13,17 @@ from typing import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import ModelLoadError, NonFiniteScoresError, PolicyError, PromptTooLongError, RefusalEdgeError
-from ..metadata import RefusalSpec
+from ..metadata import RefusalSpec, short_names
 from ..policy import Policy
+from ..remote.errors import EngineError
 from . import protocol
+from .guard import Access, Guard
 from .protocol import ApiError, ChatRequest, Limits
 from .slots import CANCELLED, Job, SlotPool, Work
 from .truncation import SERVER_CONTEXT_OPTION
@@ -35,6 +38,11 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
     ui: bool = True  # the dials page at / (refusal-edge serve --no-ui turns it off)
+    access: Access = field(default_factory=Access)  # other web origins and Host names allowed (guard.py)
+
+    def __post_init__(self) -> None:
+        if self.api_key == "":  # an empty bearer would match it: there is a key or there is none
+            raise ValueError("api_key is empty: give a key, or None to serve without one")
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,8 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
     def model_card() -> dict:
         return {
             "id": settings.model_id, "object": "model", "created": created, "owned_by": "refusal-edge",
-            "refusal": {"categories": list(spec.category_names), "respond_token": spec.respond.token,
+            "refusal": {"categories": list(spec.category_names), "short_names": short_names(spec.category_names),
+                        "respond_token": spec.respond.token,
                         "category_tokens": {c.name: c.token for c in spec.categories},
                         "policy": settings.policy.to_dict()},
         }
@@ -134,7 +143,8 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
         *(ui.routes() if settings.ui else []),
     ]
     handlers = {ApiError: api_error_response, HTTPException: http_error_response, Exception: internal_error_response}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
+                     middleware=[Middleware(Guard, access=settings.access)])
 
 
 async def answer(request: Request, pool: SlotPool, work: Work, streaming: bool,
@@ -247,6 +257,8 @@ def as_api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, PromptTooLongError):
         return ApiError(400, exc.naming(SERVER_CONTEXT_OPTION), param="messages", code="context_length_exceeded")
+    if isinstance(exc, EngineError):  # the remote engine failed or answered nonsense: a bad gateway, no decision
+        return ApiError(502, str(exc), code="engine_error", kind="server_error")
     if isinstance(exc, NonFiniteScoresError):  # the model's fault, not the client's: no answer is generated
         return ApiError(500, str(exc), code="non_finite_scores", kind="server_error")
     if isinstance(exc, PolicyError):
@@ -261,7 +273,7 @@ def _event(payload: dict) -> str:
 
 
 async def api_error_response(request: Request, exc: ApiError) -> Response:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def http_error_response(request: Request, exc: HTTPException) -> Response:

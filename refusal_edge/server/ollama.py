@@ -29,7 +29,7 @@ def ollama_errors(handler):
         try:
             return await handler(request)
         except ApiError as exc:
-            return JSONResponse({"error": exc.message}, status_code=exc.status)
+            return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
     return wrapped
 
 

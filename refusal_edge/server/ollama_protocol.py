@@ -54,7 +54,7 @@ def chat_body(raw: dict, n_ctx: int) -> dict:
 
 def generate_body(raw: dict, n_ctx: int) -> dict:
     """/api/generate -> the same, with ``system`` and ``prompt`` as the conversation."""
-    _reject_unsupported(raw, "format", "images", "suffix", "template", "raw", "context", "think")
+    _reject_unsupported(raw, "format", "tools", "images", "suffix", "template", "raw", "context", "think")
     for name in ("prompt", "system"):
         if raw.get(name) is not None and not isinstance(raw[name], str):
             raise ApiError(400, f"'{name}' must be a string", param=name)

@@ -21,6 +21,7 @@ from .truncation import Truncation
 # OpenAI roles -> template roles. "developer" is the newer name of "system".
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 POLICY_TABLES = ("thresholds", "biases")
+INT32_MAX = 2**31 - 1  # llama.cpp's int parameters: larger values would be truncated on the way in
 
 # Fields OpenAI clients send with neutral values; any other value asks for something this server does not do,
 # and silently ignoring it would give the client an answer it did not ask for.
@@ -53,9 +54,10 @@ class ApiError(Exception):
     """A request the server will not serve, rendered as ``{"error": {...}}`` with an HTTP status."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error") -> None:
+                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers  # e.g. Retry-After on a 503
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
@@ -88,11 +90,11 @@ def load_json(body: bytes) -> dict:
     """A request body that must be one JSON object (every endpoint's body is)."""
     try:
         raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:  # json's recursive decoder gives up on deeply nested arrays or objects
+        raw = clean_json(raw)  # "\ud800" escapes parse into lone surrogates, which no tokenizer or encoder takes
+    except RecursionError:  # json's decoder, or clean_json after it, gives up on deeply nested arrays or objects
         raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
-    raw = clean_json(raw)  # "\ud800" escapes parse into lone surrogates, which no tokenizer or encoder takes
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer literal over Python's 4,300-digit limit
+        raise ApiError(400, f"the request body is not valid JSON: {str(exc)[:200]}", code="invalid_json") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return raw
@@ -183,15 +185,15 @@ def _sampling(raw: Mapping, limits: Limits) -> SamplingParams:
     if max_tokens is None:
         max_tokens = _integer(raw, "max_tokens", limits.max_tokens, 1, None)
     if max_tokens > limits.max_tokens:
-        raise ApiError(400, f"max_tokens {max_tokens} is over this server's limit of {limits.max_tokens} "
+        raise ApiError(400, f"max_tokens {_short(max_tokens)} is over this server's limit of {limits.max_tokens} "
                             "(refusal-edge serve --max-tokens)", param="max_tokens")
     seed = raw.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ApiError(400, f"'seed' must be an integer, got {seed!r}", param="seed")
+        raise ApiError(400, f"'seed' must be an integer, got {_short(seed)}", param="seed")
     return SamplingParams(
         temperature=_number(raw, "temperature", defaults.temperature, 0.0, 2.0),  # OpenAI's range
         top_p=_number(raw, "top_p", defaults.top_p, 0.0, 1.0, open_low=True),
-        top_k=_integer(raw, "top_k", defaults.top_k, 0, None),  # llama.cpp extensions, as its own server takes
+        top_k=_integer(raw, "top_k", defaults.top_k, 0, INT32_MAX),  # llama.cpp extensions, as its own server takes
         min_p=_number(raw, "min_p", defaults.min_p, 0.0, 1.0),
         repeat_penalty=_number(raw, "repeat_penalty", defaults.repeat_penalty, 0.0, math.inf, open_low=True),
         seed=seed,
@@ -236,11 +238,14 @@ def _number(raw: Mapping, name: str, default: float, low: float, high: float, op
     value = raw.get(name)
     if value is None:
         return default
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if not ok or not (value > low if open_low else value >= low) or value > high:
+    try:  # an integer too large for a float (10**400) is out of every range, not a crash
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or not (number > low if open_low else number >= low) or number > high:
         interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-        raise ApiError(400, f"'{name}' must be a number in {interval}, got {value!r}", param=name)
-    return float(value)
+        raise ApiError(400, f"'{name}' must be a number in {interval}, got {_short(value)}", param=name)
+    return number
 
 
 def _integer(raw: Mapping, name: str, default: int | None, low: int, high: int | None) -> int | None:
@@ -248,8 +253,14 @@ def _integer(raw: Mapping, name: str, default: int | None, low: int, high: int |
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        raise ApiError(400, f"'{name}' must be an integer >= {low}, got {value!r}", param=name)
+        within = f" and <= {high}" if high is not None else ""
+        raise ApiError(400, f"'{name}' must be an integer >= {low}{within}, got {_short(value)}", param=name)
     return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def _boolean(raw: Mapping, name: str, where: str | None = None) -> bool:

@@ -18,6 +18,7 @@ from .protocol import ApiError
 
 log = logging.getLogger("refusal_edge.server")
 CANCELLED = object()  # put on a job's event queue when its client disconnects, to wake whoever waits
+RETRY_AFTER_S = 1  # what a 503 (queue full) tells clients to wait: slots free up within a generation
 
 
 class Work(Protocol):
@@ -87,7 +88,7 @@ class SlotPool:
         if self._queue.qsize() >= self.max_queue:
             raise ApiError(503, f"the server is busy: {self._queue.qsize()} requests are waiting for a slot; "
                                 "retry later (refusal-edge serve --max-queue, --parallel)",
-                           code="server_busy", kind="server_error")
+                           code="server_busy", kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
         job = Job(request, asyncio.get_running_loop())
         self._queue.put(job)
         return job

@@ -1,4 +1,4 @@
-"""The dials page at ``/``: three static files shipped in the package (no CDN, no build step, no framework).
+"""The dials page at ``/``: static files shipped in the package (no CDN, no build step, no framework).
 
 The page is public like any static file; everything it shows comes from the API with the key it asks for.
 """
@@ -14,7 +14,8 @@ from starlette.routing import Route
 from .protocol import ApiError
 
 STATIC = Path(__file__).parent / "static"
-FILES = {"index.html": "text/html", "dials.js": "text/javascript", "policy-file.js": "text/javascript",
+FILES = {"index.html": "text/html", "dials.js": "text/javascript", "chat.js": "text/javascript",
+         "markdown.js": "text/javascript", "markdown-inline.js": "text/javascript", "policy-file.js": "text/javascript",
          "dials.css": "text/css"}
 # Nothing but this server: no inline script, no third-party origin, not framed by other sites.
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",

@@ -1,20 +1,25 @@
 // The dials page: a chat whose every turn shows its refusal decision, and the policy dials that shape the next.
-// Plain browser JavaScript against the server's own API; nothing to build, nothing fetched from elsewhere.
+// Plain browser JavaScript against the server's own API; nothing to build, nothing fetched from elsewhere. This file
+// holds the API, the dials and the decision bars; chat.js the conversation, markdown.js the answers' rendering.
 "use strict";
 
 const KEY_STORE = "refusal-edge-api-key";
 const $ = (id) => document.getElementById(id);
-const state = {card: null, history: [], lastPrompt: null, busy: false, whatIfTimer: null};
+const state = {card: null, names: new Map(), history: [], lastPrompt: null, busy: false, whatIfTimer: null,
+  controller: null, conversation: 0, follow: true};
+// Category names come from the model and can be any string ("constructor", "__proto__"): read tables by own key only.
+const own = (table, key) => (table && Object.hasOwn(table, key) ? table[key] : undefined);
 
 // --- the API ---------------------------------------------------------------------------------------------
-async function api(path, body) {
+async function api(path, body, signal) {
   const headers = {"Content-Type": "application/json"};
   const key = localStorage.getItem(KEY_STORE);
   if (key) headers.Authorization = `Bearer ${key}`;
-  const response = await fetch(path, body === undefined ? {headers} : {method: "POST", headers, body: JSON.stringify(body)});
+  const init = body === undefined ? {headers, signal} : {method: "POST", headers, body: JSON.stringify(body), signal};
+  const response = await fetch(path, init);
   if (response.status === 401) {
     await askForKey();
-    return api(path, body);
+    return api(path, body, signal);
   }
   if (!response.ok) throw new Error(await errorText(response));
   return response;
@@ -43,7 +48,8 @@ function askForKey() {
 }
 
 // --- the dials -------------------------------------------------------------------------------------------
-const shortName = (name) => name.replace(/^requests with /i, "").replace(/ requests$/i, "");
+// One short name per category, the server's (the same function names them in the CLI's decision lines).
+const shortName = (name) => state.names.get(name) ?? name;
 const categories = () => state.card.refusal.categories;
 
 function buildDials() {
@@ -56,14 +62,15 @@ function buildDials() {
     const id = `threshold-${i}`;
     row.append(element("label", {htmlFor: id, textContent: shortName(name), title: name}),
       element("input", {type: "range", id, min: 0, max: 1, step: 0.01, dataset: {category: name},
-        ariaLabel: `Threshold for ${name}`}),
+        ariaLabel: `Threshold for ${shortName(name)} (${name})`}),
       element("output", {id: `${id}-value`}));
     thresholds.append(row);
   });
   ["respond", ...categories()].forEach((name, i) => {
     const id = `bias-${i}`;
     biases.append(element("label", {htmlFor: id, textContent: name === "respond" ? "[respond]" : shortName(name), title: name}),
-      element("input", {type: "number", id, step: 0.5, dataset: {token: name}, ariaLabel: `Logit bias for ${name}`}));
+      element("input", {type: "number", id, step: 0.5, dataset: {token: name},
+        ariaLabel: `Logit bias for ${name === "respond" ? "[respond]" : `${shortName(name)} (${name})`}`}));
   });
   for (const input of document.querySelectorAll("#dials input, #dials select")) {
     if (input.id !== "load" && input.id !== "max-tokens") input.addEventListener("input", dialsChanged);
@@ -82,22 +89,19 @@ function showPolicy(policy) {
   $("threshold").value = policy.threshold;
   $("temperature").value = policy.temperature;
   for (const input of document.querySelectorAll("#thresholds input")) {
-    const value = policy.thresholds[input.dataset.category];
-    input.value = value === undefined ? policy.threshold : value;
+    input.value = own(policy.thresholds, input.dataset.category) ?? policy.threshold;
   }
   for (const input of document.querySelectorAll("#biases input")) {
-    input.value = policy.biases[input.dataset.token] || 0;
+    input.value = own(policy.biases, input.dataset.token) || 0;
   }
   showValues();
 }
 
-function currentPolicy() {
-  const thresholds = {};
-  for (const input of document.querySelectorAll("#thresholds input")) thresholds[input.dataset.category] = Number(input.value);
-  const biases = {};
-  for (const input of document.querySelectorAll("#biases input")) {
-    if (Number(input.value)) biases[input.dataset.token] = Number(input.value);
-  }
+function currentPolicy() {  // fromEntries makes own keys even of "__proto__", which assignment would not
+  const thresholds = Object.fromEntries([...document.querySelectorAll("#thresholds input")]
+    .map((input) => [input.dataset.category, Number(input.value)]));
+  const biases = Object.fromEntries([...document.querySelectorAll("#biases input")]
+    .filter((input) => Number(input.value)).map((input) => [input.dataset.token, Number(input.value)]));
   return {rule: $("rule").value, threshold: Number($("threshold").value), thresholds, biases,
     temperature: Number($("temperature").value) || 1};
 }
@@ -118,16 +122,17 @@ function dialsChanged() {
 
 // --- decisions ---------------------------------------------------------------------------------------------
 function thresholdOf(policy, name) {
-  if (policy.rule === "per-category") return policy.thresholds[name] ?? policy.threshold;
-  if (policy.rule === "paper-category") return policy.thresholds[name];
+  if (policy.rule === "per-category") return own(policy.thresholds, name) ?? policy.threshold;
+  if (policy.rule === "paper-category") return own(policy.thresholds, name);
   return undefined;  // binary thresholds the sum (its own bar); natural has none
 }
 
-function decisionView(decision, label) {
+function decisionView(decision, label) {  // the verdict on one line; its bars fold away under it
   const policy = decision.policy;
-  const view = element("div", {className: "decision", dataset: {token: decision.token, refused: decision.refused}});
+  const view = element("details", {className: "decision", open: true,
+    dataset: {token: decision.token, refused: decision.refused}});
   const chosen = decision.refused ? "refuse" : "respond";
-  view.append(element("p", {className: "verdict"},
+  view.append(element("summary", {className: "verdict"},
     element("span", {className: `chip ${chosen}`, textContent: decision.token || "(ordinary text)"}),
     element("span", {className: "muted", textContent: `${label} · ${decision.forced ? "forced" : "model's choice"} · rule ${policy.rule}` +
       ` · prefill ${decision.prefill_ms.toFixed(1)} ms, decision ${decision.decision_ms.toFixed(2)} ms`})));
@@ -167,71 +172,6 @@ async function whatIf() {
   }
 }
 
-// --- the chat ---------------------------------------------------------------------------------------------
-async function send(event) {
-  event.preventDefault();
-  const text = $("prompt").value.trim();
-  if (!text || state.busy) return;
-  state.busy = true;
-  $("send").disabled = true;
-  const messages = [...state.history, {role: "user", content: text}];
-  turn("user").append(element("p", {textContent: text}));
-  const answer = turn("assistant");
-  const output = element("p", {className: "answer"});
-  try {
-    const request = {messages, stream: true, refusal: currentPolicy()};
-    if ($("max-tokens").value) request.max_tokens = Number($("max-tokens").value);  // else the server's --max-tokens
-    const response = await api("/v1/chat/completions", request);
-    $("prompt").value = "";
-    let reply = {role: "assistant", content: ""};
-    for await (const chunk of events(response)) {
-      if (chunk.error) throw new Error(chunk.error.message);
-      if (chunk.refusal) {
-        answer.append(decisionView(chunk.refusal, `turn ${messages.filter((m) => m.role === "user").length}`), output);
-        reply = {...reply, ...chunk.choices[0].delta, content: ""};
-      }
-      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta.content;
-      if (delta) output.textContent = (reply.content += delta);
-    }
-    state.history = [...messages, reply];
-    state.lastPrompt = messages;
-    $("what-if-result").replaceChildren();  // it was about the previous prompt
-    status("");
-  } catch (error) {
-    answer.append(element("p", {className: "error", textContent: error.message}));
-    status(error.message, true);
-  } finally {
-    state.busy = false;
-    $("send").disabled = false;
-    $("prompt").focus();
-  }
-}
-
-async function* events(response) {  // server-sent events -> parsed chunks
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const {value, done} = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, {stream: true});
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const data = buffer.slice(0, end).replace(/^data: /, "");
-      buffer = buffer.slice(end + 2);
-      if (data === "[DONE]") return;
-      yield JSON.parse(data);
-    }
-  }
-}
-
-function turn(role) {
-  const item = element("li", {className: role});
-  $("transcript").append(item);
-  item.scrollIntoView({block: "end"});
-  return item;
-}
-
 // --- start ------------------------------------------------------------------------------------------------
 function element(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -252,13 +192,7 @@ function status(text, isError = false) {
 }
 
 async function start() {
-  $("composer").addEventListener("submit", send);
-  $("prompt").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      $("composer").requestSubmit();
-    }
-  });
+  startChat();
   $("what-if").addEventListener("click", whatIf);
   $("reset").addEventListener("click", () => { showPolicy(state.card.refusal.policy); dialsChanged(); });
   $("save").addEventListener("click", save);
@@ -271,6 +205,7 @@ async function start() {
     status(`Cannot reach the server: ${error.message}`, true);
     return;
   }
+  state.names = new Map(Object.entries(state.card.refusal.short_names || {}));
   $("model").textContent = `${state.card.id} · ${categories().length} refusal categories`;
   buildDials();
   showPolicy(state.card.refusal.policy);

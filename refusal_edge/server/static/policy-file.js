@@ -27,14 +27,15 @@ async function load(event) {
 }
 
 function parseToml(text) {  // the flat subset `refusal-edge` writes: key = value, [thresholds], [biases]
-  const policy = {};
+  // Tables without a prototype: a category may be called "__proto__", which must stay a key like any other.
+  const policy = Object.create(null);
   let table = policy;
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.replace(/#.*$/, "").trim();
     if (!line) return;
     const header = line.match(/^\[(thresholds|biases)\]$/);
     if (header) {
-      table = policy[header[1]] = {};
+      table = policy[header[1]] = Object.create(null);
       return;
     }
     const pair = line.match(/^("(?:[^"\\]|\\.)*"|[\w.-]+)\s*=\s*(.+)$/);

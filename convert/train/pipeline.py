@@ -1,0 +1,153 @@
+"""`refusal-edge train` from start to end: data -> distilled answers -> SFT -> merged checkpoint -> GGUF ->
+calibrated policy -> held-out report. Every input is checked before the slow parts start."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .data import RESPOND, build_examples, decision_tokens, read_training_rows, split_rows, write_heldout
+from .errors import TrainError
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    base: Path
+    original: Path
+    contrast: Path
+    chat: Path | None
+    out: Path
+    steps: int | None = None
+    epochs: float = 2.0
+    batch_size: int = 8
+    rank: int = 8
+    lr: float = 1e-3
+    rows_lr: float = 3e-3
+    first_weight: float = 2.0
+    threads: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    tokens: str = "categories"
+    quant: str | None = None
+    max_over_refusal: float = 0.10
+    min_refusal: float | None = None
+    heldout: float = 0.3
+    max_prompt_tokens: int = 512
+    max_answer_tokens: int = 48
+    resume: bool = False
+    stop_after: int | None = None
+    save_every: int = 50
+    bf16: bool = False
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+                            else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainError(f"--device {name!r}: not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"--device {name}: torch sees no CUDA device")
+    return device
+
+
+def _check_out(o: TrainOptions) -> Path:
+    checkpoint = o.out / "checkpoint.pt"
+    if o.resume and not checkpoint.is_file():
+        raise TrainError(f"--resume: {o.out} holds no checkpoint.pt to resume from")
+    if not o.resume and checkpoint.is_file():
+        raise TrainError(f"{o.out} holds a training checkpoint: pass --resume to continue it, or choose another --out")
+    if o.out.exists() and not o.out.is_dir():
+        raise TrainError(f"--out {o.out} is a file, not a directory")
+    return checkpoint
+
+
+def run(o: TrainOptions, log=print) -> dict:
+    import torch
+
+    from refusal_edge.files import cache_dir
+
+    from .distill import distill
+    from .loop import LoopConfig, fingerprint, train
+    from .model import Encoder, base_identity, load_base, merged, trainable
+    from .outputs import calibrate_and_report, set_default_policy, write_gguf, write_summary
+
+    t_start = time.perf_counter()
+    tokens = decision_tokens(o.tokens)
+    checkpoint = _check_out(o)
+    original = read_training_rows(o.original, "original")
+    contrast = read_training_rows(o.contrast, "contrast")
+    chat = read_training_rows(o.chat, "chat") if o.chat else []
+    split = split_rows(original, contrast, chat, o.heldout, o.seed)
+    threads = o.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    device = pick_device(o.device)
+    random.seed(o.seed)
+    torch.manual_seed(o.seed)
+
+    model, tok = load_base(Path(o.base), progress=o.progress)
+    encoder = Encoder(tok, o.max_prompt_tokens, o.max_answer_tokens)
+    for r in split.train:  # too-long prompts are errors now, not after distillation
+        encoder.prompt(r.prompt, r.where)
+    model.to(device)
+    unanswered = [r.prompt for r in split.train if not r.should_refuse and r.response is None]
+    answers = {}
+    if unanswered:
+        base_id = base_identity(Path(o.base))
+        log(f"{len(unanswered)} benign prompts without an answer: the base model answers them (cached)")
+        answers = distill(model, tok, unanswered, base_id=base_id, max_tokens=o.max_answer_tokens, encoder=encoder,
+                          cache=(o.cache_dir or cache_dir() / "train-distill") / f"{base_id[:16]}.jsonl",
+                          progress=o.progress)
+    examples = build_examples(split.train, answers, o.tokens, o.seed)
+
+    peft_model, rows, ids = trainable(model, tok, tokens, o.rank, o.seed)
+    rows.to(device)
+    decision_id = dict(zip([RESPOND, *(["refuse"] if o.tokens == "binary" else _categories())], ids))
+    data = [encoder.example(e.prompt, decision_id[e.decision], e.response, e.where) for e in examples]
+    per_epoch = -(-len(data) // o.batch_size)
+    steps = o.steps or max(1, round(o.epochs * per_epoch))
+    cfg = LoopConfig(steps=steps, batch_size=o.batch_size, lr=o.lr, rows_lr=o.rows_lr, first_weight=o.first_weight,
+                     seed=o.seed, save_every=o.save_every, bf16=o.bf16)
+    log(f"data: {len(data)} training examples ({sum(r.should_refuse for r in split.train)} refusals), "
+        f"{len(split.heldout)} held out; {steps} steps of {o.batch_size} ({steps / per_epoch:.2f} epochs) on {device}")
+    key = fingerprint(data, cfg, {"base": base_identity(Path(o.base)), "rank": o.rank, "tokens": tokens})
+    o.out.mkdir(parents=True, exist_ok=True)
+    figures = train(peft_model, rows, data, cfg, checkpoint=checkpoint, resume=o.resume, key=key, device=device,
+                    stop_at=o.stop_after, progress=o.progress, log=log)
+    if figures["done"] < steps:
+        log(f"paused after step {figures['done']}/{steps} (--stop-after): run again with --resume to continue")
+        return {"paused_at": figures["done"], **figures}
+
+    peft_model.to("cpu")
+    rows.to("cpu")
+    hf_dir = merged(peft_model, rows, tok, o.out / "hf")
+    gguf = write_gguf(hf_dir, o.out / "model.gguf", o.quant, threads, o.progress, log)
+    heldout = write_heldout(split, o.out / "heldout")
+    result = calibrate_and_report(gguf, heldout, o.out, max_over_refusal=o.max_over_refusal,
+                                  min_refusal=o.min_refusal, threads=threads, seed=o.seed, log=log)
+    set_default_policy(gguf, o.out / "policy.toml")
+    summary = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()},
+               "tokens": list(tokens), "examples": len(data), "heldout_prompts": len(split.heldout),
+               "training": figures, "outputs": {"hf": str(hf_dir), "gguf": str(gguf), **result},
+               "wall_seconds": round(time.perf_counter() - t_start, 1), "machine": platform.machine(),
+               "torch": torch.__version__, "threads": threads}
+    write_summary(o.out / "train.json", summary)
+    return summary
+
+
+def _categories():
+    from refusal_edge.metadata import CATEGORIES
+
+    return list(CATEGORIES)
