@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refusal_edge.extras import missing_message
 from refusal_edge.metadata import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED
 
 from .errors import ConversionError
@@ -24,10 +25,8 @@ def sentencepiece_fields(root: Path, data: dict | None) -> TokenizerFields:
     try:
         from sentencepiece import SentencePieceProcessor
     except ImportError:
-        raise ConversionError(
-            f"{root} has a SentencePiece tokenizer (tokenizer.model); reading it needs the sentencepiece package: "
-            "pip install sentencepiece"
-        ) from None
+        raise ConversionError(f"{root} has a SentencePiece tokenizer (tokenizer.model); "
+                              + missing_message("sentencepiece", "reading it")) from None
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(root / "tokenizer.model"))
     tokens, scores, types = [], [], []

@@ -148,7 +148,7 @@ def test_sentencepiece_without_the_package(hf, tmp_path, monkeypatch):
     (hf / "tokenizer.json").unlink()
     (hf / "tokenizer.model").write_bytes(b"\x00")
     monkeypatch.setitem(sys.modules, "sentencepiece", None)
-    fails(hf, tmp_path / "o.gguf", "SentencePiece.*pip install sentencepiece")
+    fails(hf, tmp_path / "o.gguf", r"SentencePiece.*needs sentencepiece.*pip install 'refusal-edge\[convert\]'")
 
 
 def test_wordpiece_tokenizer(hf, tmp_path):
