@@ -232,5 +232,23 @@ def test_bad_inputs_are_one_line_errors(llama, data, tmp_path):
 
     gguf = tmp_path / "base.gguf"
     gguf.write_bytes(b"GGUF")
-    assert "GGUF base is not supported yet" in _error(train(gguf, data[0], "--contrast", data[1], "--out", out))
+    assert "cannot train from this GGUF" in _error(train(gguf, data[0], "--contrast", data[1], "--out", out))
     assert not (out / "model.gguf").exists()
+
+
+def test_a_gguf_base_is_exported_then_trained(data, tmp_path):
+    """BASE may be a GGUF (here one converted from a tiny checkpoint that already has the decision tokens): it is
+    exported to a checkpoint in DIR/base-hf once, and the run is the same as from that checkpoint."""
+    from convert.hf_to_gguf import convert_checkpoint
+    from refusal_edge import RefusalModel
+
+    tiny = write_tiny_hf(tmp_path / "hf", n_shards=1)
+    base = convert_checkpoint(tiny.root, tmp_path / "base.gguf", outtype="f32", progress=False, log=lambda *_: None).output
+    out = tmp_path / "run"
+    result = train(base, data[0], "--contrast", data[1], "--out", out, "--steps", 4, "--cache-dir", tmp_path / "c",
+                   *FAST)
+    assert result.exit_code == 0, result.output
+    assert (out / "base-hf" / "config.json").is_file() and (out / "base-hf.source").is_file()
+    with RefusalModel.load(out / "model.gguf", n_ctx=256, n_threads=THREADS) as model:
+        assert model.categories == tuple(CATEGORIES)
+        assert model.decide("hello there").decision_token

@@ -32,9 +32,9 @@ def load_base(path: Path, dtype=torch.float32, progress: bool = True):
     if not progress:
         hf_logging.disable_progress_bar()
 
-    if path.suffix.lower() == ".gguf" or path.is_file():
-        raise TrainError(f"{path}: a GGUF base is not supported yet: export it to a Hugging Face checkpoint "
-                         "directory first (config.json, safetensors, tokenizer.json)")
+    if path.is_file():
+        raise TrainError(f"{path}: a file, not a Hugging Face checkpoint directory (a GGUF base is exported first: "
+                         "see hf_base)")
     if not (path / "config.json").is_file():
         raise TrainError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
     arch_params(HFCheckpoint(path).config)  # the same architecture check as `convert`: fail before training
@@ -46,6 +46,30 @@ def load_base(path: Path, dtype=torch.float32, progress: bool = True):
         raise TrainError(f"{path}: the tokenizer has no eos token: the end of an answer cannot be taught")
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     return model, tok
+
+
+def hf_base(base: Path, out: Path, log) -> Path:
+    """The checkpoint directory to train from: ``base`` itself, or for a GGUF base its export (`convert --to hf`)
+    in ``out/base-hf``, made once and reused on --resume (a stamp names the GGUF it came from)."""
+    if not (base.is_file() and base.suffix.lower() == ".gguf"):
+        return base
+    from refusal_edge.files import sha256_file
+
+    from ..errors import ConversionError
+    from ..gguf_to_hf import export_gguf
+
+    target, stamp = out / "base-hf", out / "base-hf.source"
+    digest = sha256_file(base)
+    if target.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return target
+    log(f"exporting the GGUF base {base.name} to a Hugging Face checkpoint ({target})")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        export_gguf(base, target, outtype="f32", force=True, log=lambda *_: None)
+    except ConversionError as exc:
+        raise TrainError(f"{base}: cannot train from this GGUF: {exc}") from None
+    stamp.write_text(digest + "\n")
+    return target
 
 
 def base_identity(path: Path) -> str:
