@@ -53,3 +53,38 @@ def test_train_accepts_the_family_and_its_gguf_decides(family, data, tmp_path):
             assert encoder.prompt(prompt) == model.prompt_tokens(prompt), prompt
         assert model.decide(refuse[0]).decision_token
         assert refusal_probability(model, refuse) > refusal_probability(model, benign) + 0.3
+
+
+def test_the_training_loss_is_the_models_own_loss_for_gemma3(tmp_path):
+    """batch_loss runs the decoder and the output matrix itself: with final-logit soft-capping it must equal the full
+    forward's loss; and the merged checkpoint computes what was trained, the decision token an input at the answer
+    positions through Gemma's scaled embedding."""
+    import torch
+    import torch.nn.functional as F
+
+    from convert.train.data import decision_tokens
+    from convert.train.loop import batch_loss
+    from convert.train.model import Encoder, load_base, merged, trainable
+
+    base = write_family(tmp_path / "base", "gemma3", refusal="none", embed_std=0.125, final_logit_softcapping=3.0)
+    model, tok = load_base(base, progress=False)
+    peft_model, rows, ids = trainable(model, tok, decision_tokens("binary"), rank=2, seed=0)
+    with torch.no_grad():
+        rows.input.mul_(4)  # away from the initial rows, so a missing embedding scale shows
+    e = Encoder(tok, 256, 8).example("tell me about the sea", ids[0], "the sea is blue.")
+    causal = peft_model.get_base_model()
+    with torch.no_grad():
+        full = causal(input_ids=torch.tensor([e.ids])).logits[0]
+        positions = range(e.first_target, e.first_target + len(e.targets))
+        want = F.cross_entropy(full[list(positions)].float(), torch.tensor(e.targets))
+        got = batch_loss(causal, [e], 1.0, torch.device("cpu"), bf16=False)
+    assert abs(want.item() - got.item()) < 1e-4, (want.item(), got.item())
+
+    # and what was trained is what the merged checkpoint computes (the new rows go through Gemma's embedding scale)
+    from transformers import AutoModelForCausalLM
+
+    merged(peft_model, rows, tok, tmp_path / "merged")
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32).eval()
+    with torch.no_grad():
+        again = reloaded(input_ids=torch.tensor([e.ids])).logits[0]
+    assert torch.allclose(again, full, atol=1e-4), (again - full).abs().max()
