@@ -14,8 +14,8 @@ from refusal_edge.extras import missing_message
 from refusal_edge.metadata import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED
 
 from .errors import ConversionError
-from .tokenizer import (TOKEN_TYPE_BYTE, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_UNUSED, TokenizerFields, _chat_template,
-                        _optional_json, _special_ids, vocab_tokens)
+from .tokenizer import (TOKEN_TYPE_BYTE, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_UNUSED, TokenizerFields, _add_token,
+                        _chat_template, _optional_json, _special_ids, vocab_tokens)
 
 SPACE = "\u2581"  # SentencePiece's visible space
 NO_MERGE_SCORE = -1e9  # a multi-character piece no merge produces: llama.cpp must not form it either
@@ -102,6 +102,8 @@ def _with_added(root: Path, data: dict | None, tokens: list, scores: list, types
             types[i] = TOKEN_TYPE_CONTROL  # e.g. Gemma's <start_of_turn>: a plain piece in the model, special in HF
     config = _optional_json(root / "tokenizer_config.json")
     add_bos = config.get("add_bos_token")
+    if not isinstance(add_bos, bool):  # transformers >= 5 saves no add_bos_token: its post-processor says
+        add_bos = _add_token(config, data or {}, "bos", tokens)
     return TokenizerFields(
         model="llama", pre="default", tokens=tokens, types=types, scores=scores,
         special_ids=_special_ids(root, tokens, config),
