@@ -13,9 +13,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 import torch  # noqa: E402
 
-from convert.errors import ConversionError  # noqa: E402
-from convert.gguf_to_hf import export_gguf  # noqa: E402
-from convert.hf_to_gguf import convert_checkpoint  # noqa: E402
+from refusal_edge.convert.errors import ConversionError  # noqa: E402
+from refusal_edge.convert.gguf_to_hf import export_gguf  # noqa: E402
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint  # noqa: E402
 from tiny_families import hf_tokenize, write_family  # noqa: E402
 
 QUIET = {"progress": False, "log": lambda *a: None}

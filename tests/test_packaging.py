@@ -65,3 +65,21 @@ def test_the_licence_is_an_spdx_expression_with_its_text_shipped():
     assert PROJECT["license-files"] == ["LICENSE"]
     assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
     assert not any(c.startswith("License ::") for c in PROJECT["classifiers"]), "with an SPDX licence, no classifier"
+
+
+def test_every_package_folder_is_installed_under_one_namespace():
+    """The explicit package list misses no folder (a new subpackage would silently be left out of the wheel), ships
+    no maintainer-only recipe, and maps convert/ to refusal_edge.convert."""
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setup["package-dir"] == {"refusal_edge.convert": "convert"}
+    folders = {"refusal_edge": "refusal_edge", "convert": "refusal_edge.convert"}
+    on_disk = set()
+    for folder, package in folders.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            if "default_recipe" not in parts and "__pycache__" not in parts:
+                on_disk.add(".".join((package, *parts)))
+    data_only = set(setup["package-data"])  # folders of data files, listed so that their files ship
+    assert set(setup["packages"]) - data_only == on_disk
+    assert all((ROOT / p.replace(".", "/")).is_dir() for p in data_only)
+    assert all(p == "refusal_edge" or p.startswith("refusal_edge.") for p in setup["packages"])

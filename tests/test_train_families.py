@@ -31,7 +31,7 @@ def test_train_accepts_the_family_and_its_gguf_decides(family, data, tmp_path):
     import gguf
     from transformers import AutoTokenizer
 
-    from convert.train.model import Encoder
+    from refusal_edge.convert.train.model import Encoder
     from refusal_edge import RefusalModel
 
     # Embeddings at a realistic scale (N(0, 1/hidden)): N(0, 1) rows, tied, make logits too peaked to move in 30 steps
@@ -62,9 +62,9 @@ def test_the_training_loss_is_the_models_own_loss_for_gemma3(tmp_path):
     import torch
     import torch.nn.functional as F
 
-    from convert.train.data import decision_tokens
-    from convert.train.loop import batch_loss
-    from convert.train.model import Encoder, load_base, merged, trainable
+    from refusal_edge.convert.train.data import decision_tokens
+    from refusal_edge.convert.train.loop import batch_loss
+    from refusal_edge.convert.train.model import Encoder, load_base, merged, trainable
 
     base = write_family(tmp_path / "base", "gemma3", refusal="none", embed_std=0.125, final_logit_softcapping=3.0)
     model, tok = load_base(base, progress=False)
