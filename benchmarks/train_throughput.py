@@ -15,8 +15,8 @@ import time
 
 
 def encoded(base, original, contrast, n: int):
-    from convert.train.data import RESPOND, decision_tokens, read_training_rows
-    from convert.train.model import Encoder, load_base, trainable
+    from refusal_edge.convert.train.data import RESPOND, decision_tokens, read_training_rows
+    from refusal_edge.convert.train.model import Encoder, load_base, trainable
     from refusal_edge.metadata import CATEGORIES
 
     model, tok = load_base(base)
@@ -32,7 +32,7 @@ def encoded(base, original, contrast, n: int):
 def ours(args):
     import torch
 
-    from convert.train.loop import LoopConfig, train
+    from refusal_edge.convert.train.loop import LoopConfig, train
 
     peft_model, new_rows, _, data = encoded(args.base, args.original, args.contrast, args.examples)
     cfg = LoopConfig(steps=args.steps, batch_size=args.batch_size, bf16=args.bf16)
@@ -46,7 +46,7 @@ def plain(args):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from convert.train.model import add_decision_tokens  # noqa: F401  (same tokens, same data)
+    from refusal_edge.convert.train.model import add_decision_tokens  # noqa: F401  (same tokens, same data)
 
     _, _, ids, data = encoded(args.base, args.original, args.contrast, args.examples)
     model = AutoModelForCausalLM.from_pretrained(str(args.base), dtype=torch.float32)

@@ -71,6 +71,11 @@ class Family:
     keys: Callable[[dict, object], dict] = _no_keys  # (config.json, ArchParams) -> the family's own keys, checked
     extra_tensors: Callable[[dict, object], dict] = _no_keys  # (config.json, ArchParams) -> {GGUF name: values}
     q_norm_scale: Callable[[dict, object], float] = _unscaled  # folded into the q-norm weights (Gemma 3)
+    # GGUF -> HF export (gguf_to_hf.py): transformers' model_type and the config.json keys of the family's own,
+    # from the config read back so far; or why the family is not exported.
+    model_type: str = ""
+    export_keys: Callable[[dict], dict] = lambda config: {}
+    not_exported: str = ""
 
 
 def _refuse(what: str) -> ConversionError:
@@ -174,16 +179,49 @@ def _gemma3_keys(config: dict, p) -> dict:
     return keys
 
 
+def _qwen3_export(config: dict) -> dict:
+    # transformers' Qwen3 default head_dim is 128, not hidden_size / heads: always written
+    return {"use_sliding_window": False, "attention_bias": False,
+            "head_dim": config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]}
+
+
+def _smollm3_export(config: dict) -> dict:
+    n = config["num_hidden_layers"]
+    return {"no_rope_layer_interval": SMOLLM3_NO_ROPE_STEP, "use_sliding_window": False, "attention_bias": False,
+            "no_rope_layers": [int((i + 1) % SMOLLM3_NO_ROPE_STEP != 0) for i in range(n)]}
+
+
 FAMILIES: dict[str, Family] = {
-    "LlamaForCausalLM": Family("llama", LLAMA_BLOCK, permute_qk=True),
-    "MistralForCausalLM": Family("llama", LLAMA_BLOCK, permute_qk=True),
-    "Qwen2ForCausalLM": Family("qwen2", LLAMA_BLOCK),
-    "Qwen3ForCausalLM": Family("qwen3", QWEN3_BLOCK, keys=_qwen3_keys),
-    "SmolLM3ForCausalLM": Family("smollm3", LLAMA_BLOCK, permute_qk=True, keys=_smollm3_keys),
-    "Phi3ForCausalLM": Family("phi3", PHI3_BLOCK, keys=_phi3_keys, extra_tensors=phi3_rope_factors),
+    "LlamaForCausalLM": Family("llama", LLAMA_BLOCK, permute_qk=True, model_type="llama",
+                               export_keys=lambda config: {"attention_bias": False, "mlp_bias": False}),
+    "MistralForCausalLM": Family("llama", LLAMA_BLOCK, permute_qk=True),  # exported as Llama (same weights)
+    "Qwen2ForCausalLM": Family("qwen2", LLAMA_BLOCK, model_type="qwen2"),
+    "Qwen3ForCausalLM": Family("qwen3", QWEN3_BLOCK, keys=_qwen3_keys, model_type="qwen3",
+                               export_keys=_qwen3_export),
+    "SmolLM3ForCausalLM": Family("smollm3", LLAMA_BLOCK, permute_qk=True, keys=_smollm3_keys, model_type="smollm3",
+                                 export_keys=_smollm3_export),
+    "Phi3ForCausalLM": Family("phi3", PHI3_BLOCK, keys=_phi3_keys, extra_tensors=phi3_rope_factors, not_exported=(
+        "Phi-3's partial rotary and longrope factors are not mapped back to config.json yet, and Phi-3's "
+        "SentencePiece vocabulary (Phi-4-mini's gpt-4o pre-tokenizer) has no tokenizer.json export here")),
     "Gemma3ForCausalLM": Family("gemma3", GEMMA3_BLOCK, norm_offset=1.0, keys=_gemma3_keys,
-                                q_norm_scale=gemma3_attention_fold),
+                                q_norm_scale=gemma3_attention_fold, not_exported=(
+        "Gemma 3's GGUF stores 1 + w norms with query_pre_attn_scalar folded into the q-norm, which are not undone "
+        "yet, and its SentencePiece-style vocabulary has no tokenizer.json export here")),
 }
+
+
+def export_family(gguf_arch: str) -> tuple[str, Family]:
+    """The HF architecture a GGUF of llama.cpp architecture ``gguf_arch`` is exported as (the first in FAMILIES:
+    llama -> LlamaForCausalLM), or a ConversionError saying why it is not."""
+    found = [(hf, f) for hf, f in FAMILIES.items() if f.arch == gguf_arch]
+    exported = [(hf, f) for hf, f in found if f.model_type]
+    if exported:
+        return exported[0]
+    if found and found[0][1].not_exported:
+        raise ConversionError(f"exporting a {gguf_arch!r} GGUF is not supported: {found[0][1].not_exported}; "
+                              "export the original Hugging Face checkpoint instead")
+    names = sorted({f.arch for f in FAMILIES.values() if f.model_type})
+    raise ConversionError(f"the GGUF's architecture is {gguf_arch!r}; exporting handles {', '.join(names)}")
 
 
 def family_of(config: dict) -> tuple[str, Family]:

@@ -1,10 +1,11 @@
-"""`refusal-edge convert MODEL.gguf --to hf -o DIR`: a llama-family GGUF as a Hugging Face checkpoint directory.
+"""`refusal-edge convert MODEL.gguf --to hf -o DIR`: a GGUF as a Hugging Face checkpoint directory, for the families
+of architectures.py that say how (Llama, Qwen2, Qwen3, SmolLM3; the others refuse, naming why).
 
 For engines that serve Hugging Face checkpoints (vLLM) and for transformers: every tensor dequantized (gguf-py's
 ``gguf.quants.dequantize``), the Q/K rows put back in HF's rotate-half order, config.json from the ``{arch}.*``
-hyperparameters, safetensors in f32 (exact for every GGUF type) or bf16, and the vocabulary as tokenizer.json +
-tokenizer_config.json (hf_tokenizer_export.py). A GGUF without ``output.weight`` has tied embeddings. The
-directory appears whole or not at all. Weights are the GGUF's: a quantized GGUF exports its quantized values.
+hyperparameters (plus the family's own keys), safetensors in f32 (exact for every GGUF type) or bf16, and the
+vocabulary as tokenizer.json + tokenizer_config.json (hf_tokenizer_export.py). A GGUF without ``output.weight``
+has tied embeddings. The directory appears whole or not at all. Weights are the GGUF's: a quantized GGUF exports its quantized values.
 """
 
 from __future__ import annotations
@@ -20,19 +21,14 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from .architectures import FAMILIES, TOP_LEVEL, export_family
 from .errors import ConversionError
 from .hf_tokenizer_export import GGUFVocabulary, tokenizer_config, tokenizer_json, vocabulary_size
 from .llama_tensors import unpermute
 from .output import check_space
 from .safetensors_out import DTYPES, write_safetensors
 
-ARCHITECTURES = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2")}
-GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-                "output.weight": "lm_head.weight"}
-BLOCK_NAMES = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-               "ffn_down": "mlp.down_proj"}
+GLOBAL_NAMES = {f"{gguf}.weight": f"{hf}.weight" for hf, gguf in TOP_LEVEL.items()}
 WEIGHTS = "model.safetensors"
 
 
@@ -53,13 +49,15 @@ def _float32_text(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def hf_name(name: str) -> str:
+def hf_name(name: str, hf_arch: str) -> str:
+    """The HF name of a GGUF tensor: the inverse of the family's table in architectures.py."""
     if name in GLOBAL_NAMES:
         return GLOBAL_NAMES[name]
+    block = {gguf: hf for hf, gguf in FAMILIES[hf_arch].block.items()}
     parts = name.split(".")
-    if len(parts) == 4 and parts[0] == "blk" and parts[2] in BLOCK_NAMES and parts[3] in ("weight", "bias"):
-        return f"model.layers.{parts[1]}.{BLOCK_NAMES[parts[2]]}.{parts[3]}"
-    raise ConversionError(f"tensor {name!r} has no Hugging Face counterpart in a llama-family checkpoint")
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in block and parts[3] in ("weight", "bias"):
+        return f"model.layers.{parts[1]}.{block[parts[2]]}.{parts[3]}"
+    raise ConversionError(f"tensor {name!r} has no Hugging Face counterpart in a {hf_arch} checkpoint")
 
 
 def read_vocabulary(reader: gguf.GGUFReader) -> GGUFVocabulary:
@@ -79,8 +77,7 @@ def read_vocabulary(reader: gguf.GGUFReader) -> GGUFVocabulary:
 
 def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, tied: bool, dtype: str) -> dict:
     arch = _field(reader, "general.architecture")
-    if arch not in ARCHITECTURES:
-        raise ConversionError(f"the GGUF's architecture is {arch!r}; exporting handles {', '.join(ARCHITECTURES)}")
+    architecture, family = export_family(str(arch))
     if any(t.name == "rope_freqs.weight" for t in reader.tensors):
         raise ConversionError("the GGUF has Llama-3.1 rope scaling (rope_freqs.weight), whose parameters a GGUF "
                               "does not keep: export the original checkpoint instead")
@@ -93,9 +90,8 @@ def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, ti
 
     n_embd, n_head = int(a("embedding_length")), int(a("attention.head_count"))
     head_dim = int(a("attention.key_length", n_embd // n_head))
-    architecture, model_type = ARCHITECTURES[arch]
     config = {
-        "architectures": [architecture], "model_type": model_type,
+        "architectures": [architecture], "model_type": family.model_type,
         "_name_or_path": _field(reader, "general.name") or "",
         "vocab_size": n_rows, "hidden_size": n_embd, "intermediate_size": int(a("feed_forward_length")),
         "num_hidden_layers": int(a("block_count")), "num_attention_heads": n_head,
@@ -109,17 +105,15 @@ def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, ti
     }
     if head_dim != n_embd // n_head:
         config["head_dim"] = head_dim
-    if arch == "llama":
-        config.update(attention_bias=False, mlp_bias=False)
+    config.update(family.export_keys(config))
     scaling = _field(reader, f"{arch}.rope.scaling.type")
     if scaling == "linear":
         config["rope_scaling"] = {"type": "linear", "rope_type": "linear",
                                   "factor": _float32_text(a("rope.scaling.factor"))}
     elif scaling not in (None, "none"):
         raise ConversionError(f"the GGUF's rope scaling {scaling!r} is not exported")
-    for kind in ("bos", "eos", "pad"):
-        if kind in vocab.special_ids:
-            config[f"{kind}_token_id"] = vocab.special_ids[kind]
+    for kind in ("bos", "eos", "pad"):  # null when the GGUF has none: a family's default (SmolLM3's pad) is wrong
+        config[f"{kind}_token_id"] = vocab.special_ids.get(kind)
     return config
 
 
@@ -139,7 +133,7 @@ def export_gguf(source: str | os.PathLike, output: str | os.PathLike, *, outtype
         raise ConversionError(f"output directory {parent} does not exist")
     try:
         reader = gguf.GGUFReader(str(source))
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - gguf-py reports a cut or hostile file with whatever numpy raised
         raise ConversionError(f"{source} is not a readable GGUF: {exc}") from None
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
@@ -150,13 +144,14 @@ def export_gguf(source: str | os.PathLike, output: str | os.PathLike, *, outtype
     config = model_config(reader, vocab, n_rows, tied, outtype)
     if vocabulary_size(vocab) > n_rows:
         raise ConversionError(f"the GGUF's vocabulary has {vocabulary_size(vocab)} tokens, its embedding {n_rows}")
-    plan = [(hf_name(name), tuple(int(n) for n in reversed(t.shape)), _loader(t, config)) for name, t in
+    hf_arch = config["architectures"][0]
+    plan = [(hf_name(name, hf_arch), tuple(int(n) for n in reversed(t.shape)), _loader(t, config)) for name, t in
             tensors.items()]
     check_space(parent, sum(int(np.prod(s)) for _, s, _ in plan) * DTYPES[outtype][1] + (1 << 24))
 
     files = {
         "config.json": config,
-        "generation_config.json": {k: config[k] for k in ("bos_token_id", "eos_token_id") if k in config},
+        "generation_config.json": {k: config[k] for k in ("bos_token_id", "eos_token_id") if config[k] is not None},
         "tokenizer.json": tokenizer_json(vocab),
         "tokenizer_config.json": tokenizer_config(vocab, config["max_position_embeddings"]),
     }
@@ -181,9 +176,10 @@ def _loader(t, config: dict):
         w = w.reshape([int(n) for n in reversed(t.shape)])
         if not np.all(np.isfinite(w)):
             raise ConversionError(f"tensor {t.name} holds NaN or infinite values: the GGUF is corrupt")
-        if config["model_type"] == "llama" and t.name.endswith((".attn_q.weight", ".attn_q.bias")):
+        permuted = FAMILIES[config["architectures"][0]].permute_qk
+        if permuted and t.name.endswith((".attn_q.weight", ".attn_q.bias")):
             w = unpermute(w, config["num_attention_heads"])
-        elif config["model_type"] == "llama" and t.name.endswith((".attn_k.weight", ".attn_k.bias")):
+        elif permuted and t.name.endswith((".attn_k.weight", ".attn_k.bias")):
             w = unpermute(w, config["num_key_value_heads"])
         return w
 

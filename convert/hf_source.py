@@ -18,6 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
+from refusal_edge.extras import install_hint
+
 from .errors import ConversionError
 
 # safetensors dtype -> (numpy dtype of the stored bytes, bytes per element); BF16 is read as uint16.
@@ -96,7 +98,7 @@ def _torch_load(path: Path) -> dict:
         import torch
     except ImportError:
         raise ConversionError(
-            f"{path.parent} holds a PyTorch .bin checkpoint, which needs torch to read: pip install 'refusal-edge[torch]' "
+            f"{path.parent} holds a PyTorch .bin checkpoint, which needs torch to read: {install_hint('torch')} "
             "(or save the model as safetensors)"
         ) from None
     try:

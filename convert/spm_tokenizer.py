@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refusal_edge.extras import missing_message
 from refusal_edge.metadata import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED
 
 from .errors import ConversionError
-from .tokenizer import (TOKEN_TYPE_BYTE, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_UNUSED, TokenizerFields, _chat_template,
-                        _optional_json, _special_ids, vocab_tokens)
+from .tokenizer import (TOKEN_TYPE_BYTE, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_UNUSED, TokenizerFields, _add_token,
+                        _chat_template, _optional_json, _special_ids, vocab_tokens)
 
 SPACE = "\u2581"  # SentencePiece's visible space
 NO_MERGE_SCORE = -1e9  # a multi-character piece no merge produces: llama.cpp must not form it either
@@ -24,10 +25,8 @@ def sentencepiece_fields(root: Path, data: dict | None) -> TokenizerFields:
     try:
         from sentencepiece import SentencePieceProcessor
     except ImportError:
-        raise ConversionError(
-            f"{root} has a SentencePiece tokenizer (tokenizer.model); reading it needs the sentencepiece package: "
-            "pip install sentencepiece"
-        ) from None
+        raise ConversionError(f"{root} has a SentencePiece tokenizer (tokenizer.model); "
+                              + missing_message("sentencepiece", "reading it")) from None
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(root / "tokenizer.model"))
     tokens, scores, types = [], [], []
@@ -103,6 +102,8 @@ def _with_added(root: Path, data: dict | None, tokens: list, scores: list, types
             types[i] = TOKEN_TYPE_CONTROL  # e.g. Gemma's <start_of_turn>: a plain piece in the model, special in HF
     config = _optional_json(root / "tokenizer_config.json")
     add_bos = config.get("add_bos_token")
+    if not isinstance(add_bos, bool):  # transformers >= 5 saves no add_bos_token: its post-processor says
+        add_bos = _add_token(config, data or {}, "bos", tokens)
     return TokenizerFields(
         model="llama", pre="default", tokens=tokens, types=types, scores=scores,
         special_ids=_special_ids(root, tokens, config),

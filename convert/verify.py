@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from refusal_edge.decision import FirstTokenScores, decide, probabilities
+from refusal_edge.extras import install_hint
 from refusal_edge.policy import Policy
 
 from .errors import ConversionError
@@ -28,8 +29,7 @@ def require_torch() -> None:
         import transformers  # noqa: F401
     except ImportError:
         raise ConversionError(
-            "--verify compares against the source checkpoint with transformers and torch: "
-            "pip install 'refusal-edge[torch]'"
+            f"--verify compares against the source checkpoint with transformers and torch: {install_hint('torch')}"
         ) from None
 
 

@@ -41,11 +41,13 @@ def _download(repo: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    # huggingface-hub reads HF_HUB_OFFLINE once, when it is first imported; read it again here so that a process
-    # that imported the hub earlier (transformers does) still honours the variable as it is now.
+    # huggingface-hub reads HF_HUB_OFFLINE and its cache path once, when it is first imported; read them again here
+    # so that a process that imported the hub earlier (transformers does) still honours the variables as they are now.
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    home = os.environ.get("HF_HOME")
+    cache = os.environ.get("HF_HUB_CACHE") or (str(Path(home).expanduser() / "hub") if home else None)
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline))
+        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline, cache_dir=cache))
     except LocalEntryNotFoundError:
         raise ModelLoadError(
             f"{repo}/{filename} is not in the Hugging Face cache and the hub cannot be reached (offline?)"

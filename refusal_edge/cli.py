@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .errors import PolicyError, RefusalEdgeError
+from .extras import extra_for, missing_message
 
 # verb -> ("module:attribute", one-line help). Help text lives here so that `--help` imports no verb module.
 VERBS = {
@@ -17,10 +18,10 @@ VERBS = {
     "generate": ("refusal_edge.commands:generate", "Answer one prompt, streamed, after the decision."),
     "decide": ("refusal_edge.commands:decide", "Refusal decisions only: one prefill per prompt."),
     "inspect": ("refusal_edge.commands:inspect", "Show a GGUF's refusal metadata and build facts."),
-    "convert": ("convert.cli:convert", "Convert a refusal-token checkpoint to GGUF."),
-    "annotate": ("convert.cli:annotate", "Add refusal metadata to an existing GGUF."),
-    "quantize": ("convert.cli:quantize", "Quantize a GGUF, keeping its refusal metadata."),
-    "train": ("convert.train.cli:train", "Teach a chat checkpoint the refusal tokens; a calibrated GGUF out."),
+    "convert": ("refusal_edge.convert.cli:convert", "Convert a refusal-token checkpoint to GGUF."),
+    "annotate": ("refusal_edge.convert.cli:annotate", "Add refusal metadata to an existing GGUF."),
+    "quantize": ("refusal_edge.convert.cli:quantize", "Quantize a GGUF, keeping its refusal metadata."),
+    "train": ("refusal_edge.convert.train.cli:train", "Teach a chat checkpoint the refusal tokens; a calibrated GGUF out."),
     "eval": ("refusal_edge.evaluate.cli:evaluate", "Refusal curves and metrics from one prefill per prompt."),
     "calibrate": ("refusal_edge.evaluate.cli:calibrate", "Choose thresholds that meet refusal targets."),
     "serve": ("refusal_edge.server.command:serve", "OpenAI-compatible local server with refusal controls."),
@@ -36,7 +37,11 @@ class LazyGroup(click.Group):
         if name not in VERBS:
             return None
         module, attr = VERBS[name][0].split(":")
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            _raise_missing_extra(exc, name)
+            raise
 
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):
@@ -51,6 +56,16 @@ class LazyGroup(click.Group):
             from .options import error_text
 
             raise click.ClickException(error_text(exc)) from None
+        except ModuleNotFoundError as exc:
+            _raise_missing_extra(exc, ctx.invoked_subcommand)
+            raise
+
+
+def _raise_missing_extra(exc: ModuleNotFoundError, verb: str | None) -> None:
+    """A module that an extra provides is missing: one line naming the pip command (any other missing module is a
+    bug or a broken installation, and keeps its traceback)."""
+    if extra_for(exc.name) is not None:
+        raise click.ClickException(missing_message(exc.name, f"refusal-edge {verb or ''}".strip())) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import THREADS
 from refusal_edge.gguf_header import read_header, tensor_extents
-from convert.hf_to_gguf import convert_checkpoint
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint
 from refusal_edge import RefusalModel
 from refusal_edge.metadata import CATEGORIES, KEY_SPEC, RefusalSpec
 from tiny_hf import (llama3_tokenizer_dir, llama_cpp_logits, reference_logits, rope_inv_freq, smollm2_gguf,
@@ -100,7 +100,7 @@ def test_other_outtypes_load_and_match(small, tmp_path, outtype, rel):
 
 def test_the_qk_permutation_is_what_makes_it_match(small, tmp_path, monkeypatch):
     """Negative control: without the permutation the same comparison fails, so the test above is sensitive."""
-    import convert.llama_tensors as lt
+    import refusal_edge.convert.llama_tensors as lt
 
     monkeypatch.setattr(lt, "PermutedTensor", lambda base, n_head, name: base)
     path = convert(small, tmp_path / "unpermuted.gguf", outtype="f32")

@@ -6,10 +6,10 @@ import gguf
 import pytest
 
 from conftest import THREADS
-from convert.annotate import annotate_gguf
-from convert.errors import ConversionError
-from convert.hf_to_gguf import convert_checkpoint
-from convert.quantize import quantize_gguf
+from refusal_edge.convert.annotate import annotate_gguf
+from refusal_edge.convert.errors import ConversionError
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint
+from refusal_edge.convert.quantize import quantize_gguf
 from refusal_edge import RefusalModel
 from refusal_edge.errors import MetadataError
 from refusal_edge.metadata import KEY_SCHEMA_VERSION, KEY_SPEC

@@ -10,8 +10,8 @@ from collections import namedtuple
 
 import pytest
 
-from convert.errors import ConversionError
-from convert.hf_to_gguf import convert_checkpoint
+from refusal_edge.convert.errors import ConversionError
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint
 from tiny_hf import write_safetensors, write_tiny_hf
 
 
@@ -78,7 +78,7 @@ def test_missing_tensor(hf, tmp_path):
     index = hf / "model.safetensors.index.json"
     data = json.loads(index.read_text())
     shard = hf / data["weight_map"]["model.layers.1.mlp.up_proj.weight"]
-    from convert.hf_source import read_safetensors_header
+    from refusal_edge.convert.hf_source import read_safetensors_header
 
     kept = {n: t.numpy() for n, t in read_safetensors_header(shard).items() if n != "model.layers.1.mlp.up_proj.weight"}
     write_safetensors(shard, kept)
@@ -94,7 +94,7 @@ def test_unsupported_architecture_points_to_annotate(hf, tmp_path):
 
 def test_unsupported_dtype(hf, tmp_path):
     shard = next(hf.glob("model-00001-*.safetensors"))
-    from convert.hf_source import read_safetensors_header
+    from refusal_edge.convert.hf_source import read_safetensors_header
 
     tensors = {n: t.numpy() for n, t in read_safetensors_header(shard).items()}
     name = next(iter(tensors))
@@ -148,7 +148,7 @@ def test_sentencepiece_without_the_package(hf, tmp_path, monkeypatch):
     (hf / "tokenizer.json").unlink()
     (hf / "tokenizer.model").write_bytes(b"\x00")
     monkeypatch.setitem(sys.modules, "sentencepiece", None)
-    fails(hf, tmp_path / "o.gguf", "SentencePiece.*pip install sentencepiece")
+    fails(hf, tmp_path / "o.gguf", r"SentencePiece.*needs sentencepiece.*pip install 'refusal-edge\[convert\]'")
 
 
 def test_wordpiece_tokenizer(hf, tmp_path):
@@ -172,7 +172,7 @@ def test_output_directory_missing(good, tmp_path):
 
 
 def test_not_enough_disk_space(good, tmp_path, monkeypatch):
-    import convert.output as output
+    import refusal_edge.convert.output as output
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(output.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
@@ -180,7 +180,7 @@ def test_not_enough_disk_space(good, tmp_path, monkeypatch):
 
 
 def test_disk_full_while_writing(good, tmp_path, monkeypatch):
-    import convert.writer as writer
+    import refusal_edge.convert.writer as writer
 
     calls = {"n": 0}
     real = writer.encode
@@ -196,7 +196,7 @@ def test_disk_full_while_writing(good, tmp_path, monkeypatch):
 
 
 def test_interrupted_conversion_leaves_nothing(good, tmp_path, monkeypatch):
-    import convert.writer as writer
+    import refusal_edge.convert.writer as writer
 
     def interrupt(rows, qtype):
         raise KeyboardInterrupt
@@ -209,7 +209,7 @@ def test_interrupted_conversion_leaves_nothing(good, tmp_path, monkeypatch):
 
 def test_corrupt_weights(hf, tmp_path):
     import numpy as np
-    from convert.hf_source import read_safetensors_header
+    from refusal_edge.convert.hf_source import read_safetensors_header
 
     shard = next(hf.glob("model-00001-*.safetensors"))
     tensors = {n: t.numpy() for n, t in read_safetensors_header(shard).items()}
@@ -244,7 +244,7 @@ def test_sigterm_unwinds_and_removes_the_partial_file(good, tmp_path, monkeypatc
     import os
     import signal
 
-    import convert.writer as writer
+    import refusal_edge.convert.writer as writer
 
     real = writer.encode
 
@@ -260,7 +260,7 @@ def test_sigterm_unwinds_and_removes_the_partial_file(good, tmp_path, monkeypatc
 
 
 def test_not_enough_space_for_quantization(good, tmp_path, monkeypatch):
-    import convert.output as output
+    import refusal_edge.convert.output as output
 
     usage = namedtuple("usage", "total used free")
     size = convert_checkpoint(good.root, tmp_path / "probe.gguf", progress=False).output.stat().st_size

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from tiny_hf import reference_logits, write_tiny_hf
 from tiny_model import CHATML
 
-from convert.errors import ConversionError
-from convert.gguf_to_hf import export_gguf
-from convert.hf_source import HFCheckpoint
-from convert.hf_to_gguf import convert_checkpoint
+from refusal_edge.convert.errors import ConversionError
+from refusal_edge.convert.gguf_to_hf import export_gguf
+from refusal_edge.convert.hf_source import HFCheckpoint
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint
 from refusal_edge.cli import main
 from refusal_edge.metadata import TOKEN_TYPE_CONTROL
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import THREADS
-from convert import architectures
-from convert.errors import ConversionError
-from convert.hf_to_gguf import convert_checkpoint
-from convert.llama_tensors import arch_params
+from refusal_edge.convert import architectures
+from refusal_edge.convert.errors import ConversionError
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint
+from refusal_edge.convert.llama_tensors import arch_params
 from refusal_edge import RefusalModel
 
 pytest.importorskip("transformers")

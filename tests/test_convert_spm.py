@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import THREADS
-from convert.hf_to_gguf import convert_checkpoint
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint
 from refusal_edge import RefusalModel
 from tiny_hf import refusal_strings, write_shards, hf_weights
 from tiny_model import CORPUS

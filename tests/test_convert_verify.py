@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import THREADS
-from convert.errors import ConversionError
-from convert.hf_to_gguf import convert_checkpoint
-from convert.probes import load_probes
-from convert.quantize import quantize_gguf
-from convert.verify import drift_report, format_report
+from refusal_edge.convert.errors import ConversionError
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint
+from refusal_edge.convert.probes import load_probes
+from refusal_edge.convert.quantize import quantize_gguf
+from refusal_edge.convert.verify import drift_report, format_report
 from tiny_hf import reference_logits, write_tiny_hf
 
 SCALING = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
 
 def test_the_torch_reference_agrees_with_the_numpy_one(tiny):
     pytest.importorskip("transformers")
-    from convert.verify import TorchReference
+    from refusal_edge.convert.verify import TorchReference
 
     ref = TorchReference(tiny.root)
     ids = [1, 5, 17, 100, 200, 30, 7, tiny.n_vocab - 1]

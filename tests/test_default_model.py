@@ -217,8 +217,8 @@ def test_torch_delta_matches_llama_cpp_after_assembly(tiny_base, tmp_path):
     """A LoRA-adapted torch model and the assembled GGUF agree: catches a wrong Q/K permutation or scale."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from convert.default_recipe.llama_torch import Block, Llama, load_gguf_weights
-    from convert.default_recipe.train_default import export_delta
+    from refusal_edge.convert.default_recipe.llama_torch import Block, Llama, load_gguf_weights
+    from refusal_edge.convert.default_recipe.train_default import export_delta
 
     cfg, weights = load_gguf_weights(tiny_base)
     torch.manual_seed(0)

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from convert.default_recipe import default_prompts, default_train_extra
-from convert.default_recipe.default_data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
-from convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style, pick_threshold, summarize,
-                                                    validation_prompts, xstest_style)
+from refusal_edge.convert.default_recipe import default_prompts, default_train_extra
+from refusal_edge.convert.default_recipe.default_data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
+from refusal_edge.convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style, pick_threshold,
+                                                                 summarize, validation_prompts, xstest_style)
 from refusal_edge.metadata import CATEGORIES
 
 
@@ -94,8 +94,8 @@ def test_xstest_style_has_every_type_and_labels():
 
 
 def test_probe_logistic_regression_separates_a_linear_boundary_and_ranks_held_out_points():
-    from convert.default_recipe.default_calibrate import auroc
-    from convert.default_recipe.probe_ceiling import fit_logistic
+    from refusal_edge.convert.default_recipe.default_calibrate import auroc
+    from refusal_edge.convert.default_recipe.probe_ceiling import fit_logistic
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 8))

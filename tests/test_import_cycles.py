@@ -5,15 +5,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("refusal_edge", "convert")
+# folder -> the package it is installed as (pyproject.toml's package-dir: the repository keeps convert/ at the top)
+PACKAGES = {"refusal_edge": "refusal_edge", "convert": "refusal_edge.convert"}
 
 
 def module_files(root: Path) -> dict[str, Path]:
     found = {}
-    for package in PACKAGES:
-        for path in (root / package).rglob("*.py"):
-            parts = path.relative_to(root).with_suffix("").parts
-            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for folder, package in PACKAGES.items():
+        for path in (root / folder).rglob("*.py"):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            found[".".join((package, *parts))] = path
     return found
 
 
@@ -79,6 +81,19 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_product_code_has_no_import_cycles():
     assert cycles(import_graph(ROOT)) == []
+
+
+def test_nothing_imports_convert_as_a_top_level_package():
+    """Installed, the converter is ``refusal_edge.convert``; a bare ``convert`` import would only work from a checkout
+    (and load a second copy of every module there)."""
+    stale = []
+    for path in [*ROOT.glob("refusal_edge/**/*.py"), *ROOT.glob("convert/**/*.py"), *ROOT.glob("tests/*.py"),
+                 *ROOT.glob("benchmarks/*.py"), *ROOT.glob("examples/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            stale += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "convert" or n.startswith("convert.")]
+    assert stale == []
 
 
 def test_the_cycle_finder_sees_a_lazy_circle(tmp_path):

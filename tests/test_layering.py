@@ -66,17 +66,18 @@ def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
 
 # The one sanctioned way in: a remote engine's tokenizer source may be a Hugging Face checkpoint directory, whose
 # tokenizer files the converter's torch-free writer turns into a vocabulary-only GGUF (lazily, only for a directory).
-SANCTIONED = {"refusal_edge/remote/tokenizer_source.py": ["convert.vocab_only", "convert.vocab_only.cached_vocab_gguf"]}
+SANCTIONED = {"refusal_edge/remote/tokenizer_source.py": ["refusal_edge.convert.vocab_only",
+                                                         "refusal_edge.convert.vocab_only.cached_vocab_gguf"]}
 
 
 def test_runtime_never_imports_the_workstation_side():
-    bad = {str(p.relative_to(ROOT)): offending(imports(p), ("convert", "torch", "transformers"))
+    bad = {str(p.relative_to(ROOT)): offending(imports(p), ("refusal_edge.convert", "torch", "transformers"))
            for p in PACKAGE.rglob("*.py")}
     assert {k: v for k, v in bad.items() if v} == SANCTIONED
 
 
 def test_the_sanctioned_converter_module_never_loads_torch():
-    code = ("import sys, convert.vocab_only; "
+    code = ("import sys, refusal_edge.convert.vocab_only; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -232,7 +232,7 @@ def test_a_context_smaller_than_llama_cpp_allows_is_a_clear_error_not_a_crash(ti
 @pytest.mark.parametrize("text", ["hello", "a <|im_start|> in the text \ud800 and a lone surrogate", ""])
 def test_training_prompts_are_the_runtime_prompts(tiny_gguf, tiny_model, text):
     """The converter's ChatTokenizer (training, distillation) must give the ids the runtime decides after."""
-    from convert.chat_tokenizer import ChatTokenizer
+    from refusal_edge.convert.chat_tokenizer import ChatTokenizer
 
     tok = ChatTokenizer(tiny_gguf)
     try:

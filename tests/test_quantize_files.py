@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import THREADS
-from convert.quantize import quantize_gguf
+from refusal_edge.convert.quantize import quantize_gguf
 from refusal_edge.cli import main
 
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from convert.output import atomic_output
+from refusal_edge.convert.output import atomic_output
 with atomic_output(Path(sys.argv[1])) as tmp:
     tmp.write_bytes(b"half a model")
     print(tmp, flush=True)

@@ -15,8 +15,8 @@ pytest.importorskip("httpx")
 from test_remote_errors import FAST, FakeLlamaServer, one_line_error  # noqa: E402
 from tiny_hf import write_tiny_hf  # noqa: E402
 
-from convert.hf_to_gguf import convert_checkpoint  # noqa: E402
-from convert.vocab_only import cached_vocab_gguf  # noqa: E402
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint  # noqa: E402
+from refusal_edge.convert.vocab_only import cached_vocab_gguf  # noqa: E402
 from refusal_edge import RefusalModel  # noqa: E402
 from refusal_edge.llama_vocab import load_tokenizer  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402

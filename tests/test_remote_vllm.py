@@ -26,8 +26,8 @@ from test_server_cli import _wait_for_url  # noqa: E402
 from tiny_hf import write_tiny_hf  # noqa: E402
 from vllm_server import VllmServer, require_python  # noqa: E402
 
-from convert.gguf_to_hf import export_gguf  # noqa: E402
-from convert.hf_to_gguf import convert_checkpoint  # noqa: E402
+from refusal_edge.convert.gguf_to_hf import export_gguf  # noqa: E402
+from refusal_edge.convert.hf_to_gguf import convert_checkpoint  # noqa: E402
 from refusal_edge import RefusalModel  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.decision import FirstTokenScores, decide  # noqa: E402

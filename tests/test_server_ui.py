@@ -83,7 +83,7 @@ def page(browser, server):
 def send(page, text: str, turn: int, state: str = "done") -> dict:
     page.fill("#prompt", text)
     page.press("#prompt", "Enter")  # the keyboard sends
-    answer = f"#transcript li.assistant:nth-of-type({2 * turn})"
+    answer = f"#transcript > li:nth-child({turn} of .assistant)"  # a marker between turns is an <li> too
     decision = page.wait_for_selector(f"{answer} .decision")
     if state:  # selectors, not wait_for_function: the page's CSP forbids eval
         page.wait_for_selector(f"{answer}[data-state={state}]")

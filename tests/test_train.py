@@ -104,8 +104,8 @@ def test_ctrl_c_saves_and_stops_after_the_step(llama, tmp_path, monkeypatch):
 
     import torch
 
-    import convert.train.loop as loop
-    from convert.train.errors import TrainError
+    import refusal_edge.convert.train.loop as loop
+    from refusal_edge.convert.train.errors import TrainError
 
     torch.set_num_threads(THREADS)
     peft_model, new_rows, _, data, _ = _setup(llama, _rows())
@@ -126,8 +126,8 @@ def test_ctrl_c_saves_and_stops_after_the_step(llama, tmp_path, monkeypatch):
 
 
 def _setup(tiny, rows, seed=0):
-    from convert.train.data import RESPOND, decision_tokens
-    from convert.train.model import Encoder, load_base, trainable
+    from refusal_edge.convert.train.data import RESPOND, decision_tokens
+    from refusal_edge.convert.train.model import Encoder, load_base, trainable
 
     model, tok = load_base(tiny.root)
     encoder = Encoder(tok, 256, 8)
@@ -160,7 +160,7 @@ def _p_decision(peft_model, new_rows, ids, data) -> float:
 def test_training_raises_the_probability_of_the_right_token_qwen2(qwen2, tmp_path):
     import torch
 
-    from convert.train.loop import LoopConfig, train as run_loop
+    from refusal_edge.convert.train.loop import LoopConfig, train as run_loop
 
     torch.set_num_threads(THREADS)
     peft_model, new_rows, ids, data, _ = _setup(qwen2, _rows())
@@ -175,7 +175,7 @@ def test_training_raises_the_probability_of_the_right_token_qwen2(qwen2, tmp_pat
 def test_resume_gives_the_uninterrupted_result(llama, tmp_path):
     import torch
 
-    from convert.train.loop import LoopConfig, train as run_loop
+    from refusal_edge.convert.train.loop import LoopConfig, train as run_loop
 
     torch.set_num_threads(THREADS)
     cfg = LoopConfig(steps=6, batch_size=4, lr=1e-2, rows_lr=5e-2)
@@ -232,5 +232,23 @@ def test_bad_inputs_are_one_line_errors(llama, data, tmp_path):
 
     gguf = tmp_path / "base.gguf"
     gguf.write_bytes(b"GGUF")
-    assert "GGUF base is not supported yet" in _error(train(gguf, data[0], "--contrast", data[1], "--out", out))
+    assert "cannot train from this GGUF" in _error(train(gguf, data[0], "--contrast", data[1], "--out", out))
     assert not (out / "model.gguf").exists()
+
+
+def test_a_gguf_base_is_exported_then_trained(data, tmp_path):
+    """BASE may be a GGUF (here one converted from a tiny checkpoint that already has the decision tokens): it is
+    exported to a checkpoint in DIR/base-hf once, and the run is the same as from that checkpoint."""
+    from refusal_edge.convert.hf_to_gguf import convert_checkpoint
+    from refusal_edge import RefusalModel
+
+    tiny = write_tiny_hf(tmp_path / "hf", n_shards=1)
+    base = convert_checkpoint(tiny.root, tmp_path / "base.gguf", outtype="f32", progress=False, log=lambda *_: None).output
+    out = tmp_path / "run"
+    result = train(base, data[0], "--contrast", data[1], "--out", out, "--steps", 4, "--cache-dir", tmp_path / "c",
+                   *FAST)
+    assert result.exit_code == 0, result.output
+    assert (out / "base-hf" / "config.json").is_file() and (out / "base-hf.source").is_file()
+    with RefusalModel.load(out / "model.gguf", n_ctx=256, n_threads=THREADS) as model:
+        assert model.categories == tuple(CATEGORIES)
+        assert model.decide("hello there").decision_token

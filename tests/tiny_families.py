@@ -123,7 +123,7 @@ def _bpe_tokenizer(root: Path, family: str, refusal: list[str]) -> int:
     return n_vocab
 
 
-def _randomize(model, seed: int) -> None:
+def _randomize(model, seed: int, embed_std: float = 1.0) -> None:
     """Weights far enough from the initialisation that a missed convention shows in the logits."""
     import torch
 
@@ -133,27 +133,30 @@ def _randomize(model, seed: int) -> None:
             if p.ndim == 1:
                 p.add_(0.15 * torch.randn(p.shape, generator=gen))
             elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
+                p.copy_(torch.randn(p.shape, generator=gen) * embed_std)
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / math.sqrt(p.shape[1])))
 
 
 def write_family(root: str | Path, family: str, *, dtype: str = "float32", seed: int = 0,
-                 tokenizer_json_only: bool = False, **overrides) -> Path:
-    """A tiny ``family`` checkpoint saved by transformers at ``root`` (safetensors in ``dtype``)."""
+                 tokenizer_json_only: bool = False, refusal: str = "categories", embed_std: float = 1.0,
+                 **overrides) -> Path:
+    """A tiny ``family`` checkpoint saved by transformers at ``root`` (safetensors in ``dtype``); ``refusal``
+    "none" leaves the refusal tokens out (a base for `train`, which adds them); ``embed_std`` scales the random
+    embeddings (N(0, 1) rows, tied, give logits of ~60: fine for conversion, too peaked to train in a few steps)."""
     import torch
     import transformers
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    refusal = refusal_strings("categories")
+    refusal = refusal_strings(refusal)
     spm_based = family in ("phi3", "gemma3")
     n_vocab = (_spm_tokenizer if spm_based else _bpe_tokenizer)(root, family, refusal)
     config_name, model_name, hyper = FAMILIES[family]
     config = getattr(transformers, config_name)(vocab_size=n_vocab, **{**hyper, **overrides})
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config).eval()
-    _randomize(model, seed)
+    _randomize(model, seed, embed_std)
     model.to(getattr(torch, dtype)).save_pretrained(str(root))
     if tokenizer_json_only:
         (root / "tokenizer.model").unlink()

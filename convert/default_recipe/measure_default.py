@@ -1,6 +1,6 @@
 """Measure the default model on the validation split (never trained on), through the runtime itself.
 
-    python -m convert.default_recipe.measure_default \\
+    python -m refusal_edge.convert.default_recipe.measure_default \\
         --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl [--model default.gguf] [--plot curve.png]
 

@@ -1,6 +1,6 @@
 """Measure the default model on the distribution-shifted validation split (see default_shifted.py).
 
-    python -m convert.default_recipe.measure_shifted --original ../shared/data/coconot/original_dev.jsonl \\
+    python -m refusal_edge.convert.default_recipe.measure_shifted --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl [--model default.gguf] [--plot shifted.png]
 
 Prints, at the GGUF's default policy and along a uniform-threshold curve: CoCoNot-style refusal rate,

@@ -1,7 +1,7 @@
 """Frozen linear-probe ceiling of a base model: how well its last-token hidden state separates should-refuse
 from benign prompts, before any fine-tuning.
 
-    python -m convert.default_recipe.probe_ceiling --original ../shared/data/coconot/original_dev.jsonl \\
+    python -m refusal_edge.convert.default_recipe.probe_ceiling --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl [--base other.gguf]
 
 llama.cpp gives the final hidden state at the last prompt token (the position whose next token is the decision)

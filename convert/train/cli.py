@@ -56,8 +56,9 @@ def train(base, original, contrast, chat, out, steps, epochs, batch_size, rank, 
           stop_after, save_every, bf16, cache_dir, quiet):
     """Teach a chat model the refusal tokens: SFT, then a calibrated refusal-token GGUF.
 
-    BASE is a local Hugging Face chat checkpoint (Llama, Mistral, Qwen2). ORIGINAL holds prompts that should
-    be refused (CoCoNot rows: prompt, category, subcategory, optional response). Held-out prompts of every
+    BASE is a local Hugging Face chat checkpoint (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 3).
+    ORIGINAL holds prompts that should be refused (CoCoNot rows: prompt, category, subcategory, optional
+    response). Held-out prompts of every
     category calibrate policy.toml and make the report; they are never trained on.
 
     \b

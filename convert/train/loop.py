@@ -68,6 +68,9 @@ def batch_loss(causal_lm, batch: Sequence[Encoded], first_weight: float, device,
     with autocast:
         hidden = causal_lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         logits = causal_lm.get_output_embeddings()(hidden[torch.tensor(rows), torch.tensor(cols)])
+        cap = getattr(causal_lm.config, "final_logit_softcapping", None)  # Gemma: as its forward (and llama.cpp)
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
     w = torch.tensor(weights, device=device)
     losses = F.cross_entropy(logits.float(), torch.tensor(targets, device=device), reduction="none")
     return (losses * w).sum() / w.sum()

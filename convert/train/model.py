@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,9 +33,9 @@ def load_base(path: Path, dtype=torch.float32, progress: bool = True):
     if not progress:
         hf_logging.disable_progress_bar()
 
-    if path.suffix.lower() == ".gguf" or path.is_file():
-        raise TrainError(f"{path}: a GGUF base is not supported yet: export it to a Hugging Face checkpoint "
-                         "directory first (config.json, safetensors, tokenizer.json)")
+    if path.is_file():
+        raise TrainError(f"{path}: a file, not a Hugging Face checkpoint directory (a GGUF base is exported first: "
+                         "see hf_base)")
     if not (path / "config.json").is_file():
         raise TrainError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
     arch_params(HFCheckpoint(path).config)  # the same architecture check as `convert`: fail before training
@@ -46,6 +47,30 @@ def load_base(path: Path, dtype=torch.float32, progress: bool = True):
         raise TrainError(f"{path}: the tokenizer has no eos token: the end of an answer cannot be taught")
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     return model, tok
+
+
+def hf_base(base: Path, out: Path, log) -> Path:
+    """The checkpoint directory to train from: ``base`` itself, or for a GGUF base its export (`convert --to hf`)
+    in ``out/base-hf``, made once and reused on --resume (a stamp names the GGUF it came from)."""
+    if not (base.is_file() and base.suffix.lower() == ".gguf"):
+        return base
+    from refusal_edge.files import sha256_file
+
+    from ..errors import ConversionError
+    from ..gguf_to_hf import export_gguf
+
+    target, stamp = out / "base-hf", out / "base-hf.source"
+    digest = sha256_file(base)
+    if target.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return target
+    log(f"exporting the GGUF base {base.name} to a Hugging Face checkpoint ({target})")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        export_gguf(base, target, outtype="f32", force=True, log=lambda *_: None)
+    except ConversionError as exc:
+        raise TrainError(f"{base}: cannot train from this GGUF: {exc}") from None
+    stamp.write_text(digest + "\n")
+    return target
 
 
 def base_identity(path: Path) -> str:
@@ -67,8 +92,15 @@ class Encoded:
 
 
 class Encoder:
-    """Chat-template rendering and tokenization. The user's text is tokenized with special tokens split, so a
-    prompt that spells ``[refuse]`` or ``<|im_end|>`` gets plain text tokens, as the runtime does."""
+    """Chat-template rendering and tokenization, token for token as the runtime does it (llama.cpp):
+
+    - the user's text is tokenized on its own with special tokens split, so a prompt that spells ``[refuse]`` or
+      ``<|im_end|>`` gets plain text tokens;
+    - template text is cut at added tokens and every piece of text between them tokenized on its own: llama.cpp's
+      SentencePiece tokenizer (``add_space_prefix``, Llama-2/Phi-3) gives each such piece a leading space, which a
+      tokenizer.json that prepends "▁" only once (Metaspace ``prepend_scheme: first``) would not; byte-level BPE
+      and Gemma (no prefix) tokenize the same either way;
+    - BOS first when the tokenizer adds one and the template has not written it (the runtime's rule)."""
 
     def __init__(self, tok, max_prompt: int, max_answer: int):
         self.tok, self.max_prompt, self.max_answer = tok, max_prompt, max_answer
@@ -76,8 +108,24 @@ class Encoder:
                                        add_generation_prompt=True)
         if text.count(SENTINEL) != 1:
             raise TrainError("the chat template does not place the user's message once: cannot render prompts")
+        added = sorted({t.content for t in tok.added_tokens_decoder.values() if t.content}, key=len, reverse=True)
+        self._added = re.compile("(" + "|".join(map(re.escape, added)) + ")") if added else None
         before, after = text.split(SENTINEL)
-        self.before, self.after = self._ids(before, special=True), self._ids(after, special=True)
+        self.before, self.after = self._template_ids(before), self._template_ids(after)
+        bos = tok.bos_token_id
+        adds_bos = bos is not None and tok("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+        if adds_bos and self.before[:1] != [bos]:
+            self.before = [bos] + self.before
+
+    def _template_ids(self, text: str) -> list[int]:
+        pieces = self._added.split(text) if self._added else [text]
+        ids: list[int] = []
+        for k, piece in enumerate(pieces):
+            if k % 2:  # an added token (the split pattern's group)
+                ids.append(self.tok.convert_tokens_to_ids(piece))
+            elif piece:
+                ids += self._ids(piece, special=False)
+        return ids
 
     def _ids(self, text: str, special: bool) -> list[int]:
         return list(self.tok(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
@@ -130,7 +178,9 @@ class DecisionRows(nn.Module):
         ids = args[0]
         k = self.lookup.to(ids.device)[ids]
         mask = (k >= 0).unsqueeze(-1)
-        return torch.where(mask, self.input.to(output.dtype)[k.clamp(min=0)], output)
+        rows = self.input.to(output.dtype)[k.clamp(min=0)]
+        scale = getattr(module, "embed_scale", None)  # Gemma scales every embedding by sqrt(hidden_size)
+        return torch.where(mask, rows if scale is None else rows * scale.to(output.dtype), output)
 
     def head_hook(self, module, args, output):
         hidden = args[0]

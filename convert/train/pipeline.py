@@ -81,7 +81,7 @@ def run(o: TrainOptions, log=print) -> dict:
 
     from .distill import distill
     from .loop import LoopConfig, fingerprint, train
-    from .model import Encoder, base_identity, load_base, merged, trainable
+    from .model import Encoder, base_identity, hf_base, load_base, merged, trainable
     from .outputs import calibrate_and_report, set_default_policy, write_gguf, write_summary
 
     t_start = time.perf_counter()
@@ -97,7 +97,8 @@ def run(o: TrainOptions, log=print) -> dict:
     random.seed(o.seed)
     torch.manual_seed(o.seed)
 
-    model, tok = load_base(Path(o.base), progress=o.progress)
+    base = hf_base(Path(o.base), o.out, log)
+    model, tok = load_base(base, progress=o.progress)
     encoder = Encoder(tok, o.max_prompt_tokens, o.max_answer_tokens)
     for r in split.train:  # too-long prompts are errors now, not after distillation
         encoder.prompt(r.prompt, r.where)
@@ -105,7 +106,7 @@ def run(o: TrainOptions, log=print) -> dict:
     unanswered = [r.prompt for r in split.train if not r.should_refuse and r.response is None]
     answers = {}
     if unanswered:
-        base_id = base_identity(Path(o.base))
+        base_id = base_identity(base)
         log(f"{len(unanswered)} benign prompts without an answer: the base model answers them (cached)")
         answers = distill(model, tok, unanswered, base_id=base_id, max_tokens=o.max_answer_tokens, encoder=encoder,
                           cache=(o.cache_dir or cache_dir() / "train-distill") / f"{base_id[:16]}.jsonl",
@@ -122,7 +123,7 @@ def run(o: TrainOptions, log=print) -> dict:
                      seed=o.seed, save_every=o.save_every, bf16=o.bf16)
     log(f"data: {len(data)} training examples ({sum(r.should_refuse for r in split.train)} refusals), "
         f"{len(split.heldout)} held out; {steps} steps of {o.batch_size} ({steps / per_epoch:.2f} epochs) on {device}")
-    key = fingerprint(data, cfg, {"base": base_identity(Path(o.base)), "rank": o.rank, "tokens": tokens})
+    key = fingerprint(data, cfg, {"base": base_identity(base), "rank": o.rank, "tokens": tokens})
     o.out.mkdir(parents=True, exist_ok=True)
     figures = train(peft_model, rows, data, cfg, checkpoint=checkpoint, resume=o.resume, key=key, device=device,
                     stop_at=o.stop_after, progress=o.progress, log=log)

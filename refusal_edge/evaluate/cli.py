@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from ..errors import RefusalEdgeError
+from ..extras import install_hint
 from ..options import TEXT, model_options, policy_options
 from ..policy import Policy, resolve_category
 from .data import Fields
@@ -192,7 +193,7 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
     from . import plots
 
     if not plots.available():
-        click.echo("plots skipped: matplotlib is not installed (pip install 'refusal-edge[plot]')", err=True)
+        click.echo(f"plots skipped: matplotlib is not installed ({install_hint('plot')})", err=True)
         return []
     return plots.write_plots(out, sweep_result, roc)
 

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 from ..decision import FirstTokenScores
 from ..engine import PrefillStats
 from ..errors import RefusalEdgeError
+from ..extras import missing_message
 from ..remote.errors import EngineError
 
 LOCAL = "local"  # --ray without an address: a Ray instance on this machine
@@ -38,7 +39,7 @@ def import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise RefusalEdgeError("--ray needs Ray Data: pip install 'refusal-edge[ray]'") from None
+        raise RefusalEdgeError(missing_message("ray", "--ray (Ray Data)")) from None
     return ray
 
 

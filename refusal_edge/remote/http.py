@@ -8,6 +8,7 @@ import time
 from typing import Iterator
 
 from ..errors import PromptTooLongError
+from ..extras import missing_message
 from .errors import EngineError
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -18,7 +19,7 @@ def _httpx():
     try:
         import httpx
     except ImportError:
-        raise EngineError("a remote engine needs httpx: pip install 'refusal-edge[remote]'") from None
+        raise EngineError(missing_message("httpx", "a remote engine")) from None
     return httpx
 
 

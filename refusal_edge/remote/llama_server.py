@@ -108,7 +108,8 @@ class LlamaServerDialect:
         try:
             entries = answer["completion_probabilities"][0]["top_probs"]
             logprobs = {token_id(e["id"], vocab_size(self.tokenizer)): probability_as_logprob(e["prob"]) for e in entries}
-            timings = answer.get("timings") or {}
+            timings = answer.get("timings")
+            timings = timings if isinstance(timings, dict) else {}  # statistics only: malformed ones are no timings
             cached, prompt_ms = int(timings.get("cache_n") or 0), float(timings.get("prompt_ms") or 0.0)
         except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise EngineError(f"llama-server at {self.http.url} answered /completion without token probabilities "

@@ -26,7 +26,7 @@ def tokenizer_gguf(source: str | os.PathLike) -> Path:
         return Path(source).expanduser()
     try:
         # The converter's tokenizer and GGUF writer (gguf and numpy only; torch stays out): one home for that code.
-        from convert.vocab_only import cached_vocab_gguf
+        from refusal_edge.convert.vocab_only import cached_vocab_gguf
     except ImportError as exc:
         raise ModelLoadError(f"reading the tokenizer files of {root} needs refusal-edge's converter ({exc})") from None
     return cached_vocab_gguf(root, cache_dir() / "tokenizers")

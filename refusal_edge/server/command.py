@@ -73,14 +73,11 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
       curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
         -d '{"messages": [{"role": "user", "content": "hi"}], "refusal": {"rule": "natural"}}'
     """
-    try:
-        from .app import ServerSettings, create_app
-        from .protocol import Limits
-        from .run import bind, make_server, url_of
-        from .slots import SlotPool
-    except ImportError as exc:
-        raise click.ClickException(f"refusal-edge serve needs Starlette and uvicorn ({exc.name} is missing): "
-                                   "pip install 'refusal-edge[serve]'") from None
+    # Before the model loads: without the serve extra this fails at once (the CLI names the pip command).
+    from .app import ServerSettings, create_app
+    from .protocol import Limits
+    from .run import bind, make_server, url_of
+    from .slots import SlotPool
 
     if api_key == "":
         raise click.UsageError("--api-key is empty: give a key, or leave the option out to serve without one")

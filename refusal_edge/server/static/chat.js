@@ -1,10 +1,15 @@
 // The conversation of the dials page: send, stream the answer in as Markdown, follow it unless the reader scrolled
-// up, stop it (button or Esc) keeping what arrived, copy answers and code, start over. Uses dials.js's state and
-// helpers and markdown.js's renderMarkdown; dials.js, loaded last, calls startChat().
+// up, stop it (button or Esc) keeping what arrived, copy answers and code, start over, go on past the context.
+// Uses dials.js's state and helpers and markdown.js's renderMarkdown; dials.js, loaded last, calls startChat().
 "use strict";
 
 const FOLLOW_SLACK = 48;  // px from the bottom that still count as "at the latest"
 const answers = new WeakMap();  // a turn's <li> -> the answer's Markdown source, for the copy button
+// The model's window over a long conversation: the server leaves out the oldest turns that no longer fit
+// (truncation "auto") and says how many (refusal.meta.dropped_turns). Every turn stays on screen, with one marker
+// where the model's view begins; the page sends only from there on, so the cut never moves back and neither the
+// request nor its message count grows without end.
+const cut = {items: [], dropped: 0};  // the user <li> of every turn in state.history; how many the model lost
 
 function startChat() {
   $("composer").addEventListener("submit", send);
@@ -49,10 +54,14 @@ async function send(event) {
   const conversation = state.conversation;
   const controller = new AbortController();
   busy(controller);
-  const messages = [...state.history, {role: "user", content: text}];
+  const message = {role: "user", content: text};
+  const messages = [...windowOf(state.history, cut.dropped), message];
+  const label = `turn ${state.history.filter((m) => m.role === "user").length + 1}`;
+  let dropped = 0;  // of the turns sent, how many the model did not see
   for (const open of document.querySelectorAll("#transcript details.decision[open]")) open.open = false;
   state.follow = true;  // sending is a wish to see the answer
-  turn("user").append(element("p", {textContent: text}));
+  const asked = turn("user");
+  asked.append(element("p", {textContent: text}));
   const view = {item: turn("assistant"), body: element("div", {className: "answer md"}), text: "", frame: 0, timer: 0,
     next: 0};
   view.item.dataset.state = "waiting";
@@ -60,14 +69,16 @@ async function send(event) {
   view.item.append(view.body);
   let reply = null;
   try {
-    const request = {messages, stream: true, refusal: currentPolicy()};
+    const request = {messages, stream: true, refusal: currentPolicy(), truncation: "auto"};
     if ($("max-tokens").value) request.max_tokens = Number($("max-tokens").value);  // else the server's --max-tokens
     const response = await api("/v1/chat/completions", request, controller.signal);
     $("prompt").value = "";
     for await (const chunk of events(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.refusal) {
-        view.item.prepend(decisionView(chunk.refusal, `turn ${messages.filter((m) => m.role === "user").length}`));
+        view.item.prepend(decisionView(chunk.refusal, label));
+        dropped = Number(own(chunk.refusal.meta, "dropped_turns")) || 0;
+        showCut(cut.dropped + dropped, asked);
         reply = {role: "assistant", ...chunk.choices[0].delta, content: ""};
         view.item.dataset.state = "streaming";
       }
@@ -92,11 +103,14 @@ async function send(event) {
   } finally {
     if (state.conversation === conversation) {  // not if "New chat" was pressed meanwhile
       if (reply) {
-        state.history = [...messages, reply];
-        state.lastPrompt = messages;
+        state.history = [...state.history, message, reply];
+        state.lastPrompt = windowOf(messages, dropped);  // what-if re-decides what the model saw
+        cut.items.push(asked);
+        cut.dropped += dropped;
         $("what-if-result").replaceChildren();  // it was about the previous prompt
         if (view.item.dataset.state === "done") status("");
       }
+      showCut(cut.dropped);  // back where it was if this turn did not make it into the conversation
       busy(null);
       $("prompt").focus();
     }
@@ -120,12 +134,31 @@ function newConversation() {
   busy(null);
   state.history = [];
   state.lastPrompt = null;
+  cut.items = [];
+  cut.dropped = 0;
   state.follow = true;
   $("transcript").replaceChildren();
   $("what-if-result").replaceChildren();
   showJump();
   status("");
   $("prompt").focus();
+}
+
+function windowOf(messages, dropped) {  // the messages but their first `dropped` turns (the page sends no system prompt)
+  let turns = 0;
+  return messages.filter((m) => (turns += m.role === "user") > dropped);
+}
+
+function showCut(dropped, current) {  // the one marker, before the first turn the model still sees
+  const marker = document.querySelector("#transcript > li.cut") || element("li", {className: "cut", role: "separator"});
+  const first = cut.items[dropped] || current;
+  if (!dropped || !first) {
+    marker.remove();
+    return;
+  }
+  marker.textContent = `${dropped} earlier turn${dropped === 1 ? "" : "s"} left out to fit the model's context`;
+  marker.title = "The model no longer sees the turns above this line; they stay here for you.";
+  first.before(marker);
 }
 
 async function* events(response) {  // server-sent events -> parsed chunks
