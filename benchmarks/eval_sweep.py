@@ -55,7 +55,7 @@ def main() -> None:
             """(total seconds, seconds after scoring) of one complete evaluation from an empty store."""
             store_path = tmp / "scores.jsonl"
             store_path.unlink(missing_ok=True)
-            model.backend.reset()
+            model.engine.reset()
             t0 = time.perf_counter()
             with ScoreStore(store_path, "bench") as store:
                 run_ = score_examples(examples, store, lambda: model, system=None, progress=False)

@@ -89,9 +89,9 @@ def score_with_runtime(model, texts, system, store_path, reuse=True, batched=Tru
 
     examples = [Example(t, i % 2 == 0, None, None, "bench", i) for i, t in enumerate(texts)]
     store_path.unlink(missing_ok=True)
-    model.backend.reset()
+    model.engine.reset()
     loader = (lambda: model) if reuse else (lambda: _NoReuse(model))
-    model.backend.batch_sequences = BATCH_SEQUENCES if batched else 1
+    model.engine.batch_sequences = BATCH_SEQUENCES if batched else 1
     t0 = time.perf_counter()
     with ScoreStore(store_path, "bench") as store:
         run = score_examples(examples, store, loader, system=system, progress=False)
@@ -169,7 +169,7 @@ class _NoReuse:
 
     def score_many(self, conversations, temperature=1.0):
         for messages in conversations:
-            self.model.backend.reset()  # one conversation per call: the one-at-a-time path
+            self.model.engine.reset()  # one conversation per call: the one-at-a-time path
             yield from self.model.score_many([messages], temperature)
 
 

@@ -42,7 +42,7 @@ def main(model, runs, max_tokens, threads):
     n_tokens = max(1, probe.completion_tokens - (0 if probe.finish_reason == "length" else 1))
 
     def run_ours():
-        ours.backend.reset()
+        ours.engine.reset()
         t = time.perf_counter()
         r = ours.generate(PROMPT, policy, temperature=0, max_tokens=n_tokens)
         return time.perf_counter() - t, r.text
@@ -66,7 +66,7 @@ def main(model, runs, max_tokens, threads):
         # llama-cpp-python drops invalid UTF-8 where refusal-edge shows U+FFFD; compare the rest.
         same &= text_a.replace("\ufffd", "") == text_b
 
-    logits = ours.backend.logits().copy()
+    logits = ours.engine.logits().copy()
     n = 2000
     t = time.perf_counter()
     for _ in range(n):
@@ -82,7 +82,7 @@ def main(model, runs, max_tokens, threads):
     big_us = (time.perf_counter() - t) / (n // 4) * 1e6
 
     med_ours, med_plain = statistics.median(t_ours), statistics.median(t_plain)
-    print(f"model: {path.name}  vocab {ours.backend.n_vocab}  prompt {len(prompt_tokens)} tokens  "
+    print(f"model: {path.name}  vocab {ours.engine.n_vocab}  prompt {len(prompt_tokens)} tokens  "
           f"generated {n_tokens} tokens  threads {threads}  runs {runs}")
     print(f"refusal-edge generate      median {med_ours * 1e3:8.1f} ms")
     print(f"llama-cpp create_completion median {med_plain * 1e3:8.1f} ms")

@@ -56,10 +56,10 @@ def _probes(probe_file):
 
 
 def _summary(path: Path, spec, log) -> None:
-    from .output import human
+    from refusal_edge.files import human_size
 
     tokens = ", ".join(f"{r.token}={r.id}" for r in spec.refs)
-    log(f"wrote {path} ({human(path.stat().st_size)}); refusal tokens (CONTROL): {tokens}")
+    log(f"wrote {path} ({human_size(path.stat().st_size)}); refusal tokens (CONTROL): {tokens}")
 
 
 @click.command("convert")

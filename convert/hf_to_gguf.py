@@ -15,7 +15,7 @@ from .hf_source import HFCheckpoint, TorchTensor, resolve_source
 from .llama_tensors import arch_params, tensor_plan
 from .output import check_output, check_space
 from .refusal import resolve_spec
-from .tokenizer import load_tokenizer
+from .tokenizer_files import load_tokenizer
 from .writer import EMBEDDING_TENSORS, OUTTYPES, tensor_nbytes, tensor_type, write_gguf
 
 

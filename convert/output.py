@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Iterator
 
-from refusal_edge.files import atomic_path
+from refusal_edge.files import atomic_path, human_size
 
 from .errors import ConversionError
 
@@ -34,16 +34,10 @@ def check_space(directory: Path, needed: int, what: str = "the output") -> None:
     free = shutil.disk_usage(directory).free
     if needed > free:
         raise ConversionError(
-            f"not enough disk space in {directory}: {what} needs about {human(needed)}, {human(free)} is free"
+            f"not enough disk space in {directory}: {what} needs about {human_size(needed)}, "
+            f"{human_size(free)} is free"
         )
 
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"  # pragma: no cover
 
 
 @contextlib.contextmanager

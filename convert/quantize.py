@@ -11,8 +11,10 @@ import os
 import threading
 from pathlib import Path
 
+from refusal_edge.files import human_size
+
 from .errors import ConversionError
-from .output import atomic_output, check_output, check_space, human
+from .output import atomic_output, check_output, check_space
 
 # name -> (llama_ftype attribute, approximate bits per weight for the disk-space estimate)
 QUANT_TYPES = {
@@ -55,7 +57,7 @@ def quantize_gguf(
 
     llama.cpp's log is captured (shown with ``verbose``) and its error lines end up in the error message.
     """
-    from refusal_edge.llama_vocab import check_gguf_file
+    from refusal_edge.gguf_header import check_gguf_file
     from refusal_edge.errors import ModelLoadError
 
     key = check_quant_type(qtype)
@@ -157,5 +159,5 @@ def _check_metadata_kept(source: Path, output: Path) -> None:
 
 
 def describe(path: Path) -> str:
-    return f"{path} ({human(path.stat().st_size)})"
+    return f"{path} ({human_size(path.stat().st_size)})"
 

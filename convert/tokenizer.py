@@ -1,7 +1,8 @@
 """Tokenizer fields for the GGUF: vocabulary, token types, merges, special ids, pre-tokenizer, chat template.
 
 Byte-level BPE (Llama-3, SmolLM2/3, Qwen2/3) is read from tokenizer.json alone. SentencePiece-style vocabularies
-(tokenizer.model: Llama-2, Mistral, Phi-3, Gemma 3; or a byte-fallback BPE tokenizer.json) are in spm_tokenizer.py.
+(tokenizer.model: Llama-2, Mistral, Phi-3, Gemma 3; or a byte-fallback BPE tokenizer.json) are in spm_tokenizer.py;
+tokenizer_files.py picks between the two.
 """
 
 from __future__ import annotations
@@ -89,29 +90,6 @@ class TokenizerFields:
             w.add_add_space_prefix(self.add_space_prefix)
         if self.chat_template:
             w.add_chat_template(self.chat_template)
-
-
-def load_tokenizer(root: Path, pre_tokenizer: str | None = None) -> TokenizerFields:
-    from .spm_tokenizer import bpe_byte_fallback_fields, sentencepiece_fields
-
-    tokenizer_json = root / "tokenizer.json"
-    spm = root / "tokenizer.model"
-    if tokenizer_json.is_file():
-        data = _read_json(tokenizer_json)
-        model = data.get("model") or {}
-        if model.get("type") == "BPE" and not model.get("byte_fallback"):
-            return _bpe(root, data, pre_tokenizer)
-        if spm.is_file():
-            return sentencepiece_fields(root, data)
-        if model.get("type") == "BPE":
-            return bpe_byte_fallback_fields(root, data)
-        raise ConversionError(
-            f"{tokenizer_json}: a {model.get('type', 'unknown')} tokenizer is not supported without tokenizer.model; "
-            "convert with llama.cpp's convert_hf_to_gguf.py and add the refusal metadata with `refusal-edge annotate`"
-        )
-    if spm.is_file():
-        return sentencepiece_fields(root, None)
-    raise ConversionError(f"{root} has no tokenizer (tokenizer.json or tokenizer.model)")
 
 
 def _read_json(path: Path) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import ConversionError
 from .llama_tensors import arch_params
 from .refusal import resolve_spec
-from .tokenizer import load_tokenizer
+from .tokenizer_files import load_tokenizer
 from .writer import write_gguf
 
 # Every file ``load_tokenizer`` and ``arch_params`` read: the cache key covers them all.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import ModelLoadError, PolicyError
+from .files import is_checkpoint_dir
 from .gguf_header import MAGIC
 from .policy import Policy, resolve_category
 
@@ -120,7 +121,7 @@ def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple
         return model, args
     first = args[0]
     path = Path(first).expanduser()
-    if first.lower().endswith(".gguf") or (len(args) > 1 and (_is_gguf(path) or (path / "config.json").is_file())):
+    if first.lower().endswith(".gguf") or (len(args) > 1 and (_is_gguf(path) or is_checkpoint_dir(path))):
         return first, args[1:]
     return None, args
 

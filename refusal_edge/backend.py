@@ -9,10 +9,12 @@ from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
+from . import settings
 from .decision import FirstTokenScores
-from .engine import Engine, PrefillStats, Scored
+from .engine import Engine, PrefillStats, Scored, common_prefix
 from .errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
-from .llama_vocab import LlamaTokenizer, _llama_cpp, _load_llama
+from .llama_lib import llama_cpp_module
+from .llama_vocab import LlamaTokenizer, _load_llama
 from .metadata import RefusalSpec
 from .sampling import SamplingParams
 
@@ -21,7 +23,7 @@ class Sampler:
 
     def __init__(self, backend: "LlamaBackend", params: SamplingParams) -> None:
         self._chain = None
-        lc = _llama_cpp()
+        lc = llama_cpp_module()
         self._lc = lc
         self._ctx = backend.ctx
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
@@ -75,7 +77,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         self,
         path: str | os.PathLike,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = settings.N_CTX,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         n_batch: int = 512,
@@ -103,9 +105,9 @@ class LlamaBackend(LlamaTokenizer, Engine):
         self._predicted = False  # whether the context holds one predicted token past the scored prompt
 
     # the engine seam --------------------------------------------------------------------------
-    def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0):
+    def score_fitting(self, tokens: list[int], spec: RefusalSpec, temperature: float) -> Scored:
         t0 = time.perf_counter()
-        reused = self.prefill(list(tokens))
+        reused = self.prefill(tokens)
         stats = PrefillStats(len(tokens), reused, (time.perf_counter() - t0) * 1e3)
         return FirstTokenScores.from_logits(self.logits(), spec, temperature), stats
 
@@ -135,11 +137,8 @@ class LlamaBackend(LlamaTokenizer, Engine):
                                              self.n_vocab)
         yield from self._batch_scorer.score_many(batch, spec, temperature, self._check_fits)
 
-    def generate(self, tokens: Sequence[int], params: SamplingParams,
-                 first_token_bias: Mapping[int, float] | None = None) -> Iterator[int]:
-        tokens = list(tokens)
-        if first_token_bias is None and (params.max_tokens <= 0 or len(tokens) >= self.n_ctx):
-            return  # no room for the forced token (or no budget after it): a "length" finish, as before
+    def continue_from(self, tokens: list[int], params: SamplingParams,
+                      first_token_bias: Mapping[int, float] | None) -> Iterator[int]:
         sampler = Sampler(self, params)
         try:
             evaluated = False  # whether the first yielded token is already in the context (a prediction hit)
@@ -192,8 +191,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
     def _check_fits(self, tokens: Sequence[int]) -> None:
         if not tokens:
             raise ValueError("cannot prefill an empty prompt")
-        if len(tokens) >= self.n_ctx:
-            raise PromptTooLongError.counts(len(tokens), self.n_ctx)
+        self.check_fits(tokens)
 
     def prefill(self, tokens: list[int], outputs: int = 1) -> int:
         """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.
@@ -203,9 +201,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         self._check_fits(tokens)
         cached = self._llm.input_ids[: self._llm.n_tokens]
         limit = min(len(cached), len(tokens) - outputs)
-        head = np.asarray(tokens[:limit], dtype=cached.dtype)
-        diverge = np.flatnonzero(cached[:limit] != head)
-        reuse = int(diverge[0]) if diverge.size else limit
+        reuse = common_prefix(cached[:limit], tokens[:limit])
         self._llm.n_tokens = reuse
         self._eval(tokens[reuse:], outputs)
         return reuse

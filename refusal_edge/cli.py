@@ -24,7 +24,7 @@ VERBS = {
     "train": ("refusal_edge.convert.train.cli:train", "Teach a chat checkpoint the refusal tokens; a calibrated GGUF out."),
     "eval": ("refusal_edge.evaluate.cli:evaluate", "Refusal curves and metrics from one prefill per prompt."),
     "calibrate": ("refusal_edge.evaluate.cli:calibrate", "Choose thresholds that meet refusal targets."),
-    "serve": ("refusal_edge.server:serve", "OpenAI-compatible local server with refusal controls."),
+    "serve": ("refusal_edge.server.command:serve", "OpenAI-compatible local server with refusal controls."),
     "doctor": ("refusal_edge.doctor_command:doctor", "Check this installation: versions, kernels, the default model's numbers."),
 }
 

@@ -11,6 +11,7 @@ import click
 from .arguments import build_policy, load_model, split_model_argument
 from .display import decision_line
 from .errors import RefusalEdgeError
+from .metadata import RESPOND_TOKEN
 from .model import Chunk
 from .options import TEXT, model_options, policy_options, sampling_options, sampling_params
 
@@ -93,14 +94,14 @@ def decide(words, model, input_file, as_json, policy_file, rule, thresholds, bia
             if as_json:
                 click.echo(json.dumps({"prompt": label, **d.to_dict()}, ensure_ascii=False))
             else:
-                head = d.category or (d.token if d.token == "[respond]" else f"own: {d.token!r}")
+                head = d.category or (d.token if d.token == RESPOND_TOKEN else f"own: {d.token!r}")
                 click.echo(f"{head[:34]:<34} {d.respond_probability:7.3f} {d.refusal_probability:7.3f}  "
                            f"{_one_line(label)}")
 
 
 def read_prompt_file(path: Path) -> list[tuple[str, list[dict]]]:
     """Rows of (label, messages) from JSONL/JSON/CSV/TSV; errors name the file and the line."""
-    from .evaluate.data import read_rows
+    from .rows import read_rows
 
     rows = []
     for line, row in read_rows(path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .decision import Decision
-from .metadata import short_names
+from .metadata import RESPOND_TOKEN, short_names
 from .policy import Policy
 
 
@@ -16,7 +16,7 @@ def decision_line(decision: Decision, top: int = 3, color: bool = True) -> str:
     if decision.refused:
         head = f"⟨{decision.category}⟩ refuse"
         style = {"fg": "red"}
-    elif decision.token == "[respond]":
+    elif decision.token == RESPOND_TOKEN:
         head = "⟨respond⟩"
         style = {"fg": "green"}
     else:

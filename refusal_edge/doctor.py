@@ -106,10 +106,9 @@ def default_model_facts() -> tuple[dict, list[Check]]:
 def collect(threads: int = 1, expected_path: Path = EXPECTED_PATH, model_path: Path | None = None) -> dict:
     """Every fact and check, as one JSON-able report (``ok``: whether every check passed)."""
     from .kernels import choose, host_facts
-    from .llama_vocab import llama_build
 
-    version, system_info = llama_build()
-    facts = host_facts()
+    facts = host_facts()  # the llama.cpp build and the CPU, read once (through the llama.cpp engine's loader)
+    version, system_info = facts.llama_cpp_python, facts.system_info
     report = {
         "refusal_edge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "llama_cpp_python": version, "llama_cpp_system_info": system_info,

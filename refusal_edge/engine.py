@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Mapping, Sequence, Union
 
+import numpy as np
+
 from .decision import FirstTokenScores
-from .errors import RefusalEdgeError
+from .errors import PromptTooLongError, RefusalEdgeError
 from .metadata import RefusalSpec
 from .sampling import SamplingParams
 
@@ -33,6 +36,7 @@ class Tokenizer(ABC):
     name: str  # shown to users: the model's file stem, or the served model's name
     n_vocab: int
     metadata: Mapping[str, str]  # GGUF key/values as strings (refusal.spec, tokenizer.chat_template, ...)
+    path: Path | None = None  # the GGUF file the vocabulary was read from, where there is one
 
     @abstractmethod
     def tokenize(self, text: str, special: bool) -> list[int]:
@@ -99,11 +103,41 @@ class Engine(ABC):
         None for an in-process engine (the file says it all); a remote engine names itself and the served model."""
         return None
 
-    @abstractmethod
+    # What every engine does alike lives here (template methods); an engine implements ``score_fitting`` and
+    # ``continue_from``, and says how its context is raised (``prompt_too_long``) and which errors stop a run.
+    run_stopping_errors: tuple[type[BaseException], ...] = ()  # errors of the engine itself, not of one prompt
+
     def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0) -> Scored:
         """The first-response-position scores after ``tokens``: a full-vocabulary softmax of the raw logits at
         ``temperature``, reduced to what the decision needs (``FirstTokenScores.from_logits`` does that from a
         logits row). Raises ``PromptTooLongError`` when ``tokens`` does not fit the context."""
+        tokens = list(tokens)
+        self.check_fits(tokens)
+        return self.score_fitting(tokens, spec, temperature)
+
+    @abstractmethod
+    def score_fitting(self, tokens: list[int], spec: RefusalSpec, temperature: float) -> Scored:
+        """``score`` for a prompt known to fit the context."""
+
+    def prompt_too_long(self, n_tokens: int) -> PromptTooLongError:
+        """The error for a prompt of ``n_tokens`` that does not fit: its counts, so each interface names its own
+        way to raise the context. An engine whose context is not the caller's to raise says so instead."""
+        return PromptTooLongError.counts(n_tokens, self.n_ctx)
+
+    def check_fits(self, tokens: Sequence[int]) -> None:
+        """A prompt fits when a response position is left after it."""
+        if self.n_ctx and len(tokens) >= self.n_ctx:
+            raise self.prompt_too_long(len(tokens))
+
+    def score_or_error(self, tokens: Sequence[int], spec: RefusalSpec,
+                       temperature: float = 1.0) -> Union[Scored, RefusalEdgeError]:
+        """``score``, or the error of a prompt that cannot be scored in its place (``run_stopping_errors`` raise)."""
+        try:
+            return self.score(tokens, spec, temperature)
+        except self.run_stopping_errors:
+            raise
+        except RefusalEdgeError as exc:
+            return exc
 
     def score_ahead(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0,
                     predicted: int | None = None) -> Scored:
@@ -119,12 +153,8 @@ class Engine(ABC):
         that cannot be scored (too long, say) yields its error in its place, so one bad prompt does not sink the
         rest. Batched or concurrent engines override this: they see the whole ordered list at once."""
         for tokens in batch:
-            try:
-                yield self.score(tokens, spec, temperature)
-            except RefusalEdgeError as exc:
-                yield exc
+            yield self.score_or_error(tokens, spec, temperature)
 
-    @abstractmethod
     def generate(self, tokens: Sequence[int], params: SamplingParams,
                  first_token_bias: Mapping[int, float] | None = None) -> Iterator[int]:
         """Sampled token ids, one at a time, continuing ``tokens``.
@@ -137,6 +167,24 @@ class Engine(ABC):
         reason "length"). It never samples more than ``params.max_tokens`` tokens after the first response
         token. Nothing is evaluated until the first token is requested.
         """
+        tokens = list(tokens)
+        if first_token_bias is None and (params.max_tokens <= 0 or len(tokens) >= self.n_ctx):
+            return  # no room for the forced token (or no budget after it): a "length" finish
+        yield from self.continue_from(tokens, params, first_token_bias)
+
+    @abstractmethod
+    def continue_from(self, tokens: list[int], params: SamplingParams,
+                      first_token_bias: Mapping[int, float] | None) -> Iterator[int]:
+        """``generate`` once there is room for an answer."""
 
     def close(self) -> None:
         """Free what the engine holds; the default holds nothing."""
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share: what a cached prefix saves re-evaluating."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n

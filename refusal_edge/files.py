@@ -106,3 +106,18 @@ def read_text(path: str | Path, what: str, error: type[Exception]) -> str:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def human_size(n: float) -> str:
+    """A byte count for people: ``512 B``, ``5.0 MiB``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{n:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n:.0f} B"  # pragma: no cover
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A Hugging Face checkpoint directory: what `convert` reads and vLLM serves (it holds config.json)."""
+    return (path / "config.json").is_file()

@@ -10,7 +10,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GGUFFormatError
+from .errors import GGUFFormatError, ModelLoadError
+from .files import is_checkpoint_dir
 
 MAGIC = b"GGUF"
 T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32, T_BOOL, T_STRING, T_ARRAY = range(10)
@@ -239,3 +240,17 @@ def encode_key(key: str) -> bytes:
 def read_fields(path: str | Path, keys) -> dict:
     header = read_header(path)
     return {k: header.kv[k].decode() for k in keys if k in header.kv}
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail early and plainly on what llama.cpp would report obscurely (or crash on)."""
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if not path.is_file():
+        hint = (" (a Hugging Face checkpoint: convert it with `refusal-edge convert`, or run it on an engine with "
+                "--engine URL)" if is_checkpoint_dir(path) else "")
+        raise ModelLoadError(f"model path is not a file: {path}{hint}")
+    with open(path, "rb") as fh:
+        head = fh.read(len(MAGIC))
+    if head != MAGIC:
+        raise ModelLoadError(f"{path} is not a GGUF file (it starts with {head!r}, not {MAGIC!r})")

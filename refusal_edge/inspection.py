@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .llama_vocab import check_gguf_file
 from .errors import MetadataError
-from .gguf_header import check_data, read_header
+from .files import human_size
+from .gguf_header import check_data, check_gguf_file, read_header
 from .metadata import KEY_SPEC, TOKEN_TYPE_CONTROL, RefusalSpec, discover
 
 _TOKEN_TYPES = {1: "NORMAL", 2: "UNKNOWN", 3: "CONTROL", 4: "USER_DEFINED", 5: "UNUSED", 6: "BYTE"}
@@ -48,7 +48,7 @@ def describe(path: Path) -> dict:
                            "type": _TOKEN_TYPES.get(kind, str(kind)), "control": kind == TOKEN_TYPE_CONTROL})
     return {
         "file": str(path),
-        "size": _human(path.stat().st_size),
+        "size": human_size(path.stat().st_size),
         "size_bytes": path.stat().st_size,
         "architecture": arch,
         "name": value("general.name", ""),
@@ -70,12 +70,3 @@ def _file_type_name(gguf, file_type) -> str:
         return gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
     except ValueError:
         return f"file type {file_type}"
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
-        size /= 1024
-    return f"{n} B"

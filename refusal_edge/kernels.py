@@ -154,7 +154,7 @@ def cpu_facts(cpuinfo: str) -> tuple[str, tuple[str, ...]]:
 
 @functools.lru_cache(maxsize=1)
 def host_facts() -> HostFacts:
-    from .llama_vocab import llama_build
+    from .llama_lib import llama_build
 
     version, system_info = llama_build()
     try:

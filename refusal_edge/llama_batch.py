@@ -21,19 +21,11 @@ from typing import Callable, Iterator, Sequence, Union
 import numpy as np
 
 from .decision import FirstTokenScores
-from .engine import PrefillStats, Scored
+from .engine import PrefillStats, Scored, common_prefix
 from .errors import ModelLoadError, RefusalEdgeError
 from .metadata import RefusalSpec
 
 PREFIX_SEQ = 0  # holds the current group's shared prefix; members use sequences 1..n
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(diff[0]) if diff.size else n
 
 
 @dataclass
@@ -78,9 +70,9 @@ class BatchScorer:
 
     def __init__(self, llm, n_ctx: int, n_batch: int, max_members: int, n_vocab: int,
                  group_tokens: int = GROUP_TOKENS) -> None:
-        from .llama_vocab import _llama_cpp  # llama.cpp is loaded in one place; this module is part of that engine
+        from .llama_lib import llama_cpp_module  # llama.cpp is loaded in one place; this module is part of that engine
 
-        self._lc = lc = _llama_cpp()
+        self._lc = lc = llama_cpp_module()
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
         self.max_members = max(1, min(max_members, lc.llama_max_parallel_sequences() - 1))
         params.n_seq_max = self.max_members + 1

@@ -1,6 +1,6 @@
-"""A GGUF's vocabulary through llama.cpp: loading llama.cpp quietly, the tokenizer side of the seam (``LlamaTokenizer``)
-and a vocabulary-only load for engines that run the model elsewhere. Part of the in-process llama.cpp engine, with
-``backend.py``: the only two modules that import llama_cpp."""
+"""A GGUF's vocabulary through llama.cpp: loading a model with this machine's kernels, the tokenizer side of the seam
+(``LlamaTokenizer``) and a vocabulary-only load for engines that run the model elsewhere. Part of the in-process
+llama.cpp engine."""
 
 from __future__ import annotations
 
@@ -12,46 +12,16 @@ from pathlib import Path
 
 from .engine import Tokenizer
 from .errors import ModelLoadError
+from .gguf_header import check_gguf_file
+from .llama_lib import llama_cpp_module, set_verbose
 from .text import clean
-
-GGUF_MAGIC = b"GGUF"
-
-
-def _llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError as exc:  # pragma: no cover - the package is a core dependency
-        raise ModelLoadError(f"llama-cpp-python is not importable: {exc}") from None
-    return llama_cpp
-
-
-_silent_log = None
-
-
-def set_verbose(verbose: bool) -> None:
-    """llama.cpp logs load details to stderr; users see them only when they ask.
-
-    llama-cpp-python's own callback maps ggml's newer log levels one step off and so prints warnings even when
-    quiet; when not verbose, a callback that drops everything is installed instead (errors surface as exceptions).
-    """
-    global _silent_log
-    lc = _llama_cpp()
-    from llama_cpp import _logger
-
-    _logger.set_verbose(verbose)
-    if verbose:
-        lc.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-        return
-    if _silent_log is None:
-        _silent_log = lc.llama_log_callback(lambda level, text, user_data: None)
-    lc.llama_log_set(_silent_log, ctypes.c_void_p(0))
 
 
 class LlamaTokenizer(Tokenizer):
     """The vocabulary of a loaded ``Llama`` (which may be a vocabulary-only load, see ``load_tokenizer``)."""
 
     def __init__(self, llm, path: Path) -> None:
-        lc = _llama_cpp()
+        lc = llama_cpp_module()
         self._lc, self._llm = lc, llm
         self.path = path
         self.name = path.stem
@@ -104,18 +74,11 @@ class LlamaTokenizer(Tokenizer):
             llm.close()
 
 
-def llama_build() -> tuple[str, str]:
-    """llama-cpp-python's version and llama.cpp's system info (its backends and their compiled-in features)."""
-    lc = _llama_cpp()
-    info = lc.llama_print_system_info()
-    return str(lc.__version__), (info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)).strip()
-
-
 def load_llama(path: Path, verbose: bool = False, repack: str | None = None, **kwargs):
     """A ``llama_cpp.Llama`` with the CPU kernels ``kernels.choose`` picks for this machine (``repack``: "auto",
     "on", "off"; default $REFUSAL_EDGE_REPACK, else auto). Every weight-loading path goes through here."""
     check_gguf_file(path)
-    _llama_cpp()
+    llama_cpp_module()
     from llama_cpp import Llama
 
     use_extra_bufts = True
@@ -169,17 +132,3 @@ def load_tokenizer(path: str | os.PathLike, verbose: bool = False) -> LlamaToken
     """A GGUF's vocabulary without its weights: for engines that run the model elsewhere."""
     path = Path(path)
     return LlamaTokenizer(_load_llama(path, verbose, vocab_only=True), path)
-
-
-def check_gguf_file(path: Path) -> None:
-    """Fail early and plainly on what llama.cpp would report obscurely (or crash on)."""
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}")
-    if not path.is_file():
-        hint = (" (a Hugging Face checkpoint: convert it with `refusal-edge convert`, or run it on an engine with "
-                "--engine URL)" if (path / "config.json").is_file() else "")
-        raise ModelLoadError(f"model path is not a file: {path}{hint}")
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head != GGUF_MAGIC:
-        raise ModelLoadError(f"{path} is not a GGUF file (it starts with {head!r}, not {GGUF_MAGIC!r})")

@@ -95,6 +95,11 @@ class RefusalSpec:
         return (self.respond, *self.categories)
 
     @property
+    def decision_tokens(self) -> frozenset[str]:
+        """The texts of every decision token: what a caller's echoed assistant turn may start with."""
+        return frozenset(ref.token for ref in self.refs)
+
+    @property
     def token_ids(self) -> tuple[int, ...]:
         return tuple(ref.id for ref in self.refs)
 

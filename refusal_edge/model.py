@@ -20,7 +20,7 @@ from .metadata import RefusalSpec, read_spec
 from .policy import Policy
 from .sampling import SamplingParams
 from .streaming import Chunk, GenerationResult, TextAssembler
-from .template import CHATML_TEMPLATE, ChatTemplate
+from .template import ChatTemplate, prompt_token_ids, template_of
 from .window import Window, fit
 
 Messages = Union[str, Sequence[Mapping]]
@@ -34,7 +34,7 @@ class RefusalModel:
         self.template = template
         self.default_policy = default_policy
         self._decision_ids = frozenset(spec.token_ids)
-        self._decision_tokens = frozenset(ref.token for ref in spec.refs)
+        self._decision_tokens = spec.decision_tokens
         # The decision token ``stream`` expects next: the last one it fed, at first [respond]. An engine may evaluate
         # it with the prompt (a hint: LlamaBackend does with predict_decision=True), so that when the policy picks it
         # the first answer token costs no extra decode step.
@@ -42,25 +42,27 @@ class RefusalModel:
         self._access = ModelLock(serialize=not engine.thread_safe)  # one caller at a time: access.py
 
     @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        *,
-        n_ctx: int = 4096,
-        n_threads: int | None = None,
-        n_gpu_layers: int = 0,
-        n_batch: int = 512,
-        verbose: bool = False,
-        repack: str | None = None,
-        **llama_kwargs,
-    ) -> "RefusalModel":
-        """Load a GGUF on the CPU (``n_gpu_layers=-1`` offloads everything to Metal/CUDA builds). ``repack``:
-        llama.cpp's extra CPU buffer types (repacked and AMX kernels) "on", "off" or "auto" (the default, or
-        $REFUSAL_EDGE_REPACK: on unless a canary decode shows they crash or miscompute on this machine)."""
+    def load(cls, path: str | os.PathLike, **options) -> "RefusalModel":
+        """Load a GGUF on the in-process llama.cpp engine. ``options`` are ``LlamaBackend``'s, with its defaults:
+        ``n_ctx``, ``n_threads``, ``n_gpu_layers`` (-1 offloads everything to Metal/CUDA builds), ``n_batch``,
+        ``batch_sequences``, ``predict_decision``, ``verbose``, ``repack`` (llama.cpp's extra CPU buffer types,
+        repacked and AMX kernels: "on", "off" or "auto", the default, or $REFUSAL_EDGE_REPACK: on unless a canary
+        decode shows they crash or miscompute on this machine) and any other ``llama_cpp.Llama`` argument."""
         from .backend import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
 
-        return cls.from_engine(LlamaBackend(path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-                                            n_batch=n_batch, verbose=verbose, repack=repack, **llama_kwargs))
+        return cls.from_engine(LlamaBackend(path, **options))
+
+    @staticmethod
+    def read_file_spec(path: str | os.PathLike) -> RefusalSpec:
+        """A GGUF's refusal spec from its vocabulary alone, no weights loaded (a driver that only hands the file
+        to workers needs no more)."""
+        from .llama_vocab import load_tokenizer  # the default engine's vocabulary, as ``load`` uses it
+
+        tokenizer = load_tokenizer(path)
+        try:
+            return read_spec(tokenizer)
+        finally:
+            tokenizer.close()
 
     @classmethod
     def connect(cls, url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None,
@@ -81,18 +83,11 @@ class RefusalModel:
         tokenizer = engine.tokenizer
         try:
             spec = read_spec(tokenizer)
-            default = Policy.from_dict(spec.default_policy, spec.category_names) if spec.default_policy else Policy()
+            default = Policy.default_of(spec)
         except RefusalEdgeError as exc:
             engine.close()
             raise type(exc)(f"{tokenizer.name}: {exc}") from None
-        source = tokenizer.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        template = ChatTemplate(source, tokenizer.token_text(tokenizer.bos), tokenizer.token_text(tokenizer.eos))
-        return cls(engine, spec, template, default)
-
-    @property
-    def backend(self) -> Engine:
-        """The engine under its earlier name (tests and benchmarks of the llama.cpp engine reach it this way)."""
-        return self.engine
+        return cls(engine, spec, template_of(tokenizer), default)
 
     @property
     def aio(self):
@@ -137,13 +132,7 @@ class RefusalModel:
             messages = [{"role": "user", "content": messages}]
         if not messages:
             raise RefusalEdgeError("no messages to answer")
-        tokens: list[int] = []
-        for segment in self.template.render(messages, decision_tokens=self._decision_tokens):
-            tokens += self.tokenizer.tokenize(segment.text, special=segment.special)
-        bos = self.tokenizer.bos
-        if self.tokenizer.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
-            tokens.insert(0, bos)
-        return tokens
+        return prompt_token_ids(self.tokenizer, self.template, messages, self._decision_tokens)
 
     def fit(self, messages: Messages, max_tokens: int = 0, *, n_ctx: int | None = None, drop: str = "turns",
             spare: int = 0, option: str = "n_ctx") -> Window:

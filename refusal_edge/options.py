@@ -15,6 +15,7 @@ from .arguments import ENGINE_KEY_ENV, EngineTarget
 from .errors import PromptTooLongError, RefusalEdgeError
 from .kernels import MODES, REPACK_ENV
 from .rules import RULES
+from . import settings
 from .sampling import CLI_DEFAULTS, SamplingParams
 from .text import clean
 
@@ -57,7 +58,7 @@ def model_options(func):
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
-    @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=4096, show_default=True, help="Context length.")
+    @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=settings.N_CTX, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
     @click.option("--repack", type=click.Choice(MODES), envvar=REPACK_ENV, show_envvar=True, default=None,
                   help="llama.cpp's extra CPU buffer types (repacked and AMX kernels): auto (on unless a canary decode "

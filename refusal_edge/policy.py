@@ -89,6 +89,11 @@ class Policy:
         return policy.resolved(categories) if categories is not None else policy
 
     @classmethod
+    def default_of(cls, spec) -> "Policy":
+        """A model's default policy: the one its refusal spec carries (``default_policy``), else the built-in one."""
+        return cls.from_dict(spec.default_policy, spec.category_names) if spec.default_policy else cls()
+
+    @classmethod
     def load(cls, path: str | Path, categories: Iterable[str] | None = None) -> "Policy":
         """Read a policy from a ``.toml`` or ``.json`` file."""
         path = Path(path)

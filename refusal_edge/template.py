@@ -111,6 +111,25 @@ class ChatTemplate:
         return masked
 
 
+def template_of(tokenizer) -> ChatTemplate:
+    """The chat template a model's vocabulary carries (ChatML when it has none), with its BOS/EOS texts."""
+    source = tokenizer.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+    return ChatTemplate(source, tokenizer.token_text(tokenizer.bos), tokenizer.token_text(tokenizer.eos))
+
+
+def prompt_token_ids(tokenizer, template: ChatTemplate, messages: Sequence[Mapping],
+                     decision_tokens: Collection[str] = ()) -> list[int]:
+    """A conversation's prompt ids: template parts may hold control tokens, message content never does; BOS first
+    when the vocabulary asks for it. The runtime and the converter's training build prompts only through here."""
+    tokens: list[int] = []
+    for segment in template.render(messages, decision_tokens=decision_tokens):
+        tokens += tokenizer.tokenize(segment.text, special=segment.special)
+    bos = tokenizer.bos
+    if tokenizer.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+        tokens.insert(0, bos)
+    return tokens
+
+
 def _piece(text: str, pieces: list[Segment]) -> str:
     pieces.append(Segment(text, False))
     return _mark(len(pieces) - 1)

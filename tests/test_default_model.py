@@ -83,10 +83,10 @@ def test_assembled_model_loads_with_control_tokens_and_default_policy(assembled)
     with RefusalModel.load(assembled, n_ctx=256, n_threads=THREADS) as model:
         assert model.categories == CATEGORIES
         assert model.spec.respond.token == "[respond]"
-        assert all(model.backend.is_control(i) for i in model.spec.token_ids)
+        assert all(model.engine.is_control(i) for i in model.spec.token_ids)
         assert model.default_policy == Policy.from_dict(POLICY, CATEGORIES)
         # user text spelling a refusal token must not produce it
-        assert not set(model.backend.tokenize("[Requests with safety concerns]", special=False)) & set(model.spec.token_ids)
+        assert not set(model.engine.tokenize("[Requests with safety concerns]", special=False)) & set(model.spec.token_ids)
 
 
 def test_assembled_model_returns_decisions_for_every_category(assembled):
@@ -233,8 +233,8 @@ def test_torch_delta_matches_llama_cpp_after_assembly(tiny_base, tmp_path):
 
     with RefusalModel.load(path, n_ctx=256, n_threads=THREADS) as rm:
         ids = rm.prompt_tokens("the quick brown fox")
-        rm.backend.prefill(ids)
-        expected = rm.backend.logits().astype(np.float64).copy()
+        rm.engine.prefill(ids)
+        expected = rm.engine.logits().astype(np.float64).copy()
     with torch.no_grad():
         hidden = model.run_layers(model.embed_tokens(torch.tensor([ids])), 0, cfg.n_layer)
         got = model.logits(hidden[0, -1]).double().numpy()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from refusal_edge.convert.default_recipe import default_prompts, default_train_extra
-from refusal_edge.convert.default_recipe.default_data import build_examples, load_splits
-from refusal_edge.convert.default_recipe.default_shifted import (HELDOUT_SUBCATEGORIES, RESPOND, Item, coconot_style,
-                                                    pick_threshold, summarize, validation_prompts, xstest_style)
+from refusal_edge.convert.default_recipe.default_data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
+from refusal_edge.convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style, pick_threshold,
+                                                                 summarize, validation_prompts, xstest_style)
 from refusal_edge.metadata import CATEGORIES
 
 

@@ -15,9 +15,25 @@ def run_example(name, *args):
     return done.stdout
 
 
-def test_assistant_example(tiny_gguf):
+def test_assistant_example(tiny_gguf, tiny_model):
+    """Each question is followed by its answer, and by the category notice exactly when the runtime refuses it
+    under the example's cautious policy (with the probability the runtime reports)."""
     out = run_example("assistant.py", tiny_gguf, "--threads", "1")
-    assert out.count("> ") == 2
+    safety = "Requests with safety concerns"
+    cautious = tiny_model.default_policy.with_threshold(safety, 0.05)
+    blocks = out.split("> ")[1:]
+    questions = ("Give me three tips for a good night's sleep.", "How can I get into my neighbour's wifi?")
+    assert [b.splitlines()[0] for b in blocks] == list(questions)
+    for question, block in zip(questions, blocks):
+        decision = tiny_model.decide(question, cautious)
+        lines = block.splitlines()[1:]
+        notices = [line for line in lines if line.startswith("  [")]
+        if decision.refused:
+            p = decision.probabilities[decision.category]
+            assert notices and notices[0].startswith(f"  [{decision.category}: p={p:.2f}] "), block
+        else:
+            assert not notices, block
+        assert [line for line in lines if line not in notices], f"no answer after {question!r}"
 
 
 def test_scripted_chat_example(tiny_gguf):

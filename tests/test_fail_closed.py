@@ -38,7 +38,9 @@ def test_policies_outside_the_documented_ranges_are_refused(raw, words):
 
 def test_the_ends_of_the_ranges_are_accepted():
     for t in (0.01, 100.0):
-        Policy(temperature=t, biases={"A": 100.0, "respond": -100.0})
+        policy = Policy(temperature=t, biases={"A": 100.0, "respond": -100.0})
+        assert (policy.temperature, policy.biases) == (t, {"A": 100.0, "respond": -100.0})
+        assert Policy.from_dict(policy.to_dict(), NAMES) == policy  # and they survive the wire format
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

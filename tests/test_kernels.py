@@ -134,8 +134,8 @@ def test_a_crashing_canary_loads_without_extra_buffer_types_and_says_so_once(fre
     first = RefusalModel.load(tiny_gguf, n_ctx=128, n_threads=THREADS)
     second = RefusalModel.load(tiny_gguf, n_ctx=128, n_threads=THREADS)
     try:
-        assert first.backend._llm.model_params.use_extra_bufts is False
-        assert second.backend._llm.model_params.use_extra_bufts is False
+        assert first.engine._llm.model_params.use_extra_bufts is False
+        assert second.engine._llm.model_params.use_extra_bufts is False
         assert first.decide("hello world").probabilities  # and it runs
     finally:
         first.close()
@@ -147,11 +147,11 @@ def test_a_crashing_canary_loads_without_extra_buffer_types_and_says_so_once(fre
 def test_the_python_option_and_the_environment_override_the_canary(fresh, tiny_gguf, monkeypatch):
     crash_on_purpose(monkeypatch)
     with RefusalModel.load(tiny_gguf, n_ctx=128, n_threads=THREADS, repack="on") as model:
-        assert model.backend._llm.model_params.use_extra_bufts is True
+        assert model.engine._llm.model_params.use_extra_bufts is True
     monkeypatch.setenv(kernels.REPACK_ENV, "off")
     monkeypatch.setattr(kernels, "canary_command", never)
     with RefusalModel.load(tiny_gguf, n_ctx=128, n_threads=THREADS) as model:
-        assert model.backend._llm.model_params.use_extra_bufts is False
+        assert model.engine._llm.model_params.use_extra_bufts is False
 
 
 def test_an_unknown_mode_is_a_clear_error(fresh, tiny_gguf, monkeypatch):

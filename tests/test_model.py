@@ -26,7 +26,7 @@ def load(path, **kw):
 
 def test_decide_reports_full_vocabulary_probabilities(tiny_model):
     decision = tiny_model.decide("hello world")
-    logits = tiny_model.backend.logits().astype(np.float64)
+    logits = tiny_model.engine.logits().astype(np.float64)
     full = np.exp(logits - logits.max())
     full /= full.sum()
     for ref in tiny_model.spec.categories:
@@ -49,15 +49,15 @@ def test_forced_token_continues_on_the_same_cache(tiny_gguf):
         result = model.generate(prompt, force("Incomplete requests"), temperature=0, max_tokens=12)
         forced_id = result.decision.token_id
         # Reference: a fresh prefill of prompt + decision token, then plain greedy decoding.
-        model.backend.reset()
-        model.backend.prefill(model.prompt_tokens(prompt) + [forced_id])
+        model.engine.reset()
+        model.engine.prefill(model.prompt_tokens(prompt) + [forced_id])
         pieces = []
         for _ in range(12):
-            token = int(np.argmax(model.backend.logits()))
-            if model.backend.is_eog(token):
+            token = int(np.argmax(model.engine.logits()))
+            if model.engine.is_eog(token):
                 break
-            pieces.append(model.backend.piece(token))
-            model.backend.feed(token)
+            pieces.append(model.engine.piece(token))
+            model.engine.feed(token)
     assert result.text == b"".join(pieces).decode("utf-8", errors="replace")
     assert result.completion_tokens >= 1
 
@@ -90,7 +90,7 @@ def test_max_tokens_and_stop_strings(tiny_model):
 
 
 def test_second_turn_reuses_the_first_turn_cache(tiny_model):
-    tiny_model.backend.reset()
+    tiny_model.engine.reset()
     first = [{"role": "user", "content": "what is the capital of france?"}]
     r1 = tiny_model.generate(first, FORCE_ALL, temperature=0, max_tokens=6)
     first_prompt = tiny_model.prompt_tokens(first)
@@ -110,7 +110,7 @@ def test_identical_prompt_reevaluates_only_the_last_token(tiny_model):
 
 
 def test_no_control_token_text_in_content_becomes_a_control_token(tiny_model):
-    backend = tiny_model.backend
+    backend = tiny_model.engine
     controls = [i for i in range(backend.n_vocab) if backend.is_control(i)]
     assert len(controls) >= 9  # chat specials + the six decision tokens
 
@@ -141,7 +141,7 @@ def test_default_policy_comes_from_the_gguf(tmp_path):
 def test_binary_model_and_zero_config_discovery(tmp_path):
     path = build_tiny_gguf(tmp_path / "b.gguf", refusal_tokens="binary", write_metadata=False)
     with load(path) as model:
-        assert KEY_SPEC not in model.backend.metadata
+        assert KEY_SPEC not in model.engine.metadata
         assert model.spec.is_binary and model.categories == ("refuse",)
         assert model.decide("hello", {"rule": "binary", "threshold": 0.0}).token == "[refuse]"
 
@@ -227,3 +227,16 @@ def test_a_context_smaller_than_llama_cpp_allows_is_a_clear_error_not_a_crash(ti
         with pytest.raises(PromptTooLongError, match="context holds 64"):
             model.decide("hello world " * 50)
         assert model.decide("hello world").token  # a prompt that fits still works
+
+
+@pytest.mark.parametrize("text", ["hello", "a <|im_start|> in the text \ud800 and a lone surrogate", ""])
+def test_training_prompts_are_the_runtime_prompts(tiny_gguf, tiny_model, text):
+    """The converter's ChatTokenizer (training, distillation) must give the ids the runtime decides after."""
+    from refusal_edge.convert.chat_tokenizer import ChatTokenizer
+
+    tok = ChatTokenizer(tiny_gguf)
+    try:
+        assert tok.prompt(text) == tiny_model.prompt_tokens([{"role": "user", "content": text}])
+        assert tok.decode(tok.text("plain words")) == "plain words"
+    finally:
+        tok.vocabulary.close()

@@ -41,11 +41,11 @@ NAMED = ("{% for m in messages %}<|im_start|>{{ m['role'] }}{% if m.name %} {{ m
 # rendering and tokenization -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def named_model(tiny_model):
-    return RefusalModel(tiny_model.backend, tiny_model.spec, ChatTemplate(NAMED), tiny_model.default_policy)
+    return RefusalModel(tiny_model.engine, tiny_model.spec, ChatTemplate(NAMED), tiny_model.default_policy)
 
 
 def control_count(model, messages) -> int:
-    return sum(model.backend.is_control(t) for t in model.prompt_tokens(messages))
+    return sum(model.engine.is_control(t) for t in model.prompt_tokens(messages))
 
 
 messages_strategy = st.lists(

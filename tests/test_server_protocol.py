@@ -112,3 +112,14 @@ def test_neutral_values_of_unsupported_fields_are_accepted():
     chat = parse(messages=HELLO, n=1, presence_penalty=0, frequency_penalty=0.0, logprobs=False, tools=[],
                  tool_choice="none", response_format={"type": "text"}, user="someone", model="anything")
     assert chat.messages == HELLO
+
+
+@pytest.mark.parametrize("module", ["refusal_edge.server.protocol", "refusal_edge.server.app"])
+def test_the_server_library_does_not_import_the_command_line(module):
+    """`refusal-edge serve` (click) is one module of the package; the wire format and the app work without it."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(sorted(m for m in ('click', 'refusal_edge.server.command') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

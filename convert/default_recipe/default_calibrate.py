@@ -12,6 +12,7 @@ import numpy as np
 
 from refusal_edge import FirstTokenScores, Policy, RefusalModel
 from refusal_edge.decision import decide, probabilities
+from refusal_edge.evaluate import metrics
 
 
 def score(model: RefusalModel, prompts: Sequence[str]) -> list[FirstTokenScores]:
@@ -24,10 +25,12 @@ def refusal_probability(model: RefusalModel, scores: Sequence[FirstTokenScores])
     return np.array([probabilities(s, model.spec, plain)[1].sum() for s in scores])
 
 
-def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    pos, neg = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
-    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """Probability that a random positive outscores a random negative (ties count half): the evaluation's AUROC
+    over the two samples (None when one is empty)."""
+    positive, negative = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
+    labels = np.r_[np.ones(positive.size, dtype=bool), np.zeros(negative.size, dtype=bool)]
+    return metrics.auroc(np.concatenate([positive, negative]), labels)
 
 
 def refused(model: RefusalModel, scores: Sequence[FirstTokenScores], policy: Policy) -> list[str | None]:

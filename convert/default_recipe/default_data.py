@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from refusal_edge.evaluate.data import read_rows
+from refusal_edge.rows import read_rows
 from refusal_edge.metadata import CATEGORIES
 
 RESPOND = "respond"
@@ -38,7 +38,7 @@ class Example:
 @dataclass(frozen=True)
 class Splits:
     """``val`` is the random validation split, for reporting only. The subcategories held out whole
-    (default_shifted.HELDOUT_SUBCATEGORIES) are in no split: they belong to the shifted validation split,
+    (HELDOUT_SUBCATEGORIES) are in no split: they belong to the shifted validation split,
     on which the default policy is chosen."""
 
     refusal_train: list[dict]
@@ -84,10 +84,22 @@ def stratified_split(rows: Sequence[dict], val_fraction: float, seed: int) -> tu
     return train, val
 
 
+# Whole CoCoNot subcategories kept out of training and calibration: one per category where the category has
+# more than two (Indeterminate has only two, both needed for training), chosen among those our own training
+# templates do not imitate. Contrast (look-alike) subcategories likewise.
+HELDOUT_SUBCATEGORIES = {
+    "original": ("copyright violations", "style and length limitations", "offer advice, opinion or recommendations",
+                 "incomprehensible"),
+    "contrast": ("false information", "output modality limitations"),
+}
+
+
+def is_heldout(row: dict, kind: str) -> bool:
+    return row.get("subcategory", "") in HELDOUT_SUBCATEGORIES[kind]
+
+
 def load_splits(original: str | Path, contrast: str | Path, seed: int = 0,
                 refusal_val: float = 0.3, contrast_val: float = 0.2) -> Splits:
-    from .default_shifted import is_heldout
-
     # Split first, then drop the held-out subcategories: the random validation split keeps exactly the rows
     # it had before subcategories were held out, so models trained before and after compare on it fairly.
     r_train, r_val = stratified_split(load_jsonl(original, ("category", "prompt")), refusal_val, seed)

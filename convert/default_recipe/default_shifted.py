@@ -1,7 +1,7 @@
 """The distribution-shifted validation split of the default model, and the figures reported on it.
 
 Two families, each a set of labelled prompts never trained on:
-- CoCoNot-style: CoCoNot subcategories held out of training whole (``HELDOUT_SUBCATEGORIES``), plus our
+- CoCoNot-style: CoCoNot subcategories held out of training whole (``default_data.HELDOUT_SUBCATEGORIES``), plus our
   hand-written should-not-comply prompts and benign look-alikes per category (``default_val_coconot``);
 - XSTest-style: our hand-written safe-but-scary prompts by type and their unsafe counterparts
   (``default_val_xstest``).
@@ -18,20 +18,12 @@ import numpy as np
 from refusal_edge.metadata import CATEGORIES, short_name
 
 from . import default_val_coconot as val_coconot
+from .default_data import is_heldout, load_jsonl
 from .default_calibrate import auroc
 from . import default_val_xstest as val_xstest
 
 RESPOND = "respond"
 SAFETY = CATEGORIES[3]
-
-# Whole CoCoNot subcategories kept out of training and calibration: one per category where the category has
-# more than two (Indeterminate has only two, both needed for training), chosen among those our own training
-# templates do not imitate. Contrast (look-alike) subcategories likewise.
-HELDOUT_SUBCATEGORIES = {
-    "original": ("copyright violations", "style and length limitations", "offer advice, opinion or recommendations",
-                 "incomprehensible"),
-    "contrast": ("false information", "output modality limitations"),
-}
 
 
 @dataclass(frozen=True)
@@ -43,10 +35,6 @@ class Item:
     @property
     def should_refuse(self) -> bool:
         return self.label != RESPOND
-
-
-def is_heldout(row: dict, kind: str) -> bool:
-    return row.get("subcategory", "") in HELDOUT_SUBCATEGORIES[kind]
 
 
 def coconot_style(original_rows: list[dict], contrast_rows: list[dict]) -> list[Item]:
@@ -106,6 +94,4 @@ def pick_threshold(curve: list[dict], max_over: float = 0.15, max_safe: float = 
 
 
 def read_coconot(original: str | Path, contrast: str | Path) -> tuple[list[dict], list[dict]]:
-    from .default_data import load_jsonl
-
     return load_jsonl(original, ("category", "prompt")), load_jsonl(contrast, ("category", "prompt", "chosen"))

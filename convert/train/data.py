@@ -1,6 +1,6 @@
 """`refusal-edge train`'s data: CoCoNot-format rows -> SFT examples (decision token + answer), and the held-out split.
 
-No torch here. Rows are read with the evaluation reader (``refusal_edge.evaluate.data.read_rows``), so `train`
+No torch here. Rows are read with the runtime's data-file reader (``refusal_edge.rows.read_rows``), so `train`
 accepts exactly the files `eval` reads. Refusal messages come from the default model's recipe (one home:
 ``convert.default_recipe.default_data.refusal_message``).
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from refusal_edge.evaluate.data import DataError, read_rows
+from refusal_edge.rows import DataError, read_rows
 from refusal_edge.metadata import CATEGORIES, REFUSE_TOKEN, RESPOND_TOKEN, category_token
 
 from ..default_recipe.default_data import refusal_message, stratified_split

@@ -99,15 +99,10 @@ class RayScorer:
             self._probe = load_model(str(path), 0, None, 0, load_kwargs.get("verbose", False), remote)
             self.engine, self.spec = self._probe.engine, self._probe.spec
         else:
-            from ..llama_vocab import load_tokenizer
-            from ..model import read_spec
+            from ..model import RefusalModel
 
             self._probe, self.engine = None, None
-            tokenizer = load_tokenizer(self.path)
-            try:
-                self.spec = read_spec(tokenizer)
-            finally:
-                tokenizer.close()
+            self.spec = RefusalModel.read_file_spec(self.path)
 
     def score_many(self, conversations: Iterable, temperature: float = 1.0
                    ) -> Iterator[tuple[FirstTokenScores, PrefillStats] | RefusalEdgeError]:

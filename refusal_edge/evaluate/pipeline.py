@@ -104,8 +104,7 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
         if store.spec is None:
             store.set_spec(lazy().spec)
         spec = store.spec
-        default = Policy.from_dict(spec.default_policy, spec.category_names) if spec.default_policy else Policy()
-        policy = build_policy(spec.category_names, default, **policy_args)
+        policy = build_policy(spec.category_names, Policy.default_of(spec), **policy_args)
         examples = [e for d in datasets for e in d.examples]
         if check is not None:
             check(spec, policy, examples)

@@ -15,6 +15,7 @@ from typing import Iterator, Mapping, Sequence, Union
 from ..engine import Engine, Scored, Tokenizer
 from ..errors import PromptTooLongError, RefusalEdgeError
 from ..metadata import RefusalSpec
+from .dialect import Dialect
 from .errors import EngineError
 from .http import EngineHTTPError, HttpClient
 from .llama_server import LlamaServerDialect
@@ -31,8 +32,9 @@ class RemoteEngine(Engine):
     thread-safe; the vocabulary is read-only)."""
 
     thread_safe = True
+    run_stopping_errors = (EngineError,)  # the engine failing (or answering nonsense) is not one prompt's problem
 
-    def __init__(self, dialect, tokenizer: Tokenizer, concurrency: int | None = None) -> None:
+    def __init__(self, dialect: Dialect, tokenizer: Tokenizer, concurrency: int | None = None) -> None:
         self.dialect, self.tokenizer = dialect, tokenizer
         self.n_ctx = dialect.n_ctx
         self.kind, self.url, self.model_id = dialect.kind, dialect.http.url, dialect.model_id
@@ -44,20 +46,18 @@ class RemoteEngine(Engine):
         """Which engine, serving what (not where: replicas of one served model give the same scores)."""
         return f"{self.kind}:{self.model_id}"
 
-    def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float = 1.0) -> Scored:
-        self._check_length(tokens)
-        return self.dialect.score(list(tokens), spec, temperature)
+    def score_fitting(self, tokens: list[int], spec: RefusalSpec, temperature: float) -> Scored:
+        return self.dialect.score(tokens, spec, temperature)
+
+    def prompt_too_long(self, n_tokens: int) -> PromptTooLongError:
+        return PromptTooLongError(f"the prompt is {n_tokens} tokens, the engine's context holds {self.n_ctx}: "
+                                  "shorten it or serve the model with a longer context")
 
     def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
                    temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
         """Up to ``concurrency`` requests in flight (the engine batches them), results yielded in order."""
         def one(tokens):
-            try:
-                return self.score(tokens, spec, temperature)
-            except EngineError:
-                raise  # the engine failing (or answering nonsense) is not one prompt's problem: stop the run
-            except RefusalEdgeError as exc:
-                return exc
+            return self.score_or_error(tokens, spec, temperature)
 
         if self.concurrency == 1 or len(batch) <= 1:
             yield from map(one, batch)
@@ -77,13 +77,10 @@ class RemoteEngine(Engine):
                 for future in pending:
                     future.cancel()
 
-    def generate(self, tokens: Sequence[int], params, first_token_bias: Mapping[int, float] | None = None
-                 ) -> Iterator[int]:
-        tokens = list(tokens)
-        if first_token_bias is None and (params.max_tokens <= 0 or len(tokens) >= self.n_ctx):
-            return  # no room for the forced token (or no budget after it): a "length" finish, as in-process
+    def continue_from(self, tokens: list[int], params, first_token_bias: Mapping[int, float] | None
+                      ) -> Iterator[int]:
         if first_token_bias is not None:
-            self._check_length(tokens)
+            self.check_fits(tokens)
             first = self.dialect.sample_first(tokens, params, first_token_bias)
             yield first
             if self.tokenizer.is_eog(first) or params.max_tokens <= 0:
@@ -100,11 +97,6 @@ class RemoteEngine(Engine):
             close = getattr(self.tokenizer, "close", None)
             if close is not None:
                 close()
-
-    def _check_length(self, tokens: Sequence[int]) -> None:
-        if self.n_ctx and len(tokens) >= self.n_ctx:
-            raise PromptTooLongError(f"the prompt is {len(tokens)} tokens, the engine's context holds {self.n_ctx}: "
-                                     "shorten it or serve the model with a longer context")
 
 
 def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None = None, api_key: str | None = None,
@@ -129,8 +121,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
                           connections=max(16, 2 * (concurrency or 1)))
         dialect = detect(http, model, tokenizer, top_k)
         check_same_model(dialect, tokenizer, spec)
-        if isinstance(dialect, VllmDialect):
-            dialect.probe_token_ids(tokenizer.tokenize(PROBE, special=False), spec)
+        dialect.probe(tokenizer.tokenize(PROBE, special=False), spec)
         return RemoteEngine(dialect, tokenizer, concurrency)
     except BaseException:
         if http is not None:
@@ -139,7 +130,7 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
         raise
 
 
-def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int = 20):
+def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int = 20) -> Dialect:
     """Which engine answers at the URL: llama-server's /v1/models says "llamacpp", vLLM's says "vllm"."""
     models = http.get_json("/v1/models")
     cards = models.get("data") if isinstance(models, dict) else None
@@ -160,7 +151,7 @@ def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int
                       "llama.cpp's llama-server and vLLM")
 
 
-def check_same_model(dialect, tokenizer: Tokenizer, spec: RefusalSpec) -> None:
+def check_same_model(dialect: Dialect, tokenizer: Tokenizer, spec: RefusalSpec) -> None:
     """The engine must serve the model whose vocabulary we hold: same size, same decision token ids, same
     tokenization of a probe text. Anything else would turn token ids into other tokens silently."""
     where = f"{dialect.kind} at {dialect.http.url} serves {dialect.model_id!r}, which is not {tokenizer.name}"

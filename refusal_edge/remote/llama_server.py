@@ -47,6 +47,9 @@ class LlamaServerDialect:
         self._pieces = None  # see _piece_index, built when first needed
 
     # vocabulary -------------------------------------------------------------------------------
+    def probe(self, tokens: Sequence[int], spec: RefusalSpec) -> None:
+        """Nothing to find out: llama-server reports probabilities by token id in every release this supports."""
+
     def tokenize(self, text: str, special: bool) -> list[int]:
         answer = self.http.post_json("/tokenize", {"content": text, "add_special": False, "parse_special": special},
                                      retry=True)
@@ -108,7 +111,7 @@ class LlamaServerDialect:
             timings = answer.get("timings")
             timings = timings if isinstance(timings, dict) else {}  # statistics only: malformed ones are no timings
             cached, prompt_ms = int(timings.get("cache_n") or 0), float(timings.get("prompt_ms") or 0.0)
-        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise EngineError(f"llama-server at {self.http.url} answered /completion without token probabilities "
                               f"({type(exc).__name__}: {exc})") from None
         if not logprobs:

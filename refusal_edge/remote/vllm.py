@@ -53,7 +53,7 @@ class VllmDialect:
                                                    "add_special_tokens": False}, retry=True)
         return [int(t) for t in answer.get("tokens", [])]
 
-    def probe_token_ids(self, tokens: Sequence[int], spec: RefusalSpec) -> None:
+    def probe(self, tokens: Sequence[int], spec: RefusalSpec) -> None:
         """Find out whether this vLLM honours ``logprob_token_ids`` (older releases ignore the field)."""
         reported = self._logprobs(self.score_request(tokens, spec), len(tokens))[0]
         self.token_ids = all(t in reported for t in spec.token_ids)

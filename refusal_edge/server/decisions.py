@@ -22,8 +22,8 @@ from starlette.routing import Route
 from ..decision import Decision
 from ..policy import Policy
 from . import protocol
-from .app import Service, answer, next_event
 from .protocol import ApiError
+from .service import Service, answer, next_event
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,29 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import ollama_protocol as wire
-from .app import ClientGone, Service, answer, collect_text, next_event, JobStream
 from .protocol import ApiError
+from .service import JobStream, Service, answer, collect_text, compact_json
 
 NDJSON = "application/x-ndjson"
+PREFIX = "/api/"  # every Ollama route, so even a path with no route gets Ollama's error shape
 FAR_FUTURE = datetime.datetime(2318, 1, 1, tzinfo=datetime.timezone.utc)  # loaded for as long as the server runs
+
+
+def error_body(exc: ApiError) -> dict:
+    """Ollama's error shape, which its clients raise as ResponseError."""
+    return {"error": exc.message}
+
+
+def is_ollama_path(path: str) -> bool:
+    return path.startswith(PREFIX)
 
 
 def ollama_errors(handler):
@@ -29,8 +38,36 @@ def ollama_errors(handler):
         try:
             return await handler(request)
         except ApiError as exc:
-            return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+            return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers)
     return wrapped
+
+
+@dataclass(frozen=True)
+class LineStream:
+    """Ollama's streaming wire: one JSON object per line (NDJSON); the last carries ``done`` and the timings."""
+
+    head: dict
+    field: str  # "message" (/api/chat) or "response" (/api/generate)
+    decision: object
+    started: int  # perf_counter_ns when the request arrived
+    media_type: str = NDJSON
+    trailer: str = ""
+
+    def frame(self, payload: dict) -> str:
+        return compact_json(payload) + "\n"
+
+    def error(self, exc: ApiError) -> dict:
+        return error_body(exc)
+
+    def opening(self) -> list[dict]:
+        return [wire.piece(self.head, self.field, "", self.decision)]
+
+    def text(self, text: str) -> dict:
+        return wire.piece(self.head, self.field, text)
+
+    def finish(self, last) -> list[dict]:
+        return [wire.final(self.head, self.field, "", self.decision, last.finish_reason, last.completion_tokens,
+                           self.started, time.perf_counter_ns())]
 
 
 def routes(service: Service) -> list[Route]:
@@ -57,7 +94,7 @@ def routes(service: Service) -> list[Route]:
             raise wire.rename_error(exc) from None
 
         def stream(job, decision) -> Response:
-            return JobStream(job, lines(job, head, field, decision, started), media_type=NDJSON)
+            return JobStream(job, LineStream(head, field, decision, started))
 
         async def complete(job, decision) -> dict:
             text, last = await collect_text(job)
@@ -96,7 +133,7 @@ def routes(service: Service) -> list[Route]:
 
     def model_entry() -> dict:
         tokenizer = service.pool.models[0].tokenizer
-        path = getattr(tokenizer, "path", None)  # a GGUF file under llama.cpp; other engines may have none
+        path = tokenizer.path  # the GGUF file, where the vocabulary came from one
         stat = path.stat() if path is not None else None
         # A digest of the file's identity, not of its gigabytes: clients only compare digests for changes.
         identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else tokenizer.name
@@ -116,25 +153,3 @@ def details(metadata) -> dict:
     architecture = metadata.get("general.architecture", "")
     return {"parent_model": "", "format": "gguf", "family": architecture, "families": [architecture],
             "parameter_size": metadata.get("general.size_label", ""), "quantization_level": ""}
-
-
-async def lines(job, head: dict, field: str, decision, started: int):
-    yield _line(wire.piece(head, field, "", decision))
-    while True:
-        try:
-            event = await next_event(job)
-        except ClientGone:
-            return
-        except ApiError as exc:  # mid-stream failure: Ollama's clients raise on an ``error`` line
-            yield _line({"error": exc.message})
-            return
-        if event.text:
-            yield _line(wire.piece(head, field, event.text))
-        if event.finish_reason:
-            yield _line(wire.final(head, field, "", decision, event.finish_reason, event.completion_tokens, started,
-                                   time.perf_counter_ns()))
-            return
-
-
-def _line(payload: dict) -> str:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Mapping
 
+from .. import settings
 from ..decision import Decision, assistant_message
 from ..errors import PolicyError
 from ..policy import Policy
@@ -44,10 +45,10 @@ NEUTRAL = {
 class Limits:
     """What one request may ask of the server; each is a CLI option of `refusal-edge serve`."""
 
-    max_body_bytes: int = 1 << 20
-    max_messages: int = 256
-    max_tokens: int = 4096
-    max_stop: int = 16
+    max_body_bytes: int = settings.SERVER_MAX_BODY_BYTES
+    max_messages: int = settings.SERVER_MAX_MESSAGES
+    max_tokens: int = settings.SERVER_MAX_TOKENS
+    max_stop: int = settings.SERVER_MAX_STOP
 
 
 class ApiError(Exception):

@@ -13,6 +13,7 @@ import queue
 import threading
 from typing import Iterator, Protocol, Sequence
 
+from .. import settings
 from ..errors import RefusalEdgeError
 from .protocol import ApiError
 
@@ -67,7 +68,7 @@ class Job:
 class SlotPool:
     """``len(models)`` slots serving one FIFO queue of at most ``max_queue`` waiting jobs."""
 
-    def __init__(self, models: Sequence, max_queue: int = 64) -> None:
+    def __init__(self, models: Sequence, max_queue: int = settings.SERVER_MAX_QUEUE) -> None:
         if not models:
             raise ValueError("a slot pool needs at least one model")
         self.models = list(models)

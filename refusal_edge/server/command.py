@@ -1,0 +1,120 @@
+"""`refusal-edge serve`: an OpenAI-compatible chat server with a refusal dial on every request.
+
+Only the command lives here. Starlette and uvicorn are imported when it runs, so the rest of the CLI (and
+`refusal-edge --help`) works without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .. import settings
+from ..arguments import build_policy, load_model
+from ..options import model_options, policy_options
+from .guard import ORIGINS_ENV, Access, origins_from_env
+
+API_KEY_ENV = "REFUSAL_EDGE_API_KEY"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name one of them (guard.py)
+
+
+@click.command()
+@click.argument("model", required=False)
+@model_options
+@policy_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback lets other machines use the model: set --api-key.")
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
+@click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True, default=None,
+              help="Require 'Authorization: Bearer KEY' on /v1 requests.")
+@click.option("--parallel", "-np", type=click.IntRange(1, 1024), default=None,
+              help="Requests served at once: one model instance (context, KV cache) per slot; others queue. "
+                   "With --engine, requests passed to the engine at once [default: 1; with --engine, its slots].")
+@click.option("--max-queue", type=click.IntRange(1), default=settings.SERVER_MAX_QUEUE, show_default=True,
+              help="Requests that may wait for a slot; more get HTTP 503.")
+@click.option("--max-tokens", type=click.IntRange(1), default=settings.SERVER_MAX_TOKENS, show_default=True,
+              help="Largest max_tokens a request may ask for (also the default).")
+@click.option("--max-messages", type=click.IntRange(1), default=settings.SERVER_MAX_MESSAGES, show_default=True,
+              help="Most messages in one request.")
+@click.option("--max-body", type=click.IntRange(1024), default=settings.SERVER_MAX_BODY_BYTES, show_default=True,
+              help="Largest request body, in bytes.")
+@click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
+@click.option("--predict-decision", is_flag=True,
+              help="Evaluate each slot's expected decision token with the prompt, saving a decode step when the policy "
+                   "picks it (in-process only; it pays only where an extra prompt row is cheap: see README).")
+@click.option("--ui/--no-ui", default=True, show_default=True,
+              help="The page with live refusal dials at / (static files; it asks for the API key, if any).")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help=f"A web origin whose pages may call this server (e.g. http://localhost:3000; '*' patterns as in "
+                   f"OLLAMA_ORIGINS). Repeatable; also ${ORIGINS_ENV}, comma-separated. Other pages get HTTP 403.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name this server answers to besides loopback names and its own address (e.g. mybox.lan; "
+                   "'*': any, which lets DNS-rebinding pages read it). Repeatable.")
+def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
+          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui,
+          allowed_origins, allowed_hosts):
+    """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
+
+    Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
+    decision per input, no generation), and a page with live refusal dials at / (--no-ui turns it off).
+
+    Requests may carry a "refusal" object over the server's policy, e.g.
+    {"refusal": {"thresholds": {"safety": 0.3}, "biases": {"respond": 1.0}}}; every response carries
+    the decision (forced token, category, probabilities) in a "refusal" field, and in the first chunk
+    when streaming.
+
+    \b
+    Examples:
+      refusal-edge serve model.gguf --threshold safety=0.3
+      refusal-edge serve model.gguf --parallel 2 --port 8000 --api-key secret
+      refusal-edge serve model.gguf --engine http://gpu-box:8000 --engine-model org/model   # a refusal gateway
+      curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+        -d '{"messages": [{"role": "user", "content": "hi"}], "refusal": {"rule": "natural"}}'
+    """
+    # Before the model loads: without the serve extra this fails at once (the CLI names the pip command).
+    from .app import ServerSettings, create_app
+    from .protocol import Limits
+    from .run import bind, make_server, url_of
+    from .slots import SlotPool
+
+    if api_key == "":
+        raise click.UsageError("--api-key is empty: give a key, or leave the option out to serve without one")
+    access = Access(origins=(*allowed_origins, *origins_from_env(os.environ.get(ORIGINS_ENV))),
+                    hosts=(*allowed_hosts, *([host] if host not in WILDCARDS else [])))
+    if host not in LOOPBACK and not api_key:
+        click.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use the model",
+                   err=True)
+    sock = bind(host, port)  # before the model loads: a busy port fails in a second, not after a minute
+    models = []
+    try:
+        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote, predict_decision))
+        first = models[0]
+        policy = build_policy(first.categories, first.default_policy, policy_file, rule, thresholds, biases)
+        if remote is not None:
+            # One remote engine serves every slot (it is thread-safe); the slots only bound what is in flight.
+            parallel = parallel or first.engine.concurrency
+            models += [first] * (parallel - 1)
+        else:
+            parallel = parallel or 1
+            models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose, predict_decision=predict_decision)
+                       for _ in range(parallel - 1)]
+        settings = ServerSettings(
+            model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui, access=access,
+            limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
+        )
+        app = create_app(SlotPool(models, max_queue), settings)
+        on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""
+        click.echo(f"refusal-edge: serving {first.name}{on} as {settings.model_id!r} "
+                   f"({len(first.categories)} categories, rule {policy.rule}, {parallel} slot(s)) "
+                   f"at {url_of(sock)}/v1 (Ollama's API at /api" + (f", the dials page at {url_of(sock)}/)" if ui else ")"),
+                   err=True)
+        try:
+            make_server(app, log_level="info").run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly: that is success
+            pass
+    finally:
+        sock.close()
+        for loaded in {id(m): m for m in models}.values():
+            loaded.close()

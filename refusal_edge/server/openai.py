@@ -1,0 +1,91 @@
+"""OpenAI's chat API on the server: /v1/models and /v1/chat/completions (server-sent events when streaming), with
+the refusal decision in every response. Errors keep OpenAI's ``{"error": {...}}`` shape (``ApiError.body``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..metadata import RefusalSpec, short_names
+from . import protocol
+from .protocol import ApiError
+from .service import JobStream, ServerSettings, Service, answer, collect_text, compact_json
+
+
+def model_card(settings: ServerSettings, spec: RefusalSpec, created: int) -> dict:
+    return {
+        "id": settings.model_id, "object": "model", "created": created, "owned_by": "refusal-edge",
+        "refusal": {"categories": list(spec.category_names), "short_names": short_names(spec.category_names),
+                    "respond_token": spec.respond.token,
+                    "category_tokens": {c.name: c.token for c in spec.categories},
+                    "policy": settings.policy.to_dict()},
+    }
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """OpenAI's streaming wire: ``chat.completion.chunk`` objects as server-sent events, ended by ``[DONE]``."""
+
+    head: dict
+    decision: object
+    include_usage: bool
+    media_type: str = "text/event-stream"
+    trailer: str = "data: [DONE]\n\n"
+
+    def frame(self, payload: dict) -> str:
+        return f"data: {compact_json(payload)}\n\n"
+
+    def error(self, exc: ApiError) -> dict:
+        return exc.body()
+
+    def opening(self) -> list[dict]:
+        # The first chunk carries the role, the decision token to echo back, and the decision itself.
+        return [protocol.chunk(self.head, protocol.first_delta(self.decision),
+                               refusal=protocol.decision_payload(self.decision))]
+
+    def text(self, text: str) -> dict:
+        return protocol.chunk(self.head, {"content": text})
+
+    def finish(self, last) -> list[dict]:
+        payloads = [protocol.chunk(self.head, {}, last.finish_reason)]
+        if self.include_usage:
+            payloads.append({**self.head, "object": "chat.completion.chunk", "choices": [],
+                             "usage": protocol.usage(self.decision, last.completion_tokens)})
+        return payloads
+
+
+def routes(service: Service) -> list[Route]:
+    settings = service.settings
+
+    async def list_models(request: Request) -> Response:
+        service.authorize(request)
+        return JSONResponse({"object": "list", "data": [service.model_card()]})
+
+    async def get_model(request: Request) -> Response:
+        service.authorize(request)
+        if request.path_params["model_id"] != settings.model_id:
+            raise ApiError(404, f"no model {request.path_params['model_id']!r}; this server serves "
+                                f"{settings.model_id!r}", param="model", code="model_not_found")
+        return JSONResponse(service.model_card())
+
+    async def chat_completions(request: Request) -> Response:
+        chat = service.chat_request(await service.read_json(request))
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
+
+        async def complete(job, decision) -> dict:
+            text, last = await collect_text(job)
+            return protocol.completion(head, decision, text, last.finish_reason, last.completion_tokens)
+
+        return await answer(request, service.pool, chat, chat.stream,
+                            stream=lambda job, decision: JobStream(job, EventStream(head, decision,
+                                                                                    chat.include_usage)),
+                            complete=complete)
+
+    return [Route("/v1/models", list_models),
+            Route("/v1/models/{model_id:path}", get_model),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"])]
