@@ -18,7 +18,7 @@ from .options import CONTEXT_OPTION, TEXT, error_text, model_options, policy_opt
 from .policy import RULES, Policy, resolve_category
 
 HELP = """commands:
-  /threshold CATEGORY VALUE   set a category's threshold (prefixes work: /threshold safety 0.3)
+  /threshold CATEGORY VALUE   set a category's threshold (prefixes work: /threshold safety 0.3 or safety=0.3)
   /threshold VALUE            set the default (and binary) threshold
   /bias CATEGORY VALUE        add a logit bias to a category or to 'respond'
   /rule RULE                  {rules}
@@ -89,6 +89,11 @@ class ChatSession:
         return True
 
     def _set(self, what: str, args: list[str]) -> Policy:
+        if len(args) == 1 and "=" in args[0]:  # the command line's spelling too: /threshold safety=0.3
+            name, _, raw = args[0].rpartition("=")
+            if not name.strip():
+                raise PolicyError(f"usage: /{what} CATEGORY VALUE")
+            args = [*name.split(), raw]
         if what == "threshold" and len(args) == 1:
             value = _number(args[0])
             policy = replace(self.policy, threshold=value)

@@ -93,6 +93,15 @@ def test_chat_on_a_pipe_changes_the_policy_live(tiny_gguf, tmp_path):
     assert "usage: /rule" in result.output
 
 
+def test_chat_takes_the_command_lines_spelling_of_a_threshold(tiny_gguf):
+    script = "/threshold safety=0\n/bias respond=-1.5\n/policy\n/threshold =0.5\n/quit\n"
+    result = run("chat", tiny_gguf, *COMMON, "--max-tokens", "3", "--temperature", "0", input=script)
+    assert result.exit_code == 0, result.output
+    assert "Requests with safety concerns: threshold 0" in result.output
+    assert "respond: bias -1.5" in result.output
+    assert "usage: /threshold CATEGORY VALUE" in result.output  # "=0.5" names no category
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["decide", "{model}", "x", "--threshold", "cooking=0.3"], 2, "unknown category 'cooking'"),
     (["decide", "{model}", "x", "--threshold", "safety=2"], 2, "not a probability"),
