@@ -14,7 +14,7 @@ from .decision import FirstTokenScores
 from .engine import Engine, PrefillStats, Scored, common_prefix
 from .errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
 from .llama_lib import llama_cpp_module
-from .llama_vocab import LlamaTokenizer, _load_llama
+from .llama_vocab import LlamaTokenizer, load_llama
 from .metadata import RefusalSpec
 from .sampling import SamplingParams
 
@@ -89,7 +89,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
     ) -> None:
         path = Path(path)
         threads = n_threads or max(1, os.cpu_count() or 1)
-        llm = _load_llama(
+        llm = load_llama(
             path, verbose, repack, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
             n_batch=min(n_batch, n_ctx) if n_ctx else n_batch, logits_all=False, **llama_kwargs,
         )

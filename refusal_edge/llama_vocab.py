@@ -96,8 +96,6 @@ def load_llama(path: Path, verbose: bool = False, repack: str | None = None, **k
             "llama.cpp build supports?)"
         ) from None
 
-
-_load_llama = load_llama
 _params_lock = threading.Lock()
 
 
@@ -131,4 +129,4 @@ def _model_params(**fields):
 def load_tokenizer(path: str | os.PathLike, verbose: bool = False) -> LlamaTokenizer:
     """A GGUF's vocabulary without its weights: for engines that run the model elsewhere."""
     path = Path(path)
-    return LlamaTokenizer(_load_llama(path, verbose, vocab_only=True), path)
+    return LlamaTokenizer(load_llama(path, verbose, vocab_only=True), path)
