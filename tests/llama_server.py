@@ -48,6 +48,24 @@ def missing_engine(reason: str) -> None:
     pytest.skip(reason)
 
 
+def wait_healthy(server, name: str, startup_s: float, poll_s: float, log) -> None:
+    """Wait until ``server.url``'s /health answers 200; if ``server.process`` exits or the time runs out, stop the
+    server and raise with ``log()`` (its output). Shared by the llama-server and vLLM fixtures."""
+    deadline = time.monotonic() + startup_s
+    with httpx.Client(trust_env=False, timeout=2) as http:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({server.process.returncode}):\n{log()}")
+            try:
+                if http.get(server.url + "/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll_s)
+    server.__exit__()
+    raise RuntimeError(f"{name} did not start within {startup_s:g} s:\n{log()}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,19 +92,8 @@ class LlamaServer:
     def __enter__(self) -> "LlamaServer":
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + STARTUP_S
-        with httpx.Client(trust_env=False, timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"llama-server exited ({self.process.returncode}):\n{self.log.read_text()}")
-                try:
-                    if http.get(self.url + "/health").status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError(f"llama-server did not start within {STARTUP_S:g} s:\n{self.log.read_text()}")
+        wait_healthy(self, "llama-server", STARTUP_S, poll_s=0.1, log=self.log.read_text)
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -13,9 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 
-from llama_server import free_port, missing_engine
+from llama_server import free_port, missing_engine, wait_healthy
 
 ENV = "REFUSAL_EDGE_VLLM_PYTHON"
 VERSION = "0.32.0"  # .ci/install-vllm's pin
@@ -73,20 +72,9 @@ class VllmServer:
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
                                             start_new_session=True)
-        deadline = t0 + STARTUP_S
-        with httpx.Client(trust_env=False, timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"vLLM exited ({self.process.returncode}):\n{self._tail()}")
-                try:
-                    if http.get(self.url + "/health").status_code == 200:
-                        self.startup_s = time.monotonic() - t0
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError(f"vLLM did not start within {STARTUP_S:g} s:\n{self._tail()}")
+        wait_healthy(self, "vLLM", STARTUP_S, poll_s=0.5, log=self._tail)
+        self.startup_s = time.monotonic() - t0
+        return self
 
     def _tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
