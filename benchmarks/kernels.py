@@ -19,7 +19,7 @@ import time
 
 import click
 
-from ttft import PROMPTS  # the same benign prompts (this script runs from benchmarks/)
+from ttft import PROMPTS, first_chunk  # the same benign prompts and timing (this script runs from benchmarks/)
 
 
 @click.command()
@@ -29,7 +29,7 @@ from ttft import PROMPTS  # the same benign prompts (this script runs from bench
 def main(model, rounds, threads):
     import os
 
-    from refusal_edge import Chunk, Policy, RefusalModel, kernels
+    from refusal_edge import Policy, RefusalModel, kernels
     from refusal_edge.arguments import resolve_model_path
 
     path = resolve_model_path(model)
@@ -57,13 +57,7 @@ def main(model, rounds, threads):
     def ttft(m, prompt):
         m.engine.reset()
         t = time.perf_counter()
-        events = m.stream(prompt, respond, temperature=0, max_tokens=8)
-        for event in events:
-            if isinstance(event, Chunk) and event.text:
-                break
-        elapsed = time.perf_counter() - t
-        events.close()
-        return elapsed
+        return first_chunk(m.stream(prompt, respond, temperature=0, max_tokens=8), t)
 
     times = {(arm, kind): [] for arm in arms for kind in ("decide", "ttft")}
     for m in arms.values():  # warm-up

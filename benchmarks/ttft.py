@@ -34,6 +34,20 @@ PROMPTS = ["Write a short paragraph about why the sky looks blue during the day.
            "List four uses of baking soda around the house."]
 
 
+def first_chunk(events, t0: float | None = None) -> float:
+    """Seconds from ``t0`` (default: now) to the first visible text of a ``RefusalModel.stream``, which is then
+    closed. Shared with kernels.py."""
+    from refusal_edge import Chunk
+
+    t = time.perf_counter() if t0 is None else t0
+    for event in events:
+        if isinstance(event, Chunk) and event.text:
+            break
+    elapsed = time.perf_counter() - t
+    events.close()
+    return elapsed
+
+
 @click.command()
 @click.argument("model", required=False)
 @click.option("--runs", default=15, show_default=True)
@@ -43,7 +57,7 @@ PROMPTS = ["Write a short paragraph about why the sky looks blue during the day.
 @click.option("--identity", default=24, show_default=True,
               help="prompts of the mix answered greedily (32 tokens) with and without the prediction")
 def main(model, runs, threads, data, mix, identity):
-    from refusal_edge import Chunk, Policy, RefusalModel
+    from refusal_edge import Policy, RefusalModel
     from refusal_edge.arguments import resolve_model_path
     from refusal_edge.llama_vocab import load_llama
 
@@ -54,15 +68,6 @@ def main(model, runs, threads, data, mix, identity):
     respond = Policy(rule="binary", threshold=1.0)  # never refuses: [respond], the predicted token
     categories = ours.categories
     forced = [Policy(rule="per-category", threshold=1.0, thresholds={c: 0.0}) for c in categories[:2]]
-
-    def first_chunk(events):
-        t = time.perf_counter()
-        for event in events:
-            if isinstance(event, Chunk) and event.text:
-                break
-        elapsed = time.perf_counter() - t
-        events.close()
-        return elapsed
 
     def run_plain(prompt):
         plain.reset()
