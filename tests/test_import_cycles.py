@@ -4,6 +4,8 @@ graph without cycles, so every module can be read, tested and replaced from the 
 import ast
 from pathlib import Path
 
+from test_layering import import_statements
+
 ROOT = Path(__file__).resolve().parent.parent
 # folder -> the package it is installed as (pyproject.toml's package-dir: the repository keeps convert/ at the top)
 PACKAGES = {"refusal_edge": "refusal_edge", "convert": "refusal_edge.convert"}
@@ -27,16 +29,8 @@ def import_graph(root: Path) -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                edges.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")
-                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-                submodules = {f"{base}.{alias.name}" for alias in node.names} & modules.keys()
-                edges.update(submodules or {base})
+        for base, members in import_statements(path, package):
+            edges.update(set(members) & modules.keys() or {base})
         graph[name] = {m for m in edges if m in modules and m != name}
     return graph
 

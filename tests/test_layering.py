@@ -25,20 +25,29 @@ COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "
                "remote/vllm", "access", "aio", "window", "server/truncation"]
 
 
+def import_statements(path: Path, package: str):
+    """(module, names) per import statement of ``path``, relative imports resolved against ``package``:
+    ``import a.b`` gives ("a.b", []), ``from a import b, c`` gives ("a", ["a.b", "a.c"]) (b may be a module or a
+    name). Shared with test_import_cycles."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            yield base, [f"{base}.{alias.name}" for alias in node.names]
+
+
 def imports(path: Path) -> set[str]:
     """Absolute names of every module ``path`` imports, relative imports resolved."""
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parent + ([base] if base else []))
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
+    for base, members in import_statements(path, package):
+        names.add(base)
+        names.update(members)
     return names
 
 
