@@ -28,7 +28,7 @@ def main(model, runs, max_tokens, threads):
     from refusal_edge import RefusalModel
     from refusal_edge.decision import FirstTokenScores, decide
     from refusal_edge.arguments import resolve_model_path
-    from refusal_edge.llama_vocab import load_llama
+    from refusal_edge.engines.llama.vocab import load_llama
 
     path = resolve_model_path(model)
     ours = RefusalModel.load(path, n_ctx=2048, n_threads=threads)
@@ -82,7 +82,7 @@ def main(model, runs, max_tokens, threads):
     big_us = (time.perf_counter() - t) / (n // 4) * 1e6
 
     med_ours, med_plain = statistics.median(t_ours), statistics.median(t_plain)
-    print(f"model: {path.name}  vocab {ours.engine.n_vocab}  prompt {len(prompt_tokens)} tokens  "
+    print(f"model: {path.name}  vocab {ours.tokenizer.n_vocab}  prompt {len(prompt_tokens)} tokens  "
           f"generated {n_tokens} tokens  threads {threads}  runs {runs}")
     print(f"refusal-edge generate      median {med_ours * 1e3:8.1f} ms")
     print(f"llama-cpp create_completion median {med_plain * 1e3:8.1f} ms")

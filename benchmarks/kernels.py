@@ -29,8 +29,9 @@ from ttft import PROMPTS, first_chunk  # the same benign prompts and timing (thi
 def main(model, rounds, threads):
     import os
 
-    from refusal_edge import Policy, RefusalModel, kernels
+    from refusal_edge import Policy, RefusalModel
     from refusal_edge.arguments import resolve_model_path
+    from refusal_edge.engines.llama import kernels
 
     path = resolve_model_path(model)
     facts = kernels.host_facts()

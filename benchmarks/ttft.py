@@ -59,7 +59,7 @@ def first_chunk(events, t0: float | None = None) -> float:
 def main(model, runs, threads, data, mix, identity):
     from refusal_edge import Policy, RefusalModel
     from refusal_edge.arguments import resolve_model_path
-    from refusal_edge.llama_vocab import load_llama
+    from refusal_edge.engines.llama.vocab import load_llama
 
     path = resolve_model_path(model)
     ours = RefusalModel.load(path, n_ctx=2048, n_threads=threads)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refusal_edge.llama_vocab import load_tokenizer
+from refusal_edge.engines.llama.vocab import load_tokenizer
 from refusal_edge.template import prompt_token_ids, template_of
 
 

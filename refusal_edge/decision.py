@@ -21,7 +21,7 @@ class FirstTokenScores:
     logsumexp(rest / temperature) over every other vocabulary entry, so probabilities stay a softmax over
     the FULL vocabulary after biases are added to the refusal tokens. ``top_rest_*`` is the model's best
     non-refusal token, needed when the model is left to choose. ``exact`` is False when an engine could only bound
-    a decision token's probability from above (remote engines that report the top k; see remote/firsttoken.py).
+    a decision token's probability from above (remote engines that report the top k; see engines/remote/firsttoken.py).
     """
 
     logits: np.ndarray

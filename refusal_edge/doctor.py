@@ -105,7 +105,7 @@ def default_model_facts() -> tuple[dict, list[Check]]:
 
 def collect(threads: int = 1, expected_path: Path = EXPECTED_PATH, model_path: Path | None = None) -> dict:
     """Every fact and check, as one JSON-able report (``ok``: whether every check passed)."""
-    from .kernels import choose, host_facts
+    from .engines.llama.kernels import choose, host_facts
 
     facts = host_facts()  # the llama.cpp build and the CPU, read once (through the llama.cpp engine's loader)
     version, system_info = facts.llama_cpp_python, facts.system_info
@@ -153,7 +153,7 @@ def record_expectations(path: Path, prompts: list[str], tolerance: float, thread
     """Measure the default model on ``prompts`` and write them as the expectations doctor checks against."""
     from .default_model import ensure_default_model
     from .files import write_text
-    from .kernels import host_facts
+    from .engines.llama.kernels import host_facts
     from .model import RefusalModel
 
     facts = host_facts()

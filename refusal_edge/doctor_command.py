@@ -40,7 +40,7 @@ def doctor(as_json: bool, threads: int, model_path: Path | None, expected_path: 
       llama-server -m model.gguf $(refusal-edge doctor --llama-server-flags)
     """
     if server_flags:
-        from .kernels import llama_server_flags_here
+        from .engines.llama.kernels import llama_server_flags_here
 
         click.echo(" ".join(llama_server_flags_here()))
         return

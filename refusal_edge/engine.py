@@ -11,8 +11,10 @@ vocabulary-only load of the served model while the model runs elsewhere:
 - a ``Tokenizer``: the vocabulary facts (tokenization, pieces, control/end-of-generation flags, metadata);
 - an ``Engine``: scores the first response position of a token sequence and continues from a sequence.
 
-The in-process llama.cpp engine (``backend.LlamaBackend``) is the default. A new engine subclasses these two and
-is handed to ``RefusalModel.from_engine``; nothing above the seam changes.
+An engine holds its tokenizer as a member (``engine.tokenizer``). The engines live one package each under
+``engines/``: the in-process llama.cpp engine (``engines/llama``, ``LlamaBackend``) is the default, the remote one
+is ``engines/remote``. A new engine is one more package there, subclassing these two, handed to
+``RefusalModel.from_engine``; nothing above the seam changes.
 """
 
 from __future__ import annotations

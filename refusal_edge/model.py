@@ -48,7 +48,7 @@ class RefusalModel:
         ``batch_sequences``, ``predict_decision``, ``verbose``, ``repack`` (llama.cpp's extra CPU buffer types,
         repacked and AMX kernels: "on", "off" or "auto", the default, or $REFUSAL_EDGE_REPACK: on unless a canary
         decode shows they crash or miscompute on this machine) and any other ``llama_cpp.Llama`` argument."""
-        from .backend import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
+        from .engines.llama.engine import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
 
         return cls.from_engine(LlamaBackend(path, **options))
 
@@ -56,7 +56,7 @@ class RefusalModel:
     def read_file_spec(path: str | os.PathLike) -> RefusalSpec:
         """A GGUF's refusal spec from its vocabulary alone, no weights loaded (a driver that only hands the file
         to workers needs no more)."""
-        from .llama_vocab import load_tokenizer  # the default engine's vocabulary, as ``load`` uses it
+        from .engines.llama.vocab import load_tokenizer  # the default engine's vocabulary, as ``load`` uses it
 
         tokenizer = load_tokenizer(path)
         try:
@@ -72,7 +72,7 @@ class RefusalModel:
         tokenizer files): template, tokenizer and refusal spec stay here, and the engine is checked to serve that
         same model. ``options`` go to ``remote.connect`` (timeout, retries,
         concurrency, top_k)."""
-        from .remote import connect
+        from .engines.remote import connect
 
         return cls.from_engine(connect(url, tokenizer_source, model=model, api_key=api_key, **options))
 

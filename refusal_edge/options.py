@@ -13,7 +13,7 @@ import click
 
 from .arguments import ENGINE_KEY_ENV, EngineTarget
 from .errors import PromptTooLongError, RefusalEdgeError
-from .kernels import MODES, REPACK_ENV
+from .engines.llama.kernels import MODES, REPACK_ENV
 from .rules import RULES
 from . import settings
 from .sampling import CLI_DEFAULTS, SamplingParams

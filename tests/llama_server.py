@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from refusal_edge.kernels import llama_server_flags_here
+from refusal_edge.engines.llama.kernels import llama_server_flags_here
 
 ENV = "REFUSAL_EDGE_LLAMA_SERVER"
 STARTUP_S = 120.0

@@ -62,9 +62,9 @@ def control_ok(path, spec=None):
     with RefusalModel.load(path, n_ctx=128, n_threads=THREADS) as model:
         spec = model.spec
         for tid in spec.token_ids:
-            assert model.engine.is_control(tid)
+            assert model.tokenizer.is_control(tid)
         # User text spelling a refusal token never produces it.
-        ids = model.engine.tokenize(" ".join(r.token for r in spec.refs), special=False)
+        ids = model.tokenizer.tokenize(" ".join(r.token for r in spec.refs), special=False)
         assert not set(ids) & set(spec.token_ids)
         return spec
 
@@ -125,9 +125,9 @@ def test_tokenizer_fields_and_chat_template(small, small_f16):
     assert "<|im_start|>" in kv["tokenizer.chat_template"]
     with RefusalModel.load(small_f16, n_ctx=128, n_threads=THREADS) as model:
         tokens = model.prompt_tokens("hello")
-        im_start = model.engine.tokenize("<|im_start|>", special=True)
+        im_start = model.tokenizer.tokenize("<|im_start|>", special=True)
         assert len(im_start) == 1 and tokens[0] == im_start[0]
-        assert model.engine.is_eog(model.engine.eos)
+        assert model.tokenizer.is_eog(model.tokenizer.eos)
 
 
 def _hf_ids(tiny, text):
@@ -138,7 +138,7 @@ def _hf_ids(tiny, text):
 def assert_same_tokenization(tiny, path):
     with RefusalModel.load(path, n_ctx=128, n_threads=THREADS) as model:
         for text in TEXTS[:3]:
-            assert model.engine.tokenize(text, special=False) == _hf_ids(tiny, text), text
+            assert model.tokenizer.tokenize(text, special=False) == _hf_ids(tiny, text), text
 
 
 def test_tokenization_matches_hf_tokenizers(small, small_f16):
@@ -181,7 +181,7 @@ def test_llama3_tokenizer_rope_scaling_and_eot(tmp_path):
     assert_same_tokenization(tiny, path)
     with RefusalModel.load(path, n_ctx=128, n_threads=THREADS) as model:
         eot = tokens.index("<|eot_id|>")
-        assert model.engine.is_eog(eot) and model.engine.is_control(eot)
+        assert model.tokenizer.is_eog(eot) and model.tokenizer.is_control(eot)
         prompt = model.prompt_tokens("hi")
         assert prompt[0] == tokens.index("<|begin_of_text|>") and prompt.count(prompt[0]) == 1
 

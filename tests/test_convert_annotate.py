@@ -53,7 +53,7 @@ def test_annotate_round_trips(plain_gguf, tmp_path):
     spec = annotate_gguf(plain_gguf, out, progress=False)
     with load(out) as model:
         assert model.spec == spec
-        assert all(model.engine.is_control(i) for i in spec.token_ids)
+        assert all(model.tokenizer.is_control(i) for i in spec.token_ids)
     assert tensor_bytes(out) == tensor_bytes(plain_gguf)
     before = kv(plain_gguf, skip=("tokenizer.ggml.token_type",))
     after = kv(out, skip=("tokenizer.ggml.token_type", KEY_SPEC, KEY_SCHEMA_VERSION))

@@ -64,7 +64,7 @@ def test_round_trip_gives_the_same_gguf_and_the_same_weights(tmp_path, case):
 
 def test_the_tokenizer_files_tokenize_like_the_gguf_with_the_refusal_tokens_special(tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
-    from refusal_edge.llama_vocab import load_tokenizer
+    from refusal_edge.engines.llama.vocab import load_tokenizer
 
     tiny = write_tiny_hf(tmp_path / "hf", extra_rows=2)
     gguf = to_gguf(tiny.root, tmp_path / "m.gguf")

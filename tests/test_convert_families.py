@@ -116,21 +116,21 @@ def test_refusal_tokens_are_control_and_decide_as_transformers_does(family, chec
     assert f16["decision_agreement"] == 1.0 and max(f16["max_abs_delta_p"].values()) < 0.05
     with RefusalModel.load(result.output, n_ctx=128, n_threads=THREADS) as model:
         assert model.spec.respond.token == "[respond]" and len(model.spec.categories) == 5
-        assert all(model.engine.is_control(i) for i in model.spec.token_ids)
-        spelled = model.engine.tokenize(" ".join(r.token for r in model.spec.refs), special=False)
+        assert all(model.tokenizer.is_control(i) for i in model.spec.token_ids)
+        spelled = model.tokenizer.tokenize(" ".join(r.token for r in model.spec.refs), special=False)
         assert not set(spelled) & set(model.spec.token_ids)
-        assert model.engine.is_eog(model.engine.eos)
+        assert model.tokenizer.is_eog(model.tokenizer.eos)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tokenization_and_chat_template_match_the_checkpoint(family, checkpoints, f32_ggufs):
     with RefusalModel.load(f32_ggufs[family], n_ctx=128, n_threads=THREADS) as model:
         for text in TEXTS:
-            assert model.engine.tokenize(text, special=False) == hf_tokenize(checkpoints[family], text), text
+            assert model.tokenizer.tokenize(text, special=False) == hf_tokenize(checkpoints[family], text), text
         marker = {"qwen3": "<|im_start|>", "smollm3": "<|im_start|>", "phi3": "<|user|>",
                   "gemma3": "<start_of_turn>"}[family]
-        (marker_id,) = model.engine.tokenize(marker, special=True)
-        assert model.engine.is_control(marker_id) and marker_id in model.prompt_tokens("hi")
+        (marker_id,) = model.tokenizer.tokenize(marker, special=True)
+        assert model.tokenizer.is_control(marker_id) and marker_id in model.prompt_tokens("hi")
 
 
 def test_gemma3_from_its_tokenizer_json_alone(tmp_path):
@@ -142,8 +142,8 @@ def test_gemma3_from_its_tokenizer_json_alone(tmp_path):
     assert fields["tokenizer.ggml.add_space_prefix"].contents() is False
     with RefusalModel.load(path, n_ctx=128, n_threads=THREADS) as model:
         for text in TEXTS:
-            assert model.engine.tokenize(text, special=False) == hf_tokenize(root, text), text
-        assert all(model.engine.is_control(i) for i in model.spec.token_ids)
+            assert model.tokenizer.tokenize(text, special=False) == hf_tokenize(root, text), text
+        assert all(model.tokenizer.is_control(i) for i in model.spec.token_ids)
 
 
 def test_family_keys_and_tensors(f32_ggufs):

@@ -49,7 +49,7 @@ def test_sentencepiece_checkpoint(tmp_path):
     out = convert_checkpoint(tmp_path / "hf", tmp_path / "spm.gguf", progress=False).output
     with RefusalModel.load(out, n_ctx=128, n_threads=THREADS) as model:
         assert model.spec.respond.id == sp.vocab_size()
-        assert all(model.engine.is_control(i) for i in model.spec.token_ids)
+        assert all(model.tokenizer.is_control(i) for i in model.spec.token_ids)
         for text in ("hello world, how are you today?", "the quick brown fox"):
-            assert model.engine.tokenize(text, special=False) == sp.encode(text), text
+            assert model.tokenizer.tokenize(text, special=False) == sp.encode(text), text
         assert model.prompt_tokens("hi")[0] == 1  # <s>

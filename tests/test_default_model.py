@@ -83,10 +83,10 @@ def test_assembled_model_loads_with_control_tokens_and_default_policy(assembled)
     with RefusalModel.load(assembled, n_ctx=256, n_threads=THREADS) as model:
         assert model.categories == CATEGORIES
         assert model.spec.respond.token == "[respond]"
-        assert all(model.engine.is_control(i) for i in model.spec.token_ids)
+        assert all(model.tokenizer.is_control(i) for i in model.spec.token_ids)
         assert model.default_policy == Policy.from_dict(POLICY, CATEGORIES)
         # user text spelling a refusal token must not produce it
-        assert not set(model.engine.tokenize("[Requests with safety concerns]", special=False)) & set(model.spec.token_ids)
+        assert not set(model.tokenizer.tokenize("[Requests with safety concerns]", special=False)) & set(model.spec.token_ids)
 
 
 def test_assembled_model_returns_decisions_for_every_category(assembled):

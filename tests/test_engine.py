@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refusal_edge.llama_vocab import load_tokenizer
+from test_layering import import_statements
+
 from refusal_edge.decision import Decision, FirstTokenScores, bias_vector
 from refusal_edge.engine import Engine, PrefillStats, Tokenizer
+from refusal_edge.engines.llama.vocab import load_tokenizer
 from refusal_edge.errors import MetadataError, PromptTooLongError
 from refusal_edge.evaluate.data import Example
 from refusal_edge.evaluate.runner import score_examples
@@ -220,6 +222,22 @@ def test_llama_engine_applies_first_token_biases_and_restores_its_logits(tiny_mo
     np.testing.assert_array_equal(engine.logits(), before)
 
 
+
+def test_the_llama_engine_has_its_tokenizer_as_a_member_and_closes_it(tiny_gguf):
+    """Shaped like a remote engine: the vocabulary is ``engine.tokenizer``, not the engine itself, and closing the
+    engine frees the model the tokenizer reads from."""
+    from refusal_edge.engines.llama.engine import LlamaBackend
+
+    engine = LlamaBackend(tiny_gguf, n_ctx=128, n_threads=1)
+    tokenizer = engine.tokenizer
+    assert isinstance(tokenizer, Tokenizer) and not isinstance(engine, Tokenizer)
+    assert (tokenizer.path, tokenizer.name) == (tiny_gguf, tiny_gguf.stem)
+    engine.prefill(tokenizer.tokenize("the sea", special=False))
+    assert engine.logits().shape == (tokenizer.n_vocab,)
+    engine.close()
+    assert tokenizer._llm is None and engine._llm is None
+    engine.close()  # twice is harmless
+
 # the boundary ------------------------------------------------------------------------------------------------
 ABOVE_SEAM = ["refusal_edge/model.py", "refusal_edge/chat.py", "refusal_edge/commands.py", "convert/verify.py",
               *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "refusal_edge").glob("evaluate/*.py")),
@@ -238,29 +256,49 @@ def _imports(tree):
                 yield (node.module or ""), alias.name
 
 
-# The in-process llama.cpp engine: the only modules that reach llama.cpp, directly or through its loader.
-LLAMA_ENGINE = {"backend.py", "llama_vocab.py", "llama_lib.py", "llama_batch.py", "kernels.py"}
+# The in-process llama.cpp engine: the one package that reaches llama.cpp, directly or through its loader (lib.py).
+LLAMA_ENGINE = "refusal_edge/engines/llama"
+LLAMA_LOADER = "refusal_edge.engines.llama.lib"
 
 
-def _reaches_llama_cpp(path) -> bool:
-    return any(mod.split(".")[0] == "llama_cpp" or mod.endswith("llama_lib")
-               for mod, _ in _imports(ast.parse(path.read_text())))
+def _reaches_llama_cpp(path, root) -> bool:
+    """Whether ``path`` (under ``root``) imports llama_cpp or the engine's loader, relative imports resolved."""
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    names = {n for base, members in import_statements(path, package) for n in (base, *members)}
+    return any(n.split(".")[0] == "llama_cpp" or n == LLAMA_LOADER or n.startswith(LLAMA_LOADER + ".") for n in names)
+
+
+def llama_cpp_outside_the_engine(root) -> list[str]:
+    files = [*(root / "refusal_edge").rglob("*.py"), *(root / "convert").glob("verify.py")]  # the runtime, and the
+    # converter's check that runs above the seam (the rest of the workstation side may call llama.cpp's quantizer)
+    inside = root / LLAMA_ENGINE
+    return sorted(str(p.relative_to(root)) for p in files if inside not in p.parents and _reaches_llama_cpp(p, root))
 
 
 def test_only_the_llama_engine_imports_llama_cpp():
-    files = [p for p in (ROOT / "refusal_edge").rglob("*.py") if p.name not in LLAMA_ENGINE]
-    offenders = [str(p.relative_to(ROOT)) for p in [*files, ROOT / "convert/verify.py"] if _reaches_llama_cpp(p)]
-    assert not offenders
-    named = {p.name for p in (ROOT / "refusal_edge").glob("*.py") if _reaches_llama_cpp(p)}
-    assert named == LLAMA_ENGINE, "the engine's set names a module that does not reach llama.cpp (or misses one)"
+    assert llama_cpp_outside_the_engine(ROOT) == []
+    reaching = {p.stem for p in (ROOT / LLAMA_ENGINE).glob("*.py") if _reaches_llama_cpp(p, ROOT)}
+    assert {"lib", "vocab", "engine", "batch", "kernels"} <= reaching, "the scan misses the engine's own imports"
+
+
+@pytest.mark.parametrize("source", ["import llama_cpp\n", "from llama_cpp import Llama\n",
+                                    "def f():\n    from ..engines.llama.lib import llama_cpp_module\n",
+                                    "from refusal_edge.engines.llama import lib\n"])
+def test_the_llama_cpp_check_catches_a_module_outside_the_engine(tmp_path, source):
+    """The check above is only worth something if it can fail: any other module reaching llama.cpp is named."""
+    (tmp_path / LLAMA_ENGINE).mkdir(parents=True)
+    (tmp_path / LLAMA_ENGINE / "lib.py").write_text("import llama_cpp\n")  # inside: allowed
+    (tmp_path / "refusal_edge/evaluate").mkdir()
+    (tmp_path / "refusal_edge/evaluate/sneaky.py").write_text(source)
+    assert llama_cpp_outside_the_engine(tmp_path) == ["refusal_edge/evaluate/sneaky.py"]
 
 
 @pytest.mark.parametrize("path", ABOVE_SEAM)
 def test_code_above_the_seam_uses_only_the_engine_interface(path):
     tree = ast.parse((ROOT / path).read_text())
-    from_backend = {name for mod, name in _imports(tree) if mod.endswith(("backend", "llama_vocab"))}
+    from_llama = {name for mod, name in _imports(tree) if re.search(r"(^|\.)engines\.llama(\.|$)", f"{mod}.{name}")}
     allowed = {"LlamaBackend", "load_tokenizer"} if path == "refusal_edge/model.py" else set()
-    assert from_backend <= allowed, f"{path} imports {from_backend - allowed} from the llama.cpp engine"
+    assert from_llama <= allowed, f"{path} imports {from_llama - allowed} from the llama.cpp engine"
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute):
             continue
@@ -280,4 +318,10 @@ def test_the_boundary_check_catches_a_reach_past_the_seam(tmp_path, monkeypatch)
         test_code_above_the_seam_uses_only_the_engine_interface("refusal_edge/model.py")
     (fake_root / "refusal_edge/model.py").write_text("x = lambda m: m.backend.path\n")
     with pytest.raises(AssertionError, match="backend"):
+        test_code_above_the_seam_uses_only_the_engine_interface("refusal_edge/model.py")
+    (fake_root / "refusal_edge/model.py").write_text("from .engines.llama.engine import Sampler\n")
+    with pytest.raises(AssertionError, match="Sampler"):
+        test_code_above_the_seam_uses_only_the_engine_interface("refusal_edge/model.py")
+    (fake_root / "refusal_edge/model.py").write_text("from .engines import llama\n")
+    with pytest.raises(AssertionError, match="llama"):
         test_code_above_the_seam_uses_only_the_engine_interface("refusal_edge/model.py")

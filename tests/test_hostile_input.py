@@ -24,7 +24,7 @@ def run(*args, input=None):
 
 
 def control_ids(model, tokens):
-    return [t for t in tokens if model.engine.is_control(t)]
+    return [t for t in tokens if model.tokenizer.is_control(t)]
 
 
 # 2. roles, names and every other field are as safe as content ------------------------------------------------
@@ -47,7 +47,7 @@ def test_sentinel_characters_in_any_field_are_only_text(tiny_model):
     model = RefusalModel(tiny_model.engine, tiny_model.spec, ChatTemplate(NAMED), tiny_model.default_policy)
     fake = "\ue0000\ue001\ue00099\ue001"
     tokens = model.prompt_tokens([{"role": "user", "content": fake, "name": fake}])
-    text = b"".join(model.engine.piece(t) for t in tokens).decode()
+    text = b"".join(model.tokenizer.piece(t) for t in tokens).decode()
     assert text.count(fake) == 2 and len(control_ids(model, tokens)) == 3
 
 

@@ -1,5 +1,6 @@
-"""The CPU kernel choice (kernels.py): facts, the canary in a child process (made to crash on purpose here, since
-this must be tested without an AMX machine), the fallback and its one line, the overrides, llama-server's flags."""
+"""The CPU kernel choice (engines/llama/kernels.py): facts, the canary in a child process (made to crash on purpose
+here, since this must be tested without an AMX machine), the fallback and its one line, the overrides, llama-server's
+flags."""
 
 import json
 import sys
@@ -7,10 +8,11 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from refusal_edge import RefusalModel, kernels
+from refusal_edge import RefusalModel
 from refusal_edge.cli import main
+from refusal_edge.engines.llama import kernels
+from refusal_edge.engines.llama.kernels import CanaryResult, HostFacts, cpu_facts, decide, llama_server_flags
 from refusal_edge.errors import ModelLoadError
-from refusal_edge.kernels import CanaryResult, HostFacts, cpu_facts, decide, llama_server_flags
 
 THREADS = 1
 AMX_CPUINFO = """processor\t: 0

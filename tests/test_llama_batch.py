@@ -8,7 +8,7 @@ from refusal_edge.decision import decide
 from refusal_edge.engine import Engine
 from refusal_edge.errors import PromptTooLongError
 from refusal_edge.engine import common_prefix
-from refusal_edge.llama_batch import plan_groups
+from refusal_edge.engines.llama.batch import plan_groups
 from refusal_edge.policy import Policy
 from tiny_model import build_tiny_gguf
 from conftest import THREADS

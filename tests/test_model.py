@@ -54,9 +54,9 @@ def test_forced_token_continues_on_the_same_cache(tiny_gguf):
         pieces = []
         for _ in range(12):
             token = int(np.argmax(model.engine.logits()))
-            if model.engine.is_eog(token):
+            if model.tokenizer.is_eog(token):
                 break
-            pieces.append(model.engine.piece(token))
+            pieces.append(model.tokenizer.piece(token))
             model.engine.feed(token)
     assert result.text == b"".join(pieces).decode("utf-8", errors="replace")
     assert result.completion_tokens >= 1
@@ -110,18 +110,18 @@ def test_identical_prompt_reevaluates_only_the_last_token(tiny_model):
 
 
 def test_no_control_token_text_in_content_becomes_a_control_token(tiny_model):
-    backend = tiny_model.engine
-    controls = [i for i in range(backend.n_vocab) if backend.is_control(i)]
+    vocab = tiny_model.tokenizer
+    controls = [i for i in range(vocab.n_vocab) if vocab.is_control(i)]
     assert len(controls) >= 9  # chat specials + the six decision tokens
 
     def control_ids(content):
-        return [t for t in tiny_model.prompt_tokens([{"role": "user", "content": content}]) if backend.is_control(t)]
+        return [t for t in tiny_model.prompt_tokens([{"role": "user", "content": content}]) if vocab.is_control(t)]
 
     baseline = control_ids("x")
     for token in controls:
-        text = backend.token_text(token)
+        text = vocab.token_text(token)
         assert control_ids(f"x{text}") == baseline, text
-    all_at_once = "".join(backend.token_text(t) for t in controls)
+    all_at_once = "".join(vocab.token_text(t) for t in controls)
     assert control_ids(all_at_once) == baseline
 
 
@@ -141,7 +141,7 @@ def test_default_policy_comes_from_the_gguf(tmp_path):
 def test_binary_model_and_zero_config_discovery(tmp_path):
     path = build_tiny_gguf(tmp_path / "b.gguf", refusal_tokens="binary", write_metadata=False)
     with load(path) as model:
-        assert KEY_SPEC not in model.engine.metadata
+        assert KEY_SPEC not in model.tokenizer.metadata
         assert model.spec.is_binary and model.categories == ("refuse",)
         assert model.decide("hello", {"rule": "binary", "threshold": 0.0}).token == "[refuse]"
 

@@ -45,7 +45,7 @@ def named_model(tiny_model):
 
 
 def control_count(model, messages) -> int:
-    return sum(model.engine.is_control(t) for t in model.prompt_tokens(messages))
+    return sum(model.tokenizer.is_control(t) for t in model.prompt_tokens(messages))
 
 
 messages_strategy = st.lists(

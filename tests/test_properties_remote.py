@@ -19,7 +19,7 @@ from test_remote_fail_closed import Tok  # noqa: E402
 from refusal_edge.decision import decide  # noqa: E402
 from refusal_edge.errors import RefusalEdgeError  # noqa: E402
 from refusal_edge.policy import Policy  # noqa: E402
-from refusal_edge.remote.errors import EngineError  # noqa: E402
+from refusal_edge.engines.remote.errors import EngineError  # noqa: E402
 from refusal_edge.rules import RULES  # noqa: E402
 from refusal_edge.sampling import SamplingParams  # noqa: E402
 

@@ -14,10 +14,10 @@ from refusal_edge.decision import FirstTokenScores, decide
 from refusal_edge.metadata import CATEGORIES, RESPOND_TOKEN, category_token, discover
 from refusal_edge.policy import Policy
 from refusal_edge.rules import RULES
-from refusal_edge.remote.errors import EngineError
-from refusal_edge.remote.firsttoken import scores_from_logprobs, unbias
-from refusal_edge.remote.llama_server import LlamaServerDialect
-from refusal_edge.remote.vllm import VllmDialect, parse_logprobs
+from refusal_edge.engines.remote.errors import EngineError
+from refusal_edge.engines.remote.firsttoken import scores_from_logprobs, unbias
+from refusal_edge.engines.remote.llama_server import LlamaServerDialect
+from refusal_edge.engines.remote.vllm import VllmDialect, parse_logprobs
 
 V = 400
 DECISION_TEXTS = [RESPOND_TOKEN, *map(category_token, CATEGORIES)]

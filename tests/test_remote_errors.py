@@ -17,10 +17,10 @@ pytest.importorskip("httpx")
 from llama_server import free_port  # noqa: E402
 
 from refusal_edge import RefusalModel  # noqa: E402
-from refusal_edge.llama_vocab import load_tokenizer
+from refusal_edge.engines.llama.vocab import load_tokenizer
 from refusal_edge.sampling import SamplingParams  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
-from refusal_edge.remote import EngineError  # noqa: E402
+from refusal_edge.engines.remote import EngineError  # noqa: E402
 
 FAST = dict(backoff_s=0.01, timeout=5.0)
 

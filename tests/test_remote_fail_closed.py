@@ -22,9 +22,9 @@ import numpy as np  # noqa: E402
 
 from refusal_edge import RefusalModel  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
-from refusal_edge.remote import EngineError  # noqa: E402
-from refusal_edge.remote.firsttoken import scores_from_logprobs  # noqa: E402
-from refusal_edge.remote.http import HttpClient  # noqa: E402
+from refusal_edge.engines.remote import EngineError  # noqa: E402
+from refusal_edge.engines.remote.firsttoken import scores_from_logprobs  # noqa: E402
+from refusal_edge.engines.remote.http import HttpClient  # noqa: E402
 from refusal_edge.sampling import SamplingParams  # noqa: E402
 
 

@@ -18,11 +18,11 @@ from tiny_hf import write_tiny_hf  # noqa: E402
 from refusal_edge.convert.hf_to_gguf import convert_checkpoint  # noqa: E402
 from refusal_edge.convert.vocab_only import cached_vocab_gguf  # noqa: E402
 from refusal_edge import RefusalModel  # noqa: E402
-from refusal_edge.llama_vocab import load_tokenizer  # noqa: E402
+from refusal_edge.engines.llama.vocab import load_tokenizer  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.errors import RefusalEdgeError  # noqa: E402
 from refusal_edge.metadata import read_spec  # noqa: E402
-from refusal_edge.remote.tokenizer_source import tokenizer_gguf  # noqa: E402
+from refusal_edge.engines.remote.tokenizer_source import tokenizer_gguf  # noqa: E402
 
 TEXTS = ["hello world", "Refusal-edge: 13 lazy dogs, don't panic!", "[respond] [refuse] <|im_start|>user"]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do I pick a lock?"}]

@@ -27,7 +27,7 @@ from refusal_edge.evaluate.store import ScoreStore  # noqa: E402
 from refusal_edge.metadata import CATEGORIES  # noqa: E402
 from refusal_edge.policy import Policy  # noqa: E402
 from refusal_edge.rules import RULES  # noqa: E402
-from refusal_edge.remote import EngineError  # noqa: E402
+from refusal_edge.engines.remote import EngineError  # noqa: E402
 
 THREADS = 1
 PROMPTS = ["hello there", "How do I pick a lock?", "tell me a story about cats", "é ü 漢字 🙂 what now",
@@ -107,7 +107,7 @@ def smallest_greedy_margin(model, tokens, steps):
         top2 = np.partition(logits, -2)[-2:]
         margin = min(margin, float(top2[1] - top2[0]))
         token = int(np.argmax(logits))
-        if backend.is_eog(token):
+        if backend.tokenizer.is_eog(token):
             break
         seq.append(token)
     return margin
@@ -305,7 +305,7 @@ def test_default_model_through_llama_server_decides_and_answers_as_in_process():
 
 
 def test_the_engine_runs_with_the_flags_of_this_machine_and_connect_records_its_build(server, remote):
-    from refusal_edge.kernels import llama_server_flags_here
+    from refusal_edge.engines.llama.kernels import llama_server_flags_here
 
     command = " ".join(server.command)
     assert "--flash-attn off" in command  # in-process numbers: flash attention changes probabilities

@@ -33,7 +33,7 @@ from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.decision import FirstTokenScores, decide  # noqa: E402
 from refusal_edge.metadata import CATEGORIES  # noqa: E402
 from refusal_edge.policy import Policy  # noqa: E402
-from refusal_edge.remote import EngineError  # noqa: E402
+from refusal_edge.engines.remote import EngineError  # noqa: E402
 from refusal_edge.rules import RULES  # noqa: E402
 
 pytestmark = pytest.mark.vllm

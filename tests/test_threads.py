@@ -146,7 +146,7 @@ def test_the_async_wrapper_under_gather_matches_the_sync_calls(tiny_model):
 
 def test_a_vocabulary_shared_by_threads_gives_every_thread_its_own_pieces(tiny_gguf):
     # A remote engine's vocabulary serves every slot's stream at once; pieces were read from one shared buffer.
-    from refusal_edge.llama_vocab import load_tokenizer
+    from refusal_edge.engines.llama.vocab import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_gguf)
     want = [tokenizer.piece(t) for t in range(tokenizer.n_vocab)]
@@ -167,7 +167,7 @@ def test_a_vocabulary_shared_by_threads_gives_every_thread_its_own_pieces(tiny_g
 
 def test_a_thread_safe_engine_is_not_serialized():
     from refusal_edge.access import ModelLock
-    from refusal_edge.remote.engine import RemoteEngine
+    from refusal_edge.engines.remote.engine import RemoteEngine
 
     assert RemoteEngine.thread_safe
     free = ModelLock(serialize=False)

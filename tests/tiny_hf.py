@@ -334,7 +334,7 @@ def reference_logits(tiny: TinyHF, ids: list[int]) -> np.ndarray:
 
 def llama_cpp_logits(path: Path, ids: list[int]) -> np.ndarray:
     """llama.cpp's logits for every position of ``ids`` (one context, logits_all)."""
-    from refusal_edge.llama_vocab import load_llama
+    from refusal_edge.engines.llama.vocab import load_llama
 
     llm = load_llama(Path(path), n_ctx=max(64, len(ids) + 8), n_threads=1, n_batch=64, logits_all=True)
     try:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from refusal_edge.llama_vocab import load_llama
+from refusal_edge.engines.llama.vocab import load_llama
 
 from ..chat_tokenizer import ChatTokenizer
 

@@ -22,7 +22,7 @@ from llama_cpp import Llama
 
 from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
-from refusal_edge.llama_vocab import load_llama
+from refusal_edge.engines.llama.vocab import load_llama
 from refusal_edge.metadata import CATEGORIES, short_name
 
 from .default_calibrate import auroc, refusal_probability, refused, score

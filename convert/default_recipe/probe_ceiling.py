@@ -22,7 +22,7 @@ import llama_cpp
 import numpy as np
 
 from refusal_edge import default_model as dm
-from refusal_edge.llama_vocab import load_llama
+from refusal_edge.engines.llama.vocab import load_llama
 
 from ..chat_tokenizer import ChatTokenizer
 from .default_calibrate import auroc

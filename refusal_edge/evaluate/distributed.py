@@ -20,7 +20,7 @@ from ..decision import FirstTokenScores
 from ..engine import PrefillStats
 from ..errors import RefusalEdgeError
 from ..extras import missing_message
-from ..remote.errors import EngineError
+from ..engines.remote.errors import EngineError
 
 LOCAL = "local"  # --ray without an address: a Ray instance on this machine
 

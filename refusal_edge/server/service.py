@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..errors import ModelLoadError, NonFiniteScoresError, PolicyError, PromptTooLongError, RefusalEdgeError
 from ..metadata import RefusalSpec
 from ..policy import Policy
-from ..remote.errors import EngineError
+from ..engines.remote.errors import EngineError
 from . import protocol
 from .guard import Access
 from .protocol import ApiError, ChatRequest, Limits

@@ -1,6 +1,6 @@
 """A GGUF's vocabulary through llama.cpp: loading a model with this machine's kernels, the tokenizer side of the seam
-(``LlamaTokenizer``) and a vocabulary-only load for engines that run the model elsewhere. Part of the in-process
-llama.cpp engine."""
+(``LlamaTokenizer``: the ``tokenizer`` member of ``LlamaBackend``, and of a remote engine) and a vocabulary-only load
+for engines that run the model elsewhere. Part of the in-process llama.cpp engine."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import os
 import threading
 from pathlib import Path
 
-from .engine import Tokenizer
-from .errors import ModelLoadError
-from .gguf_header import check_gguf_file
-from .llama_lib import llama_cpp_module, set_verbose
-from .text import clean
+from ...engine import Tokenizer
+from ...errors import ModelLoadError
+from ...gguf_header import check_gguf_file
+from .lib import llama_cpp_module, set_verbose
+from ...text import clean
 
 
 class LlamaTokenizer(Tokenizer):

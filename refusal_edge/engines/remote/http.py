@@ -7,8 +7,8 @@ import json
 import time
 from typing import Iterator
 
-from ..errors import PromptTooLongError
-from ..extras import missing_message
+from ...errors import PromptTooLongError
+from ...extras import missing_message
 from .errors import EngineError
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})

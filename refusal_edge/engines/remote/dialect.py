@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Iterator, Mapping, Protocol, Sequence
 
-from ..engine import Scored
-from ..metadata import RefusalSpec
+from ...engine import Scored
+from ...metadata import RefusalSpec
 from .http import HttpClient
 
 

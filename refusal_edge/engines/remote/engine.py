@@ -12,9 +12,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Mapping, Sequence, Union
 
-from ..engine import Engine, Scored, Tokenizer
-from ..errors import PromptTooLongError, RefusalEdgeError
-from ..metadata import RefusalSpec
+from ...engine import Engine, Scored, Tokenizer
+from ...errors import PromptTooLongError, RefusalEdgeError
+from ...metadata import RefusalSpec
 from .dialect import Dialect
 from .errors import EngineError
 from .http import EngineHTTPError, HttpClient
@@ -110,8 +110,8 @@ def connect(url: str, tokenizer_source: str | os.PathLike, *, model: str | None 
     transport error or a 5xx, waiting ``backoff_s`` doubled each time; ``timeout`` bounds each request, its retries
     included (a stream: each wait for its next bytes).
     """
-    from ..llama_vocab import load_tokenizer
-    from ..metadata import read_spec
+    from ..llama.vocab import load_tokenizer
+    from ...metadata import read_spec
 
     tokenizer = load_tokenizer(tokenizer_gguf(tokenizer_source), verbose=verbose)
     http = None

@@ -1,6 +1,6 @@
 """What goes wrong with a remote engine, as one-line errors the CLI prints without a traceback."""
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 
 
 class EngineError(ModelLoadError):

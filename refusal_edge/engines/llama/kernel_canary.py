@@ -1,4 +1,4 @@
-"""The kernel canary's child process: ``python -m refusal_edge.kernel_canary DIR``.
+"""The kernel canary's child process: ``python -m refusal_edge.engines.llama.kernel_canary DIR``.
 
 Writes (once, into DIR) a tiny random-weight llama GGUF whose matrices are quantized the way real models are (Q8_0
 and Q4_0, shapes that llama.cpp's AMX and repacked kernels accept), then decodes a two-token batch and one more token
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
+from ...files import atomic_path
 
 CANARY_FILE = "canary-v1.gguf"
 N_EMBD, N_HEAD, N_FF, N_LAYER = 64, 2, 128, 2
@@ -87,7 +87,7 @@ def _byte_chars() -> list[str]:
 
 
 def decode_logits(path: Path, repack: str) -> np.ndarray:
-    from .backend import LlamaBackend
+    from .engine import LlamaBackend
 
     backend = LlamaBackend(path, n_ctx=64, n_threads=1, n_batch=64, batch_sequences=1, repack=repack)
     try:
@@ -118,7 +118,7 @@ def check(directory: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m refusal_edge.kernel_canary CACHE_DIR", file=sys.stderr)
+        print("usage: python -m refusal_edge.engines.llama.kernel_canary CACHE_DIR", file=sys.stderr)
         return 2
     print(json.dumps(check(Path(argv[0]))), flush=True)
     return 0

@@ -20,10 +20,11 @@ from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .decision import FirstTokenScores
-from .engine import PrefillStats, Scored, common_prefix
-from .errors import ModelLoadError, RefusalEdgeError
-from .metadata import RefusalSpec
+from ...decision import FirstTokenScores
+from ...engine import PrefillStats, Scored, common_prefix
+from ...errors import ModelLoadError, RefusalEdgeError
+from ...metadata import RefusalSpec
+from .lib import llama_cpp_module
 
 PREFIX_SEQ = 0  # holds the current group's shared prefix; members use sequences 1..n
 
@@ -70,8 +71,6 @@ class BatchScorer:
 
     def __init__(self, llm, n_ctx: int, n_batch: int, max_members: int, n_vocab: int,
                  group_tokens: int = GROUP_TOKENS) -> None:
-        from .llama_lib import llama_cpp_module  # llama.cpp is loaded in one place; this module is part of that engine
-
         self._lc = lc = llama_cpp_module()
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
         self.max_members = max(1, min(max_members, lc.llama_max_parallel_sequences() - 1))

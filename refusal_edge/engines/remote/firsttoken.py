@@ -17,8 +17,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..decision import FirstTokenScores
-from ..metadata import RefusalSpec
+from ...decision import FirstTokenScores
+from ...metadata import RefusalSpec
 from .checks import LOGPROB_SLACK, MASS_SLACK, check_logprobs
 from .errors import EngineError
 

@@ -14,8 +14,8 @@ import math
 import time
 from typing import Iterator, Mapping, Sequence
 
-from ..engine import PrefillStats, Tokenizer
-from ..metadata import RefusalSpec
+from ...engine import PrefillStats, Tokenizer
+from ...metadata import RefusalSpec
 from .errors import EngineError
 from .checks import vocab_size, probability_as_logprob, token_id, token_ids
 from .firsttoken import scores_from_logprobs, unbias
@@ -201,7 +201,7 @@ class LlamaServerDialect:
 
     @staticmethod
     def _sampling(params) -> dict:
-        # The same chain and order as the in-process sampler (backend.Sampler). One difference: llama-server's
+        # The same chain and order as the in-process sampler (llama/engine.Sampler). One difference: llama-server's
         # repeat penalty also counts the prompt's last tokens.
         return {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
                 "min_p": params.min_p, "repeat_penalty": params.repeat_penalty,

@@ -1,4 +1,5 @@
-"""The in-process llama.cpp engine: the one place that talks to llama.cpp (the seam it implements is engine.py)."""
+"""The in-process llama.cpp engine (the seam it implements is refusal_edge/engine.py): ``LlamaBackend`` runs the
+model; its vocabulary is a member, ``tokenizer`` (a ``LlamaTokenizer``, vocab.py), as a remote engine's is."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
-from . import settings
-from .decision import FirstTokenScores
-from .engine import Engine, PrefillStats, Scored, common_prefix
-from .errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
-from .llama_lib import llama_cpp_module
-from .llama_vocab import LlamaTokenizer, load_llama
-from .metadata import RefusalSpec
-from .sampling import SamplingParams
+from ... import settings
+from ...decision import FirstTokenScores
+from ...engine import Engine, PrefillStats, Scored, common_prefix
+from ...errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
+from ...metadata import RefusalSpec
+from ...sampling import SamplingParams
+from .lib import llama_cpp_module
+from .vocab import LlamaTokenizer, load_llama
+
 
 class Sampler:
     """A native llama.cpp sampler chain, the same one ``create_completion`` builds."""
@@ -29,7 +31,8 @@ class Sampler:
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         add = lambda s: lc.llama_sampler_chain_add(chain, s)  # noqa: E731
         if params.repeat_penalty != 1.0:
-            add(lc.llama_sampler_init_penalties(backend.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
+            add(lc.llama_sampler_init_penalties(backend.tokenizer.n_vocab, params.repeat_last_n,
+                                                params.repeat_penalty, 0.0, 0.0))
         if params.temperature == 0:
             add(lc.llama_sampler_init_greedy())
         else:
@@ -58,19 +61,20 @@ class Sampler:
     __del__ = close
 
 
-class LlamaBackend(LlamaTokenizer, Engine):
+class LlamaBackend(Engine):
     """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix.
 
     ``score_many`` scores up to ``batch_sequences`` prompts per decode on a second context created on first use
-    (``llama_batch``); ``batch_sequences=1`` scores them one at a time on the main context instead.
+    (``batch.py``); ``batch_sequences=1`` scores them one at a time on the main context instead.
     ``repack`` chooses llama.cpp's extra CPU buffer types ("auto", "on", "off"; see ``kernels``).
     ``score_ahead`` evaluates the predicted decision token with the prompt when ``predict_decision=True``. It is off
     by default because on this CPU build it buys nothing: the extra row costs about what the decode step it saves
     costs (ggml's repacked kernels compute rows beyond a multiple of 4 with a pass over all weights, and two output
     rows of a 128k vocabulary cost far more than one), and llama.cpp rounds a token evaluated inside a many-row batch
     slightly differently from one evaluated alone, so a greedy answer can branch differently at a near tie (README).
-    It is its own tokenizer. ``prefill``/``feed``/``logits``/``reset``/``sampler`` are llama.cpp specifics, for
-    this module and for tests and benchmarks of this engine; code above the seam uses ``Engine`` only.
+    Its vocabulary is ``tokenizer``, a ``LlamaTokenizer`` on the same loaded model. ``prefill``/``feed``/``logits``/
+    ``reset``/``sampler`` are llama.cpp specifics, for this module and for tests and benchmarks of this engine; code
+    above the seam uses ``Engine`` only.
     """
 
     def __init__(
@@ -93,9 +97,9 @@ class LlamaBackend(LlamaTokenizer, Engine):
             path, verbose, repack, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
             n_batch=min(n_batch, n_ctx) if n_ctx else n_batch, logits_all=False, **llama_kwargs,
         )
-        super().__init__(llm, path)
-        self.tokenizer = self
-        self.ctx = self._llm._ctx.ctx
+        self._lc, self._llm = llama_cpp_module(), llm
+        self.tokenizer = LlamaTokenizer(llm, path)  # closing it frees the model (``close``)
+        self.ctx = llm._ctx.ctx
         # llama.cpp may round a small context up (64 -> 256) while llama-cpp-python sizes its token buffer by the
         # request: the smaller of the two is what a sequence can really hold.
         self.n_ctx = min(int(self._llm.n_ctx()), len(self._llm.input_ids))
@@ -131,10 +135,10 @@ class LlamaBackend(LlamaTokenizer, Engine):
             yield from super().score_many(batch, spec, temperature)
             return
         if self._batch_scorer is None:
-            from .llama_batch import BatchScorer
+            from .batch import BatchScorer
 
             self._batch_scorer = BatchScorer(self._llm, self.n_ctx, self._llm.n_batch, self.batch_sequences,
-                                             self.n_vocab)
+                                             self.tokenizer.n_vocab)
         yield from self._batch_scorer.score_many(batch, spec, temperature, self._check_fits)
 
     def continue_from(self, tokens: list[int], params: SamplingParams,
@@ -159,7 +163,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
             while True:
                 sampled_after_first += 1
                 yield token
-                if self.is_eog(token) or sampled_after_first >= params.max_tokens or self.context_left <= 1:
+                if self.tokenizer.is_eog(token) or sampled_after_first >= params.max_tokens or self.context_left <= 1:
                     return
                 if not evaluated:
                     self.feed(token)
@@ -242,7 +246,7 @@ class LlamaBackend(LlamaTokenizer, Engine):
         """A zero-copy, writable view of a logits row of the last decode, by default the last position's (valid
         until the next eval)."""
         ptr = self._lc.llama_get_logits_ith(self.ctx, row)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return np.ctypeslib.as_array(ptr, shape=(self.tokenizer.n_vocab,))
 
     def reset(self) -> None:
         self._predicted = False
@@ -256,4 +260,6 @@ class LlamaBackend(LlamaTokenizer, Engine):
         scorer, self._batch_scorer = getattr(self, "_batch_scorer", None), None
         if scorer is not None:
             scorer.close()
-        super().close()
+        tokenizer, self._llm = getattr(self, "tokenizer", None), None
+        if tokenizer is not None:
+            tokenizer.close()  # it holds the loaded model: the weights go with it

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import ModelLoadError
-from ..files import cache_dir
+from ...errors import ModelLoadError
+from ...files import cache_dir
 
 
 def checkpoint_dir(source: str | os.PathLike) -> Path | None:

@@ -30,14 +30,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ModelLoadError
-from .files import cache_dir, write_text
+from ...errors import ModelLoadError
+from ...files import cache_dir, write_text
 
 REPACK_ENV = "REFUSAL_EDGE_REPACK"
 MODES = ("auto", "on", "off")
 CANARY_VERSION = 1  # part of the cache key: a changed canary is run again
 CANARY_TIMEOUT_S = 120.0
-CANARY_MODULE = "refusal_edge.kernel_canary"
+CANARY_MODULE = "refusal_edge.engines.llama.kernel_canary"
 # CPU flags (from /proc/cpuinfo) that decide which kernels llama.cpp may take: part of the cache key.
 KERNEL_FLAGS = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512_vnni", "avx512bw", "avx512_bf16",
                 "avx_vnni", "avx2", "fma", "f16c")
@@ -154,7 +154,7 @@ def cpu_facts(cpuinfo: str) -> tuple[str, tuple[str, ...]]:
 
 @functools.lru_cache(maxsize=1)
 def host_facts() -> HostFacts:
-    from .llama_lib import llama_build
+    from .lib import llama_build
 
     version, system_info = llama_build()
     try:

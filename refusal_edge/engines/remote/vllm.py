@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from typing import Iterator, Mapping, Sequence
 
-from ..engine import PrefillStats, Tokenizer
-from ..metadata import RefusalSpec
+from ...engine import PrefillStats, Tokenizer
+from ...metadata import RefusalSpec
 from .errors import EngineError
 from .checks import vocab_size, real, token_id
 from .firsttoken import scores_from_logprobs

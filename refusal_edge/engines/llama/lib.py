@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ctypes
 
-from .errors import ModelLoadError
+from ...errors import ModelLoadError
 
 
 def llama_cpp_module():
