@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .errors import ModelLoadError, PolicyError
 from .files import is_checkpoint_dir
-from .gguf_header import MAGIC
+from .gguf_header import starts_like_gguf
 from .policy import RESPOND, Policy, resolve_category
 
 MODEL_ENV = "REFUSAL_EDGE_MODEL"
@@ -134,14 +134,7 @@ def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple
         return model, args
     first = args[0]
     path = Path(first).expanduser()
-    if first.lower().endswith(".gguf") or (len(args) > 1 and (_is_gguf(path) or is_checkpoint_dir(path))):
+    if first.lower().endswith(".gguf") or (len(args) > 1 and (starts_like_gguf(path) or is_checkpoint_dir(path))):
         return first, args[1:]
     return None, args
 
-
-def _is_gguf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False

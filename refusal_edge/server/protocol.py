@@ -192,9 +192,10 @@ def _sampling(raw: Mapping, limits: Limits, names: Mapping[str, str]) -> Samplin
     if raw.get("max_completion_tokens") is not None:  # OpenAI's newer name for it, preferred when both are sent
         values["max_tokens"] = raw["max_completion_tokens"]
         names = {"max_tokens": "max_completion_tokens", **names}
+    if values["max_tokens"] is None:
+        values["max_tokens"] = limits.max_tokens
     try:
-        params = SamplingParams.from_fields(values, replace(SERVER_DEFAULTS, max_tokens=limits.max_tokens),
-                                            OPENAI_RANGES)
+        params = SamplingParams.from_fields(values, SERVER_DEFAULTS, OPENAI_RANGES)
     except SamplingError as exc:
         name = names.get(exc.field, exc.field)
         raise ApiError(400, exc.naming(f"'{name}'"), param=name) from None
