@@ -3,7 +3,7 @@
 from .aio import AsyncRefusalModel
 from .decision import Decision, FirstTokenScores, decide
 from .errors import (MetadataError, ModelBusyError, ModelLoadError, PolicyError, PromptTooLongError,
-                     RefusalEdgeError)
+                     RefusalEdgeError, SamplingError)
 from .metadata import CATEGORIES, RefusalSpec
 from .model import Chunk, GenerationResult, RefusalModel
 from .policy import RULES, Policy
@@ -16,5 +16,6 @@ load = RefusalModel.load
 __all__ = [
     "AsyncRefusalModel", "CATEGORIES", "RULES", "Chunk", "Decision", "FirstTokenScores", "GenerationResult",
     "MetadataError", "ModelBusyError", "ModelLoadError", "Policy", "PolicyError", "PromptTooLongError",
-    "RefusalEdgeError", "RefusalModel", "RefusalSpec", "SamplingParams", "decide", "load", "__version__",
+    "RefusalEdgeError", "RefusalModel", "RefusalSpec", "SamplingError", "SamplingParams", "decide", "load",
+    "__version__",
 ]

@@ -13,8 +13,8 @@ from typing import Sequence
 
 from .errors import ModelLoadError, PolicyError
 from .files import is_checkpoint_dir
-from .gguf_header import MAGIC
-from .policy import Policy, resolve_category
+from .gguf_header import starts_like_gguf
+from .policy import RESPOND, Policy, resolve_category
 
 MODEL_ENV = "REFUSAL_EDGE_MODEL"
 _HF_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:[:/](?P<file>.+\.gguf))$")
@@ -87,29 +87,42 @@ def build_policy(categories, default: Policy, policy_file=None, rule=None, thres
     """The model's default (or the file), then --rule, --threshold and --bias on top."""
     policy = Policy.load(policy_file, categories) if policy_file else default
     for item in thresholds:
-        name, value = _split(item, "--threshold", allow_bare=True)
-        if name is None:
-            policy = replace(policy, threshold=value)
-        else:
-            policy = policy.with_threshold(resolve_category(name, categories, "--threshold"), value)
+        policy = policy_setting(policy, "threshold", item, categories, "--threshold")[0]
     for item in biases:
-        name, value = _split(item, "--bias")
-        policy = policy.with_bias(resolve_category(name, (*categories, "respond"), "--bias"), value)
+        policy = policy_setting(policy, "bias", item, categories, "--bias")[0]
     if rule:
         policy = replace(policy, rule=rule)
     return policy
 
 
-def _split(item: str, option: str, allow_bare: bool = False) -> tuple[str | None, float]:
+def policy_setting(policy: Policy, kind: str, item: str, categories, option: str) -> tuple[Policy, str | None, float]:
+    """One threshold or bias (``kind``) as the CLI's --threshold/--bias and chat's /threshold and /bias take it, one
+    grammar for both: ``CATEGORY=VALUE`` or ``CATEGORY VALUE``, CATEGORY a category's name or a case-insensitive
+    prefix or word of it (``safety``; for a bias also ``respond``); for a threshold also a bare ``VALUE``, the
+    default threshold (the binary rule's). Returns the policy with it set, the category (None: the default
+    threshold) and the value; ``option`` names the option in errors."""
+    if kind not in ("threshold", "bias"):
+        raise ValueError(f"kind must be 'threshold' or 'bias', got {kind!r}")
+    bare = kind == "threshold"
     name, sep, raw = item.rpartition("=")
-    if not sep:
-        if not allow_bare:
-            raise PolicyError(f"{option} {item!r}: expected CATEGORY=VALUE")
-        name, raw = None, item
+    if not sep:  # CATEGORY VALUE: the last word is the value
+        words = item.split()
+        name, raw = " ".join(words[:-1]), (words[-1] if words else "")
+    name = name.strip()
+    if not name and (sep or not bare):
+        usage = "CATEGORY VALUE, or CATEGORY=VALUE" + (", or VALUE (the default threshold)" if bare else "")
+        raise PolicyError(f"usage: {option} {usage}; got {item!r}")
     try:
-        return (name.strip() if name is not None else None), float(raw)
+        value = float(raw)
     except ValueError:
-        raise PolicyError(f"{option} {item!r}: {raw!r} is not a number") from None
+        raise PolicyError(f"{option} {item!r}: {raw.strip()!r} is not a number") from None
+    if not name:
+        return replace(policy, threshold=value), None, value
+    if kind == "threshold":
+        category = resolve_category(name, categories, option)
+        return policy.with_threshold(category, value), category, value
+    category = resolve_category(name, (*categories, RESPOND), option)
+    return policy.with_bias(category, value), category, value
 
 
 def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple[str | None, tuple[str, ...]]:
@@ -121,14 +134,7 @@ def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple
         return model, args
     first = args[0]
     path = Path(first).expanduser()
-    if first.lower().endswith(".gguf") or (len(args) > 1 and (_is_gguf(path) or is_checkpoint_dir(path))):
+    if first.lower().endswith(".gguf") or (len(args) > 1 and (starts_like_gguf(path) or is_checkpoint_dir(path))):
         return first, args[1:]
     return None, args
 
-
-def _is_gguf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False

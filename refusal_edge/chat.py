@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from .arguments import build_policy, load_model
+from .arguments import build_policy, load_model, policy_setting
 from .decision import assistant_message
 from .display import decision_line, policy_summary
 from .errors import PolicyError, RefusalEdgeError
 from .model import Chunk
-from .options import CONTEXT_OPTION, TEXT, error_text, model_options, policy_options, sampling_options, sampling_params
-from .policy import RULES, Policy, resolve_category
+from .options import CONTEXT_OPTION, TEXT, error_text, model_options, policy_options, sampling_options
+from .policy import RULES, Policy
 
 HELP = """commands:
   /threshold CATEGORY VALUE   set a category's threshold (prefixes work: /threshold safety 0.3 or safety=0.3)
@@ -89,23 +89,9 @@ class ChatSession:
         return True
 
     def _set(self, what: str, args: list[str]) -> Policy:
-        if len(args) == 1 and "=" in args[0]:  # the command line's spelling too: /threshold safety=0.3
-            name, _, raw = args[0].rpartition("=")
-            if not name.strip():
-                raise PolicyError(f"usage: /{what} CATEGORY VALUE")
-            args = [*name.split(), raw]
-        if what == "threshold" and len(args) == 1:
-            value = _number(args[0])
-            policy = replace(self.policy, threshold=value)
-            click.echo(f"default threshold: {value:g}")
-            return policy
-        if len(args) < 2:
-            raise PolicyError(f"usage: /{what} CATEGORY VALUE")
-        value = _number(args[-1])
-        names = self.model.categories if what == "threshold" else (*self.model.categories, "respond")
-        category = resolve_category(" ".join(args[:-1]), names, f"/{what}")
-        policy = self.policy.with_threshold(category, value) if what == "threshold" else self.policy.with_bias(category, value)
-        click.echo(f"{category}: {what} {value:g}")
+        # The words after the command are one --threshold/--bias value: /threshold safety 0.3 or safety=0.3
+        policy, category, value = policy_setting(self.policy, what, " ".join(args), self.model.categories, f"/{what}")
+        click.echo(f"default threshold: {value:g}" if category is None else f"{category}: {what} {value:g}")
         return policy
 
     def answer(self, text: str) -> None:
@@ -146,13 +132,6 @@ class ChatSession:
             self.history.append(assistant_message("".join(parts), decision))
 
 
-def _number(raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise PolicyError(f"{raw!r} is not a number") from None
-
-
 def _enable_readline() -> None:
     try:
         import readline
@@ -183,7 +162,7 @@ def _save_history(readline, path: Path) -> None:
 @policy_options
 @model_options
 def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, remote,
-         **sampling):
+         sampling):
     """Chat with a refusal-token model and turn the refusal dial live.
 
     Before each answer a line shows the decision: the forced token, its category and the top
@@ -196,13 +175,12 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
       refusal-edge chat model.gguf --threshold safety=0.3 --temperature 0
       printf 'Hi\\n/threshold human 0.1\\nAre you alive?\\n' | refusal-edge chat
     """
-    params = sampling_params(**sampling)
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 becomes U+FFFD, not the end of the session
         sys.stdin.reconfigure(errors="replace")
     with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
-        session = ChatSession(m, policy, params, system, color=sys.stdout.isatty())
+        session = ChatSession(m, policy, sampling, system, color=sys.stdout.isatty())
         if interactive:
             _enable_readline()
             click.echo(f"refusal-edge chat · {m.name} · rule {policy.rule} · /help for commands")

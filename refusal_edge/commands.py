@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from .display import decision_line
 from .errors import RefusalEdgeError
 from .metadata import RESPOND_TOKEN
 from .model import Chunk
-from .options import TEXT, model_options, policy_options, sampling_options, sampling_params
+from .options import TEXT, model_options, policy_options, sampling_options
 
 MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or owner/repo/file.gguf (else the default); "
                             "with --engine also the served Hugging Face checkpoint's directory.")
@@ -29,7 +30,7 @@ MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or ow
 @policy_options
 @model_options
 def generate(words, model, system, stop, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads,
-             n_ctx, verbose, remote, **sampling):
+             n_ctx, verbose, remote, sampling):
     """Answer one prompt, streamed, after showing the refusal decision.
 
     \b
@@ -41,7 +42,7 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
     model, words = split_model_argument(words, model)
     if not words:
         raise click.UsageError("no prompt given")
-    params = sampling_params(stop=stop, **sampling)
+    params = replace(sampling, stop=stop)
     with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
         messages = ([{"role": "system", "content": system}] if system else []) + [

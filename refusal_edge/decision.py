@@ -90,6 +90,7 @@ class Decision:
         d = asdict(self)
         d["policy"] = self.policy.to_dict()
         d["refusal_probability"] = self.refusal_probability
+        d["thresholds_in_force"] = rules.thresholds_in_force(self.policy, list(self.probabilities))
         return d
 
 

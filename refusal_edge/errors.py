@@ -21,6 +21,21 @@ class PolicyError(RefusalEdgeError, ValueError):
     """A policy names an unknown category or holds an out-of-range value."""
 
 
+class SamplingError(RefusalEdgeError, ValueError):
+    """A sampling parameter of the wrong type or out of its range (``sampling.SamplingParams`` checks them all).
+
+    It keeps the field (``top_p``) apart from the problem (``must be a number in (0, 1], got 0``), so that each
+    interface names the field as its users spell it (``naming``): ``--top-p`` on the CLI, ``'top_p'`` in OpenAI's
+    API, ``'options.top_p'`` in Ollama's."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+    def naming(self, name: str) -> str:
+        return f"{name} {self.problem}"
+
+
 class PromptTooLongError(RefusalEdgeError):
     """The rendered prompt does not fit in the context window. Where the context is ours to raise, the error keeps
     its counts, so that each interface can name its own way to raise it (``naming``)."""
@@ -50,3 +65,9 @@ class NonFiniteScoresError(RefusalEdgeError):
 
 class ModelBusyError(RefusalEdgeError):
     """Another caller holds the model (a call or an open stream) and this one asked not to wait, or not that long."""
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut short when a client sent something huge (a 400-digit integer)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit // 2]}... ({len(text)} characters)"

@@ -114,7 +114,7 @@ def read_header(path: str | Path) -> GGUFHeader:
         raise GGUFFormatError(f"GGUF file not found: {path}")
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        magic = fh.read(4)
+        magic = fh.read(len(MAGIC))
         if magic != MAGIC:
             raise GGUFFormatError(f"{path} is not a GGUF file (it starts with {magic!r})")
         chunk = 1 << 20
@@ -250,7 +250,19 @@ def check_gguf_file(path: Path) -> None:
         hint = (" (a Hugging Face checkpoint: convert it with `refusal-edge convert`, or run it on an engine with "
                 "--engine URL)" if is_checkpoint_dir(path) else "")
         raise ModelLoadError(f"model path is not a file: {path}{hint}")
-    with open(path, "rb") as fh:
-        head = fh.read(len(MAGIC))
+    head = _head(path)
     if head != MAGIC:
         raise ModelLoadError(f"{path} is not a GGUF file (it starts with {head!r}, not {MAGIC!r})")
+
+
+def starts_like_gguf(path: Path) -> bool:
+    """A quick look, not a check: ``path`` is a readable file that begins with the GGUF magic."""
+    try:
+        return _head(path) == MAGIC
+    except OSError:
+        return False
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(len(MAGIC))

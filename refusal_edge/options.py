@@ -12,7 +12,7 @@ import os
 import click
 
 from .arguments import ENGINE_KEY_ENV, EngineTarget
-from .errors import PromptTooLongError, RefusalEdgeError
+from .errors import PromptTooLongError, RefusalEdgeError, SamplingError
 from .engines.llama.kernels import MODES, REPACK_ENV
 from .rules import RULES
 from . import settings
@@ -95,24 +95,31 @@ def policy_options(func):
     return wrapper
 
 
-def sampling_options(func):
-    """--temperature, --top-p, --top-k, --min-p, --repeat-penalty, --seed, --max-tokens: how the answer is decoded."""
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
-    @click.option("--temperature", type=click.FloatRange(min=0), default=CLI_DEFAULTS.temperature, show_default=True,
+
+def sampling_options(func):
+    """--temperature, --top-p, --top-k, --min-p, --repeat-penalty, --seed, --max-tokens: how the answer is decoded.
+    They reach the command as one ``sampling`` argument (a SamplingParams); a value out of its range is a usage
+    error naming the option (SamplingParams checks the ranges; the options only say the type)."""
+
+    @click.option("--temperature", type=float, default=CLI_DEFAULTS.temperature, show_default=True,
                   help="Sampling temperature of the answer (0: greedy).")
-    @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=CLI_DEFAULTS.top_p, show_default=True)
-    @click.option("--top-k", type=click.IntRange(min=0), default=CLI_DEFAULTS.top_k, show_default=True)
-    @click.option("--min-p", type=click.FloatRange(0, 1), default=CLI_DEFAULTS.min_p, show_default=True)
-    @click.option("--repeat-penalty", type=click.FloatRange(min=0, min_open=True), default=CLI_DEFAULTS.repeat_penalty, show_default=True)
+    @click.option("--top-p", type=float, default=CLI_DEFAULTS.top_p, show_default=True)
+    @click.option("--top-k", type=int, default=CLI_DEFAULTS.top_k, show_default=True)
+    @click.option("--min-p", type=float, default=CLI_DEFAULTS.min_p, show_default=True)
+    @click.option("--repeat-penalty", type=float, default=CLI_DEFAULTS.repeat_penalty, show_default=True)
     @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
-    @click.option("--max-tokens", type=click.IntRange(min=0), default=CLI_DEFAULTS.max_tokens, show_default=True)
+    @click.option("--max-tokens", type=int, default=CLI_DEFAULTS.max_tokens, show_default=True)
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in SAMPLING_FIELDS}
+        try:
+            kwargs["sampling"] = SamplingParams(**values)
+        except SamplingError as exc:
+            ctx = click.get_current_context()
+            option = next((p for p in ctx.command.params if p.name == exc.field), None)
+            raise click.BadParameter(exc.problem, ctx=ctx, param=option, param_hint=None if option else exc.field)
         return func(*args, **kwargs)
 
     return wrapper
-
-
-def sampling_params(temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, stop=()):
-    return SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                          repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens, stop=tuple(stop))

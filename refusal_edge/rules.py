@@ -10,16 +10,18 @@ the names in ``RULES``, so a rule that is named but not implemented cannot exist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 
 class Policy(Protocol):
     """What a rule reads of a policy (``policy.Policy`` satisfies it; policy.py imports this registry, so the rules
-    name the two fields they need instead of importing it back)."""
+    name the fields they need instead of importing it back)."""
 
+    rule: str
     threshold: float
+    thresholds: Mapping[str, float]
 
     def threshold_for(self, category: str) -> float: ...
 
@@ -34,6 +36,10 @@ class Rule:
     # Which thresholds the rule reads, so that a sweep knows what to move: "one" (``policy.threshold``),
     # "per-category" (``policy.threshold_for``), "none" (the model decides).
     thresholds: str
+    summary: str  # what the rule does, for people (the dials page shows it beside the rule)
+    # The threshold each category's probability is held to (None: none), and the one the summed refusal
+    # probability is held to (None: none), so that a display draws them without knowing the rule.
+    in_force: Callable[["Policy", Sequence[str]], tuple[dict[str, float | None], float | None]]
 
 
 def _binary(p: np.ndarray, names: Sequence[str], policy: "Policy") -> np.ndarray:
@@ -62,14 +68,37 @@ def _natural(p: np.ndarray, names: Sequence[str], policy: "Policy") -> np.ndarra
     return np.full(len(p), MODEL_CHOICE)
 
 
+def _none(policy: "Policy", names: Sequence[str]) -> dict[str, float | None]:
+    return dict.fromkeys(names)
+
+
 REGISTRY: dict[str, Rule] = {
-    "binary": Rule(_binary, "one"),
-    "paper-category": Rule(_paper_category, "per-category"),
-    "per-category": Rule(_per_category, "per-category"),
-    "natural": Rule(_natural, "none"),
+    "binary": Rule(_binary, "one", "Refuse when all categories together reach the default threshold.",
+                   lambda policy, names: (_none(policy, names), policy.threshold)),
+    "paper-category": Rule(_paper_category, "per-category",
+                           "Threshold only the likeliest category, if it has a threshold of its own.",
+                           lambda policy, names: ({n: policy.thresholds.get(n) for n in names}, None)),
+    "per-category": Rule(_per_category, "per-category",
+                         "Refuse with the likeliest category whose probability reaches its threshold.",
+                         lambda policy, names: ({n: policy.threshold_for(n) for n in names}, None)),
+    "natural": Rule(_natural, "none", "The model picks its first token itself; biases still apply.",
+                    lambda policy, names: (_none(policy, names), None)),
 }
 RULES = tuple(REGISTRY)
 DEFAULT_RULE = "per-category"
+
+
+def summaries() -> dict[str, str]:
+    """Rule name -> what it does, in registry order (the server's model card lists them for the dials page)."""
+    return {name: rule.summary for name, rule in REGISTRY.items()}
+
+
+def thresholds_in_force(policy: "Policy", names: Sequence[str]) -> dict:
+    """Which threshold each probability is held to under the policy's rule, as a decision reports it:
+    ``{"categories": {name: threshold or None}, "refusal_probability": threshold or None}`` (the latter for a rule
+    that thresholds the summed refusal probability)."""
+    categories, total = REGISTRY[policy.rule].in_force(policy, names)
+    return {"categories": categories, "refusal_probability": total}
 
 
 def apply(policy: "Policy", p_categories: np.ndarray, names: Sequence[str]) -> np.ndarray:

@@ -1,11 +1,73 @@
-"""Sampling parameters of the answer after the decision token, and the one place their defaults live.
+"""Sampling parameters of the answer after the decision token: the one place their defaults and their valid ranges
+live, and the one place a value is checked against them.
 
-Plain data, no llama.cpp: the server's wire format and the CLI build these without importing the adapter.
+Plain data, no llama.cpp: the server's wire format and the CLI build these without importing the adapter. A bad
+value raises ``SamplingError`` naming the field; the CLI and each server API name it as their users spell it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+import numbers
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+
+from .errors import SamplingError, short_repr
+
+INT32_MAX = 2**31 - 1  # llama.cpp's int parameters: larger values would be truncated on the way in
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one numeric field takes: from ``low`` (excluded if ``open_low``) to ``high``, finite."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    integer: bool = False
+
+    def describe(self) -> str:
+        if self.integer:
+            bounds = [f">= {int(self.low)}"] if self.low > -math.inf else []
+            bounds += [f"<= {int(self.high)}"] if self.high < math.inf else []
+            return "an integer" + (f" {' and '.join(bounds)}" if bounds else "")
+        if self.high < math.inf:
+            return f"a number in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
+        return f"a number {'>' if self.open_low else '>='} {self.low:g}"
+
+    def check(self, field: str, value: object) -> float | int:
+        """``value`` as this range's type (int or float), or a SamplingError naming ``field``."""
+        number = self._number(value)
+        if number is None or not (number > self.low if self.open_low else number >= self.low) \
+                or not number <= self.high:
+            raise SamplingError(field, f"must be {self.describe()}, got {short_repr(value)}")
+        return number
+
+    def _number(self, value: object) -> float | int | None:
+        if isinstance(value, bool):  # JSON's true is not 1
+            return None
+        if self.integer:
+            return int(value) if isinstance(value, numbers.Integral) else None
+        if not isinstance(value, numbers.Real):
+            return None
+        try:  # an integer too large for a float (10**400) is out of every range, not a crash
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
+
+
+# Where llama.cpp's samplers are defined: what a value outside these would mean is undefined or a crash.
+RANGES = {
+    "temperature": Range(0.0),
+    "top_k": Range(0, INT32_MAX, integer=True),
+    "top_p": Range(0.0, 1.0, open_low=True),
+    "min_p": Range(0.0, 1.0),
+    "repeat_penalty": Range(0.0, open_low=True),
+    "repeat_last_n": Range(-1, INT32_MAX, integer=True),  # -1: the whole context, 0: none
+    "max_tokens": Range(0, integer=True),  # 0: the decision only
+}
+SEED = Range(-math.inf, integer=True)  # any integer (llama.cpp keeps its low 32 bits), or None for a random one
 
 
 @dataclass(frozen=True)
@@ -24,22 +86,34 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.temperature >= 0:
-            problems.append(f"temperature {self.temperature!r} must be >= 0")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p {self.top_p!r} must be in (0, 1]")
-        if not 0 <= self.min_p <= 1:
-            problems.append(f"min_p {self.min_p!r} must be in [0, 1]")
-        if self.top_k < 0:
-            problems.append(f"top_k {self.top_k!r} must be >= 0")
-        if self.max_tokens < 0:
-            problems.append(f"max_tokens {self.max_tokens!r} must be >= 0")
-        if not self.repeat_penalty > 0:
-            problems.append(f"repeat_penalty {self.repeat_penalty!r} must be > 0")
-        if problems:
-            raise ValueError("; ".join(problems))
-        object.__setattr__(self, "stop", tuple([self.stop] if isinstance(self.stop, str) else self.stop))
+        for name, valid in RANGES.items():
+            object.__setattr__(self, name, valid.check(name, getattr(self, name)))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", SEED.check("seed", self.seed))
+        object.__setattr__(self, "stop", _stop(self.stop))
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, object], defaults: "SamplingParams",
+                    narrower: Mapping[str, Range] | None = None) -> "SamplingParams":
+        """``defaults`` with the ``values`` given (None: not given), each checked against its range, or against
+        ``narrower`` where an interface takes less (OpenAI's temperature stops at 2)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise TypeError(f"not sampling fields: {', '.join(sorted(unknown))}")
+        given = {k: v for k, v in values.items() if v is not None}
+        for name, valid in (narrower or {}).items():
+            if name in given:
+                given[name] = valid.check(name, given[name])
+        return replace(defaults, **given)
+
+
+def _stop(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value):
+        return tuple(value)
+    raise SamplingError("stop", f"must be a string or a list of strings, got {short_repr(value)}")
 
 
 # Each surface starts from the same defaults and differs only where its users expect something else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +31,7 @@ from .service import Service, answer, next_event
 class DecisionRequest:
     inputs: list[list[dict]]  # one conversation per input
     policy: Policy
+    prompt_field: ClassVar[str] = "input"  # what an error about a prompt (too long) names
 
     def run(self, model):
         """What a slot does with it: one Decision per input, in order."""
@@ -68,12 +70,7 @@ async def run(request: Request, service: Service, work: DecisionRequest, render)
             decisions.append(await next_event(job))
         return render(decisions)
 
-    try:
-        return await answer(request, service.pool, work, False, None, complete)
-    except ApiError as exc:
-        if exc.code == "context_length_exceeded":  # name the field this endpoint calls it
-            exc.param = "input"
-        raise
+    return await answer(request, service.pool, work, False, None, complete)
 
 
 def moderation_result(decision: Decision) -> dict:

@@ -88,10 +88,8 @@ def routes(service: Service) -> list[Route]:
         if wire.is_load_request(raw, asks):  # "load the model": it is loaded for as long as the server runs
             return JSONResponse(wire.loaded(head, field))
         n_ctx = service.pool.models[0].engine.n_ctx
-        try:
-            chat = replace(service.chat_request(translate(raw, n_ctx)), truncation=wire.truncation(raw, n_ctx))
-        except ApiError as exc:
-            raise wire.rename_error(exc) from None
+        chat = replace(service.chat_request(translate(raw, n_ctx), names=wire.FIELD_NAMES),
+                       truncation=wire.truncation(raw, n_ctx))
 
         def stream(job, decision) -> Response:
             return JobStream(job, LineStream(head, field, decision, started))

@@ -1,7 +1,8 @@
 """Ollama's wire format, translated into the OpenAI-shaped request the server already validates.
 
 Nothing here validates a field twice: sampling, messages, limits and the ``refusal`` policy are checked by
-protocol.chat_request, and errors are renamed back to the Ollama field the client sent. What Ollama offers
+protocol.chat_request, told (``FIELD_NAMES``) how an Ollama client spells each sampling field, so that its errors
+name the option the client sent. What Ollama offers
 and this server cannot do (images, tools, JSON formats, raw prompts, custom templates, prompt contexts,
 mirostat...) is a 400 naming the field, never silently ignored.
 """
@@ -21,6 +22,8 @@ VERSION = "0.6.0"  # the Ollama release whose API shapes these follow; clients g
 # Ollama option -> the server's (OpenAI/llama.cpp) request field.
 OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
            "num_predict": "max_tokens", "stop": "stop", "seed": "seed", "repeat_penalty": "repeat_penalty"}
+# ... and back: how an error names the field an Ollama client sent (protocol.chat_request's ``names``).
+FIELD_NAMES = {field: f"options.{option}" for option, field in OPTIONS.items()}
 # Ollama's own defaults where they differ from OpenAI's, so an Ollama client gets the answers it expects.
 DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
 # Options that change the answer, accepted only at values that change nothing.
@@ -81,16 +84,6 @@ def truncation(raw: dict, n_ctx: int) -> Truncation | None:
     asked = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) and num_ctx < n_ctx else None
     return Truncation(drop="messages", reserve_answer=False, n_ctx=asked,
                       option="options.num_ctx" if asked else SERVER_CONTEXT_OPTION)
-
-
-def rename_error(exc: ApiError) -> ApiError:
-    """Errors of the shared validation name OpenAI fields; name the Ollama option the client sent instead."""
-    renamed = {openai: f"options.{ollama}" for ollama, openai in OPTIONS.items()}
-    if exc.param in renamed:
-        exc.message = exc.message.replace(f"'{exc.param}'", f"'{renamed[exc.param]}'")
-        exc.message = exc.message.replace(f"{exc.param} ", f"{renamed[exc.param]} ", 1)
-        exc.param = renamed[exc.param]
-    return exc
 
 
 def _common(raw: dict, n_ctx: int) -> dict:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import rules
 from ..metadata import RefusalSpec, short_names
 from . import protocol
 from .protocol import ApiError
@@ -23,7 +24,7 @@ def model_card(settings: ServerSettings, spec: RefusalSpec, created: int) -> dic
         "refusal": {"categories": list(spec.category_names), "short_names": short_names(spec.category_names),
                     "respond_token": spec.respond.token,
                     "category_tokens": {c.name: c.token for c in spec.categories},
-                    "policy": settings.policy.to_dict()},
+                    "policy": settings.policy.to_dict(), "rules": rules.summaries()},
     }
 
 

@@ -7,22 +7,20 @@ name the offending field, and render in OpenAI's error shape, which every OpenAI
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 from .. import settings
 from ..decision import Decision, assistant_message
-from ..errors import PolicyError
+from ..errors import PolicyError, SamplingError
 from ..policy import Policy
-from ..sampling import SERVER_DEFAULTS, SamplingParams
+from ..sampling import SERVER_DEFAULTS, Range, SamplingParams
 from ..text import clean_json
 from .truncation import Truncation
 
 # OpenAI roles -> template roles. "developer" is the newer name of "system".
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 POLICY_TABLES = ("thresholds", "biases")
-INT32_MAX = 2**31 - 1  # llama.cpp's int parameters: larger values would be truncated on the way in
 
 # Fields OpenAI clients send with neutral values; any other value asks for something this server does not do,
 # and silently ignoring it would give the client an answer it did not ask for.
@@ -72,6 +70,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     truncation: Truncation | None = None  # None: a prompt over the context is an error (truncation.py)
+    prompt_field: ClassVar[str] = "messages"  # what an error about the prompt (too long) names
 
     def run(self, model):
         """What a slot does with this request: the Decision, then Chunks."""
@@ -102,8 +101,10 @@ def load_json(body: bytes) -> dict:
 
 
 def chat_request(raw: dict, *, policy: Policy, categories: tuple[str, ...], decision_tokens: frozenset[str],
-                 limits: Limits) -> ChatRequest:
-    """An OpenAI-shaped request object (the Ollama side translates into this shape first)."""
+                 limits: Limits, names: Mapping[str, str] | None = None) -> ChatRequest:
+    """An OpenAI-shaped request object (the Ollama side translates into this shape first). ``names``: how the
+    client spelled a sampling field where it is not OpenAI's name (Ollama's ``options.num_predict`` for
+    ``max_tokens``), so that an error names the field the client sent."""
     for name, neutral in NEUTRAL.items():
         value = raw.get(name)
         if value is not None and value not in neutral:
@@ -118,7 +119,7 @@ def chat_request(raw: dict, *, policy: Policy, categories: tuple[str, ...], deci
     return ChatRequest(
         messages=parse_messages(raw.get("messages"), limits.max_messages, decision_tokens),
         policy=parse_policy(raw.get("refusal"), policy, categories),
-        sampling=_sampling(raw, limits),
+        sampling=_sampling(raw, limits, names or {}),
         stream=stream,
         include_usage=stream and _boolean(options or {}, "include_usage", "stream_options.include_usage"),
         truncation=_truncation(raw.get("truncation")),
@@ -180,37 +181,33 @@ def parse_policy(raw: object, server: Policy, categories: tuple[str, ...]) -> Po
                    biases={**server.biases, **requested.biases})
 
 
-def _sampling(raw: Mapping, limits: Limits) -> SamplingParams:
-    defaults = SERVER_DEFAULTS  # OpenAI's defaults for OpenAI's fields; max_tokens: the server's limit
-    max_tokens = _integer(raw, "max_completion_tokens", None, 1, None)
-    if max_tokens is None:
-        max_tokens = _integer(raw, "max_tokens", limits.max_tokens, 1, None)
-    if max_tokens > limits.max_tokens:
-        raise ApiError(400, f"max_tokens {_short(max_tokens)} is over this server's limit of {limits.max_tokens} "
-                            "(refusal-edge serve --max-tokens)", param="max_tokens")
-    seed = raw.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ApiError(400, f"'seed' must be an integer, got {_short(seed)}", param="seed")
-    return SamplingParams(
-        temperature=_number(raw, "temperature", defaults.temperature, 0.0, 2.0),  # OpenAI's range
-        top_p=_number(raw, "top_p", defaults.top_p, 0.0, 1.0, open_low=True),
-        top_k=_integer(raw, "top_k", defaults.top_k, 0, INT32_MAX),  # llama.cpp extensions, as its own server takes
-        min_p=_number(raw, "min_p", defaults.min_p, 0.0, 1.0),
-        repeat_penalty=_number(raw, "repeat_penalty", defaults.repeat_penalty, 0.0, math.inf, open_low=True),
-        seed=seed,
-        max_tokens=max_tokens,
-        stop=_stop(raw.get("stop"), limits.max_stop),
-    )
+# Where OpenAI's API takes less than llama.cpp does; SamplingParams checks every value, these ranges included.
+OPENAI_RANGES = {"temperature": Range(0.0, 2.0), "max_tokens": Range(1, integer=True)}
+SAMPLED = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens", "stop")  # as named here
 
 
-def _stop(value: object, limit: int) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value) or len(value) > limit:
-        raise ApiError(400, f"'stop' must be a string or a list of at most {limit} strings", param="stop")
-    return tuple(value)
+def _sampling(raw: Mapping, limits: Limits, names: Mapping[str, str]) -> SamplingParams:
+    """The request's sampling fields over OpenAI's defaults; ``max_tokens`` defaults to the server's limit."""
+    values = {name: raw.get(name) for name in SAMPLED}
+    if raw.get("max_completion_tokens") is not None:  # OpenAI's newer name for it, preferred when both are sent
+        values["max_tokens"] = raw["max_completion_tokens"]
+        names = {"max_tokens": "max_completion_tokens", **names}
+    if values["max_tokens"] is None:
+        values["max_tokens"] = limits.max_tokens
+    try:
+        params = SamplingParams.from_fields(values, SERVER_DEFAULTS, OPENAI_RANGES)
+    except SamplingError as exc:
+        name = names.get(exc.field, exc.field)
+        raise ApiError(400, exc.naming(f"'{name}'"), param=name) from None
+    if params.max_tokens > limits.max_tokens:
+        name = names.get("max_tokens", "max_tokens")
+        raise ApiError(400, f"{name} {params.max_tokens} is over this server's limit of {limits.max_tokens} "
+                            "(refusal-edge serve --max-tokens)", param=name)
+    if len(params.stop) > limits.max_stop:
+        name = names.get("stop", "stop")
+        raise ApiError(400, f"'{name}' holds {len(params.stop)} strings; this server takes at most {limits.max_stop}",
+                       param=name)
+    return params
 
 
 def text_content(value: object, where: str) -> str:
@@ -233,35 +230,6 @@ def _content(value: object, where: str, role: str) -> str:
             texts.append(part["text"])
         return "\n".join(texts)
     raise ApiError(400, f"{where}.content must be a string or a list of text parts", param=f"{where}.content")
-
-
-def _number(raw: Mapping, name: str, default: float, low: float, high: float, open_low: bool = False) -> float:
-    value = raw.get(name)
-    if value is None:
-        return default
-    try:  # an integer too large for a float (10**400) is out of every range, not a crash
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number) or not (number > low if open_low else number >= low) or number > high:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-        raise ApiError(400, f"'{name}' must be a number in {interval}, got {_short(value)}", param=name)
-    return number
-
-
-def _integer(raw: Mapping, name: str, default: int | None, low: int, high: int | None) -> int | None:
-    value = raw.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        within = f" and <= {high}" if high is not None else ""
-        raise ApiError(400, f"'{name}' must be an integer >= {low}{within}, got {_short(value)}", param=name)
-    return value
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def _boolean(raw: Mapping, name: str, where: str | None = None) -> bool:

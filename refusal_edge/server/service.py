@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Mapping, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -54,9 +54,9 @@ class Service:
     def decision_tokens(self) -> frozenset[str]:
         return self.spec.decision_tokens
 
-    def chat_request(self, raw: dict) -> ChatRequest:
+    def chat_request(self, raw: dict, names: Mapping[str, str] | None = None) -> ChatRequest:
         return protocol.chat_request(raw, policy=self.settings.policy, categories=self.spec.category_names,
-                                     decision_tokens=self.decision_tokens, limits=self.settings.limits)
+                                     decision_tokens=self.decision_tokens, limits=self.settings.limits, names=names)
 
     def policy(self, raw: object) -> Policy:
         """The request's ``refusal`` object merged over the server's policy."""
@@ -167,7 +167,7 @@ async def next_event(job: Job):
     if event is CANCELLED:
         raise ClientGone()
     if isinstance(event, BaseException):
-        raise as_api_error(event)
+        raise as_api_error(event, job.request.prompt_field)
     return event
 
 
@@ -192,11 +192,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def as_api_error(exc: BaseException) -> ApiError:
+def as_api_error(exc: BaseException, prompt_field: str = "messages") -> ApiError:
+    """A failure as the request's error; ``prompt_field`` is the request field holding the prompt, which a prompt
+    too long for the context names."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, PromptTooLongError):
-        return ApiError(400, exc.naming(SERVER_CONTEXT_OPTION), param="messages", code="context_length_exceeded")
+        return ApiError(400, exc.naming(SERVER_CONTEXT_OPTION), param=prompt_field, code="context_length_exceeded")
     if isinstance(exc, EngineError):  # the remote engine failed or answered nonsense: a bad gateway, no decision
         return ApiError(502, str(exc), code="engine_error", kind="server_error")
     if isinstance(exc, NonFiniteScoresError):  # the model's fault, not the client's: no answer is generated

@@ -25,6 +25,8 @@ RETRY_AFTER_S = 1  # what a 503 (queue full) tells clients to wait: slots free u
 class Work(Protocol):
     """A parsed request: a chat (protocol.ChatRequest) or decisions only (decisions.DecisionRequest)."""
 
+    prompt_field: str  # the request field holding the prompt, which an error about it names ("messages", "input")
+
     def run(self, model) -> Iterator: ...
 
 

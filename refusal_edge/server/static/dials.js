@@ -51,6 +51,7 @@ function askForKey() {
 // One short name per category, the server's (the same function names them in the CLI's decision lines).
 const shortName = (name) => state.names.get(name) ?? name;
 const categories = () => state.card.refusal.categories;
+const respondToken = () => state.card.refusal.respond_token;  // the model's own, e.g. "[respond]"
 
 function buildDials() {
   const thresholds = $("thresholds");
@@ -68,21 +69,21 @@ function buildDials() {
   });
   ["respond", ...categories()].forEach((name, i) => {
     const id = `bias-${i}`;
-    biases.append(element("label", {htmlFor: id, textContent: name === "respond" ? "[respond]" : shortName(name), title: name}),
+    biases.append(element("label", {htmlFor: id, textContent: name === "respond" ? respondToken() : shortName(name), title: name}),
       element("input", {type: "number", id, step: 0.5, dataset: {token: name},
-        ariaLabel: `Logit bias for ${name === "respond" ? "[respond]" : `${shortName(name)} (${name})`}`}));
+        ariaLabel: `Logit bias for ${name === "respond" ? respondToken() : `${shortName(name)} (${name})`}`}));
   });
   for (const input of document.querySelectorAll("#dials input, #dials select")) {
     if (input.id !== "load" && input.id !== "max-tokens") input.addEventListener("input", dialsChanged);
   }
 }
 
-const RULES = {
-  "per-category": "Refuse with the likeliest category whose probability reaches its threshold.",
-  "binary": "Refuse when all categories together reach the default threshold.",
-  "paper-category": "Threshold only the likeliest category, if it has a threshold of its own.",
-  "natural": "The model picks its first token itself; biases still apply.",
-};
+// The rules and what each does are the server's (its rule registry, through the model card).
+const rules = () => state.card.refusal.rules;
+
+function buildRules() {
+  $("rule").replaceChildren(...Object.keys(rules()).map((name) => element("option", {value: name, textContent: name})));
+}
 
 function showPolicy(policy) {
   $("rule").value = policy.rule;
@@ -107,7 +108,7 @@ function currentPolicy() {  // fromEntries makes own keys even of "__proto__", w
 }
 
 function showValues() {
-  $("rule-help").textContent = RULES[$("rule").value];
+  $("rule-help").textContent = own(rules(), $("rule").value) ?? "";
   $("threshold-value").value = Number($("threshold").value).toFixed(2);
   for (const input of document.querySelectorAll("#thresholds input")) {
     $(`${input.id}-value`).value = Number(input.value).toFixed(2);
@@ -121,14 +122,15 @@ function dialsChanged() {
 }
 
 // --- decisions ---------------------------------------------------------------------------------------------
-function thresholdOf(policy, name) {
-  if (policy.rule === "per-category") return own(policy.thresholds, name) ?? policy.threshold;
-  if (policy.rule === "paper-category") return own(policy.thresholds, name);
-  return undefined;  // binary thresholds the sum (its own bar); natural has none
+// Which threshold each probability was held to is the decision's own report (thresholds_in_force): the page draws
+// it and knows no rule's semantics.
+function thresholdOf(decision, name) {
+  return own(decision.thresholds_in_force.categories, name) ?? undefined;  // null: no threshold for it
 }
 
 function decisionView(decision, label) {  // the verdict on one line; its bars fold away under it
   const policy = decision.policy;
+  const total = decision.thresholds_in_force.refusal_probability;
   const view = element("details", {className: "decision", open: true,
     dataset: {token: decision.token, refused: decision.refused}});
   const chosen = decision.refused ? "refuse" : "respond";
@@ -136,11 +138,11 @@ function decisionView(decision, label) {  // the verdict on one line; its bars f
     element("span", {className: `chip ${chosen}`, textContent: decision.token || "(ordinary text)"}),
     element("span", {className: "muted", textContent: `${label} · ${decision.forced ? "forced" : "model's choice"} · rule ${policy.rule}` +
       ` · prefill ${decision.prefill_ms.toFixed(1)} ms, decision ${decision.decision_ms.toFixed(2)} ms`})));
-  const rows = [["[respond]", decision.respond_probability, undefined, !decision.refused && decision.decision_token]];
+  const rows = [[respondToken(), decision.respond_probability, undefined, !decision.refused && decision.decision_token]];
   for (const [name, p] of Object.entries(decision.probabilities)) {
-    rows.push([shortName(name), p, thresholdOf(policy, name), decision.category === name, name]);
+    rows.push([shortName(name), p, thresholdOf(decision, name), decision.category === name, name]);
   }
-  if (policy.rule === "binary") rows.push(["any refusal", decision.refusal_probability, policy.threshold, decision.refused]);
+  if (total != null) rows.push(["any refusal", decision.refusal_probability, total, decision.refused]);
   for (const [name, p, threshold, isChosen, full] of rows) view.append(bar(name, p, threshold, isChosen, full));
   return view;
 }
@@ -207,6 +209,7 @@ async function start() {
   }
   state.names = new Map(Object.entries(state.card.refusal.short_names || {}));
   $("model").textContent = `${state.card.id} · ${categories().length} refusal categories`;
+  buildRules();
   buildDials();
   showPolicy(state.card.refusal.policy);
   document.body.dataset.ready = "true";
