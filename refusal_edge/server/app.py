@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from . import decisions, ollama, openai, ui
 from .guard import Guard
-from .protocol import ApiError
+from .protocol import ApiError, error_body
 from .service import ServerSettings, Service, as_api_error
 from .slots import SlotPool
 
@@ -63,7 +63,7 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
 
 
 async def api_error_response(request: Request, exc: ApiError) -> Response:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    return JSONResponse(error_body(request.url.path, exc), status_code=exc.status, headers=exc.headers)
 
 
 async def http_error_response(request: Request, exc: HTTPException) -> Response:
@@ -73,9 +73,8 @@ async def http_error_response(request: Request, exc: HTTPException) -> Response:
         error = ApiError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
     else:
         error = ApiError(exc.status_code, str(exc.detail))
-    body = ollama.error_body(error) if ollama.is_ollama_path(request.url.path) else error.body()
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(request.url.path, error), status_code=exc.status_code, headers=exc.headers)
 
 
 async def internal_error_response(request: Request, exc: Exception) -> Response:
-    return JSONResponse(as_api_error(exc).body(), status_code=500)
+    return JSONResponse(error_body(request.url.path, as_api_error(exc)), status_code=500)

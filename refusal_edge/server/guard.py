@@ -23,7 +23,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from .protocol import ApiError
+from .protocol import ApiError, error_body
 
 ORIGINS_ENV = "REFUSAL_EDGE_ORIGINS"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -150,7 +150,7 @@ def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
 
 
 async def _error(send, path: str, status: int, code: str, message: str) -> None:
-    body = {"error": message} if path.startswith("/api/") else ApiError(status, message, code=code).body()
+    body = error_body(path, ApiError(status, message, code=code))
     await _send(send, status, json.dumps(body).encode(), [(b"content-type", b"application/json")])
 
 

@@ -5,7 +5,6 @@ slots and API key); errors keep Ollama's ``{"error": "..."}`` shape, which its c
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
 import time
 from dataclasses import dataclass, replace
@@ -15,31 +14,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import ollama_protocol as wire
-from .protocol import ApiError
+from .protocol import ApiError, ollama_error_body
 from .service import JobStream, Service, answer, collect_text, compact_json
 
 NDJSON = "application/x-ndjson"
-PREFIX = "/api/"  # every Ollama route, so even a path with no route gets Ollama's error shape
 FAR_FUTURE = datetime.datetime(2318, 1, 1, tzinfo=datetime.timezone.utc)  # loaded for as long as the server runs
-
-
-def error_body(exc: ApiError) -> dict:
-    """Ollama's error shape, which its clients raise as ResponseError."""
-    return {"error": exc.message}
-
-
-def is_ollama_path(path: str) -> bool:
-    return path.startswith(PREFIX)
-
-
-def ollama_errors(handler):
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers)
-    return wrapped
 
 
 @dataclass(frozen=True)
@@ -57,7 +36,7 @@ class LineStream:
         return compact_json(payload) + "\n"
 
     def error(self, exc: ApiError) -> dict:
-        return error_body(exc)
+        return ollama_error_body(exc)
 
     def opening(self) -> list[dict]:
         return [wire.piece(self.head, self.field, "", self.decision)]
@@ -139,11 +118,11 @@ def routes(service: Service) -> list[Route]:
         return {"model": name, "modified_at": wire.iso(modified), "size": stat.st_size if stat else 0,
                 "digest": hashlib.sha256(identity.encode()).hexdigest(), "details": details(tokenizer.metadata)}
 
-    return [Route("/api/chat", ollama_errors(chat), methods=["POST"]),
-            Route("/api/generate", ollama_errors(generate), methods=["POST"]),
-            Route("/api/tags", ollama_errors(tags)),
-            Route("/api/show", ollama_errors(show), methods=["POST"]),
-            Route("/api/ps", ollama_errors(ps)),
+    return [Route("/api/chat", chat, methods=["POST"]),
+            Route("/api/generate", generate, methods=["POST"]),
+            Route("/api/tags", tags),
+            Route("/api/show", show, methods=["POST"]),
+            Route("/api/ps", ps),
             Route("/api/version", version)]
 
 

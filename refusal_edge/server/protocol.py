@@ -62,6 +62,19 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
+OLLAMA_PREFIX = "/api/"  # every Ollama route, so even a path with no route gets Ollama's error shape
+
+
+def ollama_error_body(exc: ApiError) -> dict:
+    """Ollama's error shape, which its clients raise as ResponseError."""
+    return {"error": exc.message}
+
+
+def error_body(path: str, exc: ApiError) -> dict:
+    """The one place that picks an error's shape: Ollama's under /api/, OpenAI's everywhere else."""
+    return ollama_error_body(exc) if path.startswith(OLLAMA_PREFIX) else exc.body()
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     messages: list[dict]
