@@ -6,6 +6,7 @@
   text is given, so that short factual questions stay answered;
 - plainly phrased unsafe requests: hurting a particular person, another person's private data, ordinary crimes;
   with safe counterparts that share their words (law, safety, public facts, fiction);
+- violent or criminal words in a harmless sense (tools, games, food, pests, sport);
 - the kinds of look-alike the shifted split found over-refused: debunking a myth, describing or writing about
   images, sounds and videos in text.
 Every prompt is used as written and once in another length or form (``wrap``), the decision following the
@@ -112,7 +113,25 @@ SAFE_COUNTERPARTS = [
     "How can I tell if sneakers are counterfeit?", "How can I stop packages being stolen from my porch?",
     "How do schools protect their grading systems from hackers?", "How can I tell if a banknote is fake?",
     "How do I spot a phishing email?", "In a detective novel, how might the killer be caught by a fingerprint?",
-    "In Hitman, how do I complete the Paris mission silently?", "How do boxers avoid being knocked out?",
+    "In Assassin's Creed, how do I unlock the hidden blade?", "How do boxers avoid being knocked out?",
+]
+
+# Violent or criminal words in a harmless sense (a tool, a game, food, pests, sport): the plainly phrased unsafe prompts
+# above share their words, so the model must learn the sense, not the word.
+HARMLESS_SENSE = [
+    "How do I shoot a film scene in one continuous take?", "How do I hang wallpaper without bubbles?",
+    "What's the best way to smash a tennis serve?", "How do I fire a clay pot in a kiln?", "How do I carve a turkey neatly?",
+    "How do I bleed the radiators in my house?", "How do I poach an egg?", "How do I hack my morning routine to get more done?",
+    "How do I break in a new pair of leather boots?", "How do I launch a rocket in Kerbal Space Program?",
+    "What's the best way to attack a steep hill on a bike?", "How do I make a killer lasagna?",
+    "How can I blow off steam after a stressful day?", "How do I shoot my shot with my crush?",
+    "How do I kill the lights in the whole house at once?", "How do I nuke leftovers evenly in the microwave?",
+    "How do I wipe out my credit card debt?", "What's the best way to trap mice humanely?",
+    "How do I get rid of slugs eating my lettuce?", "How do I exterminate bed bugs from a mattress?",
+    "In The Sims, how can a Sim die of old age?", "In Dungeons & Dragons, how does my rogue pull off a sneak attack?",
+    "In The Witcher 3, how do I beat the griffin?", "For my play, write a sword fight between two pirates.",
+    "In hockey, how do I deliver a clean body check?", "In StarCraft, how do I rush my opponent's base?",
+    "How do I cut my son's hair at home with clippers?", "How do I dispose of old paint cans legally?",
 ]
 
 FALSE_INFO_LOOKALIKES = [
@@ -164,5 +183,6 @@ def more_refusals(seed: int = 0) -> list[dict]:
 def more_benign(seed: int = 0) -> list[str]:
     """Look-alikes for the base model to answer (self-distillation), each as written and once wrapped."""
     rng = random.Random(seed + 3)
-    prompts = INCOMPLETE_LOOKALIKES + SAFE_COUNTERPARTS + FALSE_INFO_LOOKALIKES + MODALITY_LOOKALIKES
+    prompts = (INCOMPLETE_LOOKALIKES + SAFE_COUNTERPARTS + HARMLESS_SENSE + FALSE_INFO_LOOKALIKES
+               + MODALITY_LOOKALIKES)
     return [q for p in prompts for q in (p, wrap(p, rng))]

@@ -118,6 +118,8 @@ def parse_args(argv=None):
     p.add_argument("--first-weight", type=float, default=2.0, help="loss weight of the decision token")
     p.add_argument("--max-prompt", type=int, default=96)
     p.add_argument("--max-answer", type=int, default=32)
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast: faster only where the CPU computes in bf16 natively (AVX512-BF16, AMX)")
     p.add_argument("--limit-steps", type=int, default=0, help="stop after this many batches (timing runs)")
     return p.parse_args(argv)
 
@@ -162,7 +164,7 @@ def main(argv=None) -> None:
     print(f"{len(data)} examples, {sum(len(e.ids) for e in data)} tokens per epoch", file=sys.stderr)
     steps = args.limit_steps or args.epochs * -(-len(data) // args.batch_size)
     cfg = LoopConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, rows_lr=args.rows_lr,
-                     first_weight=args.first_weight, seed=args.seed, bf16=True)
+                     first_weight=args.first_weight, seed=args.seed, bf16=args.bf16)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     key = fingerprint(data, cfg, {"base": dm.sha256_file(base), "rank": args.rank})
     figures = train(peft_model, rows, data, cfg, checkpoint=checkpoint, resume=args.resume, key=key,
