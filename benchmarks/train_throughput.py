@@ -3,7 +3,9 @@
 The plain loop is what one writes first: batches in data order, ``model(input_ids, labels=...)`` (the output
 matrix over every position, loss masked to the answer), LoRA plus peft's ``trainable_token_indices`` for the new
 token rows. The verb's loop groups similar lengths (less padding) and runs the output matrix on the answer
-positions only. Both start from the same base and the same encoded examples; tokens counted are non-padding.
+positions only, and runs the batch's shared prefix (the chat template's opening: SmolLM2's is a 24-token system
+prompt) once. A third arm is the verb's loop without that prefix sharing. All start from the same base and the same
+encoded examples; tokens counted are non-padding.
 
     python benchmarks/train_throughput.py HF_DIR original.jsonl contrast.jsonl --steps 10 --threads 2
 """
@@ -29,15 +31,21 @@ def encoded(base, original, contrast, n: int):
     return peft_model, new_rows, ids, data
 
 
-def ours(args):
+def ours(args, share_prefix: bool = True):
     import torch
 
+    from refusal_edge.convert.train import loop
     from refusal_edge.convert.train.loop import LoopConfig, train
+
+    if not share_prefix:
+        loop.shared_prefix, kept = (lambda batch: 0), loop.shared_prefix
 
     peft_model, new_rows, _, data = encoded(args.base, args.original, args.contrast, args.examples)
     cfg = LoopConfig(steps=args.steps, batch_size=args.batch_size, bf16=args.bf16)
     figures = train(peft_model, new_rows, data, cfg, checkpoint=args.tmp / "bench.pt", resume=False, key="bench",
                     device=torch.device("cpu"), progress=False, log=lambda m: None)
+    if not share_prefix:
+        loop.shared_prefix = kept
     return figures["tokens_per_second"]
 
 
@@ -94,11 +102,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = Path(tmp)
         base_tps = plain(args)
+        unshared_tps = ours(args, share_prefix=False)
         our_tps = ours(args)
-    print(f"plain transformers+peft loop: {base_tps:.0f} tokens/s")
-    print(f"refusal-edge train loop:      {our_tps:.0f} tokens/s")
-    print(f"ratio (train / plain):        {our_tps / base_tps:.2f}x  ({args.steps} steps of {args.batch_size}, "
-          f"{args.threads} threads{', bf16' if args.bf16 else ''})")
+    print(f"plain transformers+peft loop:             {base_tps:.0f} tokens/s")
+    print(f"refusal-edge train loop, no shared prefix: {unshared_tps:.0f} tokens/s")
+    print(f"refusal-edge train loop:                  {our_tps:.0f} tokens/s")
+    print(f"ratio (train / plain):        {our_tps / base_tps:.2f}x, shared prefix alone {our_tps / unshared_tps:.2f}x  "
+          f"({args.steps} steps of {args.batch_size}, {args.threads} threads{', bf16' if args.bf16 else ''})")
 
 
 if __name__ == "__main__":

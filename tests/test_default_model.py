@@ -213,35 +213,41 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 
 # --- the training side writes deltas the runtime reads the same way --------------------------------------
 
-def test_torch_delta_matches_llama_cpp_after_assembly(tiny_base, tmp_path):
-    """A LoRA-adapted torch model and the assembled GGUF agree: catches a wrong Q/K permutation or scale."""
+def test_trained_delta_matches_llama_cpp_after_assembly(tmp_path):
+    """The recipe's delta, exported from `train`'s LoRA model, and the GGUF assembled from it agree: catches a wrong
+    Q/K permutation, scale, layer name or token-row order."""
     torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
     torch.set_num_threads(1)
-    from refusal_edge.convert.default_recipe.llama_torch import Block, Llama, load_gguf_weights
     from refusal_edge.convert.default_recipe.train_default import export_delta
+    from refusal_edge.convert.train.model import hf_base, load_base, trainable
 
-    cfg, weights = load_gguf_weights(tiny_base)
-    torch.manual_seed(0)
-    model = Llama(cfg, weights, n_new=6, new_rows=np.random.default_rng(1).standard_normal((6, N_EMBD)),
-                  rank=4, alpha=8.0, targets=Block.NAMES, first_trained=0, dtype=torch.float32)
+    base = build_tiny_gguf(tmp_path / "base.gguf", refusal_tokens="none", n_embd=N_EMBD, n_ff=N_FF, tied=True)
+    model, tok = load_base(hf_base(base, tmp_path / "work", log=lambda *_: None), progress=False)
+    peft_model, rows, ids = trainable(model, tok, dm.NEW_TOKENS, rank=4, seed=0)
+    gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for block in model.blocks:
-            for lin in block.lin.values():
-                lin.lora_b.normal_(0, 0.3)  # B starts at zero; make the update large enough to matter
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:  # B starts at zero; make the update large enough to matter
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+        rows.input.copy_(torch.randn(rows.input.shape, generator=gen))
     meta = {"format": dm.DELTA_FORMAT, "tokens": list(dm.NEW_TOKENS), "default_policy": POLICY}
-    path = dm.assemble(tiny_base, export_delta(model, meta), tmp_path / "m.gguf", progress=False)
+    delta = export_delta(peft_model, rows, model.config.to_dict(), meta)
+    assert len(delta.lora) == 7 * model.config.num_hidden_layers
+    path = dm.assemble(base, delta, tmp_path / "m.gguf", progress=False)
 
     with RefusalModel.load(path, n_ctx=256, n_threads=THREADS) as rm:
-        ids = rm.prompt_tokens("the quick brown fox")
-        rm.engine.prefill(ids)
+        prompt = rm.prompt_tokens("the quick brown fox")
+        rm.engine.prefill(prompt)
         expected = rm.engine.logits().astype(np.float64).copy()
+        assert list(rm.spec.token_ids) == ids  # the rows went to the tokens they were for (respond first)
     with torch.no_grad():
-        hidden = model.run_layers(model.embed_tokens(torch.tensor([ids])), 0, cfg.n_layer)
-        got = model.logits(hidden[0, -1]).double().numpy()
+        got = peft_model(input_ids=torch.tensor([prompt])).logits[0, -1].double().numpy()
     assert got.shape == expected.shape
-    # Q8_0 weights and activations in llama.cpp leave ~0.99 correlation; an unpermuted Q/K update gives ~0.4
+    # Q8_0 weights and activations in llama.cpp leave ~0.99 correlation; an unpermuted Q/K update gives far less
     assert np.corrcoef(got, expected)[0, 1] > 0.97
     assert np.abs(got - expected).max() < 0.25 * np.abs(expected).max()
+    assert np.corrcoef(got[ids], expected[ids])[0, 1] > 0.9
 
 
 # --- the real thing ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from refusal_edge.convert.default_recipe import default_prompts, default_train_extra
+from refusal_edge.convert.default_recipe import default_prompts, default_train_extra, default_train_more
 from refusal_edge.convert.default_recipe.default_data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
 from refusal_edge.convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style, pick_threshold,
                                                                  summarize, validation_prompts, xstest_style)
@@ -14,9 +14,11 @@ from refusal_edge.metadata import CATEGORIES
 
 
 def _training_prompts() -> set[str]:
-    rows = default_prompts.synthetic_refusals() + default_train_extra.extra_refusals(0)
+    rows = (default_prompts.synthetic_refusals() + default_train_extra.extra_refusals(0)
+            + default_train_more.more_refusals(0))
     return ({r["prompt"] for r in rows} | set(default_prompts.benign_prompts())
-            | set(default_train_extra.extra_benign(0)) | {q for q, _ in default_prompts.PROBES})
+            | set(default_train_extra.extra_benign(0)) | set(default_train_more.more_benign(0))
+            | {q for q, _ in default_prompts.PROBES})
 
 
 def _norm(text: str) -> str:
@@ -62,6 +64,33 @@ def test_heldout_subcategories_are_in_no_training_or_random_validation_split(tmp
     heldout = [i for i in items if i.group.startswith("coconot")]
     assert len(heldout) == 20 and not trained & {i.prompt for i in heldout}
     assert {i.label for i in heldout if i.group.startswith("coconot-heldout-contrast")} == {RESPOND}
+
+
+def test_the_final_fit_trains_on_heldout_subcategories_but_keeps_the_random_validation_split(tmp_path):
+    held = HELDOUT_SUBCATEGORIES["original"][0]
+    original = [{"id": f"o{i}", "category": CATEGORIES[3], "subcategory": sub, "prompt": f"refuse {sub} {i}"}
+                for sub in (held, "privacy violations") for i in range(10)]
+    contrast = [{"id": f"c{i}", "category": CATEGORIES[3], "subcategory": "privacy violations",
+                 "prompt": f"fine {i}", "chosen": "ok"} for i in range(10)]
+    _write(tmp_path / "o.jsonl", original)
+    _write(tmp_path / "c.jsonl", contrast)
+    held_out = load_splits(tmp_path / "o.jsonl", tmp_path / "c.jsonl", 0)
+    final = load_splits(tmp_path / "o.jsonl", tmp_path / "c.jsonl", 0, keep_heldout=True)
+    assert final.refusal_val == held_out.refusal_val and final.contrast_val == held_out.contrast_val
+    added = [r for r in final.refusal_train if r not in held_out.refusal_train]
+    assert len(added) == 7 and {r["subcategory"] for r in added} == {held}  # 10 rows, 30 % kept for validation
+
+
+def test_round_three_prompts_cover_their_families_as_written_and_wrapped():
+    refusals = default_train_more.more_refusals(0)
+    assert refusals == default_train_more.more_refusals(0)
+    by_category = {c: [r for r in refusals if r["category"] == c] for c in CATEGORIES}
+    assert all(by_category.values())
+    written = [r["prompt"] for r in refusals[::2]]
+    assert all(a["prompt"] != b["prompt"] for a, b in zip(refusals[::2], refusals[1::2]))
+    assert set(default_train_more.FALSE_PREMISES) <= set(written)
+    benign = default_train_more.more_benign(0)
+    assert not set(benign) & {r["prompt"] for r in refusals}  # no prompt is both refused and answered
 
 
 def test_summarize_counts_refusals_over_refusals_auroc_and_groups():

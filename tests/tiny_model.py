@@ -85,6 +85,7 @@ def build_tiny_gguf(
     f16: bool = False,  # matrices in float16 (norms stay float32), as converted checkpoints often are
     nan_logits: bool = False,  # a broken model: NaN in the final norm makes every logit NaN
     category_names: tuple[str, ...] | None = None,  # other names for the five category tokens, in order
+    tied: bool = False,  # no output.weight: the output matrix is the token embedding (SmolLM2's layout)
 ) -> Path:
     path = Path(path)
     base, merges = train_bpe(CORPUS, 120)
@@ -145,7 +146,8 @@ def build_tiny_gguf(
         w.add_tensor(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd))
         w.add_tensor(f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff))
     w.add_tensor("output_norm.weight", np.full(n_embd, np.nan if nan_logits else 1.0, np.float32))
-    w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=0.15))
+    if not tied:
+        w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=0.15))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -99,13 +99,16 @@ def is_heldout(row: dict, kind: str) -> bool:
 
 
 def load_splits(original: str | Path, contrast: str | Path, seed: int = 0,
-                refusal_val: float = 0.3, contrast_val: float = 0.2) -> Splits:
+                refusal_val: float = 0.3, contrast_val: float = 0.2, keep_heldout: bool = False) -> Splits:
+    """``keep_heldout``: the final fit, which also trains on the held-out subcategories' training rows (their
+    random-validation rows stay out), once data and threshold were chosen without them."""
     # Split first, then drop the held-out subcategories: the random validation split keeps exactly the rows
     # it had before subcategories were held out, so models trained before and after compare on it fairly.
     r_train, r_val = stratified_split(load_jsonl(original, ("category", "prompt")), refusal_val, seed)
     c_train, c_val = stratified_split(load_jsonl(contrast, ("category", "prompt", "chosen")), contrast_val, seed)
-    return Splits(*([r for r in rows if not is_heldout(r, kind)] for rows, kind in (
-        (r_train, "original"), (r_val, "original"), (c_train, "contrast"), (c_val, "contrast"))))
+    return Splits(*([r for r in rows if keep_heldout and is_train or not is_heldout(r, kind)]
+                    for rows, kind, is_train in ((r_train, "original", True), (r_val, "original", False),
+                                                 (c_train, "contrast", True), (c_val, "contrast", False))))
 
 
 # --- refusal messages (ours), per category and subcategory ------------------------------------------------

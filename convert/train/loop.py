@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import random
@@ -51,23 +52,53 @@ def plan(data: Sequence[Encoded], cfg: LoopConfig) -> list[list[int]]:
     return out[: cfg.steps]
 
 
-def batch_loss(causal_lm, batch: Sequence[Encoded], first_weight: float, device, bf16: bool) -> torch.Tensor:
-    """Weighted next-token cross-entropy on the answer positions only; the output matrix runs on those rows
-    alone (not on every position of the prompt: with a large vocabulary that is most of the work)."""
+def shared_prefix(batch: Sequence[Encoded]) -> int:
+    """How many leading tokens every example of the batch shares, up to the first answer position: the chat
+    template's opening (a system prompt, often) is the same in every example, so it is run once per batch."""
+    first = batch[0].ids
+    limit = min(min(e.first_target for e in batch), *(len(e.ids) for e in batch))
+    n = 0
+    while n < limit and all(e.ids[n] == first[n] for e in batch):
+        n += 1
+    return n
+
+
+def hidden_states(decoder, batch: Sequence[Encoded], device) -> tuple[torch.Tensor, int]:
+    """The decoder's last hidden states of the batch (right-padded) from position ``offset`` on. The shared prefix
+    goes through the model once, its keys and values repeated for every example: exact, gradients included."""
     width = max(len(e.ids) for e in batch)
     ids = torch.tensor([e.ids + [0] * (width - len(e.ids)) for e in batch], device=device)
     mask = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in batch], device=device)
+    offset = shared_prefix(batch) if len(batch) > 1 else 0
+    if offset < 8:  # too short to be worth a second call
+        return decoder(input_ids=ids, attention_mask=mask).last_hidden_state, 0
+    name = _CACHE_ARGUMENT.get(type(decoder)) or _CACHE_ARGUMENT.setdefault(
+        type(decoder), "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values")
+    prefix = decoder(input_ids=ids[:1, :offset], use_cache=True)
+    cache = getattr(prefix, name)
+    cache.batch_repeat_interleave(len(batch))
+    rest = decoder(input_ids=ids[:, offset:], attention_mask=mask, use_cache=True, **{name: cache})
+    return rest.last_hidden_state, offset
+
+
+_CACHE_ARGUMENT: dict[type, str] = {}  # transformers renamed past_key_values to cache
+
+
+def batch_loss(causal_lm, batch: Sequence[Encoded], first_weight: float, device, bf16: bool) -> torch.Tensor:
+    """Weighted next-token cross-entropy on the answer positions only (the decision token weighted, or not a
+    target at all for an example that only teaches what follows it); the output matrix runs on those rows
+    alone (not on every position of the prompt: with a large vocabulary that is most of the work)."""
     rows, cols, targets, weights = [], [], [], []
     for r, e in enumerate(batch):
         for k, target in enumerate(e.targets):
             rows.append(r)
             cols.append(e.first_target + k)
             targets.append(target)
-            weights.append(first_weight if k == 0 else 1.0)
+            weights.append((first_weight if e.learns_decision else 0.0) if k == 0 else 1.0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with autocast:
-        hidden = causal_lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        logits = causal_lm.get_output_embeddings()(hidden[torch.tensor(rows), torch.tensor(cols)])
+        hidden, offset = hidden_states(causal_lm.get_decoder(), batch, device)
+        logits = causal_lm.get_output_embeddings()(hidden[torch.tensor(rows), torch.tensor(cols) - offset])
         cap = getattr(causal_lm.config, "final_logit_softcapping", None)  # Gemma: as its forward (and llama.cpp)
         if cap:
             logits = cap * torch.tanh(logits / cap)
@@ -81,7 +112,7 @@ def fingerprint(data: Sequence[Encoded], cfg: LoopConfig, extra: dict) -> str:
     h = hashlib.sha256(json.dumps({**asdict(cfg), "steps": None, "save_every": None, **extra}, sort_keys=True,
                                   default=str).encode())
     for e in data:
-        h.update(json.dumps([e.ids, e.first_target, e.targets]).encode())
+        h.update(json.dumps([e.ids, e.first_target, e.targets] + ([] if e.learns_decision else [False])).encode())
     return h.hexdigest()
 
 

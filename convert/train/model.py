@@ -89,6 +89,7 @@ class Encoded:
     ids: list[int]  # prompt + decision token + answer, minus the last target
     first_target: int  # position whose next token is the decision token
     targets: list[int]  # decision token, answer tokens (+ end of turn when the answer was not cut)
+    learns_decision: bool = True  # False: the decision token is teacher-forced input only (what follows it is taught)
 
 
 class Encoder:
@@ -137,12 +138,18 @@ class Encoder:
                              f"--max-prompt-tokens {self.max_prompt} (raise it or drop the row)")
         return ids
 
-    def example(self, user: str, decision_id: int, answer: str, where: str = "") -> Encoded:
+    def cut(self, user: str, max_tokens: int) -> str:
+        """The user's text cut to its first ``max_tokens`` tokens (unchanged when shorter)."""
+        ids = self._ids(user, special=False)
+        return user if len(ids) <= max_tokens else self.tok.decode(ids[:max_tokens])
+
+    def example(self, user: str, decision_id: int, answer: str, where: str = "", learns_decision: bool = True
+                ) -> Encoded:
         prompt = self.prompt(user, where)
         body = self._ids(answer, special=False)
         body = body[: self.max_answer] if len(body) >= self.max_answer else body + [self.tok.eos_token_id]
         targets = [decision_id] + body
-        return Encoded(prompt + targets[:-1], len(prompt) - 1, targets)
+        return Encoded(prompt + targets[:-1], len(prompt) - 1, targets, learns_decision)
 
 
 def add_decision_tokens(tok, tokens: Sequence[str]) -> list[int]:
