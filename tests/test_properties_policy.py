@@ -38,6 +38,9 @@ NAMES = {SAFETY: SAFETY, "safety": SAFETY, "Safety": SAFETY, "req": SAFETY, "hum
          "INCOMPLETE REQUESTS": INCOMPLETE, "in": None, "": None, "violence": None, "[respond]": None, "\ud800": None,
          "respond": "respond"}
 NUMBERS = st.floats() | st.integers() | st.sampled_from([1e-40, 1e300, 0.01, 100.0, -100.0, True])
+# half the wrong values just outside a range: [0, 1] for thresholds, [0.01, 100] for temperatures, |bias| <= 100
+EDGES = st.sampled_from([-1e-9, 1 + 1e-9, 1.25, 0.0099, 100.01, -100.01, -0.5])
+WRONG = st.integers(0, 1).flatmap(lambda i: EDGES if i else NUMBERS | JSON)
 
 
 def number_in(value, low, high) -> bool:
@@ -78,11 +81,11 @@ RAW_POLICY = st.builds(
     lambda fields, extra: {**fields, **extra},
     st.fixed_dictionaries({}, optional={
         "rule": mostly(st.sampled_from(RULES), JSON),
-        "threshold": mostly(st.floats(0, 1), NUMBERS | JSON),
-        "temperature": mostly(st.floats(*TEMPERATURE_RANGE), NUMBERS | JSON),
-        "thresholds": mostly(st.dictionaries(KEYS, mostly(st.floats(0, 1), NUMBERS | JSON), max_size=2),
+        "threshold": mostly(st.floats(0, 1), WRONG),
+        "temperature": mostly(st.floats(*TEMPERATURE_RANGE), WRONG),
+        "thresholds": mostly(st.dictionaries(KEYS, mostly(st.floats(0, 1), WRONG), max_size=2),
                              NOT_A_TABLE),
-        "biases": mostly(st.dictionaries(KEYS, mostly(st.floats(-BIAS_LIMIT, BIAS_LIMIT), NUMBERS | JSON),
+        "biases": mostly(st.dictionaries(KEYS, mostly(st.floats(-BIAS_LIMIT, BIAS_LIMIT), WRONG),
                                          max_size=2), NOT_A_TABLE),
     }),
     mostly(st.just({}), st.dictionaries(HOSTILE, JSON, min_size=1, max_size=1)))
@@ -143,7 +146,7 @@ def test_a_policy_file_holds_what_its_parser_reads_or_raises_a_policy_error_nami
         seen["loaded"] += 1
 
     check()
-    seen.require(loaded=25, refused=40)
+    seen.require(loaded=15, refused=40)
 
 
 VALID_POLICY = st.builds(
@@ -208,7 +211,7 @@ LOGITS = st.lists(st.floats(-30, 30, width=32), min_size=VOCABULARY, max_size=VO
 DIAL_POLICY = st.builds(
     Policy, rule=st.sampled_from(RULES), threshold=st.floats(0, 1), temperature=st.floats(*TEMPERATURE_RANGE),
     thresholds=st.dictionaries(st.sampled_from(NAMES_AB), st.floats(0, 1)),
-    biases=st.dictionaries(st.sampled_from([*NAMES_AB, "respond"]), st.floats(-10, 10)))
+    biases=st.dictionaries(st.sampled_from([*NAMES_AB, "respond"]), st.floats(-40, 40)))
 
 
 def test_decisions_follow_the_paper_definitions():
@@ -224,6 +227,7 @@ def test_decisions_follow_the_paper_definitions():
         forced = choice != MODEL
         if not forced:
             token = reference_greedy(logits, policy)
+            seen["a bias moved the model's choice"] += token != int(np.argmax(logits))
             choice = "respond" if token == 0 else NAMES_AB[token - 1] if token < 3 else token
         if isinstance(choice, int):  # the model's own ordinary token
             assert (d.decision_token, d.token_id, d.refused, d.forced) == (False, choice, False, False)
@@ -236,7 +240,8 @@ def test_decisions_follow_the_paper_definitions():
 
     check()
     seen.require(refused=40, answered=40, **{"own token": 5}, **{f"{r}, forced": 10 for r in RULES if r != "natural"},
-                 **{"natural, model's choice": 10, "paper-category, model's choice": 10})
+                 **{"natural, model's choice": 10, "paper-category, model's choice": 10,
+                    "a bias moved the model's choice": 5})
 
 
 def lowered(policy: Policy, category: str, factor: float) -> Policy:
