@@ -15,7 +15,8 @@ import pytest
 from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
 from refusal_edge.errors import ModelLoadError
-from refusal_edge.metadata import CATEGORIES
+from refusal_edge.decision import FirstTokenScores, decide
+from refusal_edge.metadata import CATEGORIES, RefusalSpec, TokenRef
 from conftest import THREADS
 from tiny_model import build_tiny_gguf
 
@@ -73,8 +74,28 @@ def test_shipped_delta_fits_smollm2_and_carries_a_valid_policy():
         layer = int(name.split(".")[1])
         assert 0 <= layer < 30 and a.shape[1] in (576, 1536) and b.shape[0] in (192, 576, 1536)
         assert np.isfinite(a).all() and np.isfinite(b).all()
-    policy = Policy.from_dict(delta.default_policy, CATEGORIES)
-    assert policy.rule in ("per-category", "paper-category", "binary", "natural")
+
+
+def certain_of(index: int, spec, temperature: float) -> FirstTokenScores:
+    """First-token scores of a model sure of one decision token (index into spec.token_ids): at any temperature
+    the margin stays over 2000 logits, which no threshold in [0, 1] and no bias within the limit can overturn."""
+    logits = np.full(len(spec.token_ids) + 2, -1000.0 * max(1.0, temperature), np.float32)
+    logits[index] = -logits[index]
+    return FirstTokenScores.from_logits(logits, spec, temperature)
+
+
+def test_shipped_default_policy_follows_a_certain_model():
+    """Whatever rule (from the registry) and thresholds the retrained delta ships, a model sure of [respond] is
+    answered and a model sure of a category is refused with it: a default policy that always or never refuses, or
+    names a rule the registry does not run, fails here."""
+    policy = Policy.from_dict(dm.read_delta(dm.DELTA_PATH).default_policy, CATEGORIES)
+    refs = [TokenRef(name, token, i) for i, (name, token) in enumerate(zip(("respond", *CATEGORIES), dm.NEW_TOKENS))]
+    spec = RefusalSpec(refs[0], tuple(refs[1:]))
+    answered = decide(certain_of(0, spec, policy.temperature), spec, policy)
+    assert not answered.refused and answered.token == spec.respond.token
+    for i, ref in enumerate(spec.categories, 1):
+        decision = decide(certain_of(i, spec, policy.temperature), spec, policy)
+        assert decision.refused and decision.category == ref.name and decision.token == ref.token
 
 
 # --- assembly ----------------------------------------------------------------------------------------------

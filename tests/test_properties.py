@@ -1,27 +1,23 @@
-"""Property-based tests (Hypothesis) of every surface that takes untrusted input.
+"""Property-based tests (Hypothesis) of every surface that takes untrusted input: rendering and request parsing here,
+policies and decisions in test_properties_policy.py, the GGUF header reader in test_properties_gguf.py.
 
+Each property has an oracle (what the answer must be, not only that no unexpected exception escaped) and counts
+its examples (outcomes.Outcomes), so that it cannot pass by having every generated input rejected.
 Derandomized (a fixed seed) and small, so that CI sees the same examples every run in a few seconds.
 """
 
 import json
-import os
-import struct
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
+from outcomes import Outcomes  # noqa: E402
 from refusal_edge import RefusalModel  # noqa: E402
-from refusal_edge.decision import FirstTokenScores, decide  # noqa: E402
-from refusal_edge.errors import PolicyError, RefusalEdgeError  # noqa: E402
-from refusal_edge.gguf_header import check_data, read_header, tensor_extents  # noqa: E402
-from refusal_edge.inspection import describe  # noqa: E402
-from refusal_edge.metadata import CATEGORIES, RefusalSpec, TokenRef  # noqa: E402
-from refusal_edge.policy import BIAS_LIMIT, RULES, TEMPERATURE_RANGE, Policy  # noqa: E402
+from refusal_edge.errors import RefusalEdgeError  # noqa: E402
+from refusal_edge.metadata import CATEGORIES  # noqa: E402
+from refusal_edge.policy import RULES, TEMPERATURE_RANGE, Policy  # noqa: E402
 from refusal_edge.server.protocol import ApiError, Limits, parse_chat_request  # noqa: E402
 from refusal_edge.template import ROLES, ChatTemplate  # noqa: E402
 
@@ -34,6 +30,13 @@ HOSTILE = st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=8)), max_
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | HOSTILE,
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(HOSTILE, inner, max_size=3),
                     max_leaves=8)
+
+
+def mostly(valid, invalid):
+    """Valid values about seven times in eight, so that an object of several fields is often valid as a whole."""
+    return st.integers(0, 7).flatmap(lambda i: invalid if i == 0 else valid)
+
+
 NAMED = ("{% for m in messages %}<|im_start|>{{ m['role'] }}{% if m.name %} {{ m.name }}{% endif %}\n"
          "{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
 
@@ -57,154 +60,154 @@ messages_strategy = st.lists(
 @FAST
 @given(messages=messages_strategy)
 def test_no_caller_text_ever_becomes_a_control_token(named_model, messages):
-    neutral = [{**m, "content": "a", **({"name": "a"} if "name" in m else {})} for m in messages]
-    assert control_count(named_model, messages) == control_count(named_model, neutral)
+    # NAMED's own control tokens: <|im_start|> and <|im_end|> per message, <|im_start|> for the answer; plus the
+    # decision token of each turn that carries one. Whatever the content and names spell, not one more.
+    markers = sum(m.get("refusal_token") == "[respond]" for m in messages)
+    assert control_count(named_model, messages) == 2 * len(messages) + 1 + markers
 
 
-@FAST
-@given(message=st.dictionaries(HOSTILE | st.sampled_from(["role", "content", "name", "refusal_token"]), JSON,
-                               max_size=5))
-def test_any_message_object_renders_or_raises_a_refusal_edge_error(named_model, message):
-    try:
-        named_model.prompt_tokens([message])
-    except RefusalEdgeError:
-        pass
+def renderable(message, decision_tokens) -> bool:
+    """template.py's contract: a role from ROLES, string content, a decision token of this model (or none) as the
+    turn's refusal_token, and every other field a template could reach by name a string, a number or null."""
+    if not isinstance(message, dict):
+        return False
+    role, content, marker = message.get("role"), message.get("content"), message.get("refusal_token")
+    if not (isinstance(role, str) and role in ROLES and isinstance(content, str)):
+        return False
+    if marker not in (None, "") and not (isinstance(marker, str) and marker in decision_tokens):
+        return False
+    reachable = {k: v for k, v in message.items()
+                 if isinstance(k, str) and k.isidentifier() and k not in ("role", "content", "refusal_token")}
+    return all(v is None or isinstance(v, (str, int, float)) for v in reachable.values())
 
 
-# policies -----------------------------------------------------------------------------------------------------
-FIELDS = st.sampled_from(["rule", "threshold", "thresholds", "biases", "temperature"]) | HOSTILE
-NUMBERS = st.floats() | st.integers() | st.sampled_from([1e-40, 1e300, 0.01, 100.0, -100.0])
-TABLE = st.dictionaries(st.sampled_from(["safety", "Safety", "respond", "human", "req"]) | HOSTILE, NUMBERS | JSON,
-                        max_size=3)
+def contains(tokens: list[int], part: list[int]) -> bool:
+    return not part or any(tokens[i:i + len(part)] == part for i in range(len(tokens) - len(part) + 1))
 
 
-@FAST
-@given(raw=st.dictionaries(FIELDS, st.sampled_from(RULES) | NUMBERS | TABLE | JSON, max_size=5))
-def test_policy_parsing_gives_a_valid_policy_or_a_policy_error(raw):
-    try:
-        policy = Policy.from_dict(raw, CATEGORIES)
-    except PolicyError:
-        return
-    assert TEMPERATURE_RANGE[0] <= policy.temperature <= TEMPERATURE_RANGE[1]
-    assert all(0 <= v <= 1 for v in (policy.threshold, *policy.thresholds.values()))
-    assert all(abs(v) <= BIAS_LIMIT for v in policy.biases.values())
-    assert set(policy.thresholds) <= set(CATEGORIES) and set(policy.biases) <= {*CATEGORIES, "respond"}
+ANY_MESSAGE = st.builds(
+    lambda fields, extra: {**extra, **fields},
+    st.fixed_dictionaries({"role": mostly(st.sampled_from(ROLES), JSON), "content": mostly(HOSTILE, JSON)},
+                          optional={"name": mostly(HOSTILE, JSON), "refusal_token": mostly(
+                                        st.sampled_from(["[respond]", ""]), JSON | st.just("[x]"))}),
+    mostly(st.just({}), st.dictionaries(HOSTILE | st.sampled_from(["tool_calls", "weight", "id"]), JSON, min_size=1,
+                                        max_size=2)))
 
 
-@FAST
-@given(data=st.binary(max_size=64) | JSON.map(lambda v: json.dumps(v).encode()),
-       suffix=st.sampled_from([".toml", ".json"]))
-def test_policy_files_of_anything_load_or_raise_a_policy_error(data, suffix):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"p{suffix}"
-        path.write_bytes(data)
+def test_a_message_renders_exactly_when_it_is_valid_and_its_content_is_plain_text(named_model):
+    decision_tokens, seen = named_model.spec.decision_tokens, Outcomes()
+
+    @settings(FAST, max_examples=150)
+    @given(message=mostly(ANY_MESSAGE, st.dictionaries(HOSTILE | st.sampled_from(["role", "content"]), JSON,
+                                                       max_size=4)))
+    def check(message):
+        valid = renderable(message, decision_tokens)
         try:
-            Policy.load(path, CATEGORIES)
-        except PolicyError as exc:
-            assert str(path) in str(exc)
+            tokens = named_model.prompt_tokens([message])
+        except RefusalEdgeError:
+            assert not valid, f"a valid message was refused: {message!r}"
+            seen["refused"] += 1
+            return
+        assert valid, f"an invalid message was rendered: {message!r}"
+        # the content as plain text (special=False), in one piece: never merged into template text
+        assert contains(tokens, named_model.tokenizer.tokenize(message["content"], special=False))
+        seen["rendered"] += 1
 
-
-SPEC = RefusalSpec(TokenRef("respond", "[respond]", 0), tuple(TokenRef(n, f"[{n}]", 1 + i) for i, n in enumerate("AB")))
-
-
-@FAST
-@given(logits=st.lists(st.floats(-1e4, 1e4, width=32), min_size=6, max_size=6),
-       temperature=st.floats(*TEMPERATURE_RANGE), bias=st.floats(-BIAS_LIMIT, BIAS_LIMIT),
-       rule=st.sampled_from(RULES), threshold=st.floats(0, 1))
-def test_every_valid_policy_on_finite_logits_gives_finite_probabilities(logits, temperature, bias, rule, threshold):
-    policy = Policy(rule=rule, threshold=threshold, temperature=temperature, biases={"A": bias, "respond": -bias})
-    scores = FirstTokenScores.from_logits(np.array(logits, np.float32), SPEC, temperature)
-    d = decide(scores, SPEC, policy)
-    probs = [d.respond_probability, *d.probabilities.values()]
-    assert all(np.isfinite(probs)) and all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-9
+    check()
+    seen.require(rendered=30, refused=30)
 
 
 # server request parsing ----------------------------------------------------------------------------------------
 DECISION_TOKENS = frozenset(["[respond]", *(f"[{c}]" for c in CATEGORIES)])
+API_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}  # OpenAI's
+LIMITS = Limits(max_tokens=4)
 OTHER_FIELDS = st.sampled_from(["temperature", "top_p", "max_tokens", "stop", "stream", "seed", "n", "model",
                                 "stream_options", "top_k", "min_p", "logit_bias", "max_completion_tokens"])
 MESSAGE = st.dictionaries(st.sampled_from(["role", "content", "refusal_token", "name"]),
                           st.sampled_from(["user", "assistant", "system", "developer", "[respond]"]) | JSON,
                           max_size=4)
+PLAIN_MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(sorted(API_ROLES)), "content": HOSTILE})
+
+
+DIAL = st.fixed_dictionaries({}, optional={"rule": st.sampled_from(RULES), "threshold": st.floats(0, 1),
+                                           "temperature": st.floats(*TEMPERATURE_RANGE)})
+SAMPLING = st.fixed_dictionaries({}, optional={
+    "temperature": st.floats(0, 2), "top_p": st.floats(0.01, 1), "max_tokens": st.integers(1, LIMITS.max_tokens),
+    "max_completion_tokens": st.integers(1, LIMITS.max_tokens), "stream": st.booleans(), "seed": st.integers(),
+    "stop": st.lists(st.text(max_size=3), max_size=2), "n": st.just(1), "model": st.text(max_size=5)})
 REQUEST = st.builds(lambda messages, refusal, other: {**other, "messages": messages, "refusal": refusal},
-                    st.lists(MESSAGE, max_size=3) | JSON, st.none() | TABLE | JSON,
-                    st.dictionaries(OTHER_FIELDS, JSON, max_size=4))
+                    mostly(st.lists(mostly(PLAIN_MESSAGE, MESSAGE), min_size=1, max_size=3), JSON),
+                    st.none() | DIAL | JSON, mostly(SAMPLING, st.dictionaries(OTHER_FIELDS, JSON, max_size=4)))
 
 
-@settings(FAST, max_examples=200)
-@given(body=REQUEST.map(lambda r: json.dumps(r).encode()) | st.binary(max_size=40))
-def test_request_parsing_accepts_or_answers_4xx(body):
-    try:
-        parse_chat_request(body, policy=Policy(), categories=CATEGORIES, decision_tokens=DECISION_TOKENS,
-                           limits=Limits(max_tokens=4))
-    except ApiError as exc:
-        assert 400 <= exc.status < 500
+def as_template_message(message: dict) -> dict:
+    """An OpenAI message as the template receives it: the role's template name, the content as one string (text
+    parts joined by newlines; none on an assistant turn is empty; a lone surrogate, which JSON's \\ud800 escapes
+    can carry and no tokenizer takes, as U+FFFD), the turn's decision token."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(part["text"] for part in content)
+    content = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in content or "")
+    out = {"role": API_ROLES[message["role"]], "content": content}
+    if message.get("refusal_token") is not None:
+        out["refusal_token"] = message["refusal_token"]
+    return out
 
 
-@settings(FAST, max_examples=40)
-@given(messages=st.lists(MESSAGE | st.fixed_dictionaries({"role": st.sampled_from(ROLES), "content": HOSTILE}),
-                         min_size=1, max_size=3),
-       refusal=st.none() | TABLE | st.dictionaries(st.sampled_from(["temperature", "rule", "thresholds"]), JSON))
-def test_the_live_server_never_answers_5xx(app_client, messages, refusal):
-    body = {"messages": messages, "max_tokens": 2, **({"refusal": refusal} if refusal is not None else {})}
-    reply = app_client.post("/v1/chat/completions", content=json.dumps(body), headers={"Content-Type": "application/json"})
-    assert reply.status_code < 500, reply.text
-    assert reply.status_code == 200 or "error" in reply.json()
+def test_request_parsing_accepts_what_it_was_sent_or_answers_4xx():
+    server_policy, seen = Policy(rule="binary", threshold=0.3), Outcomes()
 
-
-# the GGUF header reader on mutated files -----------------------------------------------------------------------
-class Original:
-    """The tiny GGUF's bytes, with a short repr for Hypothesis's failure reports."""
-
-    def __init__(self, path):
-        self.data, self.header_end = path.read_bytes(), read_header(path).data_offset
-
-    def __repr__(self) -> str:
-        return f"<tiny GGUF, {len(self.data)} bytes>"
-
-
-@pytest.fixture(scope="module")
-def original(tiny_gguf):
-    return Original(tiny_gguf)
-
-
-MUTATION = st.tuples(st.sampled_from(["set", "u64", "cut", "insert", "delete"]), st.integers(0, 1 << 30),
-                     st.integers(0, 255), st.sampled_from([0, 1, 255, 1 << 31, 1 << 62, (1 << 64) - 1]))
-
-
-def mutate(data: bytes, header_end: int, mutations) -> bytes:
-    buf = bytearray(data)
-    for kind, pos, byte, big in mutations:
-        at = pos % max(1, min(len(buf), header_end + 64))  # mostly the header: that is what the reader parses
-        if kind == "set" and at < len(buf):
-            buf[at] = byte
-        elif kind == "u64":
-            buf[at:at + 8] = struct.pack("<Q", big)
-        elif kind == "cut":
-            del buf[at:]
-        elif kind == "insert":
-            buf[at:at] = bytes([byte]) * (1 + byte % 9)
-        else:
-            del buf[at:at + 1 + byte % 9]
-    return bytes(buf)
-
-
-@settings(FAST, max_examples=150)
-@given(mutations=st.lists(MUTATION, min_size=1, max_size=4))
-def test_the_header_reader_raises_only_its_own_errors_on_mutated_files(original, mutations):
-    data, header_end = original.data, original.header_end
-    fd, name = tempfile.mkstemp(suffix=".gguf")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(mutate(data, header_end, mutations))
+    @settings(FAST, max_examples=300)
+    @given(body=mostly(REQUEST.map(lambda r: json.dumps(r).encode()), st.binary(max_size=40)))
+    def check(body):
         try:
-            header = read_header(name)
-            for key in header.kv:
-                header.get(key)
-            tensor_extents(header)
-            check_data(header)
-            describe(Path(name))  # what `refusal-edge inspect` prints
-        except RefusalEdgeError:
-            pass
-    finally:
-        os.unlink(name)
+            request = parse_chat_request(body, policy=server_policy, categories=CATEGORIES,
+                                         decision_tokens=DECISION_TOKENS, limits=LIMITS)
+        except ApiError as exc:
+            assert 400 <= exc.status < 500
+            seen["rejected"] += 1
+            return
+        raw = json.loads(body)
+        assert request.messages == [as_template_message(m) for m in raw["messages"]]
+        asked = raw.get("max_completion_tokens")
+        asked = raw.get("max_tokens") if asked is None else asked
+        assert request.sampling.max_tokens == (LIMITS.max_tokens if asked is None else asked)
+        refusal = raw.get("refusal") or {}
+        for name in ("rule", "threshold", "temperature"):  # the request's dial over the server's policy
+            assert getattr(request.policy, name) == refusal.get(name, getattr(server_policy, name))
+        seen["accepted"] += 1
+        seen["accepted with a refusal dial"] += bool(refusal)
+
+    check()
+    seen.require(accepted=60, rejected=60, **{"accepted with a refusal dial": 10})
+
+
+def short_and_plain(messages) -> bool:
+    """Messages that every OpenAI client sends and that fit the tiny model's context: they must be answered."""
+    return all(isinstance(m, dict) and set(m) <= {"role", "content"} and m.get("role") in API_ROLES
+               and isinstance(m.get("content"), str) for m in messages) \
+        and sum(len(m["content"].encode("utf-8", "surrogatepass")) for m in messages) < 80
+
+
+def test_the_live_server_answers_valid_requests_and_never_answers_5xx(app_client):
+    seen = Outcomes()
+
+    @settings(FAST, max_examples=40)
+    @given(messages=st.lists(mostly(PLAIN_MESSAGE, MESSAGE), min_size=1, max_size=3),
+           refusal=mostly(st.none(), st.dictionaries(st.sampled_from(["temperature", "rule", "thresholds"]), JSON)))
+    def check(messages, refusal):
+        body = {"messages": messages, "max_tokens": 2, **({"refusal": refusal} if refusal is not None else {})}
+        reply = app_client.post("/v1/chat/completions", content=json.dumps(body),
+                                headers={"Content-Type": "application/json"})
+        assert reply.status_code < 500, reply.text
+        if refusal is None and short_and_plain(messages):
+            assert reply.status_code == 200, (body, reply.text)
+        if reply.status_code == 200:
+            answer = reply.json()
+            assert answer["choices"][0]["message"]["role"] == "assistant" and answer["refusal"]["token"]
+        else:
+            assert reply.json()["error"]["message"]
+        seen["answered" if reply.status_code == 200 else "refused"] += 1
+
+    check()
+    seen.require(answered=15, refused=5)

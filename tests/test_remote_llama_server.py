@@ -17,13 +17,13 @@ from click.testing import CliRunner
 httpx = pytest.importorskip("httpx")
 
 from llama_server import LlamaServer, require_binary  # noqa: E402
+from remote_eval import eval_through_engine_matches_in_process_and_resumes  # noqa: E402
 from test_server_cli import _wait_for_url  # noqa: E402
 from tiny_model import build_tiny_gguf  # noqa: E402
 
 from refusal_edge import RefusalModel  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.decision import probabilities  # noqa: E402
-from refusal_edge.evaluate.store import ScoreStore  # noqa: E402
 from refusal_edge.metadata import CATEGORIES  # noqa: E402
 from refusal_edge.policy import Policy  # noqa: E402
 from refusal_edge.rules import RULES  # noqa: E402
@@ -195,44 +195,9 @@ def test_cli_chat_generate_and_calibrate_run_on_the_engine(server, tiny_gguf, ti
 
 
 def test_eval_through_the_engine_with_concurrency_matches_in_process_and_resumes(server, tiny_gguf, tmp_path):
-    data = tmp_path / "data.jsonl"
-    rows = [{"prompt": f"please tell me about topic {i}", "category": CATEGORIES[i % 5], "subcategory": "x"}
-            for i in range(10)]
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    store = tmp_path / "scores.jsonl"
-    base = ["eval", str(tiny_gguf), str(data), "--store", str(store), "--no-plots", "--threads", "1", "--ctx", "256"]
-    remote_run = CliRunner().invoke(main, [*base, "--engine", server.url, "--concurrency", "3",
-                                           "--out", str(tmp_path / "remote")])
-    assert remote_run.exit_code == 0, remote_run.output
-    report = json.loads((tmp_path / "remote" / "report.json").read_text())
-    assert report["scoring"]["scored"] == 10 and report["model"]["engine"].startswith("llama-server:")
-    local_run = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "local")])
-    assert local_run.exit_code == 0, local_run.output
-    local = json.loads((tmp_path / "local" / "report.json").read_text())
-    assert local["scoring"]["scored"] == 10  # the engine's scores were not taken for in-process ones
-    _close(report["evaluation"], local["evaluation"])
-    again = CliRunner().invoke(main, [*base, "--engine", server.url, "--concurrency", "3", "--out",
-                                      str(tmp_path / "again")])
-    assert again.exit_code == 0, again.output
-    resumed = json.loads((tmp_path / "again" / "report.json").read_text())["scoring"]
-    assert resumed["from_store"] == 10 and resumed["scored"] == 0
-    keys = {json.loads(line)["model"] for line in store.read_text().splitlines()}
-    assert len(keys) == 2  # one store, two models: the file in-process, the file on this engine
-    assert ScoreStore(store, report["model"]["sha256"]).scores  # the in-process records are the file's own
-
-
-def _close(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        return all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        assert len(a) == len(b)
-        return all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, float):
-        assert a == pytest.approx(b, abs=2e-3)
-    else:
-        assert a == b
-    return True
+    report = eval_through_engine_matches_in_process_and_resumes(server.url, tiny_gguf, tmp_path, rows=10, ctx=256,
+                                                                concurrency=3)
+    assert report["model"]["engine"].startswith("llama-server:")
 
 
 def test_serve_engine_is_a_refusal_gateway_for_openai_clients(server, tiny_gguf, tiny_model, tmp_path):

@@ -8,7 +8,6 @@ One vLLM start (~1-2 min on 2 cores) per module: run with ``python -m pytest -m 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -21,7 +20,8 @@ from click.testing import CliRunner
 
 httpx = pytest.importorskip("httpx")
 
-from test_remote_llama_server import _close, force, policies  # noqa: E402
+from remote_eval import eval_through_engine_matches_in_process_and_resumes  # noqa: E402
+from test_remote_llama_server import force, policies  # noqa: E402
 from test_server_cli import _wait_for_url  # noqa: E402
 from tiny_hf import write_tiny_hf  # noqa: E402
 from vllm_server import VllmServer, require_python  # noqa: E402
@@ -189,27 +189,10 @@ def test_the_continuation_hits_the_prefix_cache(remote):
 
 
 def test_eval_through_vllm_with_concurrency_and_resume(server, checkpoint, tmp_path):
-    gguf, served = checkpoint
-    data = tmp_path / "data.jsonl"
-    rows = [{"prompt": f"please tell me about topic {i}", "category": CATEGORIES[i % 5], "subcategory": "x"}
-            for i in range(12)]
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    store = tmp_path / "scores.jsonl"
-    # MODEL is the GGUF here: eval hashes the file it names to key the store (the engine's identity is added)
-    base = ["eval", str(gguf), str(data), "--store", str(store), "--no-plots", "--threads", "1", "--ctx", "512"]
-    remote_run = CliRunner().invoke(main, [*base, "--engine", server.url, "--concurrency", "4",
-                                           "--out", str(tmp_path / "remote")])
-    assert remote_run.exit_code == 0, remote_run.output
-    report = json.loads((tmp_path / "remote" / "report.json").read_text())
-    assert report["scoring"]["scored"] == 12 and report["model"]["engine"] == f"vllm:{SERVED}"
-    local_run = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "local")])
-    assert local_run.exit_code == 0, local_run.output
-    _close(report["evaluation"], json.loads((tmp_path / "local" / "report.json").read_text())["evaluation"])
-    again = CliRunner().invoke(main, [*base, "--engine", server.url, "--concurrency", "4",
-                                      "--out", str(tmp_path / "again")])
-    assert again.exit_code == 0, again.output
-    resumed = json.loads((tmp_path / "again" / "report.json").read_text())["scoring"]
-    assert resumed["from_store"] == 12 and resumed["scored"] == 0
+    # MODEL is the GGUF here: the served directory came from it, and eval keys its score store by the file's hash
+    report = eval_through_engine_matches_in_process_and_resumes(server.url, checkpoint[0], tmp_path, rows=12,
+                                                                ctx=512, concurrency=4)
+    assert report["model"]["engine"] == f"vllm:{SERVED}"
 
 
 @pytest.fixture(scope="module")

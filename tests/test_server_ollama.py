@@ -1,7 +1,10 @@
 """Ollama's API on `refusal-edge serve`, driven by the official ollama client (streaming and not) and raw HTTP.
 Expected answers come from the in-process runtime on the same file, as in test_server.py."""
 
+import datetime
 import json
+import os
+import re
 
 import pytest
 
@@ -9,7 +12,9 @@ ollama = pytest.importorskip("ollama")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from test_server import API_KEY, http, server  # noqa: E402,F401 (fixtures)
+from test_server import API_KEY, N_CTX, http, server  # noqa: E402,F401 (fixtures)
+
+from refusal_edge.gguf_header import read_header  # noqa: E402
 
 HELLO = [{"role": "user", "content": "hello world"}]
 SAFETY_NAME = "Requests with safety concerns"
@@ -77,19 +82,49 @@ def test_an_empty_request_loads_the_model(client):
     assert client.chat(model="tiny", messages=[]).done_reason == "load"
 
 
-def test_model_listing_show_ps_and_version(client, tiny_gguf, tiny_model):
+FORMATS = {b"GGUF": "gguf"}  # Ollama's details.format, by the file's magic bytes
+
+
+def test_model_listing_and_show_describe_the_file_served(client, tiny_gguf):
     listed = client.list().models
     assert [m.model for m in listed] == ["tiny:latest"] and listed[0].size == tiny_gguf.stat().st_size
-    assert listed[0].details.format == "gguf"
+    stat, header = tiny_gguf.stat(), read_header(tiny_gguf)
+    details = listed[0].details
+    assert details.format == FORMATS[tiny_gguf.read_bytes()[:4]]
+    assert details.family == header.get("general.architecture") and details.families == [details.family]
+    assert listed[0].modified_at == datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc)
     shown = client.show("tiny:latest")
-    assert shown.capabilities == ["completion"] and shown.details.family == listed[0].details.family
-    assert shown["modelinfo"]["general.architecture"] == listed[0].details.family
-    running = client.ps().models
-    assert running[0].model == "tiny:latest" and running[0].context_length == 256
-    assert httpx.get(client._client.base_url.join("/api/version"), trust_env=False).json()["version"]
+    assert shown.capabilities == ["completion"] and shown.details == details
+    assert shown.modelinfo["general.architecture"] == details.family
+    assert shown.modelinfo.keys() <= header.kv.keys()  # the file's metadata, none invented
+    assert shown.template == header.get("tokenizer.chat_template")
     with pytest.raises(ollama.ResponseError) as caught:
         client.show("llama3")
     assert caught.value.status_code == 404 and "'llama3' not found" in caught.value.error
+
+
+def test_the_digest_changes_when_the_file_does(client, tiny_gguf):
+    """Clients compare digests to notice a changed model; the file is not rewritten here, only its time moved."""
+    before, stat = client.list().models[0], tiny_gguf.stat()
+    try:
+        os.utime(tiny_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        after = client.list().models[0]
+    finally:
+        os.utime(tiny_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert after.digest != before.digest
+    assert (after.modified_at - before.modified_at).total_seconds() == pytest.approx(1, abs=1e-3)
+    assert client.list().models[0].digest == before.digest
+
+
+def test_ps_and_version(client, server):
+    running = client.ps().models
+    assert running[0].model == "tiny:latest" and running[0].context_length == N_CTX
+    reply = httpx.get(server.url + "/api/version", trust_env=False)  # clients ask before they have a key
+    assert reply.status_code == 200, reply.text
+    # a release number as Ollama's CLI compares it (semver, no "v"); 0.0.0 is what a development build reports
+    version = reply.json()["version"]
+    assert re.fullmatch(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", version), version
+    assert version != "0.0.0"
 
 
 @pytest.mark.parametrize("path, body, words", [
