@@ -11,7 +11,7 @@ from click.testing import CliRunner
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from test_remote_llama_server import _close  # noqa: E402
+from remote_eval import assert_close  # noqa: E402
 
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.metadata import CATEGORIES  # noqa: E402
@@ -57,7 +57,7 @@ def test_ray_scores_the_same_store_entries_as_in_process(cluster, tiny_gguf, tmp
     report = json.loads((tmp_path / "ray" / "report.json").read_text())
     assert report["scoring"]["scored"] == N and "engine" not in report["model"]  # the same model key as in-process
     local_report = json.loads((tmp_path / "local" / "report.json").read_text())
-    _close(report["evaluation"], local_report["evaluation"])
+    assert_close(report["evaluation"], local_report["evaluation"])
     # the store is the in-process one: a run without Ray finds every score there
     reread = run_eval(tiny_gguf, data, "--store", tmp_path / "ray.jsonl", "--out", tmp_path / "reread")
     assert reread.exit_code == 0, reread.output

@@ -4,6 +4,7 @@ limit, integers too large for a float, top_k past int32, repeat_penalty Infinity
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -96,5 +97,6 @@ def test_a_full_queue_is_503_with_retry_after(tiny_model):
     with pytest.raises(ApiError) as caught:
         asyncio.run(overfill())
     assert caught.value.status == 503
-    response = asyncio.run(api_error_response(None, caught.value))
+    request = SimpleNamespace(url=SimpleNamespace(path="/v1/chat/completions"))  # the handler reads the path only
+    response = asyncio.run(api_error_response(request, caught.value))
     assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
