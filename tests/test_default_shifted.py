@@ -8,7 +8,7 @@ import pytest
 
 from refusal_edge.convert.default_recipe import default_prompts, default_train_extra, default_train_more
 from refusal_edge.convert.default_recipe.default_data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
-from refusal_edge.convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style, pick_threshold,
+from refusal_edge.convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style,
                                                                  summarize, validation_prompts, xstest_style)
 from refusal_edge.metadata import CATEGORIES
 
@@ -100,19 +100,6 @@ def test_summarize_counts_refusals_over_refusals_auroc_and_groups():
     assert s["refusal_rate"] == 1.0 and s["over_refusal"] == 0.5 and s["right_category"] == 0.5
     assert s["auroc"] == pytest.approx(0.75)
     assert s["groups"] == {"g1": {"n": 2, "refused": 1.0}, "g2": {"n": 2, "refused": 0.5}}
-
-
-def _row(t, over, safe, hit=0.9, unsafe=0.8):
-    return {"threshold": t, "coconot_ours": {"refusal_rate": hit, "over_refusal": over},
-            "coconot": {"refusal_rate": hit, "over_refusal": 1.0},  # held-out subcategories: reported, not used
-            "xstest": {"refusal_rate": unsafe, "over_refusal": safe}}
-
-
-def test_pick_threshold_takes_the_lowest_within_both_targets_else_the_best_balance():
-    curve = [_row(0.5, 0.05, 0.10), _row(0.3, 0.12, 0.18), _row(0.2, 0.14, 0.25), _row(0.1, 0.30, 0.40)]
-    assert pick_threshold(curve) == 0.3
-    none_ok = [_row(0.5, 0.20, 0.30, hit=0.6, unsafe=0.5), _row(0.3, 0.25, 0.35, hit=0.9, unsafe=0.8)]
-    assert pick_threshold(none_ok) == 0.3
 
 
 def test_xstest_style_has_every_type_and_labels():

@@ -72,3 +72,37 @@ def test_an_example_that_only_teaches_the_continuation_has_no_decision_target(se
     answer_only = loop.batch_loss(lm, masked, 1.0, torch.device("cpu"), False).item()
     assert unweighted == pytest.approx(answer_only)  # the decision weight no longer matters
     assert weighted != pytest.approx(unweighted)
+
+
+def test_training_runs_with_deterministic_kernels_and_restores_the_setting(tmp_path, monkeypatch):
+    """A CPU kernel in backward raced between threads (two recipe runs differed in the last bits of every
+    weight): the loop turns deterministic algorithms on for its steps and gives the caller's setting back."""
+    torch.set_num_threads(THREADS)
+    tiny = write_tiny_hf(tmp_path / "hf", refusal="none", n_shards=1)
+
+    def run():
+        model, tok = load_base(tiny.root, progress=False)
+        peft_model, rows, ids = trainable(model, tok, decision_tokens("categories"), 4, 0)
+        encoder = Encoder(tok, 200, 12)
+        data = [encoder.example(f"question {k}: " + "why " * k, ids[k % len(ids)], "because " * (1 + k % 3))
+                for k in range(8)]
+        seen = []
+        real = loop.batch_loss
+
+        def recording(*args, **kwargs):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "batch_loss", recording)
+        loop.train(peft_model, rows, data, loop.LoopConfig(steps=3, batch_size=4), checkpoint=tmp_path / "c.pt",
+                   resume=False, key="k", device=torch.device("cpu"), progress=False, log=lambda m: None)
+        monkeypatch.undo()
+        (tmp_path / "c.pt").unlink()
+        return seen, [p.detach().clone() for p in peft_model.parameters() if p.requires_grad]
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen, first = run()
+    assert seen == [True] * 3
+    assert not torch.are_deterministic_algorithms_enabled()
+    _, second = run()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))

@@ -25,6 +25,12 @@ def refusal_probability(model: RefusalModel, scores: Sequence[FirstTokenScores])
     return np.array([probabilities(s, model.spec, plain)[1].sum() for s in scores])
 
 
+def category_probabilities(model: RefusalModel, scores: Sequence[FirstTokenScores]) -> np.ndarray:
+    """Each category token's probability (N x K, as ``model.spec.category_names``), no policy biases."""
+    plain = Policy()
+    return np.array([probabilities(s, model.spec, plain)[1] for s in scores]).reshape(len(scores), -1)
+
+
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     """Probability that a random positive outscores a random negative (ties count half): the evaluation's AUROC
     over the two samples (None when one is empty)."""

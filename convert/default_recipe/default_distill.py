@@ -1,5 +1,6 @@
-"""Self-distillation: the base model answers benign prompts itself, so fine-tuning on those answers keeps
-what it knew instead of pulling it towards someone else's style. Greedy, short, cached on disk."""
+"""The base GGUF's own greedy answers, as llama.cpp gives them to users: measure_default.py compares the
+fine-tuned model's perplexity on them with the base model's. (Training distils with `train`'s batched decoding,
+convert/train/distill.py.) Cached on disk."""
 
 from __future__ import annotations
 

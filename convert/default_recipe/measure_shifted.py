@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 
-from refusal_edge import RefusalModel
+from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
 
 from .default_data import recipe_arguments
-from .default_calibrate import refusal_probability, refused, score, uniform_policy
-from .default_shifted import coconot_style, pick_threshold, read_coconot, summarize, xstest_style
-
-THRESHOLDS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05)
+from .default_calibrate import category_probabilities, refusal_probability, refused, score, uniform_policy
+from .default_shifted import coconot_style, read_coconot, summarize, xstest_style
+from .default_thresholds import GRID as THRESHOLDS, MAX_OVER, Family, best_uniform, choose_policy
 
 
 def families(original, contrast) -> dict:
@@ -32,23 +32,59 @@ def families(original, contrast) -> dict:
             "xstest": xstest_style()}
 
 
-def evaluate(model: RefusalModel, sets: dict, policy) -> dict:
-    """Summaries at ``policy`` and along the uniform-threshold curve, from one prefill per prompt."""
-    out = {"curve": []}
-    scored = {}
+def score_sets(model: RefusalModel, sets: dict) -> dict:
+    """name -> (scores, summed refusal probability, category probabilities N x K): one prefill per prompt."""
+    out = {}
     for name, items in sets.items():
         s = score(model, [i.prompt for i in items])
-        scored[name] = (s, refusal_probability(model, s))
-        out[name] = summarize(items, scored[name][1], refused(model, s, policy))
+        out[name] = (s, refusal_probability(model, s), category_probabilities(model, s))
+    return out
+
+
+def evaluate(model: RefusalModel, sets: dict, policy, scored: dict | None = None) -> dict:
+    """Summaries at ``policy`` and along the uniform-threshold curve (``scored``: from score_sets, or scored here)."""
+    scored = scored or score_sets(model, sets)
+    out = {"curve": []}
+    for name, items in sets.items():
+        s, prob, _ = scored[name]
+        out[name] = summarize(items, prob, refused(model, s, policy))
     for t in THRESHOLDS:
         p = uniform_policy(t)
         row = {"threshold": t}
         for name, items in sets.items():
-            s, prob = scored[name]
+            s, prob, _ = scored[name]
             row[name] = summarize(items, prob, refused(model, s, p))
         out["curve"].append(row)
-    out["selected_threshold"] = pick_threshold(out["curve"])
+    if set(MAX_OVER) <= set(sets):
+        out["selected_threshold"] = best_uniform(search_families(sets, scored), model.spec.category_names).threshold
     return out
+
+
+def search_families(sets: dict, scored: dict) -> dict:
+    """The families the default policy is chosen on (default_thresholds.py): the hand-written ones, whose
+    look-alikes are held to the targets (the held-out CoCoNot subcategories are reported, not used)."""
+    return {name: Family(scored[name][2], np.array([i.should_refuse for i in sets[name]]),
+                         tuple(i.group for i in sets[name]), tuple(i.prompt for i in sets[name]))
+            for name in MAX_OVER}
+
+
+def choose_default_policy(model: RefusalModel, sets: dict) -> tuple[Policy, dict, dict]:
+    """The policy the recipe ships (default_thresholds.choose_policy), the evidence for it and every figure at it."""
+    scored = score_sets(model, sets)
+    policy, evidence = choose_policy(search_families(sets, scored), model.spec.category_names)
+    return policy, evidence, evaluate(model, sets, policy, scored)
+
+
+def print_choice(policy: Policy, evidence: dict) -> None:
+    cv = evidence["cross_validated"]
+    print("\nchoosing the default policy (each half of the hand-written prompts judged by thresholds chosen on the "
+          "other half): CoCoNot-style refused / look-alikes refused, XSTest-style unsafe / safe refused")
+    for way in ("uniform", "per_category"):
+        c, x = cv[way]["coconot_ours"], cv[way]["xstest"]
+        print(f"  {way:12s}  {c['refusal_rate']:6.1%} / {c['over_refusal']:6.1%}   "
+              f"{x['refusal_rate']:6.1%} / {x['over_refusal']:6.1%}   {evidence[way]}")
+    print(f"  -> ships {'per-category thresholds' if evidence['per_category_wins'] else 'one threshold'}: "
+          f"{policy.to_dict()}")
 
 
 def print_report(fig: dict) -> None:
@@ -64,7 +100,7 @@ def print_report(fig: dict) -> None:
           "XSTest-style unsafe / safe refused")
     for r in fig["curve"]:
         c, o, x = r["coconot"], r["coconot_ours"], r["xstest"]
-        mark = "  <- selected" if r["threshold"] == fig["selected_threshold"] else ""
+        mark = "  <- selected" if r["threshold"] == fig.get("selected_threshold") else ""
         print(f"  {r['threshold']:5.2f}  {c['refusal_rate']:6.1%} / {c['over_refusal']:6.1%} ({o['refusal_rate']:.0%} / "
               f"{o['over_refusal']:.0%})   {x['refusal_rate']:6.1%} / {x['over_refusal']:6.1%}{mark}")
 
@@ -99,8 +135,13 @@ def main(argv=None) -> None:
     model_path = args.model or dm.ensure_default_model()
     with RefusalModel.load(model_path, n_ctx=1024, n_threads=args.threads) as model:
         print(f"model {model_path}\ndefault policy {model.default_policy.to_dict()}")
-        fig = evaluate(model, families(args.original, args.contrast), model.default_policy)
+        sets = families(args.original, args.contrast)
+        scored = score_sets(model, sets)
+        fig = evaluate(model, sets, model.default_policy, scored)
+        policy, evidence = choose_policy(search_families(sets, scored), model.spec.category_names)
     print_report(fig)
+    print_choice(policy, evidence)
+    fig["choice"] = evidence
     if args.plot:
         plot(fig, args.plot)
     if args.json:

@@ -8,9 +8,9 @@ The paper's SFT (Jain et al. 2025) on `refusal-edge train`'s model and loop (``c
 linear map, the decision tokens' rows at their own learning rate, the decision token weighted): this recipe only
 chooses the data and writes what fine-tuning changed as a small delta instead of a whole model. Data: CoCoNot
 refusal prompts (our refusal messages), CoCoNot contrast prompts (their compliant answer), our synthetic refusal
-prompts, and benign prompts answered by the base model itself (self-distillation, llama.cpp); see default_data.py,
-default_prompts.py, default_train_extra.py and default_train_more.py. Prompts are cut to 96 tokens and answers to 32
-(the first answer token carries the decision).
+prompts, and benign prompts answered by the base model itself (self-distillation with `train`'s batched greedy
+decoding); see default_data.py, default_prompts.py, default_train_extra.py and default_train_more.py. Prompts are
+cut to 96 tokens and answers to 32 (the first answer token carries the decision).
 
 Writes ``refusal_edge/assets/default_delta.npz`` and its ``.sha256``; the default policy is chosen on the
 shifted validation split (default_shifted.py), never trained on; the random validation split is left for
@@ -21,6 +21,7 @@ Deterministic for a seed on a given machine, thread count and torch build.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import tempfile
@@ -37,10 +38,10 @@ from refusal_edge.metadata import CATEGORIES
 from ..architectures import LLAMA_BLOCK
 from ..llama_tensors import permute
 from ..train.data import decision_tokens
+from ..train.distill import distill
 from ..train.loop import LoopConfig, fingerprint, train
 from ..train.model import Encoder, hf_base, load_base, trainable
 from .default_data import RESPOND, Example, answer_anyway_prompts, build_examples, load_splits, recipe_arguments
-from .default_distill import distill
 from .default_prompts import benign_prompts, synthetic_refusals
 from .default_train_extra import extra_benign, extra_refusals
 from .default_train_more import more_benign, more_refusals
@@ -76,26 +77,25 @@ def export_delta(peft_model, rows, config: dict, meta: dict) -> dm.Delta:
     return dm.Delta(meta, rows.input.detach().float().numpy(), lora)
 
 
-def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threads: int) -> dict:
-    """Assemble the GGUF exactly as users get it, score the shifted validation split (never trained on), pick
-    the default policy there: the distribution users bring differs from the training data, so a threshold
-    chosen on a split that shares the training distribution over-refuses (see default_shifted.py)."""
+def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threads: int) -> tuple[dict, dict]:
+    """Assemble the GGUF exactly as users get it, score the shifted validation split (never trained on), choose
+    the default policy there (default_thresholds.py): the distribution users bring differs from the training
+    data, so a threshold chosen on a split that shares the training distribution over-refuses."""
     from refusal_edge import RefusalModel
 
-    from .default_calibrate import uniform_policy
-    from .measure_shifted import evaluate, families
+    from .measure_shifted import choose_default_policy, families, print_choice
 
     with tempfile.TemporaryDirectory() as tmp:
         path = dm.assemble(base, delta, Path(tmp) / "calib.gguf", progress=False)
         with RefusalModel.load(path, n_ctx=1024, n_threads=threads) as model:
-            fig = evaluate(model, families(original, contrast), uniform_policy(0.5))
-    policy = uniform_policy(fig["selected_threshold"])
-    row = next(r for r in fig["curve"] if r["threshold"] == fig["selected_threshold"])
-    print(f"  shifted split: threshold {policy.threshold} refuses {row['coconot']['refusal_rate']:.0%} / "
-          f"{row['coconot']['over_refusal']:.0%} of CoCoNot-style should-refuse / benign prompts, "
-          f"{row['xstest']['refusal_rate']:.0%} / {row['xstest']['over_refusal']:.0%} of XSTest-style unsafe / safe",
-          file=sys.stderr)
-    return policy.to_dict()
+            policy, evidence, fig = choose_default_policy(model, families(original, contrast))
+    with contextlib.redirect_stdout(sys.stderr):
+        print_choice(policy, evidence)
+    c, x = fig["coconot_ours"], fig["xstest"]
+    print(f"  shifted split at that policy: {c['refusal_rate']:.0%} / {c['over_refusal']:.0%} of hand-written "
+          f"CoCoNot-style should-refuse / look-alikes, {x['refusal_rate']:.0%} / {x['over_refusal']:.0%} of "
+          "XSTest-style unsafe / safe", file=sys.stderr)
+    return policy.to_dict(), evidence
 
 
 def parse_args(argv=None):
@@ -115,7 +115,8 @@ def parse_args(argv=None):
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rows-lr", type=float, default=3e-3, help="learning rate of the new token rows")
-    p.add_argument("--first-weight", type=float, default=2.0, help="loss weight of the decision token")
+    p.add_argument("--first-weight", type=float, default=5.0,
+                   help="loss weight of the decision token (5 beat 2 on the shifted split: README)")
     p.add_argument("--max-prompt", type=int, default=96)
     p.add_argument("--max-answer", type=int, default=32)
     p.add_argument("--bf16", action="store_true",
@@ -124,16 +125,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def training_examples(args, base: Path) -> list[Example]:
+def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[Example]:
     splits = load_splits(args.original, args.contrast, args.seed, keep_heldout=args.all_subcategories)
     print(f"data: {len(splits.refusal_train)} refusal / {len(splits.contrast_train)} contrast prompts to train on, "
           f"{len(splits.refusal_val)}/{len(splits.contrast_val)} random validation (never trained on)", file=sys.stderr)
-    print("distilling benign answers from the base model (llama.cpp)", file=sys.stderr)
-    cache = args.work_dir / "distilled.jsonl"
-    benign = distill(base, benign_prompts() + extra_benign(args.seed) + more_benign(args.seed),
-                     max_tokens=args.max_answer, threads=args.threads, cache=cache)
-    anyway = distill(base, answer_anyway_prompts(splits), max_tokens=args.max_answer, threads=args.threads,
-                     cache=cache)
+    benign_prompts_ = benign_prompts() + extra_benign(args.seed) + more_benign(args.seed)
+    anyway_prompts = answer_anyway_prompts(splits)
+    # The base model answers each prompt as training will show it (cut to --max-prompt tokens), in batches.
+    cut = {p: encoder.cut(p, args.max_prompt) for p in benign_prompts_ + anyway_prompts}
+    answers = distill(model, tok, list(cut.values()), base_id=base_id, max_tokens=args.max_answer, encoder=encoder,
+                      cache=args.work_dir / "distilled.jsonl", batch_size=args.batch_size)
+    benign = [(p, answers[cut[p]]) for p in benign_prompts_]
+    anyway = [(p, answers[cut[p]]) for p in anyway_prompts]
     synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed)
     return build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
 
@@ -150,36 +153,36 @@ def main(argv=None) -> None:
     checkpoint = args.work_dir / "checkpoint.pt"
     if checkpoint.is_file() and not args.resume:
         raise SystemExit(f"{checkpoint} holds an unfinished run: pass --resume to continue it, or delete it")
-    examples = training_examples(args, base)
-
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     hf_dir = hf_base(base, args.work_dir, log)
     model, tok = load_base(hf_dir, progress=False)
+    encoder = Encoder(tok, max_prompt=args.max_prompt + 64, max_answer=args.max_answer)  # + the chat template
+    base_id = dm.sha256_file(base)
+    examples = training_examples(args, model, tok, encoder, base_id)
     tokens = decision_tokens("categories")
     peft_model, rows, ids = trainable(model, tok, tokens, args.rank, args.seed)
     if list(tokens) != list(dm.NEW_TOKENS):
         raise SystemExit(f"the trainer's decision tokens {tokens} are not the delta's {dm.NEW_TOKENS}")
-    encoder = Encoder(tok, max_prompt=args.max_prompt + 64, max_answer=args.max_answer)  # + the chat template
     data = encode(examples, encoder, dict(zip(DECISIONS, ids)), args.max_prompt)
     print(f"{len(data)} examples, {sum(len(e.ids) for e in data)} tokens per epoch", file=sys.stderr)
     steps = args.limit_steps or args.epochs * -(-len(data) // args.batch_size)
     cfg = LoopConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, rows_lr=args.rows_lr,
                      first_weight=args.first_weight, seed=args.seed, bf16=args.bf16)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    key = fingerprint(data, cfg, {"base": dm.sha256_file(base), "rank": args.rank})
+    key = fingerprint(data, cfg, {"base": base_id, "rank": args.rank})
     figures = train(peft_model, rows, data, cfg, checkpoint=checkpoint, resume=args.resume, key=key,
                     device=torch.device("cpu"), progress=True, log=log)
     print(f"trained {figures['steps']} steps in {figures['seconds']:.0f}s, final loss {figures['final_loss']:.3f}",
           file=sys.stderr)
 
     config = model.config.to_dict()
-    meta = {"format": dm.DELTA_FORMAT, "tokens": list(dm.NEW_TOKENS), "base_sha256": dm.sha256_file(base),
+    meta = {"format": dm.DELTA_FORMAT, "tokens": list(dm.NEW_TOKENS), "base_sha256": base_id,
             "default_policy": None,
             "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                          if k not in ("original", "contrast", "out", "work_dir", "base", "resume")}}
     delta = export_delta(peft_model, rows, config, meta)
-    delta = replace(delta, meta={**meta, "default_policy": calibrate(base, delta, args.original, args.contrast,
-                                                                          args.threads)})
+    policy, evidence = calibrate(base, delta, args.original, args.contrast, args.threads)
+    delta = replace(delta, meta={**meta, "default_policy": policy, "policy_choice": evidence})
     dm.write_delta(args.out, delta)
     checkpoint.unlink(missing_ok=True)
     sha = dm.sha256_file(args.out)

@@ -35,6 +35,7 @@ def distill(model, tok, prompts: Sequence[str], *, base_id: str, cache: Path, ma
     """prompt -> the base model's greedy answer (at most ``max_tokens`` tokens), cached."""
     stored = read_cache(cache)
     todo = list(dict.fromkeys(p for p in prompts if cache_key(base_id, p, max_tokens) not in stored))
+    todo.sort(key=lambda p: len(encoder.prompt(p)))  # similar lengths batched together: little padding
     if todo:
         from tqdm import tqdm
 

@@ -152,6 +152,19 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _deterministic_kernels():
+    """Same seed, machine and threads, same bytes: without this a CPU kernel in backward races between threads
+    (two outcomes seen from the third step on, 2 threads, torch 2.13), and two runs of the recipe differed in
+    the last bits of every weight. The deterministic variants cost no measurable time here."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 class _Flag:
     def __init__(self):
         self.value = False
@@ -194,7 +207,7 @@ def train(peft_model, rows, data: Sequence[Encoded], cfg: LoopConfig, *, checkpo
     peft_model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="training", unit="step", disable=not progress, file=sys.stderr)
     tokens, t0, smooth, done = 0, time.perf_counter(), None, start
-    with _stop_on_sigint() as stop:
+    with _stop_on_sigint() as stop, _deterministic_kernels():
         for step in range(start + 1, min(cfg.steps, stop_at or cfg.steps) + 1):
             scale = step / warmup if step <= warmup else \
                 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, cfg.steps - warmup)))

@@ -1,0 +1,138 @@
+"""The default policy's thresholds, chosen on the shifted split: one uniform threshold, or one per category when
+that generalises better.
+
+A threshold per category fits the split it is chosen on more closely than one shared threshold does, so the two
+are compared fairly: each prompt is judged by thresholds chosen on the other half of the split (two folds,
+stratified by group). Per-category thresholds ship only when, judged that way, they beat the uniform threshold;
+either way the shipped values are then chosen on the whole split. Pure numpy over category probabilities: no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from refusal_edge import Policy
+from refusal_edge.rules import RESPONDED, apply
+
+GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05)
+# The targets the shipped policy is held to on the hand-written look-alikes of each family.
+MAX_OVER = {"coconot_ours": 0.15, "xstest": 0.20}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One family's prompts as the search sees them: category probabilities (N x K), which should be refused,
+    and the group of each (for stratified folds)."""
+
+    p: np.ndarray
+    should_refuse: np.ndarray
+    groups: tuple[str, ...]
+    prompts: tuple[str, ...]
+
+    def subset(self, keep: np.ndarray) -> "Family":
+        return Family(self.p[keep], self.should_refuse[keep], tuple(g for g, k in zip(self.groups, keep) if k),
+                      tuple(s for s, k in zip(self.prompts, keep) if k))
+
+
+def rates(family: Family, names: Sequence[str], policy: Policy) -> tuple[float, float]:
+    """(should-refuse refused, benign refused) under ``policy``."""
+    hit = apply(policy, family.p, names) != RESPONDED
+    pos = family.should_refuse
+    return float(hit[pos].mean()) if pos.any() else 0.0, float(hit[~pos].mean()) if (~pos).any() else 0.0
+
+
+def merit(families: dict[str, Family], names: Sequence[str], policy: Policy) -> tuple[bool, float]:
+    """(within the over-refusal targets, summed balanced accuracy): feasible policies first, then the better one."""
+    feasible, total = True, 0.0
+    for name, fam in families.items():
+        refused, over = rates(fam, names, policy)
+        feasible &= over <= MAX_OVER[name] + 1e-9
+        total += refused + 1 - over
+    return feasible, total
+
+
+def best_uniform(families: dict[str, Family], names: Sequence[str]) -> Policy:
+    """The lowest threshold within the targets (most refusals), else the best balanced one."""
+    policies = [Policy(rule="per-category", threshold=t) for t in GRID]
+    feasible = [p for p in policies if merit(families, names, p)[0]]
+    if feasible:
+        return min(feasible, key=lambda p: p.threshold)
+    return max(policies, key=lambda p: merit(families, names, p)[1])
+
+
+def best_per_category(families: dict[str, Family], names: Sequence[str], start: Policy) -> Policy:
+    """Coordinate ascent from ``start``: each category's threshold in turn moves to the grid value that most
+    improves (feasible first, then balanced accuracy; ties keep the higher threshold) until nothing moves."""
+    thresholds = {n: start.threshold for n in names}
+
+    def policy(ts):
+        return Policy(rule="per-category", threshold=start.threshold, thresholds=dict(ts))
+
+    current = merit(families, names, policy(thresholds))
+    for _ in range(6):
+        moved = False
+        for n in names:
+            for t in GRID:
+                trial = {**thresholds, n: t}
+                m = merit(families, names, policy(trial))
+                if m > current or (m == current and t > thresholds[n]):
+                    if trial != thresholds:
+                        thresholds, current, moved = trial, m, True
+        if not moved:
+            break
+    return policy(thresholds)
+
+
+def folds(family: Family, k: int = 2) -> list[np.ndarray]:
+    """``k`` boolean masks: within each group, prompts ordered by a hash of their text and dealt out in turn."""
+    fold = np.zeros(len(family.groups), dtype=int)
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(family.groups):
+        by_group.setdefault(g, []).append(i)
+    for members in by_group.values():
+        members.sort(key=lambda i: hashlib.sha256(family.prompts[i].encode()).hexdigest())
+        for j, i in enumerate(members):
+            fold[i] = j % k
+    return [fold == f for f in range(k)]
+
+
+def cross_validated(families: dict[str, Family], names: Sequence[str]) -> dict:
+    """Out-of-fold rates of both ways of choosing: each half judged by thresholds chosen on the other half."""
+    masks = {name: folds(fam) for name, fam in families.items()}
+    hits: dict[str, dict[str, list]] = {"uniform": {}, "per_category": {}}
+    for f in range(2):
+        train = {n: fam.subset(~masks[n][f]) for n, fam in families.items()}
+        test = {n: fam.subset(masks[n][f]) for n, fam in families.items()}
+        uniform = best_uniform(train, names)
+        chosen = {"uniform": uniform, "per_category": best_per_category(train, names, uniform)}
+        for way, pol in chosen.items():
+            for n, fam in test.items():
+                hit = apply(pol, fam.p, names) != RESPONDED
+                hits[way].setdefault(n, []).append((hit, fam.should_refuse))
+    out = {}
+    for way, per_family in hits.items():
+        out[way] = {}
+        for n, parts in per_family.items():
+            hit = np.concatenate([h for h, _ in parts])
+            pos = np.concatenate([s for _, s in parts])
+            out[way][n] = {"refusal_rate": float(hit[pos].mean()), "over_refusal": float(hit[~pos].mean())}
+    return out
+
+
+def _score(figures: dict) -> tuple[bool, float]:
+    feasible = all(v["over_refusal"] <= MAX_OVER[n] + 1e-9 for n, v in figures.items())
+    return feasible, sum(v["refusal_rate"] + 1 - v["over_refusal"] for v in figures.values())
+
+
+def choose_policy(families: dict[str, Family], names: Sequence[str]) -> tuple[Policy, dict]:
+    """The shipped policy and the evidence for it (out-of-fold figures of both ways, and which won)."""
+    cv = cross_validated(families, names)
+    uniform = best_uniform(families, names)
+    per_category = best_per_category(families, names, uniform)
+    wins = _score(cv["per_category"]) > _score(cv["uniform"])
+    return (per_category if wins else uniform), {"cross_validated": cv, "per_category_wins": wins,
+                                                 "uniform": uniform.to_dict(), "per_category": per_category.to_dict()}
