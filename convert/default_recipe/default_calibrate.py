@@ -21,14 +21,14 @@ def score(model: RefusalModel, prompts: Sequence[str]) -> list[FirstTokenScores]
 
 def refusal_probability(model: RefusalModel, scores: Sequence[FirstTokenScores]) -> np.ndarray:
     """Total probability of the category tokens (full-vocabulary softmax, no policy biases)."""
-    plain = Policy()
-    return np.array([probabilities(s, model.spec, plain)[1].sum() for s in scores])
+    return category_probabilities(model, scores).sum(axis=1)
 
 
 def category_probabilities(model: RefusalModel, scores: Sequence[FirstTokenScores]) -> np.ndarray:
     """Each category token's probability (N x K, as ``model.spec.category_names``), no policy biases."""
     plain = Policy()
-    return np.array([probabilities(s, model.spec, plain)[1] for s in scores]).reshape(len(scores), -1)
+    rows = [probabilities(s, model.spec, plain)[1] for s in scores]
+    return np.array(rows, dtype=float).reshape(len(scores), len(model.spec.category_names))
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:

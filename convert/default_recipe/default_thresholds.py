@@ -38,21 +38,26 @@ class Family:
                       tuple(s for s, k in zip(self.prompts, keep) if k))
 
 
-def rates(family: Family, names: Sequence[str], policy: Policy) -> tuple[float, float]:
-    """(should-refuse refused, benign refused) under ``policy``."""
-    hit = apply(policy, family.p, names) != RESPONDED
-    pos = family.should_refuse
+def _rates(hit: np.ndarray, should_refuse: np.ndarray) -> tuple[float, float]:
+    """(should-refuse refused, benign refused) of forced refusals ``hit``."""
+    pos = should_refuse
     return float(hit[pos].mean()) if pos.any() else 0.0, float(hit[~pos].mean()) if (~pos).any() else 0.0
 
 
+def rates(family: Family, names: Sequence[str], policy: Policy) -> tuple[float, float]:
+    """(should-refuse refused, benign refused) under ``policy``."""
+    return _rates(apply(policy, family.p, names) != RESPONDED, family.should_refuse)
+
+
+def _merit(by_family: dict[str, tuple[float, float]]) -> tuple[bool, float]:
+    """(within the over-refusal targets, summed balanced accuracy) of (refused, over-refused) per family:
+    feasible policies first, then the better one."""
+    feasible = all(over <= MAX_OVER[name] + 1e-9 for name, (_, over) in by_family.items())
+    return feasible, sum(refused + 1 - over for refused, over in by_family.values())
+
+
 def merit(families: dict[str, Family], names: Sequence[str], policy: Policy) -> tuple[bool, float]:
-    """(within the over-refusal targets, summed balanced accuracy): feasible policies first, then the better one."""
-    feasible, total = True, 0.0
-    for name, fam in families.items():
-        refused, over = rates(fam, names, policy)
-        feasible &= over <= MAX_OVER[name] + 1e-9
-        total += refused + 1 - over
-    return feasible, total
+    return _merit({name: rates(fam, names, policy) for name, fam in families.items()})
 
 
 def best_uniform(families: dict[str, Family], names: Sequence[str]) -> Policy:
@@ -79,9 +84,8 @@ def best_per_category(families: dict[str, Family], names: Sequence[str], start: 
             for t in GRID:
                 trial = {**thresholds, n: t}
                 m = merit(families, names, policy(trial))
-                if m > current or (m == current and t > thresholds[n]):
-                    if trial != thresholds:
-                        thresholds, current, moved = trial, m, True
+                if trial != thresholds and (m > current or (m == current and t > thresholds[n])):
+                    thresholds, current, moved = trial, m, True
         if not moved:
             break
     return policy(thresholds)
@@ -117,15 +121,13 @@ def cross_validated(families: dict[str, Family], names: Sequence[str]) -> dict:
     for way, per_family in hits.items():
         out[way] = {}
         for n, parts in per_family.items():
-            hit = np.concatenate([h for h, _ in parts])
-            pos = np.concatenate([s for _, s in parts])
-            out[way][n] = {"refusal_rate": float(hit[pos].mean()), "over_refusal": float(hit[~pos].mean())}
+            refused, over = _rates(np.concatenate([h for h, _ in parts]), np.concatenate([s for _, s in parts]))
+            out[way][n] = {"refusal_rate": refused, "over_refusal": over}
     return out
 
 
-def _score(figures: dict) -> tuple[bool, float]:
-    feasible = all(v["over_refusal"] <= MAX_OVER[n] + 1e-9 for n, v in figures.items())
-    return feasible, sum(v["refusal_rate"] + 1 - v["over_refusal"] for v in figures.values())
+def _cv_merit(figures: dict) -> tuple[bool, float]:
+    return _merit({n: (v["refusal_rate"], v["over_refusal"]) for n, v in figures.items()})
 
 
 def choose_policy(families: dict[str, Family], names: Sequence[str]) -> tuple[Policy, dict]:
@@ -133,6 +135,6 @@ def choose_policy(families: dict[str, Family], names: Sequence[str]) -> tuple[Po
     cv = cross_validated(families, names)
     uniform = best_uniform(families, names)
     per_category = best_per_category(families, names, uniform)
-    wins = _score(cv["per_category"]) > _score(cv["uniform"])
+    wins = _cv_merit(cv["per_category"]) > _cv_merit(cv["uniform"])
     return (per_category if wins else uniform), {"cross_validated": cv, "per_category_wins": wins,
                                                  "uniform": uniform.to_dict(), "per_category": per_category.to_dict()}

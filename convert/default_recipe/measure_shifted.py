@@ -19,9 +19,9 @@ from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
 
 from .default_data import recipe_arguments
-from .default_calibrate import category_probabilities, refusal_probability, refused, score, uniform_policy
+from .default_calibrate import category_probabilities, refused, score, uniform_policy
 from .default_shifted import coconot_style, read_coconot, summarize, xstest_style
-from .default_thresholds import GRID as THRESHOLDS, MAX_OVER, Family, best_uniform, choose_policy
+from .default_thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
 
 
 def families(original, contrast) -> dict:
@@ -37,7 +37,8 @@ def score_sets(model: RefusalModel, sets: dict) -> dict:
     out = {}
     for name, items in sets.items():
         s = score(model, [i.prompt for i in items])
-        out[name] = (s, refusal_probability(model, s), category_probabilities(model, s))
+        p = category_probabilities(model, s)
+        out[name] = (s, p.sum(axis=1), p)
     return out
 
 
@@ -55,8 +56,6 @@ def evaluate(model: RefusalModel, sets: dict, policy, scored: dict | None = None
             s, prob, _ = scored[name]
             row[name] = summarize(items, prob, refused(model, s, p))
         out["curve"].append(row)
-    if set(MAX_OVER) <= set(sets):
-        out["selected_threshold"] = best_uniform(search_families(sets, scored), model.spec.category_names).threshold
     return out
 
 
@@ -75,16 +74,16 @@ def choose_default_policy(model: RefusalModel, sets: dict) -> tuple[Policy, dict
     return policy, evidence, evaluate(model, sets, policy, scored)
 
 
-def print_choice(policy: Policy, evidence: dict) -> None:
+def print_choice(policy: Policy, evidence: dict, file=None) -> None:
     cv = evidence["cross_validated"]
     print("\nchoosing the default policy (each half of the hand-written prompts judged by thresholds chosen on the "
-          "other half): CoCoNot-style refused / look-alikes refused, XSTest-style unsafe / safe refused")
+          "other half): CoCoNot-style refused / look-alikes refused, XSTest-style unsafe / safe refused", file=file)
     for way in ("uniform", "per_category"):
         c, x = cv[way]["coconot_ours"], cv[way]["xstest"]
         print(f"  {way:12s}  {c['refusal_rate']:6.1%} / {c['over_refusal']:6.1%}   "
-              f"{x['refusal_rate']:6.1%} / {x['over_refusal']:6.1%}   {evidence[way]}")
+              f"{x['refusal_rate']:6.1%} / {x['over_refusal']:6.1%}   {evidence[way]}", file=file)
     print(f"  -> ships {'per-category thresholds' if evidence['per_category_wins'] else 'one threshold'}: "
-          f"{policy.to_dict()}")
+          f"{policy.to_dict()}", file=file)
 
 
 def print_report(fig: dict) -> None:
@@ -100,7 +99,7 @@ def print_report(fig: dict) -> None:
           "XSTest-style unsafe / safe refused")
     for r in fig["curve"]:
         c, o, x = r["coconot"], r["coconot_ours"], r["xstest"]
-        mark = "  <- selected" if r["threshold"] == fig.get("selected_threshold") else ""
+        mark = "  <- selected" if r["threshold"] == fig["selected_threshold"] else ""
         print(f"  {r['threshold']:5.2f}  {c['refusal_rate']:6.1%} / {c['over_refusal']:6.1%} ({o['refusal_rate']:.0%} / "
               f"{o['over_refusal']:.0%})   {x['refusal_rate']:6.1%} / {x['over_refusal']:6.1%}{mark}")
 
@@ -139,9 +138,9 @@ def main(argv=None) -> None:
         scored = score_sets(model, sets)
         fig = evaluate(model, sets, model.default_policy, scored)
         policy, evidence = choose_policy(search_families(sets, scored), model.spec.category_names)
+    fig["choice"], fig["selected_threshold"] = evidence, evidence["uniform"]["threshold"]
     print_report(fig)
     print_choice(policy, evidence)
-    fig["choice"] = evidence
     if args.plot:
         plot(fig, args.plot)
     if args.json:

@@ -21,7 +21,6 @@ Deterministic for a seed on a given machine, thread count and torch build.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import sys
 import tempfile
@@ -89,8 +88,7 @@ def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threa
         path = dm.assemble(base, delta, Path(tmp) / "calib.gguf", progress=False)
         with RefusalModel.load(path, n_ctx=1024, n_threads=threads) as model:
             policy, evidence, fig = choose_default_policy(model, families(original, contrast))
-    with contextlib.redirect_stdout(sys.stderr):
-        print_choice(policy, evidence)
+    print_choice(policy, evidence, file=sys.stderr)
     c, x = fig["coconot_ours"], fig["xstest"]
     print(f"  shifted split at that policy: {c['refusal_rate']:.0%} / {c['over_refusal']:.0%} of hand-written "
           f"CoCoNot-style should-refuse / look-alikes, {x['refusal_rate']:.0%} / {x['over_refusal']:.0%} of "

@@ -35,7 +35,8 @@ def distill(model, tok, prompts: Sequence[str], *, base_id: str, cache: Path, ma
     """prompt -> the base model's greedy answer (at most ``max_tokens`` tokens), cached."""
     stored = read_cache(cache)
     todo = list(dict.fromkeys(p for p in prompts if cache_key(base_id, p, max_tokens) not in stored))
-    todo.sort(key=lambda p: len(encoder.prompt(p)))  # similar lengths batched together: little padding
+    encoded = {p: encoder.prompt(p) for p in todo}
+    todo.sort(key=lambda p: len(encoded[p]))  # similar lengths batched together: little padding
     if todo:
         from tqdm import tqdm
 
@@ -47,11 +48,11 @@ def distill(model, tok, prompts: Sequence[str], *, base_id: str, cache: Path, ma
         with open(cache, "a", encoding="utf-8") as fh, torch.no_grad():
             for k in range(0, len(todo), batch_size):
                 chunk = todo[k:k + batch_size]
-                encoded = [encoder.prompt(p) for p in chunk]
-                width = max(map(len, encoded))
+                batch_ids = [encoded[p] for p in chunk]
+                width = max(map(len, batch_ids))
                 # left padding: every prompt ends where generation starts
-                ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-                mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+                ids = torch.tensor([[pad] * (width - len(e)) + e for e in batch_ids])
+                mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in batch_ids])
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
                                      pad_token_id=pad, eos_token_id=tok.eos_token_id)
                 for prompt, row in zip(chunk, out[:, width:].tolist()):
