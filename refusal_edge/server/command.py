@@ -52,9 +52,11 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A Host name this server answers to besides loopback names and its own address (e.g. mybox.lan; "
                    "'*': any, which lets DNS-rebinding pages read it). Repeatable.")
+@click.option("--refusal-message/--no-refusal-message", default=True, show_default=True,
+              help="Also put a refused answer's text in OpenAI's message.refusal (content keeps it too).")
 def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
           api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui,
-          allowed_origins, allowed_hosts):
+          allowed_origins, allowed_hosts, refusal_message):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -102,6 +104,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
                        for _ in range(parallel - 1)]
         settings = ServerSettings(
             model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui, access=access,
+            refusal_message=refusal_message,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)

@@ -25,6 +25,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from .headers import DECISION_HEADERS
 from .protocol import ApiError, error_body
 
 ORIGINS_ENV = "REFUSAL_EDGE_ORIGINS"
@@ -32,6 +33,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
+EXPOSED = ", ".join(DECISION_HEADERS).encode()
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ def _same_address(name: str, arrived: str | None) -> bool:
 
 
 def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
-    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin"),
+            (b"access-control-expose-headers", EXPOSED)]  # a page reads the decision headers only if exposed
 
 
 async def _error(send, path: str, status: int, code: str, message: str) -> None:
