@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..inspection import quantization_name
 from . import ollama_protocol as wire
 from .protocol import ApiError, ollama_error_body
 from .service import JobStream, Service, answer, collect_text, compact_json
@@ -128,5 +129,7 @@ def routes(service: Service) -> list[Route]:
 
 def details(metadata) -> dict:
     architecture = metadata.get("general.architecture", "")
+    quantization = quantization_name(metadata.get("general.file_type"))  # what `refusal-edge inspect` says
     return {"parent_model": "", "format": "gguf", "family": architecture, "families": [architecture],
-            "parameter_size": metadata.get("general.size_label", ""), "quantization_level": ""}
+            "parameter_size": metadata.get("general.size_label", ""),
+            "quantization_level": "" if quantization == "unknown" else quantization}
