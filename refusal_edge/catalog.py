@@ -4,7 +4,7 @@ what a model argument may name instead of a path.
 Nothing is recorded besides the files themselves: the models are the embedded default model (once built) and every
 GGUF with refusal metadata in huggingface-hub's cache (``hub.py``), which is where `pull` and ``owner/repo/file.gguf``
 arguments put them. A model's readable name comes from its own header: ``general.name`` and the quantization,
-Ollama-style (``smollm2-135m-instruct-refusal-tokens-refusal-edge-default:q8_0``); ``default`` names the model used
+Ollama-style (``smollm2-135m-instruct-refusal-tokens:q8_0``); ``default`` names the model used
 when none is given.
 """
 
@@ -39,8 +39,9 @@ class Entry:
 
 
 def readable_name(title: str, quantization: str) -> str:
-    """``general.name`` and the quantization as one Ollama-style name: ``tiny-refusal-test:f32``."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", title.lower()).strip("-._") or "model"
+    """``general.name`` and the quantization as one Ollama-style name: ``tiny-refusal-test:f32``. Remarks in
+    parentheses are left out (``… refusal tokens (refusal-edge default)``: the list marks the default itself)."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", re.sub(r"\([^)]*\)", " ", title.lower())).strip("-._") or "model"
     known = quantization and quantization != "unknown" and not quantization.startswith("file type")
     return f"{slug}:{quantization.lower()}" if known else slug
 

@@ -33,7 +33,7 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def cache_dir() -> Path:
+def hf_cache_dir() -> Path:
     """huggingface-hub's cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
@@ -49,7 +49,7 @@ def cached(file: HubFile) -> Path | None:
     """The file in the cache (the revision ``main`` points to), or None; never touches the network."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(file.repo, file.filename, cache_dir=cache_dir())
+    found = try_to_load_from_cache(file.repo, file.filename, cache_dir=hf_cache_dir())
     return Path(found) if isinstance(found, str) else None
 
 
@@ -58,22 +58,15 @@ def fetch(file: HubFile, *, refresh: bool = False) -> tuple[Path, bool]:
     then the hub is asked for a newer revision, where it can be. huggingface-hub draws the download's progress bar
     (HF_HUB_DISABLE_PROGRESS_BARS=1 hides it)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     before = cached(file)
     if before is not None and (not refresh or offline()):
         return before, False
     require_network(str(file))
     try:
-        path = Path(hf_hub_download(file.repo, file.filename, cache_dir=cache_dir(), endpoint=endpoint()))
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"no repository {file.repo} on {endpoint()} (or it is private: set HF_TOKEN)") from None
-    except EntryNotFoundError:
-        raise ModelLoadError(f"{file.repo} has no file {file.filename}") from None
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(f"{file} could not be fetched: {endpoint()} stopped answering") from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot fetch {file}: {_first_line(exc)}") from None
+        path = Path(hf_hub_download(file.repo, file.filename, cache_dir=hf_cache_dir(), endpoint=endpoint()))
+    except Exception as exc:
+        raise hub_error(exc, file.repo, f"fetch {file}") from None
     return path, before is None or path.resolve() != before.resolve()
 
 
@@ -83,21 +76,18 @@ def repo_ggufs(repo: str) -> list[str]:
         return sorted(f.filename for f in cached_files() if f.repo == repo)
     require_network(repo)
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     try:
         files = HfApi(endpoint=endpoint()).list_repo_files(repo)
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"no repository {repo} on {endpoint()} (or it is private: set HF_TOKEN)") from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot list {repo}: {_first_line(exc)}") from None
+    except Exception as exc:
+        raise hub_error(exc, repo, f"list {repo}") from None
     return sorted(f for f in files if f.lower().endswith(".gguf"))
 
 
 def cached_files() -> list[HubFile]:
     """Every GGUF in the cache, in the revision ``main`` points to (else the newest snapshot holding it)."""
     found: dict[tuple[str, str], tuple[bool, float]] = {}
-    root = cache_dir()
+    root = hf_cache_dir()
     for repo_dir in sorted(root.glob("models--*--*")) if root.is_dir() else ():
         repo = "/".join(repo_dir.name.split("--")[1:3])
         main = _read_ref(repo_dir / "refs" / "main")
@@ -114,7 +104,7 @@ def cached_files() -> list[HubFile]:
 
 def snapshot_path(file: HubFile) -> Path | None:
     """Where a cached file is, as ``cached_files`` chose it."""
-    repo_dir = cache_dir() / ("models--" + file.repo.replace("/", "--"))
+    repo_dir = hf_cache_dir() / ("models--" + file.repo.replace("/", "--"))
     main = _read_ref(repo_dir / "refs" / "main")
     candidates = [s / file.filename for s in (repo_dir / "snapshots").glob("*") if (s / file.filename).exists()]
     candidates.sort(key=lambda p: (p.parent.name == main, p.stat().st_mtime))
@@ -136,7 +126,8 @@ def require_network(what: str) -> None:
     """Fail at once when the hub cannot be asked: HF_HUB_OFFLINE is set, or its first request gets no answer
     (huggingface-hub itself would retry for 24 s)."""
     if offline():
-        raise ModelLoadError(f"{what} is not in the Hugging Face cache ({cache_dir()}) and HF_HUB_OFFLINE is set")
+        raise ModelLoadError(f"{what} is not in the Hugging Face cache ({hf_cache_dir()}) and HF_HUB_OFFLINE is "
+                             "set")
     from huggingface_hub import get_session
 
     try:
@@ -144,6 +135,24 @@ def require_network(what: str) -> None:
     except Exception as exc:  # httpx's transport errors; any answer at all (even a 404) means the hub is there
         raise ModelLoadError(f"cannot reach {endpoint()} for {what} ({_first_line(exc) or type(exc).__name__}); "
                              "with HF_HUB_OFFLINE=1 only the Hugging Face cache is used") from None
+
+
+def hub_error(exc: Exception, repo: str, doing: str) -> Exception:
+    """huggingface-hub's failure as one line; what is not the hub's (a bug) is returned as it is, to be raised."""
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+
+    if isinstance(exc, GatedRepoError):
+        return ModelLoadError(f"{repo} is gated: accept its licence on the hub and set HF_TOKEN")
+    if isinstance(exc, RepositoryNotFoundError):
+        return ModelLoadError(f"no repository {repo} on {endpoint()} (or it is private: set HF_TOKEN)")
+    if isinstance(exc, LocalEntryNotFoundError):  # a subclass of the next: not in the cache, and the hub went quiet
+        return ModelLoadError(f"cannot {doing}: {endpoint()} stopped answering")
+    if isinstance(exc, EntryNotFoundError):
+        return ModelLoadError(f"cannot {doing}: {repo} has no such file")
+    if isinstance(exc, (HfHubHTTPError, OSError, ValueError)):
+        return ModelLoadError(f"cannot {doing}: {_first_line(exc)}")
+    return exc
 
 
 def _read_ref(path: Path) -> str | None:

@@ -80,7 +80,7 @@ def test_pull_list_show_use_and_rm_by_name(fake_hub, files, tiny_gguf):
 
 
 def fake_hub_cache():
-    return hub.cache_dir()
+    return hub.hf_cache_dir()
 
 
 def test_a_repository_with_several_ggufs_asks_which(fake_hub):
@@ -104,7 +104,7 @@ def test_a_gguf_without_refusal_metadata_is_refused_and_removed(fake_hub):
 
 
 @pytest.mark.parametrize("spec, words", [("someone/none", "no repository someone/none"),
-                                         ("someone/tiny/other.gguf", "has no file other.gguf"),
+                                         ("someone/tiny/other.gguf", "other.gguf: someone/tiny has no such file"),
                                          ("not a repo", "is not OWNER/REPO")])
 def test_what_the_hub_does_not_have_is_one_line(fake_hub, spec, words):
     result = run("pull", spec)
@@ -160,7 +160,7 @@ def test_a_repository_alone_is_not_a_model_file(fake_hub):
 
 def test_names_from_headers():
     assert catalog.readable_name("SmolLM2-135M-Instruct refusal tokens (refusal-edge default)", "Q8_0") == \
-        "smollm2-135m-instruct-refusal-tokens-refusal-edge-default:q8_0"
+        "smollm2-135m-instruct-refusal-tokens:q8_0"
     assert catalog.readable_name("x", "unknown") == "x" and catalog.readable_name("", "F16") == "model:f16"
     assert catalog.name_of_metadata({"general.name": "Tiny", "general.file_type": "7"}, "f") == "tiny:q8_0"
     assert catalog.name_of_metadata({}, "file-stem") == "file-stem"

@@ -92,7 +92,8 @@ def test_ollamas_curl_example_as_curl_sends_it(tiny_model):
     with BackgroundServer(create_app(SlotPool([tiny_model]), settings)) as running:
         def curl(*extra):
             done = subprocess.run(["curl", "-s", "--noproxy", "*", "-w", "\n%{http_code}", *extra,
-                                   f"{running.url}/api/generate", "-d", body], capture_output=True, text=True, timeout=60)
+                                   f"{running.url}/api/generate", "-d", body],
+                                  capture_output=True, text=True, timeout=60)
             text, _, status = done.stdout.rpartition("\n")
             return int(status), json.loads(text)
 
