@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -57,8 +57,12 @@ def name_of_metadata(metadata: Mapping[str, object], fallback: str) -> str:
 def entries() -> list[Entry]:
     """Every model on this machine: the default first, then the hub cache's, by name."""
     default = default_path()
-    first = [checked_entry(default.path, default.source, default=True)] \
-        if default.path is not None and default.path.is_file() else []
+    first = []
+    if default.path is not None and default.path.is_file():
+        try:
+            first.append(checked_entry(default.path, default.source, default=True))
+        except RefusalEdgeError:  # $REFUSAL_EDGE_MODEL names no refusal-token model: commands say so when used
+            pass
     others = []
     for file in hub.cached_files():
         path = hub.snapshot_path(file)
@@ -68,12 +72,19 @@ def entries() -> list[Entry]:
             others.append(checked_entry(path, str(file), default=False))
         except RefusalEdgeError:  # not a refusal-token model (another tool's GGUF), or unreadable: not ours to list
             continue
-    return first + sorted(others, key=lambda e: (e.name, e.source))
+    others.sort(key=lambda e: (e.name, e.source))
+    if default.path is None and default.source != EMBEDDED:  # $REFUSAL_EDGE_MODEL may give a listed name
+        try:
+            chosen = pick(others, default.source)
+            others = [replace(e, default=True) if e is chosen else e for e in others]
+        except ModelLoadError:
+            pass
+    return first + others
 
 
 @dataclass(frozen=True)
 class DefaultModel:
-    path: Path | None  # None: $REFUSAL_EDGE_MODEL names a hub file not fetched yet
+    path: Path | None  # None: $REFUSAL_EDGE_MODEL gives a name, or a hub file not fetched yet
     source: str
 
 
@@ -93,7 +104,10 @@ def default_path() -> DefaultModel:
 
 def find(name: str) -> Entry:
     """The model a name names: its readable name, that name without the quantization tag, or its source."""
-    everything = entries()
+    return pick(entries(), name)
+
+
+def pick(everything: list[Entry], name: str) -> Entry:
     for key in (lambda e: e.name, lambda e: e.source, lambda e: e.name.partition(":")[0]):
         matches = [e for e in everything if key(e) == name]
         if len(matches) == 1:

