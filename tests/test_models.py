@@ -178,6 +178,8 @@ def test_ollama_tags_and_show_answer_with_the_name_and_quantization(tiny_model):
     with TestClient(create_app(SlotPool([tiny_model]), settings)) as client:
         [tag] = client.get("/api/tags").json()["models"]
         shown = client.post("/api/show", json={"model": TINY}).json()
+        assert client.post("/api/show", json={"model": "tiny-refusal-test"}).status_code == 200
+        assert client.post("/api/show", json={"model": "other:f32"}).status_code == 404
     assert tag["name"] == TINY and tag["details"]["quantization_level"] == "F32"
     assert shown["details"]["quantization_level"] == "F32"
 

@@ -88,7 +88,8 @@ def routes(service: Service) -> list[Route]:
     async def show(request: Request) -> Response:
         raw = await service.read_json(request)
         asked = raw.get("model") or raw.get("name")
-        if asked not in (name, settings.model_id):
+        base = name.partition(":")[0]  # as Ollama, a name without its tag is the same model
+        if asked not in (name, settings.model_id, base, f"{base}:latest"):
             raise ApiError(404, f"model '{asked}' not found; this server serves '{name}'")
         metadata = service.pool.models[0].tokenizer.metadata
         card = service.model_card()
