@@ -15,12 +15,12 @@ from .sampling import SamplingParams
 __version__ = "0.1.0"
 
 
-
 def load(model: str | os.PathLike | None = None, **options) -> RefusalModel:
     """Load a model on the in-process llama.cpp engine: a GGUF path, ``owner/repo/file.gguf`` from the Hugging Face
     hub, a name `refusal-edge list` shows, ``"default"`` or nothing (``$REFUSAL_EDGE_MODEL``, else the embedded
     default model). ``options`` are ``RefusalModel.load``'s (``n_ctx``, ``n_threads``, ...)."""
     return RefusalModel.load(resolve_model_path(model), **options)
+
 
 __all__ = [
     "AsyncRefusalModel", "CATEGORIES", "RULES", "Chunk", "Decision", "FirstTokenScores", "GenerationResult",

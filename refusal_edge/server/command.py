@@ -105,8 +105,8 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
             models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose, predict_decision=predict_decision)
                        for _ in range(parallel - 1)]
         settings = ServerSettings(
-            model_id=model_name or name_of_metadata(first.tokenizer.metadata, first.name), policy=policy, api_key=api_key, ui=ui, access=access,
-            refusal_message=refusal_message,
+            model_id=model_name or name_of_metadata(first.tokenizer.metadata, first.name), policy=policy,
+            api_key=api_key, ui=ui, access=access, refusal_message=refusal_message,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)
