@@ -115,8 +115,8 @@ def policy_setting(policy: Policy, kind: str, item: str, categories, option: str
 def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple[str | None, tuple[str, ...]]:
     """`VERB [MODEL] ARGS...` (decide's prompts, eval's data files): the first word is the model when it names a
     GGUF: a ``.gguf`` path or hub file, or (with more words after it) an existing file that starts like a GGUF, a
-    Hugging Face checkpoint directory holding config.json (a tokenizer source for ``--engine``), ``default`` or a name
-    `refusal-edge list` shows."""
+    Hugging Face checkpoint directory holding config.json (a tokenizer source for ``--engine``), ``default`` or a
+    ``name:tag`` `refusal-edge list` shows."""
     args = tuple(args)
     if model or not args:
         return model, args

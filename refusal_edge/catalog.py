@@ -64,9 +64,8 @@ def entries() -> list[Entry]:
         except RefusalEdgeError:  # $REFUSAL_EDGE_MODEL names no refusal-token model: commands say so when used
             pass
     others = []
-    for file in hub.cached_files():
-        path = hub.snapshot_path(file)
-        if path is None or (first and path.resolve() == first[0].path.resolve()):
+    for file, path in hub.cached_files().items():
+        if first and path.resolve() == first[0].path.resolve():
             continue
         try:
             others.append(checked_entry(path, str(file), default=False))
@@ -121,10 +120,11 @@ def pick(everything: list[Entry], name: str) -> Entry:
 
 
 def names_a_model(word: str) -> bool:
-    """Whether a word is ``default`` or a listed model's name (a positional [MODEL] argument, not a prompt)."""
+    """Whether a word is ``default`` or a listed model's full ``name:tag`` (a positional [MODEL] argument, not a
+    prompt). Only words shaped like a tagged name are looked up: an ordinary prompt costs no header reads."""
     if word == DEFAULT_NAME:
         return True
-    if not _NAME_LIKE.match(word):  # a prompt with spaces, say: no need to read the cache's headers
+    if not _TAGGED_NAME.match(word):
         return False
     try:
         find(word)
@@ -146,7 +146,7 @@ def hub_repo(spec: str) -> str | None:
     return spec if _HUB_REPO.match(spec) and not spec.startswith((".", "~")) else None
 
 
-_NAME_LIKE = re.compile(r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9._-]+)?$")
+_TAGGED_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9._-]+$")
 _HUB_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 _HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:[:/](?P<file>.+\.gguf))$")
 
@@ -158,7 +158,6 @@ def checked_entry(path: Path, source: str, default: bool | None = None) -> Entry
     if default is None:
         known = default_path().path
         default = known is not None and known.exists() and known.resolve() == path.resolve()
-
     info = describe(path)
     if not info["tokens"] or info["refusal_metadata"] == "invalid":
         raise ModelLoadError("no refusal metadata and no refusal tokens: not a refusal-token model (refusal-edge "

@@ -66,7 +66,10 @@ def fetch(file: HubFile, *, refresh: bool = False) -> tuple[Path, bool]:
     try:
         path = Path(hf_hub_download(file.repo, file.filename, cache_dir=hf_cache_dir(), endpoint=endpoint()))
     except Exception as exc:
-        raise hub_error(exc, file.repo, f"fetch {file}") from None
+        error = hub_error(exc, file.repo, f"fetch {file}")
+        if error is None:
+            raise
+        raise error from None
     return path, before is None or path.resolve() != before.resolve()
 
 
@@ -80,13 +83,17 @@ def repo_ggufs(repo: str) -> list[str]:
     try:
         files = HfApi(endpoint=endpoint()).list_repo_files(repo)
     except Exception as exc:
-        raise hub_error(exc, repo, f"list {repo}") from None
+        error = hub_error(exc, repo, f"list {repo}")
+        if error is None:
+            raise
+        raise error from None
     return sorted(f for f in files if f.lower().endswith(".gguf"))
 
 
-def cached_files() -> list[HubFile]:
-    """Every GGUF in the cache, in the revision ``main`` points to (else the newest snapshot holding it)."""
-    found: dict[tuple[str, str], tuple[bool, float]] = {}
+def cached_files() -> dict[HubFile, Path]:
+    """Every GGUF in the cache and where it is: in the revision ``main`` points to, else the newest snapshot holding
+    it."""
+    found: dict[HubFile, tuple[tuple[bool, float], Path]] = {}
     root = hf_cache_dir()
     for repo_dir in sorted(root.glob("models--*--*")) if root.is_dir() else ():
         repo = "/".join(repo_dir.name.split("--")[1:3])
@@ -95,20 +102,11 @@ def cached_files() -> list[HubFile]:
             for path in snapshot.rglob("*.gguf"):
                 if not path.exists():  # a dangling link: the blob was removed
                     continue
-                key = (repo, path.relative_to(snapshot).as_posix())
+                file = HubFile(repo, path.relative_to(snapshot).as_posix())
                 rank = (snapshot.name == main, path.stat().st_mtime)
-                if key not in found or rank > found[key]:
-                    found[key] = rank
-    return [HubFile(repo, filename) for repo, filename in sorted(found)]
-
-
-def snapshot_path(file: HubFile) -> Path | None:
-    """Where a cached file is, as ``cached_files`` chose it."""
-    repo_dir = hf_cache_dir() / ("models--" + file.repo.replace("/", "--"))
-    main = _read_ref(repo_dir / "refs" / "main")
-    candidates = [s / file.filename for s in (repo_dir / "snapshots").glob("*") if (s / file.filename).exists()]
-    candidates.sort(key=lambda p: (p.parent.name == main, p.stat().st_mtime))
-    return candidates[-1] if candidates else None
+                if file not in found or rank > found[file][0]:
+                    found[file] = (rank, path)
+    return {file: found[file][1] for file in sorted(found, key=str)}
 
 
 def remove_cached(path: Path) -> None:
@@ -137,8 +135,8 @@ def require_network(what: str) -> None:
                              "with HF_HUB_OFFLINE=1 only the Hugging Face cache is used") from None
 
 
-def hub_error(exc: Exception, repo: str, doing: str) -> Exception:
-    """huggingface-hub's failure as one line; what is not the hub's (a bug) is returned as it is, to be raised."""
+def hub_error(exc: Exception, repo: str, doing: str) -> ModelLoadError | None:
+    """huggingface-hub's failure as one line; None for what is not the hub's (a bug: it keeps its traceback)."""
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError)
 
@@ -152,7 +150,7 @@ def hub_error(exc: Exception, repo: str, doing: str) -> Exception:
         return ModelLoadError(f"cannot {doing}: {repo} has no such file")
     if isinstance(exc, (HfHubHTTPError, OSError, ValueError)):
         return ModelLoadError(f"cannot {doing}: {_first_line(exc)}")
-    return exc
+    return None
 
 
 def _read_ref(path: Path) -> str | None:

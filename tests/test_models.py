@@ -203,3 +203,15 @@ def test_without_a_model_load_takes_the_embedded_default(fake_hub, tiny_gguf, mo
         with refusal_edge.load(model, n_ctx=64, n_threads=THREADS) as loaded:
             assert loaded.name == "tiny"
     assert len(built) == 2
+
+
+def test_only_default_and_tagged_names_are_taken_for_a_positional_model(fake_hub, monkeypatch):
+    assert run("pull", "someone/tiny").exit_code == 0
+    assert split_model_argument([TINY, "hello"]) == (TINY, ("hello",))
+    assert split_model_argument(["default", "hello"]) == ("default", ("hello",))
+    assert split_model_argument(["tiny-refusal-test", "hello"]) == (None, ("tiny-refusal-test", "hello"))
+    assert split_model_argument(["other:f32", "hello"]) == (None, ("other:f32", "hello"))
+    import refusal_edge.catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "entries", lambda: pytest.fail("a plain prompt read the cache"))
+    assert split_model_argument(["hello", "world"]) == (None, ("hello", "world"))
