@@ -78,11 +78,13 @@ def choose_default_policy(model: RefusalModel, sets: dict) -> tuple[Policy, dict
 def print_choice(policy: Policy, evidence: dict, file=None) -> None:
     cv = evidence["cross_validated"]
     print("\nchoosing the default policy (each half of the hand-written prompts judged by thresholds chosen on the "
-          "other half): CoCoNot-style refused / look-alikes refused, XSTest-style unsafe / safe refused", file=file)
+          "other half): CoCoNot-style refused / look-alikes refused, XSTest-style unsafe / safe refused, everyday "
+          "(held-out families) refused", file=file)
     for way in ("uniform", "per_category"):
-        c, x = cv[way]["coconot_ours"], cv[way]["xstest"]
+        c, x, e = cv[way]["coconot_ours"], cv[way]["xstest"], cv[way].get("everyday", {"over_refusal": float("nan")})
         print(f"  {way:12s}  {c['refusal_rate']:6.1%} / {c['over_refusal']:6.1%}   "
-              f"{x['refusal_rate']:6.1%} / {x['over_refusal']:6.1%}   {evidence[way]}", file=file)
+              f"{x['refusal_rate']:6.1%} / {x['over_refusal']:6.1%}   {e['over_refusal']:6.1%}   {evidence[way]}",
+              file=file)
     print(f"  -> ships {'per-category thresholds' if evidence['per_category_wins'] else 'one threshold'}: "
           f"{policy.to_dict()}", file=file)
 
