@@ -99,3 +99,46 @@ def test_the_sanctioned_converter_module_never_loads_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+
+RECIPE = ("refusal_edge.convert.default_recipe",)  # the maintainers' recipe: in the repository, not in the wheel
+
+
+def shipped_modules():
+    """Every module of the wheel as it sits in the checkout (refusal_edge/, and convert/ as refusal_edge.convert)."""
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "convert").rglob("*.py")]:
+        if "default_recipe" not in path.relative_to(ROOT).parts:
+            yield path
+
+
+def installed_package(path: Path) -> str:
+    """The package ``path`` belongs to once installed: ``convert/`` is installed as ``refusal_edge.convert``."""
+    parts = path.relative_to(ROOT).with_suffix("").parts[:-1]
+    return ".".join(("refusal_edge", *parts) if parts[0] == "convert" else parts)
+
+
+def recipe_imports(path: Path, package: str) -> list[str]:
+    names = set()
+    for base, members in import_statements(path, package):
+        names.add(base)
+        names.update(members)
+    # An absolute `convert.default_recipe` (the repository's folder name) would be the same mistake.
+    return offending(names, (*RECIPE, "convert.default_recipe"))
+
+
+def test_shipped_code_never_imports_the_recipe():
+    """`refusal-edge train` from the wheel once failed on `from ..default_recipe.default_data import ...`."""
+    paths = list(shipped_modules())
+    assert ROOT / "convert" / "train" / "data.py" in paths and installed_package(paths[-1]).startswith("refusal_edge")
+    bad = {str(p.relative_to(ROOT)): recipe_imports(p, installed_package(p)) for p in paths}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+@pytest.mark.parametrize("line", ["from ..default_recipe.default_data import load_splits",
+                                  "from refusal_edge.convert.default_recipe import default_data",
+                                  "import convert.default_recipe.train_default"])
+def test_the_recipe_check_sees_every_way_in(tmp_path, line):
+    module = tmp_path / "data.py"
+    module.write_text(f"def f():\n    {line}\n", encoding="utf-8")
+    assert recipe_imports(module, installed_package(ROOT / "convert" / "train" / "data.py")) != []
