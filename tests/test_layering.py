@@ -69,8 +69,8 @@ def test_computation_imports_no_cli_or_presentation(module):
     assert offending(imports(PACKAGE / f"{module}.py"), PRESENTATION) == []
 
 
-@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "server/ollama_protocol",
-                                    "server/truncation",
+@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol",
+                                    "server/ollama_protocol", "server/truncation",
                                     "window", *WIRE_FORMAT])
 def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
     assert offending(imports(PACKAGE / f"{module}.py"), ADAPTER) == []
