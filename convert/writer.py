@@ -66,7 +66,8 @@ def write_gguf(
     progress: bool = True,
     checked: bool = False,
 ) -> Path:
-    """Write a GGUF atomically (``checked``: the caller has checked the path and the free space already). ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order.
+    """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order. ``checked``: the
+    caller has checked the path and the free space already.
 
     ``tensor_types`` overrides the outtype per tensor name (e.g. ``{"token_embd.weight": "f32"}``). The refusal
     tokens of ``spec`` are written as CONTROL whatever ``tokenizer.types`` says. ``extra_fields`` are extra string,
