@@ -29,7 +29,8 @@ EXTRAS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["op
 SKIP_MARK = "<!-- not-checked:"
 OPERATORS = {"&&", "||", "|", ";", "&"}
 # Programs whose use needs no check of ours (the shell's own, or a tool whose options are not ours to track).
-PLAIN = {"cd", "ls", "cat", "export", "mkdir", "rm", "cp", "echo", "eval", "apt-get", "git", "mkdocs", "wc", "gzip"}
+PLAIN = {"cd", "ls", "cat", "export", "mkdir", "rm", "cp", "echo", "eval", "apt-get", "git", "mkdocs", "wc", "gzip",
+         "head", "tail", "grep", "sort", "jq", "curl", "source", "."}
 OUR_SCRIPT_DIRS = ("benchmarks/", "examples/", ".ci/")
 
 
