@@ -46,13 +46,13 @@ def quantize_gguf(
     output: str | os.PathLike,
     qtype: str,
     *,
+    checked: bool = False,
     keep_embeddings: str | None = None,
     force: bool = False,
     threads: int | None = None,
     progress: bool = True,
     verbose: bool = False,
     allow_requantize: bool = False,
-    checked: bool = False,
 ) -> Path:
     """Quantize ``source`` into ``output`` (atomically); ``keep_embeddings`` holds token_embd and output at that type;
     ``checked``: the caller has checked the output path and the free space already (`convert --quant`).

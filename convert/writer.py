@@ -59,12 +59,12 @@ def write_gguf(
     tensors: Iterable[tuple[str, "np.ndarray | LazyTensor"]],
     spec: RefusalSpec | None,
     *,
+    checked: bool = False,
     outtype: str = "f16",
     tensor_types: Mapping[str, str] | None = None,
     extra_fields: Mapping[str, object] | None = None,
     force: bool = False,
     progress: bool = True,
-    checked: bool = False,
 ) -> Path:
     """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order. ``checked``: the
     caller has checked the path and the free space already.
