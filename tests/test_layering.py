@@ -69,8 +69,7 @@ def test_computation_imports_no_cli_or_presentation(module):
     assert offending(imports(PACKAGE / f"{module}.py"), PRESENTATION) == []
 
 
-@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol",
-                                    "server/ollama_protocol", "server/truncation",
+@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "server/truncation",
                                     "window", *WIRE_FORMAT])
 def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
     assert offending(imports(PACKAGE / f"{module}.py"), ADAPTER) == []
@@ -100,7 +99,6 @@ def test_the_sanctioned_converter_module_never_loads_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
 
 
 RECIPE = ("refusal_edge.convert.default_recipe",)  # the maintainers' recipe: in the repository, not in the wheel
@@ -143,3 +141,8 @@ def test_the_recipe_check_sees_every_way_in(tmp_path, line):
     module = tmp_path / "data.py"
     module.write_text(f"def f():\n    {line}\n", encoding="utf-8")
     assert recipe_imports(module, installed_package(ROOT / "convert" / "train" / "data.py")) != []
+
+
+def test_ollama_wire_format_does_not_import_the_llama_cpp_adapter():
+    """It once took ``assistant_message`` from model.py, which only re-exported it from decision.py."""
+    assert offending(imports(PACKAGE / "server/ollama_protocol.py"), ADAPTER) == []
