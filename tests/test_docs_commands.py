@@ -160,7 +160,7 @@ def script_options(*python_args: str) -> frozenset[str]:
     """Options a script's `--help` lists (it must exit 0)."""
     env = {**os.environ, "PYTHONPATH": ""}
     run = subprocess.run([sys.executable, *python_args, "--help"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, env=env)
+                         timeout=600, env=env)
     assert run.returncode == 0, f"python {' '.join(python_args)} --help: {run.stderr[-2000:]}"
     return frozenset(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", run.stdout)) | {"--help", "-h"}
 
