@@ -2,7 +2,7 @@
 
 Above the seam refusal-edge owns the chat template, tokenization policy (which text may hold control tokens),
 the policy and the decision, text streaming, stop strings and history (``model.py``, ``evaluate/``, ``server/``,
-``chat.py``, ``convert/verify.py``). Below it an engine runs the model. Prompts cross the seam as token ids, so
+``cli_chat.py``, ``convert/verify.py``). Below it an engine runs the model. Prompts cross the seam as token ids, so
 no caller-supplied text can become a control token whatever the engine.
 
 An engine is two parts, kept separable because a remote engine takes its vocabulary from a local,

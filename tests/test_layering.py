@@ -12,9 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "refusal_edge"
 
-PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.chat", "refusal_edge.commands",
+PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.cli_chat", "refusal_edge.cli_oneshot",
                 "refusal_edge.cli", "refusal_edge.evaluate.report", "refusal_edge.evaluate.plots",
-                "refusal_edge.evaluate.cli", "refusal_edge.model_commands")
+                "refusal_edge.evaluate.cli", "refusal_edge.cli_models")
 ADAPTER = ("llama_cpp", "refusal_edge.engines.llama", "refusal_edge.model")  # the in-process engine, all of it
 COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "catalog", "hub",
                "gguf_annotate", "doctor",
