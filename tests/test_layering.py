@@ -12,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "refusal_edge"
 
-PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.cli_chat", "refusal_edge.cli_oneshot",
-                "refusal_edge.cli", "refusal_edge.evaluate.report", "refusal_edge.evaluate.plots",
-                "refusal_edge.evaluate.cli", "refusal_edge.cli_models")
+# Every CLI module by its name (tests/test_verb_modules.py: verbs live in cli.py / cli_*.py), and the presentation.
+CLI_MODULES = tuple(sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in PACKAGE.rglob("cli*.py")
+                           if p.stem == "cli" or p.stem.startswith("cli_")))
+PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.evaluate.report",
+                "refusal_edge.evaluate.plots", *CLI_MODULES)
 ADAPTER = ("llama_cpp", "refusal_edge.engines.llama", "refusal_edge.model")  # the in-process engine, all of it
 COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "catalog", "hub",
                "gguf_annotate", "doctor",
@@ -57,6 +59,11 @@ def imports(path: Path) -> set[str]:
 
 def offending(names: set[str], forbidden: tuple[str, ...]) -> list[str]:
     return sorted(n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden))
+
+
+def test_every_cli_module_counts_as_presentation():
+    assert {"refusal_edge.cli", "refusal_edge.cli_chat", "refusal_edge.cli_doctor", "refusal_edge.server.cli",
+            "refusal_edge.evaluate.cli"} <= set(CLI_MODULES)
 
 
 def test_the_import_scanner_sees_relative_and_lazy_imports(tmp_path):
