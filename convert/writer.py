@@ -66,8 +66,9 @@ def write_gguf(
     force: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order. ``checked``: the
-    caller has checked the path and the free space already.
+    """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order.
+
+    ``checked``: the caller has checked the path and the free space already.
 
     ``tensor_types`` overrides the outtype per tensor name (e.g. ``{"token_embd.weight": "f32"}``). The refusal
     tokens of ``spec`` are written as CONTROL whatever ``tokenizer.types`` says. ``extra_fields`` are extra string,
