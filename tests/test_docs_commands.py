@@ -74,21 +74,39 @@ def inline_spans(text: str):
 
 
 def split_commands(where: str, body: str) -> list[Command]:
-    """Shell words of each simple command: continuations joined, comments dropped, split at && || | ; and &."""
-    commands = []
-    for line in body.replace("\\\n", " ").split("\n"):
-        # Operators stand between spaces in these pages; `a|b` inside a word is a synopsis's alternatives.
-        words: list[str] = []
-        for word in shlex.split(line, comments=True) + [";"]:
+    """Shell words of each simple command: continuations joined, a quote may span lines, a here-document's body is
+    data, comments dropped, split at && || | ; and & (which stand between spaces in these pages; `a|b` inside a word
+    is a synopsis's alternatives)."""
+    commands: list[Command] = []
+    lines = body.replace("\\\n", " ").split("\n")
+    i = 0
+    while i < len(lines):
+        text, i = lines[i], i + 1
+        while True:
+            try:
+                words = shlex.split(text, comments=True)
+                break
+            except ValueError:  # a quote still open: the command goes on on the next line
+                if i == len(lines):
+                    return commands + [Command(where, ("<a quote that does not close>", text))]
+                text, i = f"{text}\n{lines[i]}", i + 1
+        heredoc = re.search(r"<<-?\s*['\"]?(\w+)", text)
+        if heredoc:  # the lines up to the terminator are the command's input, not commands
+            while i < len(lines) and lines[i].strip() != heredoc.group(1):
+                i += 1
+            i += 1
+            words = [w for w in words if not w.startswith("<<")]
+        current: list[str] = []
+        for word in words + [";"]:
             if word.endswith(";") and word != ";":
-                words.append(word[:-1])
+                current.append(word[:-1])
                 word = ";"
             if word in OPERATORS:
-                if words:
-                    commands.append(Command(where, tuple(words)))
-                words = []
+                if current:
+                    commands.append(Command(where, tuple(current)))
+                current = []
             else:
-                words.append(word)
+                current.append(word)
     return commands
 
 
@@ -207,6 +225,8 @@ def python_problems(args: tuple[str, ...]) -> list[str]:
             return [f"unknown module {module!r}: check it here, or mark its block {SKIP_MARK} REASON -->"]
         if importlib.util.find_spec(module) is None:
             return [f"no module {module}"]
+        if not options_used(rest):  # a mention (or a child process's entry point): existing is enough
+            return []
         known = script_options("-m", module)
         return [f"python -m {module} has no option {o}" for o in options_used(rest) if o not in known]
     script, rest = args[0], args[1:]
@@ -214,6 +234,8 @@ def python_problems(args: tuple[str, ...]) -> list[str]:
         return [f"unknown script {script!r}"]
     if not (ROOT / script).is_file():
         return [f"no script {script}"]
+    if not options_used(rest):
+        return []
     known = script_options(script)
     return [f"python {script} has no option {o}" for o in options_used(rest) if o not in known]
 
@@ -243,6 +265,12 @@ def test_every_command_in_the_docs_works_as_written(command):
 def test_a_wrong_command_is_caught(line, problem):
     (command,) = split_commands("test", line)
     assert any(p.startswith(problem) for p in problems_of(command)), problems_of(command)
+
+
+def test_quotes_across_lines_and_here_documents_are_read_as_the_shell_reads_them():
+    body = "curl -d '{\n  \"a\": 1\n}' http://x\ncat <<'EOF' > f.json\n{\"b\": 2}\nEOF\nrefusal-edge chat"
+    assert [c.words[0] for c in split_commands("t", body)] == ["curl", "cat", "refusal-edge"]
+    assert problems_of(split_commands("t", "echo 'open")[0]) != []
 
 
 def test_shell_syntax_is_split_into_commands():
