@@ -36,7 +36,7 @@ PROMPTS = ["Write a short paragraph about why the sky looks blue during the day.
 
 def first_chunk(events, t0: float | None = None) -> float:
     """Seconds from ``t0`` (default: now) to the first visible text of a ``RefusalModel.stream``, which is then
-    closed. Shared with kernels.py."""
+    closed. Shared with kernel_choice_bench.py."""
     from refusal_edge import Chunk
 
     t = time.perf_counter() if t0 is None else t0

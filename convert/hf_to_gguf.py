@@ -13,7 +13,7 @@ from refusal_edge.metadata import RefusalSpec
 from .errors import ConversionError
 from .hf_source import HFCheckpoint, TorchTensor, resolve_source
 from .llama_tensors import arch_params, tensor_plan
-from .output import check_output, check_space
+from .output import SPACE_MARGIN, check_output, check_space
 from .refusal import resolve_spec
 from .tokenizer_files import load_tokenizer
 from .writer import EMBEDDING_TENSORS, OUTTYPES, tensor_nbytes, tensor_type, write_gguf
@@ -99,10 +99,14 @@ def convert_checkpoint(
     overrides = {n: keep_embeddings for n in EMBEDDING_TENSORS} if keep_embeddings and quant is None else None
     extra = {"general.source.url": str(source)} if not Path(str(source)).expanduser().exists() else None
 
+    # The output path was checked above and the free space is checked here, once for the whole run: write_gguf and
+    # quantize_gguf are told so (``checked``) instead of checking again for each file.
+    size = sum(tensor_nbytes(tuple(t.shape), tensor_type(n, tuple(t.shape), outtype, overrides)) for n, t in plan)
     if quant is None:
+        check_space(output.parent, size + SPACE_MARGIN)
         try:
             write_gguf(output, params, tokenizer, plan, spec, outtype=outtype, tensor_types=overrides,
-                       extra_fields=extra, force=force, progress=progress)
+                       extra_fields=extra, force=force, progress=progress, checked=True)
         finally:
             TorchTensor._open = None  # a PyTorch shard kept open for reading
         result = ConvertResult(output, spec, ckpt.root, notes=notes)
@@ -115,9 +119,8 @@ def convert_checkpoint(
 
     from .quantize import QUANT_TYPES, quantize_gguf
 
-    unquantized = sum(tensor_nbytes(tuple(t.shape), tensor_type(n, tuple(t.shape), outtype)) for n, t in plan)
     bits = 16 if outtype != "f32" else 32
-    check_space(output.parent, unquantized + int(unquantized * QUANT_TYPES[quant][1] / bits),
+    check_space(output.parent, size + int(size * QUANT_TYPES[quant][1] / bits) + SPACE_MARGIN,
                 "the unquantized intermediate file and the quantized output")
     if keep_intermediate:
         intermediate = check_output(output.with_name(f"{output.stem}.{outtype}.gguf"), force)
@@ -125,9 +128,9 @@ def convert_checkpoint(
         intermediate = temp_path_beside(output, outtype)
     try:
         write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
-                   force=True, progress=progress)
+                   force=True, progress=progress, checked=True)
         quantize_gguf(intermediate, output, quant, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                      progress=progress, verbose=verbose)
+                      progress=progress, verbose=verbose, checked=True)
         result = ConvertResult(output, spec, ckpt.root, intermediate if keep_intermediate else None, notes=notes)
         if verify:
             from .verify import drift_report

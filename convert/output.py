@@ -30,6 +30,9 @@ def check_output(path: str | os.PathLike, force: bool, inputs: tuple[Path, ...] 
     return path
 
 
+SPACE_MARGIN = 64 << 20  # bytes beyond an output's estimated size: its header, and room for the file system
+
+
 def check_space(directory: Path, needed: int, what: str = "the output") -> None:
     free = shutil.disk_usage(directory).free
     if needed > free:

@@ -14,7 +14,7 @@ from pathlib import Path
 from refusal_edge.files import human_size
 
 from .errors import ConversionError
-from .output import atomic_output, check_output, check_space
+from .output import SPACE_MARGIN, atomic_output, check_output, check_space
 
 # name -> (llama_ftype attribute, approximate bits per weight for the disk-space estimate)
 QUANT_TYPES = {
@@ -46,6 +46,7 @@ def quantize_gguf(
     output: str | os.PathLike,
     qtype: str,
     *,
+    checked: bool = False,
     keep_embeddings: str | None = None,
     force: bool = False,
     threads: int | None = None,
@@ -53,7 +54,8 @@ def quantize_gguf(
     verbose: bool = False,
     allow_requantize: bool = False,
 ) -> Path:
-    """Quantize ``source`` into ``output`` (atomically); ``keep_embeddings`` holds token_embd and output at that type.
+    """Quantize ``source`` into ``output`` (atomically); ``keep_embeddings`` holds token_embd and output at that type;
+    ``checked``: the caller has checked the output path and the free space already (`convert --quant`).
 
     llama.cpp's log is captured (shown with ``verbose``) and its error lines end up in the error message.
     """
@@ -61,15 +63,16 @@ def quantize_gguf(
     from refusal_edge.errors import ModelLoadError
 
     key = check_quant_type(qtype)
-    source, output = Path(source), check_output(output, force)
+    source, output = Path(source), (Path(output) if checked else check_output(output, force))
     try:
         check_gguf_file(source)
     except ModelLoadError as exc:
         raise ConversionError(str(exc)) from None
     if keep_embeddings is not None and keep_embeddings not in EMBEDDING_TYPES:
         raise ConversionError(f"--keep-embeddings {keep_embeddings!r}: choose one of {', '.join(EMBEDDING_TYPES)}")
-    estimate = int(source.stat().st_size * QUANT_TYPES[key][1] / 16) + (64 << 20)
-    check_space(output.parent, estimate)
+    estimate = int(source.stat().st_size * QUANT_TYPES[key][1] / 16) + SPACE_MARGIN
+    if not checked:
+        check_space(output.parent, estimate)
 
     import llama_cpp
 

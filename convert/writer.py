@@ -20,7 +20,7 @@ from refusal_edge.metadata import TOKEN_TYPE_CONTROL, RefusalSpec
 from .errors import ConversionError
 from .hf_source import LazyTensor
 from .llama_tensors import ArchParams, ArrayTensor
-from .output import atomic_output, check_output, check_space
+from .output import SPACE_MARGIN, atomic_output, check_output, check_space
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
@@ -59,6 +59,7 @@ def write_gguf(
     tensors: Iterable[tuple[str, "np.ndarray | LazyTensor"]],
     spec: RefusalSpec | None,
     *,
+    checked: bool = False,
     outtype: str = "f16",
     tensor_types: Mapping[str, str] | None = None,
     extra_fields: Mapping[str, object] | None = None,
@@ -67,13 +68,15 @@ def write_gguf(
 ) -> Path:
     """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order.
 
+    ``checked``: the caller has checked the path and the free space already.
+
     ``tensor_types`` overrides the outtype per tensor name (e.g. ``{"token_embd.weight": "f32"}``). The refusal
     tokens of ``spec`` are written as CONTROL whatever ``tokenizer.types`` says. ``extra_fields`` are extra string,
     int, float or bool metadata (e.g. ``general.source.url``).
     """
     if outtype not in OUTTYPES:
         raise ConversionError(f"unsupported outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
-    path = check_output(path, force)
+    path = Path(path) if checked else check_output(path, force)
     items = [(name, t if isinstance(t, LazyTensor) else ArrayTensor(name, t)) for name, t in tensors]
     if spec is not None:
         tokenizer = tokenizer.with_control(spec.token_ids)
@@ -81,7 +84,8 @@ def write_gguf(
                            len(tokenizer.tokens))
     plan = [(name, t, tensor_type(name, tuple(t.shape), outtype, tensor_types)) for name, t in items]
     total = sum(tensor_nbytes(tuple(t.shape), q) for _, t, q in plan)
-    check_space(path.parent, total + (1 << 20) * 64)
+    if not checked:
+        check_space(path.parent, total + SPACE_MARGIN)
 
     w = gguf.GGUFWriter(None, arch.arch)
     arch.write(w)

@@ -14,22 +14,22 @@ from .extras import extra_for, missing_message
 
 # verb -> ("module:attribute", one-line help). Help text lives here so that `--help` imports no verb module.
 VERBS = {
-    "chat": ("refusal_edge.chat:chat", "Chat with a live refusal dial."),
-    "generate": ("refusal_edge.commands:generate", "Answer one prompt, streamed, after the decision."),
-    "decide": ("refusal_edge.commands:decide", "Refusal decisions only: one prefill per prompt."),
-    "inspect": ("refusal_edge.commands:inspect", "Show a GGUF's refusal metadata and build facts."),
+    "chat": ("refusal_edge.cli_chat:chat", "Chat with a live refusal dial."),
+    "generate": ("refusal_edge.cli_oneshot:generate", "Answer one prompt, streamed, after the decision."),
+    "decide": ("refusal_edge.cli_oneshot:decide", "Refusal decisions only: one prefill per prompt."),
+    "inspect": ("refusal_edge.cli_oneshot:inspect", "Show a GGUF's refusal metadata and build facts."),
     "convert": ("refusal_edge.convert.cli:convert", "Convert a refusal-token checkpoint to GGUF."),
     "annotate": ("refusal_edge.convert.cli:annotate", "Add refusal metadata to an existing GGUF."),
     "quantize": ("refusal_edge.convert.cli:quantize", "Quantize a GGUF, keeping its refusal metadata."),
     "train": ("refusal_edge.convert.train.cli:train", "Teach a chat checkpoint the refusal tokens; a calibrated GGUF out."),
     "eval": ("refusal_edge.evaluate.cli:evaluate", "Refusal curves and metrics from one prefill per prompt."),
     "calibrate": ("refusal_edge.evaluate.cli:calibrate", "Choose thresholds that meet refusal targets."),
-    "serve": ("refusal_edge.server.command:serve", "OpenAI-compatible local server with refusal controls."),
-    "pull": ("refusal_edge.model_commands:pull", "Fetch a refusal-token GGUF from the Hugging Face hub."),
-    "list": ("refusal_edge.model_commands:list_models", "The models on this machine, by name."),
-    "show": ("refusal_edge.model_commands:show", "A model's name, source, path and refusal metadata."),
-    "rm": ("refusal_edge.model_commands:rm", "Delete a pulled model."),
-    "doctor": ("refusal_edge.doctor_command:doctor", "Check this installation: versions, kernels, the default model's numbers."),
+    "serve": ("refusal_edge.server.cli:serve", "OpenAI-compatible local server with refusal controls."),
+    "pull": ("refusal_edge.cli_models:pull", "Fetch a refusal-token GGUF from the Hugging Face hub."),
+    "list": ("refusal_edge.cli_models:list_models", "The models on this machine, by name."),
+    "show": ("refusal_edge.cli_models:show", "A model's name, source, path and refusal metadata."),
+    "rm": ("refusal_edge.cli_models:rm", "Delete a pulled model."),
+    "doctor": ("refusal_edge.cli_doctor:doctor", "Check this installation: versions, kernels, the default model's numbers."),
 }
 
 

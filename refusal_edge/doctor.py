@@ -1,7 +1,7 @@
 """What this installation runs on, and whether it computes the right numbers: the facts a bug report needs, and
 checks that fail loudly (llama.cpp's kernel choice, the default model, and its first-token probabilities on canary
 prompts against the values that ship with the package, so a build that computes wrong numbers is caught, not only
-one that crashes). The command itself is ``doctor_command.py``."""
+one that crashes). The command itself is ``cli_doctor.py``."""
 
 from __future__ import annotations
 

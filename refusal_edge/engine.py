@@ -2,7 +2,7 @@
 
 Above the seam refusal-edge owns the chat template, tokenization policy (which text may hold control tokens),
 the policy and the decision, text streaming, stop strings and history (``model.py``, ``evaluate/``, ``server/``,
-``chat.py``, ``convert/verify.py``). Below it an engine runs the model. Prompts cross the seam as token ids, so
+``cli_chat.py``, ``convert/verify.py``). Below it an engine runs the model. Prompts cross the seam as token ids, so
 no caller-supplied text can become a control token whatever the engine.
 
 An engine is two parts, kept separable because a remote engine takes its vocabulary from a local,
@@ -12,7 +12,7 @@ vocabulary-only load of the served model while the model runs elsewhere:
 - an ``Engine``: scores the first response position of a token sequence and continues from a sequence.
 
 An engine holds its tokenizer as a member (``engine.tokenizer``). The engines live one package each under
-``engines/``: the in-process llama.cpp engine (``engines/llama``, ``LlamaBackend``) is the default, the remote one
+``engines/``: the in-process llama.cpp engine (``engines/llama``, ``LlamaEngine``) is the default, the remote one
 is ``engines/remote``. A new engine is one more package there, subclassing these two, handed to
 ``RefusalModel.from_engine``; nothing above the seam changes.
 """

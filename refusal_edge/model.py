@@ -13,7 +13,6 @@ from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 from .access import ModelLock, Stream
 from .decision import Decision, FirstTokenScores, bias_vector, decide, decision_for_token
-from .decision import assistant_message  # noqa: F401 - imported from here by older callers
 from .engine import Engine, PrefillStats
 from .errors import RefusalEdgeError
 from .metadata import RefusalSpec, read_spec
@@ -36,21 +35,21 @@ class RefusalModel:
         self._decision_ids = frozenset(spec.token_ids)
         self._decision_tokens = spec.decision_tokens
         # The decision token ``stream`` expects next: the last one it fed, at first [respond]. An engine may evaluate
-        # it with the prompt (a hint: LlamaBackend does with predict_decision=True), so that when the policy picks it
+        # it with the prompt (a hint: LlamaEngine does with predict_decision=True), so that when the policy picks it
         # the first answer token costs no extra decode step.
         self._predicted = spec.token_ids[0]
         self._access = ModelLock(serialize=not engine.thread_safe)  # one caller at a time: access.py
 
     @classmethod
     def load(cls, path: str | os.PathLike, **options) -> "RefusalModel":
-        """Load a GGUF on the in-process llama.cpp engine. ``options`` are ``LlamaBackend``'s, with its defaults:
+        """Load a GGUF on the in-process llama.cpp engine. ``options`` are ``LlamaEngine``'s, with its defaults:
         ``n_ctx``, ``n_threads``, ``n_gpu_layers`` (-1 offloads everything to Metal/CUDA builds), ``n_batch``,
         ``batch_sequences``, ``predict_decision``, ``verbose``, ``repack`` (llama.cpp's extra CPU buffer types,
         repacked and AMX kernels: "on", "off" or "auto", the default, or $REFUSAL_EDGE_REPACK: on unless a canary
         decode shows they crash or miscompute on this machine) and any other ``llama_cpp.Llama`` argument."""
-        from .engines.llama.engine import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
+        from .engines.llama.engine import LlamaEngine  # the default engine; nothing else here knows it is llama.cpp
 
-        return cls.from_engine(LlamaBackend(path, **options))
+        return cls.from_engine(LlamaEngine(path, **options))
 
     @staticmethod
     def read_file_spec(path: str | os.PathLike) -> RefusalSpec:

@@ -1,7 +1,7 @@
 """Defaults that more than one interface states: the Python API's keyword defaults, the CLI's options and the
 server's limits all name these, so each default changes in one place."""
 
-N_CTX = 4096  # tokens a sequence (prompt and answer) may hold: LlamaBackend(n_ctx=...), --ctx
+N_CTX = 4096  # tokens a sequence (prompt and answer) may hold: LlamaEngine(n_ctx=...), --ctx
 
 # What one request may ask of `refusal-edge serve` (server/protocol.Limits, and its options).
 SERVER_MAX_BODY_BYTES = 1 << 20

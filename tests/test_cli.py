@@ -192,7 +192,7 @@ def test_runtime_and_cli_help_never_import_torch_the_server_or_convert(verb):
     """`--help` of every verb stays light; only `convert`/`train --help` may load the converter (never torch)."""
     args = ["--help"] if verb is None else [verb, "--help"]
     heavy = tuple(h for h in HEAVY if not (verb in ("convert", "train") and h == "refusal_edge.convert"))
-    code = ("import sys, refusal_edge, refusal_edge.model, refusal_edge.chat, refusal_edge.commands\n"
+    code = ("import sys, refusal_edge, refusal_edge.model, refusal_edge.cli_chat, refusal_edge.cli_oneshot\n"
             "from click.testing import CliRunner\nfrom refusal_edge.cli import main\n"
             f"result = CliRunner().invoke(main, {args!r})\n"
             "assert result.exit_code == 0 and 'Usage' in result.output, result.output\n"
@@ -203,7 +203,7 @@ def test_runtime_and_cli_help_never_import_torch_the_server_or_convert(verb):
 
 
 def test_ctrl_c_stops_the_answer_not_the_chat(tiny_model):
-    from refusal_edge.chat import ChatSession
+    from refusal_edge.cli_chat import ChatSession
     from refusal_edge.model import Chunk
 
     class Interrupted:

@@ -226,9 +226,9 @@ def test_llama_engine_applies_first_token_biases_and_restores_its_logits(tiny_mo
 def test_the_llama_engine_has_its_tokenizer_as_a_member_and_closes_it(tiny_gguf):
     """Shaped like a remote engine: the vocabulary is ``engine.tokenizer``, not the engine itself, and closing the
     engine frees the model the tokenizer reads from."""
-    from refusal_edge.engines.llama.engine import LlamaBackend
+    from refusal_edge.engines.llama.engine import LlamaEngine
 
-    engine = LlamaBackend(tiny_gguf, n_ctx=128, n_threads=1)
+    engine = LlamaEngine(tiny_gguf, n_ctx=128, n_threads=1)
     tokenizer = engine.tokenizer
     assert isinstance(tokenizer, Tokenizer) and not isinstance(engine, Tokenizer)
     assert (tokenizer.path, tokenizer.name) == (tiny_gguf, tiny_gguf.stem)
@@ -239,7 +239,7 @@ def test_the_llama_engine_has_its_tokenizer_as_a_member_and_closes_it(tiny_gguf)
     engine.close()  # twice is harmless
 
 # the boundary ------------------------------------------------------------------------------------------------
-ABOVE_SEAM = ["refusal_edge/model.py", "refusal_edge/chat.py", "refusal_edge/commands.py", "convert/verify.py",
+ABOVE_SEAM = ["refusal_edge/model.py", "refusal_edge/cli_chat.py", "refusal_edge/cli_oneshot.py", "convert/verify.py",
               *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "refusal_edge").glob("evaluate/*.py")),
               *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "refusal_edge").glob("server/*.py"))]
 SEAM_API = {n for cls in (Engine, Tokenizer) for n in dir(cls) if not n.startswith("_")} | {"tokenizer", "n_ctx",
@@ -297,7 +297,7 @@ def test_the_llama_cpp_check_catches_a_module_outside_the_engine(tmp_path, sourc
 def test_code_above_the_seam_uses_only_the_engine_interface(path):
     tree = ast.parse((ROOT / path).read_text())
     from_llama = {name for mod, name in _imports(tree) if re.search(r"(^|\.)engines\.llama(\.|$)", f"{mod}.{name}")}
-    allowed = {"LlamaBackend", "load_tokenizer"} if path == "refusal_edge/model.py" else set()
+    allowed = {"LlamaEngine", "load_tokenizer"} if path == "refusal_edge/model.py" else set()
     assert from_llama <= allowed, f"{path} imports {from_llama - allowed} from the llama.cpp engine"
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute):

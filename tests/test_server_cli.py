@@ -28,7 +28,7 @@ def test_help_names_the_refusal_dial_and_the_safe_defaults():
 
 @pytest.mark.parametrize("flag, expected", [([], False), (["--predict-decision"], True)])
 def test_predict_decision_reaches_every_slot_model(tiny_gguf, monkeypatch, flag, expected):
-    import refusal_edge.server.command as server
+    import refusal_edge.server.cli as server
     from refusal_edge.errors import ModelLoadError
 
     seen = []

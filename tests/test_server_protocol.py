@@ -120,6 +120,6 @@ def test_the_server_library_does_not_import_the_command_line(module):
     import subprocess
     import sys
 
-    code = f"import sys, {module}; print(sorted(m for m in ('click', 'refusal_edge.server.command') if m in sys.modules))"
+    code = f"import sys, {module}; print(sorted(m for m in ('click', 'refusal_edge.server.cli') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -5,7 +5,7 @@ import pytest
 
 from refusal_edge import Policy
 from refusal_edge.arguments import build_policy
-from refusal_edge.chat import ChatSession
+from refusal_edge.cli_chat import ChatSession
 from refusal_edge.errors import PolicyError
 from refusal_edge.metadata import CATEGORIES
 from refusal_edge.sampling import SamplingParams

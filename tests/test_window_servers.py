@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from refusal_edge.chat import ChatSession
+from refusal_edge.cli_chat import ChatSession
 from refusal_edge.sampling import SamplingParams
 from test_window import SYSTEM, long_chat
 

@@ -1,8 +1,8 @@
 """`refusal-edge train`'s data: CoCoNot-format rows -> SFT examples (decision token + answer), and the held-out split.
 
 No torch here. Rows are read with the runtime's data-file reader (``refusal_edge.rows.read_rows``), so `train`
-accepts exactly the files `eval` reads. Refusal messages come from the default model's recipe (one home:
-``convert.default_recipe.default_data.refusal_message``).
+accepts exactly the files `eval` reads. Refusal messages and the stratified split are ``coconot``'s, which the
+default model's recipe uses too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 from refusal_edge.rows import DataError, read_rows
 from refusal_edge.metadata import CATEGORIES, REFUSE_TOKEN, RESPOND_TOKEN, category_token
 
-from ..default_recipe.default_data import refusal_message, stratified_split
+from .coconot import refusal_message, stratified_split
 from .errors import TrainError
 
 RESPOND = "respond"

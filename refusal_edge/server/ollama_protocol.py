@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import Mapping
 
-from ..decision import Decision
-from ..model import assistant_message
+from ..decision import Decision, assistant_message
 from .protocol import ApiError
 from .truncation import SERVER_CONTEXT_OPTION, Truncation
 

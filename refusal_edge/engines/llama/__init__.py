@@ -1,6 +1,6 @@
 """The in-process llama.cpp engine, the only code that imports llama-cpp-python (``tests/test_engine.py`` checks it).
 
-``engine.py`` holds the engine (``LlamaBackend``: prefix-reusing prefill, first-token logits, native sampling) and
+``engine.py`` holds the engine (``LlamaEngine``: prefix-reusing prefill, first-token logits, native sampling) and
 ``vocab.py`` its tokenizer member (``LlamaTokenizer``), the model loading every weight load goes through, and the
 vocabulary-only load a remote engine takes its vocabulary from; ``batch.py`` scores many prompts per decode;
 ``lib.py`` imports llama-cpp-python, quietly; ``kernels.py`` chooses llama.cpp's CPU kernels for this machine,

@@ -1,4 +1,4 @@
-"""The in-process llama.cpp engine (the seam it implements is refusal_edge/engine.py): ``LlamaBackend`` runs the
+"""The in-process llama.cpp engine (the seam it implements is refusal_edge/engine.py): ``LlamaEngine`` runs the
 model; its vocabulary is a member, ``tokenizer`` (a ``LlamaTokenizer``, vocab.py), as a remote engine's is."""
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from .vocab import LlamaTokenizer, load_llama
 class Sampler:
     """A native llama.cpp sampler chain, the same one ``create_completion`` builds."""
 
-    def __init__(self, backend: "LlamaBackend", params: SamplingParams) -> None:
+    def __init__(self, engine: "LlamaEngine", params: SamplingParams) -> None:
         self._chain = None
         lc = llama_cpp_module()
         self._lc = lc
-        self._ctx = backend.ctx
+        self._ctx = engine.ctx
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         add = lambda s: lc.llama_sampler_chain_add(chain, s)  # noqa: E731
         if params.repeat_penalty != 1.0:
-            add(lc.llama_sampler_init_penalties(backend.tokenizer.n_vocab, params.repeat_last_n,
+            add(lc.llama_sampler_init_penalties(engine.tokenizer.n_vocab, params.repeat_last_n,
                                                 params.repeat_penalty, 0.0, 0.0))
         if params.temperature == 0:
             add(lc.llama_sampler_init_greedy())
@@ -61,7 +61,7 @@ class Sampler:
     __del__ = close
 
 
-class LlamaBackend(Engine):
+class LlamaEngine(Engine):
     """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix.
 
     ``score_many`` scores up to ``batch_sequences`` prompts per decode on a second context created on first use

@@ -87,17 +87,17 @@ def _byte_chars() -> list[str]:
 
 
 def decode_logits(path: Path, repack: str) -> np.ndarray:
-    from .engine import LlamaBackend
+    from .engine import LlamaEngine
 
-    backend = LlamaBackend(path, n_ctx=64, n_threads=1, n_batch=64, batch_sequences=1, repack=repack)
+    engine = LlamaEngine(path, n_ctx=64, n_threads=1, n_batch=64, batch_sequences=1, repack=repack)
     try:
-        backend.prefill(list(TOKENS[:2]), outputs=2)
-        rows = [backend.logits(-2).copy(), backend.logits(-1).copy()]
-        backend.feed(TOKENS[2])
-        rows.append(backend.logits(-1).copy())
+        engine.prefill(list(TOKENS[:2]), outputs=2)
+        rows = [engine.logits(-2).copy(), engine.logits(-1).copy()]
+        engine.feed(TOKENS[2])
+        rows.append(engine.logits(-1).copy())
         return np.stack(rows)
     finally:
-        backend.close()
+        engine.close()
 
 
 def check(directory: Path) -> dict:

@@ -1,5 +1,5 @@
 """A GGUF's vocabulary through llama.cpp: loading a model with this machine's kernels, the tokenizer side of the seam
-(``LlamaTokenizer``: the ``tokenizer`` member of ``LlamaBackend``, and of a remote engine) and a vocabulary-only load
+(``LlamaTokenizer``: the ``tokenizer`` member of ``LlamaEngine``, and of a remote engine) and a vocabulary-only load
 for engines that run the model elsewhere. Part of the in-process llama.cpp engine."""
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def rm(name):
 @click.option("--json", "as_json", is_flag=True, help="The entry and the file's refusal metadata, as JSON.")
 def show(name, as_json):
     """A model's entry (name, source, path) and its refusal metadata, as `inspect` shows it."""
-    from .commands import print_description
+    from .cli_oneshot import print_description
     from .inspection import describe
 
     entry = _entry(name)

@@ -8,7 +8,7 @@ refusal-edge chooses here, `kernels.choose()`, without prediction):
 - decide   ``RefusalModel.decide`` on one prompt: one prefill and the decision (prompts/s)
 - ttft     ``RefusalModel.stream`` up to the first visible answer token, the policy picking ``[respond]``
 
-    python benchmarks/kernels.py [MODEL.gguf] --rounds 9 --threads 1
+    python benchmarks/kernel_choice_bench.py [MODEL.gguf] --rounds 9 --threads 1
 """
 
 from __future__ import annotations
