@@ -12,6 +12,7 @@ from refusal_edge.metadata import RefusalSpec
 
 from .errors import ConversionError
 from .hf_source import HFCheckpoint, TorchTensor, resolve_source
+from .load_check import coarsest
 from .llama_tensors import arch_params, tensor_plan
 from .output import check_output, check_space
 from .refusal import resolve_spec
@@ -76,8 +77,12 @@ def convert_checkpoint(
     probes: Sequence | None = None,
     progress: bool = True,
     verbose: bool = False,
+    check_load: bool = True,
     log=print,
 ) -> ConvertResult:
+    """Convert ``source`` to ``output``. Unless ``check_load`` is off, every GGUF written is loaded by llama.cpp in
+    a child process before it gets its name, and the unquantized one's logits are compared with the source
+    checkpoint's where torch is installed (``load_check``); a failure leaves no output behind."""
     if outtype not in OUTTYPES:
         raise ConversionError(f"unsupported --outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
     output = check_output(output, force)
@@ -100,9 +105,11 @@ def convert_checkpoint(
     extra = {"general.source.url": str(source)} if not Path(str(source)).expanduser().exists() else None
 
     if quant is None:
+        checker = _load_checker(check_load, output.name, ckpt.root, coarsest(outtype, keep_embeddings),
+                                threads, log)
         try:
             write_gguf(output, params, tokenizer, plan, spec, outtype=outtype, tensor_types=overrides,
-                       extra_fields=extra, force=force, progress=progress)
+                       extra_fields=extra, force=force, progress=progress, check=checker)
         finally:
             TorchTensor._open = None  # a PyTorch shard kept open for reading
         result = ConvertResult(output, spec, ckpt.root, notes=notes)
@@ -125,9 +132,11 @@ def convert_checkpoint(
         intermediate = temp_path_beside(output, outtype)
     try:
         write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
-                   force=True, progress=progress)
+                   force=True, progress=progress,
+                   check=_load_checker(check_load, f"the {outtype} intermediate file", ckpt.root, outtype, threads,
+                                       log))
         quantize_gguf(intermediate, output, quant, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                      progress=progress, verbose=verbose)
+                      progress=progress, verbose=verbose, check_load=check_load, log=log)
         result = ConvertResult(output, spec, ckpt.root, intermediate if keep_intermediate else None, notes=notes)
         if verify:
             from .verify import drift_report
@@ -140,3 +149,18 @@ def convert_checkpoint(
         if not keep_intermediate:
             with contextlib.suppress(OSError):
                 intermediate.unlink()
+
+
+def _load_checker(enabled: bool, what: str, source: Path, weight_type: str | None, threads: int | None, log):
+    """The ``check`` of ``write_gguf``: llama.cpp loads the temporary file, logits compared with ``source``."""
+    if not enabled:
+        return None
+    from .load_check import check_gguf_loads
+
+    def check(tmp: Path) -> None:
+        checked = check_gguf_loads(tmp, source=source, weight_type=weight_type, threads=threads, what=what)
+        for note in checked.notes:
+            log(f"note: {note}")
+        log(checked.summary())
+
+    return check
