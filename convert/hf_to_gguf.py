@@ -10,12 +10,14 @@ from typing import Mapping, Sequence
 from refusal_edge.files import temp_path_beside
 from refusal_edge.metadata import RefusalSpec
 
+from .architectures import FAMILIES
 from .errors import ConversionError
 from .hf_source import HFCheckpoint, TorchTensor, resolve_source
 from .load_check import coarsest
 from .llama_tensors import arch_params, tensor_plan
 from .output import check_output, check_space
 from .refusal import resolve_spec
+from .tokenizer import llama_cpp_safe_name
 from .tokenizer_files import load_tokenizer
 from .writer import EMBEDDING_TENSORS, OUTTYPES, tensor_nbytes, tensor_type, write_gguf
 
@@ -41,7 +43,7 @@ def load_source(source: str | Path, revision: str | None = None, pre_tokenizer: 
     tokenizer = load_tokenizer(root, pre_tokenizer)
     plan = tensor_plan(ckpt, params)
     rows = dict(plan)["token_embd.weight"].shape[0]
-    notes = []
+    notes = list(FAMILIES[params.hf_arch].notes(ckpt.config, params))
     if len(tokenizer.tokens) > rows:
         raise ConversionError(
             f"vocabulary/embedding size mismatch: the tokenizer has {len(tokenizer.tokens)} tokens, the embedding "
@@ -50,6 +52,10 @@ def load_source(source: str | Path, revision: str | None = None, pre_tokenizer: 
     if len(tokenizer.tokens) < rows:
         notes.append(f"padded the vocabulary from {len(tokenizer.tokens)} to the embedding's {rows} rows")
         tokenizer = tokenizer.padded_to(rows)
+    safe_name, note = llama_cpp_safe_name(params.name, tokenizer.tokens)
+    if note:
+        notes.append(note)
+        params = replace(params, name=safe_name)
     if params.n_vocab != rows:
         if params.n_vocab:
             notes.append(f"config.json says vocab_size {params.n_vocab}; the embedding has {rows} rows")
