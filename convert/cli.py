@@ -175,7 +175,8 @@ def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, qu
     log = _echo(quiet)
     probes = _probes(probe_file)
     path = quantize_gguf(source, output, qtype, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                         progress=not quiet, verbose=verbose, allow_requantize=allow_requantize)
+                         progress=not quiet, verbose=verbose, allow_requantize=allow_requantize,
+                         log=log)
     if verify:
         from .verify import drift_report
 
