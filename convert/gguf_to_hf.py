@@ -30,6 +30,7 @@ from .safetensors_out import DTYPES, write_safetensors
 
 GLOBAL_NAMES = {f"{gguf}.weight": f"{hf}.weight" for hf, gguf in TOP_LEVEL.items()}
 WEIGHTS = "model.safetensors"
+ROPE_TENSORS = ("rope_factors_",)  # longrope's factors: config.json values on the Hugging Face side
 
 
 @dataclass
@@ -64,7 +65,9 @@ def read_vocabulary(reader: gguf.GGUFReader) -> GGUFVocabulary:
     tokens = _field(reader, "tokenizer.ggml.tokens")
     if not tokens:
         raise ConversionError("the GGUF has no vocabulary (tokenizer.ggml.tokens)")
-    specials = {k: _field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unk", "pad", "sep")}
+    keys = gguf.Keys.Tokenizer  # (llama.cpp spells them unknown_, padding_, seperator_token_id)
+    specials = {k: _field(reader, key) for k, key in (("bos", keys.BOS_ID), ("eos", keys.EOS_ID), ("unk", keys.UNK_ID),
+                                                      ("pad", keys.PAD_ID), ("sep", keys.SEP_ID))}
     return GGUFVocabulary(
         model=_field(reader, "tokenizer.ggml.model", "gpt2"), pre=_field(reader, "tokenizer.ggml.pre"),
         tokens=tokens, types=_field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens),
@@ -106,6 +109,8 @@ def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, ti
     if head_dim != n_embd // n_head:
         config["head_dim"] = head_dim
     config.update(family.export_keys(config))
+    if architecture == "Phi3ForCausalLM":
+        config.update(phi3_export_keys(reader, str(arch), head_dim))
     scaling = _field(reader, f"{arch}.rope.scaling.type")
     if scaling == "linear":
         config["rope_scaling"] = {"type": "linear", "rope_type": "linear",
@@ -115,6 +120,25 @@ def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, ti
     for kind in ("bos", "eos", "pad"):  # null when the GGUF has none: a family's default (SmolLM3's pad) is wrong
         config[f"{kind}_token_id"] = vocab.special_ids.get(kind)
     return config
+
+
+def phi3_export_keys(reader: gguf.GGUFReader, arch: str, head_dim: int) -> dict:
+    """Phi-3's own config.json keys from the GGUF: partial rotary, the original context, the window, longrope."""
+    rope_dim = int(_field(reader, f"{arch}.rope.dimension_count", head_dim))
+    original = _field(reader, f"{arch}.rope.scaling.original_context_length")
+    keys: dict = {"sliding_window": int(_field(reader, f"{arch}.attention.sliding_window", 0)) or None}
+    if rope_dim != head_dim:
+        keys["partial_rotary_factor"] = rope_dim / head_dim
+    if original:
+        keys["original_max_position_embeddings"] = int(original)
+    factors = {t.name: t for t in reader.tensors if t.name.startswith("rope_factors_")}
+    if factors:
+        keys["rope_scaling"] = {
+            "type": "longrope", "rope_type": "longrope",
+            "long_factor": [_float32_text(x) for x in factors["rope_factors_long.weight"].data],
+            "short_factor": [_float32_text(x) for x in factors["rope_factors_short.weight"].data],
+            "attention_factor": _float32_text(_field(reader, f"{arch}.rope.scaling.attn_factor", 1.0))}
+    return keys
 
 
 def export_gguf(source: str | os.PathLike, output: str | os.PathLike, *, outtype: str = "f32", force: bool = False,
@@ -146,7 +170,7 @@ def export_gguf(source: str | os.PathLike, output: str | os.PathLike, *, outtype
         raise ConversionError(f"the GGUF's vocabulary has {vocabulary_size(vocab)} tokens, its embedding {n_rows}")
     hf_arch = config["architectures"][0]
     plan = [(hf_name(name, hf_arch), tuple(int(n) for n in reversed(t.shape)), _loader(t, config)) for name, t in
-            tensors.items()]
+            tensors.items() if not name.startswith(ROPE_TENSORS)]
     check_space(parent, sum(int(np.prod(s)) for _, s, _ in plan) * DTYPES[outtype][1] + (1 << 24))
 
     files = {

@@ -64,8 +64,9 @@ def vocabulary_size(vocab: GGUFVocabulary) -> int:
 
 def tokenizer_json(vocab: GGUFVocabulary) -> dict:
     if vocab.model != "gpt2":
-        raise ConversionError(f"the GGUF's vocabulary is {vocab.model!r}; exporting handles byte-level BPE "
-                              "('gpt2': Llama-3, SmolLM2, Qwen2) only")
+        raise ConversionError(f"the GGUF's vocabulary is {vocab.model!r} (SentencePiece: Phi-3-mini, Mistral, Gemma, "
+                              "Llama-2); exporting handles byte-level BPE ('gpt2': Llama-3, SmolLM2, Qwen2, "
+                              "Phi-4-mini) only: a GGUF keeps no SentencePiece model to rebuild tokenizer.model from")
     n = vocabulary_size(vocab)
     index: dict[str, int] = {}
     for i, text in enumerate(vocab.tokens[:n]):
