@@ -23,7 +23,7 @@ import numpy as np
 
 from .architectures import FAMILIES, TOP_LEVEL, export_family
 from .errors import ConversionError
-from .hf_tokenizer_export import GGUFVocabulary, tokenizer_config, tokenizer_json, vocabulary_size
+from .hf_tokenizer_export import GGUFVocabulary, tokenizer_config, tokenizer_files, vocabulary_size
 from .llama_tensors import unpermute
 from .output import check_space
 from .safetensors_out import DTYPES, write_safetensors
@@ -75,6 +75,8 @@ def read_vocabulary(reader: gguf.GGUFReader) -> GGUFVocabulary:
         special_ids={k: int(v) for k, v in specials.items() if v is not None and 0 <= int(v) < len(tokens)},
         add_bos=_field(reader, "tokenizer.ggml.add_bos_token"), add_eos=_field(reader, "tokenizer.ggml.add_eos_token"),
         chat_template=_field(reader, "tokenizer.chat_template"),
+        scores=_field(reader, "tokenizer.ggml.scores"),
+        add_space_prefix=_field(reader, "tokenizer.ggml.add_space_prefix"),
     )
 
 
@@ -176,13 +178,16 @@ def export_gguf(source: str | os.PathLike, output: str | os.PathLike, *, outtype
     files = {
         "config.json": config,
         "generation_config.json": {k: config[k] for k in ("bos_token_id", "eos_token_id") if config[k] is not None},
-        "tokenizer.json": tokenizer_json(vocab),
         "tokenizer_config.json": tokenizer_config(vocab, config["max_position_embeddings"]),
+        **tokenizer_files(vocab),
     }
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=parent))
     try:
         for name, content in files.items():
-            (work / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            if isinstance(content, bytes):
+                (work / name).write_bytes(content)
+            else:
+                (work / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         write_safetensors(work / WEIGHTS, plan, outtype, {"format": "pt", "source": source.name})
         _publish(work, output)
     finally:
