@@ -245,14 +245,11 @@ FAMILIES: dict[str, Family] = {
                                export_keys=_qwen3_export),
     "SmolLM3ForCausalLM": Family("smollm3", LLAMA_BLOCK, permute_qk=True, keys=_smollm3_keys, model_type="smollm3",
                                  export_keys=_smollm3_export),
-    # exported with its config (gguf_to_hf.phi3_export_keys); a SentencePiece vocabulary (Phi-3-mini's) is refused
-    # by the tokenizer export, a byte-level one (Phi-4-mini's) is exported
+    # Phi-3 and Gemma 3 export their own config keys through family_export.py
     "Phi3ForCausalLM": Family("phi3", PHI3_BLOCK, keys=_phi3_keys, extra_tensors=phi3_rope_factors,
                               notes=_phi3_notes, model_type="phi3"),
     "Gemma3ForCausalLM": Family("gemma3", GEMMA3_BLOCK, norm_offset=1.0, keys=_gemma3_keys,
-                                q_norm_scale=gemma3_attention_fold, not_exported=(
-        "Gemma 3's GGUF stores 1 + w norms with query_pre_attn_scalar folded into the q-norm, which are not undone "
-        "yet, and its SentencePiece-style vocabulary has no tokenizer.json export here")),
+                                q_norm_scale=gemma3_attention_fold, model_type="gemma3_text"),
 }
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from .architectures import FAMILIES, TOP_LEVEL, export_family
 from .errors import ConversionError
+from .family_export import FAMILY_KEYS, field, float32_text
 from .hf_tokenizer_export import GGUFVocabulary, tokenizer_config, tokenizer_files, vocabulary_size
 from .llama_tensors import unpermute
 from .output import check_space
@@ -40,16 +41,6 @@ class ExportResult:
     n_tensors: int
 
 
-def _field(reader: gguf.GGUFReader, key: str, default=None):
-    field = reader.fields.get(key)
-    return default if field is None else field.contents()
-
-
-def _float32_text(value: float) -> float:
-    """A float32 hyperparameter as its shortest decimal (1e-05, not 9.999999747378752e-06): the same float32."""
-    return float(str(np.float32(value)))
-
-
 def hf_name(name: str, hf_arch: str) -> str:
     """The HF name of a GGUF tensor: the inverse of the family's table in architectures.py."""
     if name in GLOBAL_NAMES:
@@ -62,33 +53,33 @@ def hf_name(name: str, hf_arch: str) -> str:
 
 
 def read_vocabulary(reader: gguf.GGUFReader) -> GGUFVocabulary:
-    tokens = _field(reader, "tokenizer.ggml.tokens")
+    tokens = field(reader, "tokenizer.ggml.tokens")
     if not tokens:
         raise ConversionError("the GGUF has no vocabulary (tokenizer.ggml.tokens)")
     keys = gguf.Keys.Tokenizer  # (llama.cpp spells them unknown_, padding_, seperator_token_id)
-    specials = {k: _field(reader, key) for k, key in (("bos", keys.BOS_ID), ("eos", keys.EOS_ID), ("unk", keys.UNK_ID),
+    specials = {k: field(reader, key) for k, key in (("bos", keys.BOS_ID), ("eos", keys.EOS_ID), ("unk", keys.UNK_ID),
                                                       ("pad", keys.PAD_ID), ("sep", keys.SEP_ID))}
     return GGUFVocabulary(
-        model=_field(reader, "tokenizer.ggml.model", "gpt2"), pre=_field(reader, "tokenizer.ggml.pre"),
-        tokens=tokens, types=_field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens),
-        merges=_field(reader, "tokenizer.ggml.merges") or [],
+        model=field(reader, "tokenizer.ggml.model", "gpt2"), pre=field(reader, "tokenizer.ggml.pre"),
+        tokens=tokens, types=field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens),
+        merges=field(reader, "tokenizer.ggml.merges") or [],
         special_ids={k: int(v) for k, v in specials.items() if v is not None and 0 <= int(v) < len(tokens)},
-        add_bos=_field(reader, "tokenizer.ggml.add_bos_token"), add_eos=_field(reader, "tokenizer.ggml.add_eos_token"),
-        chat_template=_field(reader, "tokenizer.chat_template"),
-        scores=_field(reader, "tokenizer.ggml.scores"),
-        add_space_prefix=_field(reader, "tokenizer.ggml.add_space_prefix"),
+        add_bos=field(reader, "tokenizer.ggml.add_bos_token"), add_eos=field(reader, "tokenizer.ggml.add_eos_token"),
+        chat_template=field(reader, "tokenizer.chat_template"),
+        scores=field(reader, "tokenizer.ggml.scores"),
+        add_space_prefix=field(reader, "tokenizer.ggml.add_space_prefix"),
     )
 
 
 def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, tied: bool, dtype: str) -> dict:
-    arch = _field(reader, "general.architecture")
+    arch = field(reader, "general.architecture")
     architecture, family = export_family(str(arch))
     if any(t.name == "rope_freqs.weight" for t in reader.tensors):
         raise ConversionError("the GGUF has Llama-3.1 rope scaling (rope_freqs.weight), whose parameters a GGUF "
                               "does not keep: export the original checkpoint instead")
 
     def a(key, default=None):
-        value = _field(reader, f"{arch}.{key}", default)
+        value = field(reader, f"{arch}.{key}", default)
         if value is None:
             raise ConversionError(f"the GGUF lacks {arch}.{key}")
         return value
@@ -97,50 +88,31 @@ def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, ti
     head_dim = int(a("attention.key_length", n_embd // n_head))
     config = {
         "architectures": [architecture], "model_type": family.model_type,
-        "_name_or_path": _field(reader, "general.name") or "",
+        "_name_or_path": field(reader, "general.name") or "",
         "vocab_size": n_rows, "hidden_size": n_embd, "intermediate_size": int(a("feed_forward_length")),
         "num_hidden_layers": int(a("block_count")), "num_attention_heads": n_head,
         # llama.cpp's default when the key is missing: anything else silently breaks GQA
         "num_key_value_heads": int(a("attention.head_count_kv", n_head)),
         "max_position_embeddings": int(a("context_length")),
-        "rms_norm_eps": _float32_text(a("attention.layer_norm_rms_epsilon", 1e-5)),
-        "rope_theta": _float32_text(a("rope.freq_base", 10000.0)),
+        "rms_norm_eps": float32_text(a("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float32_text(a("rope.freq_base", 10000.0)),
         "hidden_act": "silu", "tie_word_embeddings": tied, "torch_dtype": {"f32": "float32", "bf16": "bfloat16"}[dtype],
         "initializer_range": 0.02, "use_cache": True,
     }
     if head_dim != n_embd // n_head:
         config["head_dim"] = head_dim
     config.update(family.export_keys(config))
-    if architecture == "Phi3ForCausalLM":
-        config.update(phi3_export_keys(reader, str(arch), head_dim))
-    scaling = _field(reader, f"{arch}.rope.scaling.type")
+    if architecture in FAMILY_KEYS:
+        config.update(FAMILY_KEYS[architecture](reader, str(arch), config))
+    scaling = field(reader, f"{arch}.rope.scaling.type")
     if scaling == "linear":
         config["rope_scaling"] = {"type": "linear", "rope_type": "linear",
-                                  "factor": _float32_text(a("rope.scaling.factor"))}
+                                  "factor": float32_text(a("rope.scaling.factor"))}
     elif scaling not in (None, "none"):
         raise ConversionError(f"the GGUF's rope scaling {scaling!r} is not exported")
     for kind in ("bos", "eos", "pad"):  # null when the GGUF has none: a family's default (SmolLM3's pad) is wrong
         config[f"{kind}_token_id"] = vocab.special_ids.get(kind)
     return config
-
-
-def phi3_export_keys(reader: gguf.GGUFReader, arch: str, head_dim: int) -> dict:
-    """Phi-3's own config.json keys from the GGUF: partial rotary, the original context, the window, longrope."""
-    rope_dim = int(_field(reader, f"{arch}.rope.dimension_count", head_dim))
-    original = _field(reader, f"{arch}.rope.scaling.original_context_length")
-    keys: dict = {"sliding_window": int(_field(reader, f"{arch}.attention.sliding_window", 0)) or None}
-    if rope_dim != head_dim:
-        keys["partial_rotary_factor"] = rope_dim / head_dim
-    if original:
-        keys["original_max_position_embeddings"] = int(original)
-    factors = {t.name: t for t in reader.tensors if t.name.startswith("rope_factors_")}
-    if factors:
-        keys["rope_scaling"] = {
-            "type": "longrope", "rope_type": "longrope",
-            "long_factor": [_float32_text(x) for x in factors["rope_factors_long.weight"].data],
-            "short_factor": [_float32_text(x) for x in factors["rope_factors_short.weight"].data],
-            "attention_factor": _float32_text(_field(reader, f"{arch}.rope.scaling.attn_factor", 1.0))}
-    return keys
 
 
 def export_gguf(source: str | os.PathLike, output: str | os.PathLike, *, outtype: str = "f32", force: bool = False,
@@ -205,7 +177,10 @@ def _loader(t, config: dict):
         w = w.reshape([int(n) for n in reversed(t.shape)])
         if not np.all(np.isfinite(w)):
             raise ConversionError(f"tensor {t.name} holds NaN or infinite values: the GGUF is corrupt")
-        permuted = FAMILIES[config["architectures"][0]].permute_qk
+        family = FAMILIES[config["architectures"][0]]
+        if family.norm_offset and t.name.endswith("norm.weight"):  # Gemma's GGUF stores 1 + w
+            w = w - np.float32(family.norm_offset)
+        permuted = family.permute_qk
         if permuted and t.name.endswith((".attn_q.weight", ".attn_q.bias")):
             w = unpermute(w, config["num_attention_heads"])
         elif permuted and t.name.endswith((".attn_k.weight", ".attn_k.bias")):
