@@ -71,7 +71,15 @@ def check_gguf_loads(path: str | os.PathLike, *, source: Path | None = None, wei
     checkpoint directory) adds the tokenizer comparison and, with ``weight_type`` (a key of LOGIT_TOLERANCE) and
     torch installed, the logit comparison. ``command`` replaces the child's command line (tests)."""
     path = Path(path)
-    what = what or path.name
+    try:
+        return _check(path, source, weight_type, threads, timeout, command, what or path.name)
+    except ConversionError as exc:
+        if what is None or what == path.name:
+            raise
+        raise ConversionError(f"{exc}; so {what} was not written") from None  # checked under a temporary name
+
+
+def _check(path: Path, source, weight_type, threads, timeout, command, what: str) -> LoadCheck:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="refusal-edge-load-check-") as tmp:
         argv = (command or [sys.executable, "-m", "refusal_edge.convert.load_check_child"]) + [
