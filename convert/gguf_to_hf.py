@@ -1,11 +1,13 @@
 """`refusal-edge convert MODEL.gguf --to hf -o DIR`: a GGUF as a Hugging Face checkpoint directory, for the families
-of architectures.py that say how (Llama, Qwen2, Qwen3, SmolLM3; the others refuse, naming why).
+of architectures.py that say how (Llama, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 3; the others refuse, naming why).
 
 For engines that serve Hugging Face checkpoints (vLLM) and for transformers: every tensor dequantized (gguf-py's
-``gguf.quants.dequantize``), the Q/K rows put back in HF's rotate-half order, config.json from the ``{arch}.*``
-hyperparameters (plus the family's own keys), safetensors in f32 (exact for every GGUF type) or bf16, and the
-vocabulary as tokenizer.json + tokenizer_config.json (hf_tokenizer_export.py). A GGUF without ``output.weight``
-has tied embeddings. The directory appears whole or not at all. Weights are the GGUF's: a quantized GGUF exports its quantized values.
+``gguf.quants.dequantize``), the Q/K rows put back in HF's rotate-half order (Gemma's 1 + w norms back to w),
+config.json from the ``{arch}.*`` hyperparameters (plus the family's own keys, family_export.py), safetensors in f32
+(exact for every GGUF type) or bf16, and the vocabulary as tokenizer.json (byte-level BPE) or tokenizer.model
+(SentencePiece, spm_export.py) + tokenizer_config.json (hf_tokenizer_export.py). A GGUF without ``output.weight``
+has tied embeddings. The directory appears whole or not at all. Weights are the GGUF's: a quantized GGUF exports
+its quantized values.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .family_export import FAMILY_KEYS, field, float32_text
 from .hf_tokenizer_export import GGUFVocabulary, tokenizer_config, tokenizer_files, vocabulary_size
 from .llama_tensors import unpermute
 from .output import check_space
+from .rope import YARN_OPTIONS
 from .safetensors_out import DTYPES, write_safetensors
 
 GLOBAL_NAMES = {f"{gguf}.weight": f"{hf}.weight" for hf, gguf in TOP_LEVEL.items()}
@@ -108,6 +111,13 @@ def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, ti
     if scaling == "linear":
         config["rope_scaling"] = {"type": "linear", "rope_type": "linear",
                                   "factor": float32_text(a("rope.scaling.factor"))}
+    elif scaling == "yarn":
+        config["rope_scaling"] = {"type": "yarn", "rope_type": "yarn", "factor": float32_text(a("rope.scaling.factor")),
+                                  "original_max_position_embeddings": int(a("rope.scaling.original_context_length"))}
+        for hf_key, key in YARN_OPTIONS.items():  # written only where the checkpoint gave them
+            value = field(reader, f"{arch}.rope.scaling.yarn_{key}")
+            if value is not None:
+                config["rope_scaling"][hf_key] = float32_text(value)
     elif scaling not in (None, "none"):
         raise ConversionError(f"the GGUF's rope scaling {scaling!r} is not exported")
     for kind in ("bos", "eos", "pad"):  # null when the GGUF has none: a family's default (SmolLM3's pad) is wrong

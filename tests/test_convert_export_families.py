@@ -56,15 +56,17 @@ HUB_EXPORTED = {
     "phi4-mini": {"partial_rotary_factor": 0.75, "tie_word_embeddings": True, "sliding_window": 262144,
                   "original_max_position_embeddings": 4096},
     "phi3": {"sliding_window": 2047, "tie_word_embeddings": False},
+    "qwen2.5-yarn": {"rope_scaling": {"type": "yarn", "rope_type": "yarn", "factor": 4.0,
+                                      "original_max_position_embeddings": 32768}},
     "gemma3": {"sliding_window": 4, "query_pre_attn_scalar": 32, "rope_local_base_freq": 10000.0,
                "layer_types": ["sliding_attention"] * 5 + ["full_attention"]},
 }
 
 
 @pytest.mark.parametrize("name", list(HUB_EXPORTED))
-def test_phi3_and_gemma3_round_trip_with_their_vocabularies(name, tmp_path):
-    """Phi-4-mini (byte-level vocabulary, partial rotary, longrope factors back from tensors into config.json),
-    Phi-3-mini and Gemma 3 (SentencePiece: tokenizer.model rebuilt from the GGUF; Gemma's 1 + w norms undone, its
+def test_hub_families_round_trip_with_their_vocabularies(name, tmp_path):
+    """Qwen2.5 with YaRN, Phi-4-mini (byte-level vocabulary, partial rotary, longrope factors back from tensors into
+    config.json), Phi-3-mini and Gemma 3 (SentencePiece: tokenizer.model rebuilt from the GGUF; Gemma's 1 + w norms undone, its
     folded query_pre_attn_scalar kept folded): HF -> GGUF -> HF -> GGUF is byte-identical, transformers runs the
     export to the original's logits, and the exported tokenizer tokenizes like the original."""
     from transformers import AutoTokenizer
