@@ -16,6 +16,7 @@ from refusal_edge.gguf_annotate import plan_annotation, write_annotation
 from refusal_edge.metadata import RefusalSpec
 
 from .errors import ConversionError
+from .load_check import check_gguf_loads
 from .output import atomic_output, check_output, check_space
 from .refusal import resolve_spec
 
@@ -29,7 +30,12 @@ def annotate_gguf(
     default_policy=None,
     force: bool = False,
     progress: bool = True,
+    check_load: bool = True,
+    threads: int | None = None,
+    log=None,
 ) -> RefusalSpec:
+    """Copy ``source`` to ``output`` with the refusal metadata; unless ``check_load`` is off, llama.cpp must load the
+    result (``load_check``) before it gets its name."""
     source = Path(source)
     output = check_output(output, force)
     try:
@@ -39,4 +45,8 @@ def annotate_gguf(
     check_space(output.parent, plan.size + (16 << 20))
     with atomic_output(output, force) as tmp:
         write_annotation(plan, tmp, progress, f"writing {output.name}")
+        if check_load:
+            checked = check_gguf_loads(tmp, threads=threads, what=output.name)
+            if log is not None:
+                log(checked.summary())
     return plan.spec

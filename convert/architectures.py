@@ -73,6 +73,8 @@ class Family:
     q_norm_scale: Callable[[dict, object], float] = _unscaled  # folded into the q-norm weights (Gemma 3)
     # GGUF -> HF export (gguf_to_hf.py): transformers' model_type and the config.json keys of the family's own,
     # from the config read back so far; or why the family is not exported.
+    # (config.json, ArchParams) -> what the user should know about the result (e.g. a window llama.cpp ignores)
+    notes: Callable[[dict, object], list] = lambda config, p: []
     model_type: str = ""
     export_keys: Callable[[dict], dict] = lambda config: {}
     not_exported: str = ""
@@ -86,6 +88,48 @@ def _refuse(what: str) -> ConversionError:
 def _no_sliding_window(config: dict, arch: str) -> None:
     if config.get("use_sliding_window") and config.get("sliding_window"):
         raise _refuse(f"{arch} with use_sliding_window (window {config['sliding_window']})")
+
+
+def _qwen2_keys(config: dict, p) -> dict:
+    _no_sliding_window(config, "Qwen2")
+    return {}
+
+
+def check_common_fields(config: dict, hf_arch: str) -> None:
+    """Fields of config.json that change the computation in ways the tensor plan below does not convert."""
+    if config.get("mlp_bias"):
+        raise _unconverted("mlp_bias true", hf_arch)
+    if config.get("attention_bias") and hf_arch not in ("Qwen2ForCausalLM",):
+        raise _unconverted("attention_bias true", hf_arch)
+    act = config.get("hidden_act")
+    if hf_arch != "Gemma3ForCausalLM" and act not in (None, "silu"):
+        raise _refuse(f"hidden_act {act!r} for {hf_arch} (llama.cpp's graph uses SiLU)")
+
+
+def _unconverted(what: str, hf_arch: str) -> ConversionError:
+    return ConversionError(f"config.json: {what} is not supported by `refusal-edge convert` for {hf_arch}; convert "
+                           "with llama.cpp's convert_hf_to_gguf.py, then add the refusal metadata with "
+                           "`refusal-edge annotate`")
+
+
+def ignored_window_note(config: dict, p) -> list:
+    """llama.cpp runs Phi-3 and Mistral with full attention (Phi-3's sliding window is switched off in its loader,
+    the llama graph has none): the same as transformers for prompts no longer than the window."""
+    window = config.get("sliding_window")
+    if not window or int(window) >= p.context_length:
+        return []
+    return [f"config.json's sliding_window {window}: llama.cpp attends to the whole context, so prompts longer than "
+            f"{window} tokens are computed differently from transformers"]
+
+
+def _phi3_notes(config: dict, p) -> list:
+    notes = ignored_window_note(config, p)
+    original = dict(p.family_keys).get("rope.scaling.original_context_length")
+    if phi3_rope_factors(config, p) and original:
+        notes.append(f"longrope: llama.cpp uses the short factors while a sequence's context (--ctx) is at most "
+                     f"{original} tokens, the long ones beyond, for every position; transformers switches per "
+                     f"sequence length, so keep --ctx at most {original} for the same decisions on short prompts")
+    return notes
 
 
 def _qwen3_keys(config: dict, p) -> dict:
@@ -194,19 +238,18 @@ def _smollm3_export(config: dict) -> dict:
 FAMILIES: dict[str, Family] = {
     "LlamaForCausalLM": Family("llama", LLAMA_BLOCK, permute_qk=True, model_type="llama",
                                export_keys=lambda config: {"attention_bias": False, "mlp_bias": False}),
-    "MistralForCausalLM": Family("llama", LLAMA_BLOCK, permute_qk=True),  # exported as Llama (same weights)
-    "Qwen2ForCausalLM": Family("qwen2", LLAMA_BLOCK, model_type="qwen2"),
+    # exported as Llama (same weights)
+    "MistralForCausalLM": Family("llama", LLAMA_BLOCK, permute_qk=True, notes=ignored_window_note),
+    "Qwen2ForCausalLM": Family("qwen2", LLAMA_BLOCK, keys=_qwen2_keys, model_type="qwen2"),
     "Qwen3ForCausalLM": Family("qwen3", QWEN3_BLOCK, keys=_qwen3_keys, model_type="qwen3",
                                export_keys=_qwen3_export),
     "SmolLM3ForCausalLM": Family("smollm3", LLAMA_BLOCK, permute_qk=True, keys=_smollm3_keys, model_type="smollm3",
                                  export_keys=_smollm3_export),
-    "Phi3ForCausalLM": Family("phi3", PHI3_BLOCK, keys=_phi3_keys, extra_tensors=phi3_rope_factors, not_exported=(
-        "Phi-3's partial rotary and longrope factors are not mapped back to config.json yet, and Phi-3's "
-        "SentencePiece vocabulary (Phi-4-mini's gpt-4o pre-tokenizer) has no tokenizer.json export here")),
+    # Phi-3 and Gemma 3 export their own config keys through family_export.py
+    "Phi3ForCausalLM": Family("phi3", PHI3_BLOCK, keys=_phi3_keys, extra_tensors=phi3_rope_factors,
+                              notes=_phi3_notes, model_type="phi3"),
     "Gemma3ForCausalLM": Family("gemma3", GEMMA3_BLOCK, norm_offset=1.0, keys=_gemma3_keys,
-                                q_norm_scale=gemma3_attention_fold, not_exported=(
-        "Gemma 3's GGUF stores 1 + w norms with query_pre_attn_scalar folded into the q-norm, which are not undone "
-        "yet, and its SentencePiece-style vocabulary has no tokenizer.json export here")),
+                                q_norm_scale=gemma3_attention_fold, model_type="gemma3_text"),
 }
 
 

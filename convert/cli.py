@@ -141,9 +141,10 @@ def annotate(source, output, categories, respond, default_policy, force, quiet):
     from .annotate import annotate_gguf
     from .refusal import parse_categories
 
+    log = _echo(quiet)
     spec = annotate_gguf(source, output, categories=parse_categories(categories), respond=respond,
-                         default_policy=default_policy, force=force, progress=not quiet)
-    _summary(Path(output), spec, _echo(quiet))
+                         default_policy=default_policy, force=force, progress=not quiet, log=log)
+    _summary(Path(output), spec, log)
 
 
 @click.command("quantize")
@@ -174,7 +175,8 @@ def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, qu
     log = _echo(quiet)
     probes = _probes(probe_file)
     path = quantize_gguf(source, output, qtype, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                         progress=not quiet, verbose=verbose, allow_requantize=allow_requantize)
+                         progress=not quiet, verbose=verbose, allow_requantize=allow_requantize,
+                         log=log)
     if verify:
         from .verify import drift_report
 

@@ -1,11 +1,13 @@
 """`refusal-edge convert MODEL.gguf --to hf -o DIR`: a GGUF as a Hugging Face checkpoint directory, for the families
-of architectures.py that say how (Llama, Qwen2, Qwen3, SmolLM3; the others refuse, naming why).
+of architectures.py that say how (Llama, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 3; the others refuse, naming why).
 
 For engines that serve Hugging Face checkpoints (vLLM) and for transformers: every tensor dequantized (gguf-py's
-``gguf.quants.dequantize``), the Q/K rows put back in HF's rotate-half order, config.json from the ``{arch}.*``
-hyperparameters (plus the family's own keys), safetensors in f32 (exact for every GGUF type) or bf16, and the
-vocabulary as tokenizer.json + tokenizer_config.json (hf_tokenizer_export.py). A GGUF without ``output.weight``
-has tied embeddings. The directory appears whole or not at all. Weights are the GGUF's: a quantized GGUF exports its quantized values.
+``gguf.quants.dequantize``), the Q/K rows put back in HF's rotate-half order (Gemma's 1 + w norms back to w),
+config.json from the ``{arch}.*`` hyperparameters (plus the family's own keys, family_export.py), safetensors in f32
+(exact for every GGUF type) or bf16, and the vocabulary as tokenizer.json (byte-level BPE) or tokenizer.model
+(SentencePiece, spm_export.py) + tokenizer_config.json (hf_tokenizer_export.py). A GGUF without ``output.weight``
+has tied embeddings. The directory appears whole or not at all. Weights are the GGUF's: a quantized GGUF exports
+its quantized values.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import numpy as np
 
 from .architectures import FAMILIES, TOP_LEVEL, export_family
 from .errors import ConversionError
-from .hf_tokenizer_export import GGUFVocabulary, tokenizer_config, tokenizer_json, vocabulary_size
+from .family_export import FAMILY_KEYS, field, float32_text
+from .hf_tokenizer_export import GGUFVocabulary, tokenizer_config, tokenizer_files, vocabulary_size
 from .llama_tensors import unpermute
 from .output import check_space
+from .rope import YARN_OPTIONS
 from .safetensors_out import DTYPES, write_safetensors
 
 GLOBAL_NAMES = {f"{gguf}.weight": f"{hf}.weight" for hf, gguf in TOP_LEVEL.items()}
 WEIGHTS = "model.safetensors"
+ROPE_TENSORS = ("rope_factors_",)  # longrope's factors: config.json values on the Hugging Face side
 
 
 @dataclass
@@ -37,16 +42,6 @@ class ExportResult:
     output: Path
     config: dict
     n_tensors: int
-
-
-def _field(reader: gguf.GGUFReader, key: str, default=None):
-    field = reader.fields.get(key)
-    return default if field is None else field.contents()
-
-
-def _float32_text(value: float) -> float:
-    """A float32 hyperparameter as its shortest decimal (1e-05, not 9.999999747378752e-06): the same float32."""
-    return float(str(np.float32(value)))
 
 
 def hf_name(name: str, hf_arch: str) -> str:
@@ -61,29 +56,33 @@ def hf_name(name: str, hf_arch: str) -> str:
 
 
 def read_vocabulary(reader: gguf.GGUFReader) -> GGUFVocabulary:
-    tokens = _field(reader, "tokenizer.ggml.tokens")
+    tokens = field(reader, "tokenizer.ggml.tokens")
     if not tokens:
         raise ConversionError("the GGUF has no vocabulary (tokenizer.ggml.tokens)")
-    specials = {k: _field(reader, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unk", "pad", "sep")}
+    keys = gguf.Keys.Tokenizer  # (llama.cpp spells them unknown_, padding_, seperator_token_id)
+    specials = {k: field(reader, key) for k, key in (("bos", keys.BOS_ID), ("eos", keys.EOS_ID), ("unk", keys.UNK_ID),
+                                                      ("pad", keys.PAD_ID), ("sep", keys.SEP_ID))}
     return GGUFVocabulary(
-        model=_field(reader, "tokenizer.ggml.model", "gpt2"), pre=_field(reader, "tokenizer.ggml.pre"),
-        tokens=tokens, types=_field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens),
-        merges=_field(reader, "tokenizer.ggml.merges") or [],
+        model=field(reader, "tokenizer.ggml.model", "gpt2"), pre=field(reader, "tokenizer.ggml.pre"),
+        tokens=tokens, types=field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens),
+        merges=field(reader, "tokenizer.ggml.merges") or [],
         special_ids={k: int(v) for k, v in specials.items() if v is not None and 0 <= int(v) < len(tokens)},
-        add_bos=_field(reader, "tokenizer.ggml.add_bos_token"), add_eos=_field(reader, "tokenizer.ggml.add_eos_token"),
-        chat_template=_field(reader, "tokenizer.chat_template"),
+        add_bos=field(reader, "tokenizer.ggml.add_bos_token"), add_eos=field(reader, "tokenizer.ggml.add_eos_token"),
+        chat_template=field(reader, "tokenizer.chat_template"),
+        scores=field(reader, "tokenizer.ggml.scores"),
+        add_space_prefix=field(reader, "tokenizer.ggml.add_space_prefix"),
     )
 
 
 def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, tied: bool, dtype: str) -> dict:
-    arch = _field(reader, "general.architecture")
+    arch = field(reader, "general.architecture")
     architecture, family = export_family(str(arch))
     if any(t.name == "rope_freqs.weight" for t in reader.tensors):
         raise ConversionError("the GGUF has Llama-3.1 rope scaling (rope_freqs.weight), whose parameters a GGUF "
                               "does not keep: export the original checkpoint instead")
 
     def a(key, default=None):
-        value = _field(reader, f"{arch}.{key}", default)
+        value = field(reader, f"{arch}.{key}", default)
         if value is None:
             raise ConversionError(f"the GGUF lacks {arch}.{key}")
         return value
@@ -92,24 +91,33 @@ def model_config(reader: gguf.GGUFReader, vocab: GGUFVocabulary, n_rows: int, ti
     head_dim = int(a("attention.key_length", n_embd // n_head))
     config = {
         "architectures": [architecture], "model_type": family.model_type,
-        "_name_or_path": _field(reader, "general.name") or "",
+        "_name_or_path": field(reader, "general.name") or "",
         "vocab_size": n_rows, "hidden_size": n_embd, "intermediate_size": int(a("feed_forward_length")),
         "num_hidden_layers": int(a("block_count")), "num_attention_heads": n_head,
         # llama.cpp's default when the key is missing: anything else silently breaks GQA
         "num_key_value_heads": int(a("attention.head_count_kv", n_head)),
         "max_position_embeddings": int(a("context_length")),
-        "rms_norm_eps": _float32_text(a("attention.layer_norm_rms_epsilon", 1e-5)),
-        "rope_theta": _float32_text(a("rope.freq_base", 10000.0)),
+        "rms_norm_eps": float32_text(a("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float32_text(a("rope.freq_base", 10000.0)),
         "hidden_act": "silu", "tie_word_embeddings": tied, "torch_dtype": {"f32": "float32", "bf16": "bfloat16"}[dtype],
         "initializer_range": 0.02, "use_cache": True,
     }
     if head_dim != n_embd // n_head:
         config["head_dim"] = head_dim
     config.update(family.export_keys(config))
-    scaling = _field(reader, f"{arch}.rope.scaling.type")
+    if architecture in FAMILY_KEYS:
+        config.update(FAMILY_KEYS[architecture](reader, str(arch), config))
+    scaling = field(reader, f"{arch}.rope.scaling.type")
     if scaling == "linear":
         config["rope_scaling"] = {"type": "linear", "rope_type": "linear",
-                                  "factor": _float32_text(a("rope.scaling.factor"))}
+                                  "factor": float32_text(a("rope.scaling.factor"))}
+    elif scaling == "yarn":
+        config["rope_scaling"] = {"type": "yarn", "rope_type": "yarn", "factor": float32_text(a("rope.scaling.factor")),
+                                  "original_max_position_embeddings": int(a("rope.scaling.original_context_length"))}
+        for hf_key, key in YARN_OPTIONS.items():  # written only where the checkpoint gave them
+            value = field(reader, f"{arch}.rope.scaling.yarn_{key}")
+            if value is not None:
+                config["rope_scaling"][hf_key] = float32_text(value)
     elif scaling not in (None, "none"):
         raise ConversionError(f"the GGUF's rope scaling {scaling!r} is not exported")
     for kind in ("bos", "eos", "pad"):  # null when the GGUF has none: a family's default (SmolLM3's pad) is wrong
@@ -146,19 +154,22 @@ def export_gguf(source: str | os.PathLike, output: str | os.PathLike, *, outtype
         raise ConversionError(f"the GGUF's vocabulary has {vocabulary_size(vocab)} tokens, its embedding {n_rows}")
     hf_arch = config["architectures"][0]
     plan = [(hf_name(name, hf_arch), tuple(int(n) for n in reversed(t.shape)), _loader(t, config)) for name, t in
-            tensors.items()]
+            tensors.items() if not name.startswith(ROPE_TENSORS)]
     check_space(parent, sum(int(np.prod(s)) for _, s, _ in plan) * DTYPES[outtype][1] + (1 << 24))
 
     files = {
         "config.json": config,
         "generation_config.json": {k: config[k] for k in ("bos_token_id", "eos_token_id") if config[k] is not None},
-        "tokenizer.json": tokenizer_json(vocab),
         "tokenizer_config.json": tokenizer_config(vocab, config["max_position_embeddings"]),
+        **tokenizer_files(vocab),
     }
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=parent))
     try:
         for name, content in files.items():
-            (work / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            if isinstance(content, bytes):
+                (work / name).write_bytes(content)
+            else:
+                (work / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         write_safetensors(work / WEIGHTS, plan, outtype, {"format": "pt", "source": source.name})
         _publish(work, output)
     finally:
@@ -176,7 +187,10 @@ def _loader(t, config: dict):
         w = w.reshape([int(n) for n in reversed(t.shape)])
         if not np.all(np.isfinite(w)):
             raise ConversionError(f"tensor {t.name} holds NaN or infinite values: the GGUF is corrupt")
-        permuted = FAMILIES[config["architectures"][0]].permute_qk
+        family = FAMILIES[config["architectures"][0]]
+        if family.norm_offset and t.name.endswith("norm.weight"):  # Gemma's GGUF stores 1 + w
+            w = w - np.float32(family.norm_offset)
+        permuted = family.permute_qk
         if permuted and t.name.endswith((".attn_q.weight", ".attn_q.bias")):
             w = unpermute(w, config["num_attention_heads"])
         elif permuted and t.name.endswith((".attn_k.weight", ".attn_k.bias")):

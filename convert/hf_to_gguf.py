@@ -10,11 +10,14 @@ from typing import Mapping, Sequence
 from refusal_edge.files import temp_path_beside
 from refusal_edge.metadata import RefusalSpec
 
+from .architectures import FAMILIES
 from .errors import ConversionError
 from .hf_source import HFCheckpoint, TorchTensor, resolve_source
+from .load_check import coarsest
 from .llama_tensors import arch_params, tensor_plan
 from .output import SPACE_MARGIN, check_output, check_space
 from .refusal import resolve_spec
+from .tokenizer import llama_cpp_safe_name
 from .tokenizer_files import load_tokenizer
 from .writer import EMBEDDING_TENSORS, OUTTYPES, tensor_nbytes, tensor_type, write_gguf
 
@@ -40,7 +43,7 @@ def load_source(source: str | Path, revision: str | None = None, pre_tokenizer: 
     tokenizer = load_tokenizer(root, pre_tokenizer)
     plan = tensor_plan(ckpt, params)
     rows = dict(plan)["token_embd.weight"].shape[0]
-    notes = []
+    notes = list(FAMILIES[params.hf_arch].notes(ckpt.config, params))
     if len(tokenizer.tokens) > rows:
         raise ConversionError(
             f"vocabulary/embedding size mismatch: the tokenizer has {len(tokenizer.tokens)} tokens, the embedding "
@@ -49,6 +52,10 @@ def load_source(source: str | Path, revision: str | None = None, pre_tokenizer: 
     if len(tokenizer.tokens) < rows:
         notes.append(f"padded the vocabulary from {len(tokenizer.tokens)} to the embedding's {rows} rows")
         tokenizer = tokenizer.padded_to(rows)
+    safe_name, note = llama_cpp_safe_name(params.name, tokenizer.tokens)
+    if note:
+        notes.append(note)
+        params = replace(params, name=safe_name)
     if params.n_vocab != rows:
         if params.n_vocab:
             notes.append(f"config.json says vocab_size {params.n_vocab}; the embedding has {rows} rows")
@@ -76,8 +83,12 @@ def convert_checkpoint(
     probes: Sequence | None = None,
     progress: bool = True,
     verbose: bool = False,
+    check_load: bool = True,
     log=print,
 ) -> ConvertResult:
+    """Convert ``source`` to ``output``. Unless ``check_load`` is off, every GGUF written is loaded by llama.cpp in
+    a child process before it gets its name, and the unquantized one's logits are compared with the source
+    checkpoint's where torch is installed (``load_check``); a failure leaves no output behind."""
     if outtype not in OUTTYPES:
         raise ConversionError(f"unsupported --outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
     output = check_output(output, force)
@@ -104,9 +115,11 @@ def convert_checkpoint(
     size = sum(tensor_nbytes(tuple(t.shape), tensor_type(n, tuple(t.shape), outtype, overrides)) for n, t in plan)
     if quant is None:
         check_space(output.parent, size + SPACE_MARGIN)
+        checker = _load_checker(check_load, output.name, ckpt.root, coarsest(outtype, keep_embeddings),
+                                threads, log)
         try:
             write_gguf(output, params, tokenizer, plan, spec, outtype=outtype, tensor_types=overrides,
-                       extra_fields=extra, force=force, progress=progress, checked=True)
+                       extra_fields=extra, force=force, progress=progress, checked=True, check=checker)
         finally:
             TorchTensor._open = None  # a PyTorch shard kept open for reading
         result = ConvertResult(output, spec, ckpt.root, notes=notes)
@@ -128,9 +141,11 @@ def convert_checkpoint(
         intermediate = temp_path_beside(output, outtype)
     try:
         write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
-                   force=True, progress=progress, checked=True)
+                   force=True, progress=progress, checked=True,
+                   check=_load_checker(check_load, f"the {outtype} intermediate file", ckpt.root, outtype, threads,
+                                       log))
         quantize_gguf(intermediate, output, quant, keep_embeddings=keep_embeddings, force=force, threads=threads,
-                      progress=progress, verbose=verbose, checked=True)
+                      progress=progress, verbose=verbose, checked=True, check_load=check_load, log=log)
         result = ConvertResult(output, spec, ckpt.root, intermediate if keep_intermediate else None, notes=notes)
         if verify:
             from .verify import drift_report
@@ -143,3 +158,18 @@ def convert_checkpoint(
         if not keep_intermediate:
             with contextlib.suppress(OSError):
                 intermediate.unlink()
+
+
+def _load_checker(enabled: bool, what: str, source: Path, weight_type: str | None, threads: int | None, log):
+    """The ``check`` of ``write_gguf``: llama.cpp loads the temporary file, logits compared with ``source``."""
+    if not enabled:
+        return None
+    from .load_check import check_gguf_loads
+
+    def check(tmp: Path) -> None:
+        checked = check_gguf_loads(tmp, source=source, weight_type=weight_type, threads=threads, what=what)
+        for note in checked.notes:
+            log(f"note: {note}")
+        log(checked.summary())
+
+    return check

@@ -33,6 +33,8 @@ class GGUFVocabulary:
     add_bos: bool | None
     add_eos: bool | None
     chat_template: str | None
+    scores: Sequence[float] | None = None  # SentencePiece vocabularies ("llama")
+    add_space_prefix: bool | None = None
 
 
 def _byte_level(use_regex: bool) -> dict:
@@ -64,8 +66,9 @@ def vocabulary_size(vocab: GGUFVocabulary) -> int:
 
 def tokenizer_json(vocab: GGUFVocabulary) -> dict:
     if vocab.model != "gpt2":
-        raise ConversionError(f"the GGUF's vocabulary is {vocab.model!r}; exporting handles byte-level BPE "
-                              "('gpt2': Llama-3, SmolLM2, Qwen2) only")
+        raise ConversionError(f"the GGUF's vocabulary is {vocab.model!r} (SentencePiece: Phi-3-mini, Mistral, Gemma, "
+                              "Llama-2); exporting handles byte-level BPE ('gpt2': Llama-3, SmolLM2, Qwen2, "
+                              "Phi-4-mini) only: a GGUF keeps no SentencePiece model to rebuild tokenizer.model from")
     n = vocabulary_size(vocab)
     index: dict[str, int] = {}
     for i, text in enumerate(vocab.tokens[:n]):
@@ -104,9 +107,28 @@ def _post_processor(vocab: GGUFVocabulary) -> dict:
             "special_tokens": {t: {"id": t, "ids": [vocab.special_ids[k]], "tokens": [t]} for k, t in text.items()}}
 
 
+def tokenizer_files(vocab: GGUFVocabulary) -> dict[str, object]:
+    """{file name: JSON content or bytes}: tokenizer.json for a byte-level BPE, tokenizer.model for SentencePiece."""
+    if vocab.model != "llama":
+        return {"tokenizer.json": tokenizer_json(vocab)}
+    from .spm_export import sentencepiece_model
+
+    n = vocabulary_size(vocab)
+    if vocab.scores is None:
+        raise ConversionError("the GGUF's SentencePiece vocabulary has no scores (tokenizer.ggml.scores)")
+    return {"tokenizer.model": sentencepiece_model(vocab.tokens[:n], vocab.scores[:n], vocab.types[:n],
+                                                   _space_prefix(vocab), dict(vocab.special_ids))}
+
+
+def _space_prefix(vocab: GGUFVocabulary) -> bool:
+    return True if vocab.add_space_prefix is None else bool(vocab.add_space_prefix)  # llama.cpp's default
+
+
 def tokenizer_config(vocab: GGUFVocabulary, context_length: int) -> dict:
     config: dict = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
                     "model_max_length": int(context_length)}
+    if vocab.model == "llama":  # transformers builds its tokenizer from tokenizer.model
+        config.update(tokenizer_class="LlamaTokenizer", legacy=False, add_prefix_space=_space_prefix(vocab))
     for kind in SPECIAL_KEYS:
         if kind in vocab.special_ids:
             config[f"{kind}_token"] = vocab.tokens[vocab.special_ids[kind]]

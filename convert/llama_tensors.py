@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 import gguf
 import numpy as np
 
-from .architectures import BIASED, FAMILIES, TOP_LEVEL, block_shapes, check_rope_scaling, family_of
+from .architectures import (BIASED, FAMILIES, TOP_LEVEL, block_shapes, check_common_fields, check_rope_scaling,
+                            family_of)
 from .errors import ConversionError
 from .hf_source import HFCheckpoint, LazyTensor
 from .rope import full_attention_rope, llama3_rope_freqs
@@ -37,7 +38,7 @@ class ArchParams:
     rms_eps: float
     rope_freq_base: float
     head_dim: int | None = None  # written (key/value length) only when it differs from n_embd // n_head
-    rope_scaling: dict = field(default_factory=dict)  # {"type": "linear", "factor": f}; llama3 uses rope_freqs
+    rope_scaling: dict = field(default_factory=dict)  # {"type": "linear"/"yarn", ...}; llama3 uses rope_freqs
     tie_embeddings: bool = False
     name: str | None = None
     hf_arch: str = "LlamaForCausalLM"  # the key of its Family in architectures.FAMILIES
@@ -73,6 +74,16 @@ class ArchParams:
         if self.rope_scaling.get("type") == "linear":
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(self.rope_scaling["factor"]))
+        elif self.rope_scaling.get("type") == "yarn":
+            s = self.rope_scaling
+            w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            w.add_rope_scaling_factor(s["factor"])
+            w.add_rope_scaling_orig_ctx_len(s["original_max_position_embeddings"])
+            for key, add in (("beta_fast", w.add_rope_scaling_yarn_beta_fast),
+                             ("beta_slow", w.add_rope_scaling_yarn_beta_slow),
+                             ("attn_factor", w.add_rope_scaling_yarn_attn_factor)):
+                if key in s:
+                    add(s[key])
         for key, value in self.family_keys:
             _add_key(w, f"{self.arch}.{key}", value)
 
@@ -90,6 +101,7 @@ def _add_key(w, key: str, value) -> None:
 
 def arch_params(config: dict, name: str | None = None) -> ArchParams:
     hf_arch, family = family_of(config)
+    check_common_fields(config, hf_arch)
     try:
         n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
         rope = full_attention_rope(config)

@@ -53,11 +53,15 @@ def quantize_gguf(
     progress: bool = True,
     verbose: bool = False,
     allow_requantize: bool = False,
+    check_load: bool = True,
+    log=None,
 ) -> Path:
     """Quantize ``source`` into ``output`` (atomically); ``keep_embeddings`` holds token_embd and output at that type;
     ``checked``: the caller has checked the output path and the free space already (`convert --quant`).
 
-    llama.cpp's log is captured (shown with ``verbose``) and its error lines end up in the error message.
+    llama.cpp's log is captured (shown with ``verbose``) and its error lines end up in the error message. Unless
+    ``check_load`` is off, llama.cpp must then load the result in a child process (``load_check``) before it gets
+    its name.
     """
     from refusal_edge.gguf_header import check_gguf_file
     from refusal_edge.errors import ModelLoadError
@@ -85,17 +89,23 @@ def quantize_gguf(
         params.token_embedding_type = ggml_type
         params.output_tensor_type = ggml_type
     with atomic_output(output, force) as tmp:
-        code, log = _run_quantize(llama_cpp, source, tmp, params, progress, estimate, verbose)
+        code, llama_log = _run_quantize(llama_cpp, source, tmp, params, progress, estimate, verbose)
         if code != 0:
             import shutil
 
             if shutil.disk_usage(output.parent).free < (64 << 20):
                 raise ConversionError(f"disk full while quantizing into {output}: free some space and run again")
-            detail = " ".join(line.strip() for line in log if "error" in line.lower() or "failed" in line.lower())
+            detail = " ".join(line.strip() for line in llama_log if "error" in line.lower() or "failed" in line.lower())
             hint = " (the input is already quantized: pass --allow-requantize)" if "requantiz" in detail else ""
             raise ConversionError(
                 f"llama.cpp could not quantize {source} to {key}: {detail or f'error code {code}'}{hint}")
         _check_metadata_kept(source, tmp)
+        if check_load:
+            from .load_check import check_gguf_loads
+
+            checked = check_gguf_loads(tmp, threads=threads, what=output.name)
+            if log is not None:
+                log(checked.summary())
     return output
 
 

@@ -32,8 +32,30 @@ def rope_scaling(rope: dict) -> dict:
     if kind == "llama3":
         return {"type": "llama3", **{k: float(rope[k]) for k in
                 ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}}
+    if kind == "yarn":
+        return _yarn(rope)
     raise ConversionError(f"config.json: rope scaling {kind!r} is not supported by `refusal-edge convert` "
                           "(convert with llama.cpp's convert_hf_to_gguf.py, then `refusal-edge annotate`)")
+
+
+# transformers' YaRN options -> llama.cpp's rope.scaling.yarn_* keys (both default to the paper's values).
+YARN_OPTIONS = {"beta_fast": "beta_fast", "beta_slow": "beta_slow", "attention_factor": "attn_factor"}
+
+
+def _yarn(rope: dict) -> dict:
+    """YaRN as llama.cpp runs it: the factor, the original context, beta_fast/beta_slow and the attention factor."""
+    if not rope.get("factor") or not rope.get("original_max_position_embeddings"):
+        raise ConversionError("config.json: yarn rope scaling needs factor and original_max_position_embeddings")
+    for key in ("mscale", "mscale_all_dim"):  # DeepSeek's variant: llama.cpp's common keys do not express it
+        if rope.get(key):
+            raise ConversionError(f"config.json: yarn rope scaling with {key} is not supported by `refusal-edge convert`")
+    if rope.get("truncate") is False:  # gpt-oss: the correction range is not rounded, llama.cpp's always is
+        raise ConversionError("config.json: yarn rope scaling with truncate false is not supported by "
+                              "`refusal-edge convert`")
+    out = {"type": "yarn", "factor": float(rope["factor"]),
+           "original_max_position_embeddings": int(rope["original_max_position_embeddings"])}
+    out.update({gguf_key: float(rope[key]) for key, gguf_key in YARN_OPTIONS.items() if rope.get(key) is not None})
+    return out
 
 
 def llama3_rope_freqs(s: dict, rope_dim: int, freq_base: float) -> np.ndarray:

@@ -8,6 +8,7 @@ tokenizer_files.py picks between the two.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -23,7 +24,11 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                r"\s*[\r\n]+|\s+(?!\S)|\s+")
-SPLIT_REGEX_PRE = {LLAMA3_REGEX: "llama-bpe", QWEN2_REGEX: "qwen2"}
+# o200k (gpt-4o): Phi-4-mini's byte-level BPE
+GPT4O_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+SPLIT_REGEX_PRE = {LLAMA3_REGEX: "llama-bpe", QWEN2_REGEX: "qwen2", GPT4O_REGEX: "gpt-4o"}
 
 # End-of-turn tokens by text, most specific first; llama.cpp stops generation on each.
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -154,7 +159,7 @@ def detect_pre_tokenizer(data: dict, where: Path | str = "tokenizer.json") -> st
         return "gpt-2"
     raise ConversionError(
         f"{where}: unrecognised pre-tokenizer {json.dumps(pre)[:200]}; name llama.cpp's pre-tokenizer type with "
-        "--pre-tokenizer (e.g. llama-bpe, qwen2, smollm, gpt-2), or convert with llama.cpp's convert_hf_to_gguf.py and "
+        "--pre-tokenizer (e.g. llama-bpe, qwen2, gpt-4o, smollm, gpt-2), or convert with llama.cpp's convert_hf_to_gguf.py and "
         "run `refusal-edge annotate`"
     )
 
@@ -214,3 +219,23 @@ def _chat_template(root: Path, config: dict):
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
     return _optional_json(root / "chat_template.json").get("chat_template") or None
+
+
+# llama.cpp gives a model whose general.name contains one of these Phi-3's SentencePiece token attributes, looking
+# each of these tokens up by text: a vocabulary without them (Phi-4-mini's byte-level BPE) fails to load.
+PHI3_NAME_MARKERS = ("phi-3", "phi3")
+PHI3_NAME_TOKENS = ("</s>", "<unk>", "<s>", "<|endoftext|>")
+
+
+def llama_cpp_safe_name(name: str | None, tokens: Sequence[str]) -> tuple[str | None, str | None]:
+    """(general.name to write, a note when it had to change): 'phi3' and 'phi-3' become 'phi 3' where the vocabulary
+    lacks a token llama.cpp's Phi-3 name rule looks up (``error loading model vocabulary: unordered_map::at``)."""
+    if not name or not any(m in name.lower() for m in PHI3_NAME_MARKERS):
+        return name, None
+    present = set(tokens)
+    missing = [t for t in PHI3_NAME_TOKENS if t not in present]
+    if not missing:
+        return name, None
+    safe = re.sub(r"(?i)(phi)-?(3)", r"\1 \2", name)
+    return safe, (f"general.name {name!r} is written as {safe!r}: llama.cpp applies Phi-3's SentencePiece token "
+                  f"rules to names containing 'phi3' or 'phi-3', and this vocabulary has no {missing[0]}")

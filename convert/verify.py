@@ -49,10 +49,14 @@ class TorchReference:
         self.torch = torch
         self.model = AutoModelForCausalLM.from_pretrained(str(root), **kwargs).eval()
 
-    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+    def position_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits at every position of ``tokens`` (rows)."""
         with self.torch.no_grad():
             out = self.model(self.torch.tensor([list(tokens)], dtype=self.torch.long))
-        return out.logits[0, -1].float().numpy()
+        return out.logits[0].float().numpy()
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        return self.position_logits(tokens)[-1]
 
     def scores(self, tokens: Sequence[int], spec, policy: Policy) -> FirstTokenScores:
         return FirstTokenScores.from_logits(self.logits(tokens), spec, policy.temperature)

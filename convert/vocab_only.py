@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import ConversionError
 from .llama_tensors import arch_params
 from .refusal import resolve_spec
+from .tokenizer import llama_cpp_safe_name
 from .tokenizer_files import load_tokenizer
 from .writer import write_gguf
 
@@ -23,7 +24,7 @@ from .writer import write_gguf
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "added_tokens.json",
                    "chat_template.jinja", "chat_template.json")
 # Bumped when what this module writes changes, so older cached files are not reused.
-FORMAT = "refusal-edge vocab-only 1"
+FORMAT = "refusal-edge vocab-only 2"
 
 
 def tokenizer_digest(root: Path) -> str:
@@ -57,6 +58,7 @@ def write_vocab_gguf(root: str | Path, output: str | Path, force: bool = False) 
     if params.n_vocab < len(tokenizer.tokens):
         raise ConversionError(f"{root / 'config.json'} says vocab_size {params.n_vocab}, the tokenizer has "
                               f"{len(tokenizer.tokens)} tokens")
+    params = replace(params, name=llama_cpp_safe_name(params.name, tokenizer.tokens)[0])
     spec = resolve_spec(tokenizer.tokens)
     return write_gguf(output, params, tokenizer, [], spec, force=force, progress=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import gguf
 import numpy as np
@@ -65,6 +65,7 @@ def write_gguf(
     extra_fields: Mapping[str, object] | None = None,
     force: bool = False,
     progress: bool = True,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order.
 
@@ -72,7 +73,8 @@ def write_gguf(
 
     ``tensor_types`` overrides the outtype per tensor name (e.g. ``{"token_embd.weight": "f32"}``). The refusal
     tokens of ``spec`` are written as CONTROL whatever ``tokenizer.types`` says. ``extra_fields`` are extra string,
-    int, float or bool metadata (e.g. ``general.source.url``).
+    int, float or bool metadata (e.g. ``general.source.url``). ``check`` is called with the complete temporary file
+    before it is renamed (``load_check``: llama.cpp must load it); if it raises, nothing is left behind.
     """
     if outtype not in OUTTYPES:
         raise ConversionError(f"unsupported outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
@@ -111,6 +113,8 @@ def write_gguf(
             w.flush()
         finally:
             w.close()
+        if check is not None:
+            check(tmp)
     return path
 
 

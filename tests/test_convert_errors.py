@@ -103,8 +103,10 @@ def test_unsupported_dtype(hf, tmp_path):
 
 
 def test_unsupported_rope_scaling(hf, tmp_path):
-    edit_json(hf / "config.json", rope_scaling={"rope_type": "yarn", "factor": 4.0})
-    fails(hf, tmp_path / "o.gguf", "rope scaling 'yarn'")
+    edit_json(hf / "config.json", rope_scaling={"rope_type": "dynamic", "factor": 4.0})
+    fails(hf, tmp_path / "o.gguf", "rope scaling 'dynamic'")
+    edit_json(hf / "config.json", rope_scaling={"rope_type": "yarn", "factor": 4.0})  # supported, but incomplete
+    fails(hf, tmp_path / "o.gguf", "yarn rope scaling needs factor and original_max_position_embeddings")
 
 
 def test_shape_contradicts_config(hf, tmp_path):
@@ -134,6 +136,15 @@ def test_vocabulary_larger_than_embedding(hf, tmp_path):
 def test_unknown_pre_tokenizer_and_override(hf, tmp_path):
     tok = json.loads((hf / "tokenizer.json").read_text())
     tok["pre_tokenizer"] = {"type": "Whitespace"}
+    (hf / "tokenizer.json").write_text(json.dumps(tok))
+    fails(hf, tmp_path / "o.gguf", "unrecognised pre-tokenizer.*--pre-tokenizer")
+    # A wrong override: llama.cpp would split text otherwise than the checkpoint's tokenizer (the load check)
+    fails(hf, tmp_path / "o.gguf", "pre-tokenizer or vocabulary is wrong", pre_tokenizer="gpt-2")
+    # GPT-2's regex spelled as a Split step is not recognised, but naming it gives the same tokens
+    gpt2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+    tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": gpt2}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
     (hf / "tokenizer.json").write_text(json.dumps(tok))
     fails(hf, tmp_path / "o.gguf", "unrecognised pre-tokenizer.*--pre-tokenizer")
     assert convert_checkpoint(hf, tmp_path / "o.gguf", pre_tokenizer="gpt-2", progress=False).output.exists()

@@ -141,7 +141,7 @@ def test_cli_exports_and_names_what_is_wrong(tmp_path):
     assert not (tmp_path / "y").exists() and not list(tmp_path.glob(".y.*"))
 
 
-def test_a_sentencepiece_vocabulary_is_refused_clearly(tmp_path):
+def test_a_sentencepiece_vocabulary_without_scores_is_refused_clearly(tmp_path):
     import gguf as gguf_py
 
     path = tmp_path / "spm.gguf"
@@ -158,6 +158,6 @@ def test_a_sentencepiece_vocabulary_is_refused_clearly(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(ConversionError, match="byte-level BPE"):
+    with pytest.raises(ConversionError, match="SentencePiece vocabulary has no scores"):
         export_gguf(path, tmp_path / "out", log=lambda *a: None)
     assert not (tmp_path / "out").exists()
