@@ -47,7 +47,7 @@ class Replay:
             raise EngineError("not an object")
         return answer
 
-    def stream_events(self, path, body):
+    def stream_events(self, path, body, **options):
         for event in self.events:
             if not isinstance(event, dict):
                 raise EngineError("not an object")

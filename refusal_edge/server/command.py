@@ -29,7 +29,7 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
 @click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True, default=None,
               help="Require 'Authorization: Bearer KEY' on /v1 requests.")
-@click.option("--parallel", "-np", type=click.IntRange(1, 1024), default=None,
+@click.option("--parallel", "-np", type=click.IntRange(1, settings.SERVER_MAX_PARALLEL), default=None,
               help="Requests served at once: one model instance (context, KV cache) per slot; others queue. "
                    "With --engine, requests passed to the engine at once [default: 1; with --engine, its slots].")
 @click.option("--max-queue", type=click.IntRange(1), default=settings.SERVER_MAX_QUEUE, show_default=True,
