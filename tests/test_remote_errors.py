@@ -95,7 +95,7 @@ class FakeLlamaServer:
         z = np.zeros(self.tokenizer.n_vocab)
         for token, bias in body.get("logit_bias", []):
             z[token] += bias
-        z /= body.get("temperature", 1.0)
+        z /= body.get("temperature") or 1.0  # greedy (0) sampling: the probabilities are not asked for
         p = np.exp(z - z.max())
         p /= p.sum()
         order = np.argsort(-p, kind="stable")[: body.get("n_probs", 1)]

@@ -58,7 +58,7 @@ def count(value: object, what: str, where: str, default: int = 0, most: int | No
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EngineError(f"{where} reported {what} {str(value)[:40]!r}, which is not a count")
+        raise EngineError(f"{where} reported {what} {repr(value)[:40]}, which is not a count")
     return value if most is None else min(value, most)
 
 
