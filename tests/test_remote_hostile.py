@@ -170,3 +170,33 @@ def test_a_model_list_of_lists_is_one_line(tiny_gguf):
         fake.handle = models_as_lists
         one_line_error(CliRunner().invoke(main, ["decide", str(tiny_gguf), "hi", "--engine", fake.url]),
                        "lists no model")
+
+
+def test_sigterm_stops_the_gateway_within_seconds_while_the_engine_streams_pings(tiny_gguf, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_server_cli import _wait_for_url
+
+    log = tmp_path / "serve.log"
+    with HostileLlamaServer(tiny_gguf, "pings") as engine:
+        command = [sys.executable, "-m", "refusal_edge.cli", "serve", str(tiny_gguf), "--port", "0", "--engine",
+                   engine.url, "--engine-timeout", "60", "--parallel", "1"]
+        with open(log, "w") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            url = _wait_for_url(log, process)
+            with httpx.Client(base_url=url, trust_env=False, timeout=30) as http:
+                body = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+                with http.stream("POST", "/chat/completions", json=body) as stream:
+                    next(stream.iter_lines())  # the slot now waits on the endless engine stream
+                    process.send_signal(signal.SIGTERM)
+                    started = time.monotonic()
+                    process.wait(timeout=20)
+                    stopped_in = time.monotonic() - started
+        finally:
+            process.kill()
+    assert stopped_in < 8, (stopped_in, log.read_text())  # uvicorn's 5 s of grace, then the slot is abandoned
+    assert "Traceback" not in log.read_text(), log.read_text()
