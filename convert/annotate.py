@@ -31,7 +31,7 @@ def annotate_gguf(
     progress: bool = True,
 ) -> RefusalSpec:
     source = Path(source)
-    output = check_output(output, force)
+    output = check_output(output, force, inputs=(source,))
     try:
         plan = plan_annotation(source, lambda tokens: resolve_spec(tokens, categories, respond, default_policy))
     except GGUFFormatError as exc:
