@@ -79,8 +79,9 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
     from .run import bind, make_server, url_of
     from .slots import SlotPool
 
-    if api_key == "":
-        raise click.UsageError("--api-key is empty: give a key, or leave the option out to serve without one")
+    if api_key is not None and not api_key.strip():
+        raise click.UsageError("--api-key (or $REFUSAL_EDGE_API_KEY) is empty or blank: give a key, or leave it out "
+                               "to serve without one")
     access = Access(origins=(*allowed_origins, *origins_from_env(os.environ.get(ORIGINS_ENV))),
                     hosts=(*allowed_hosts, *([host] if host not in WILDCARDS else [])))
     if host not in LOOPBACK and not api_key:

@@ -35,8 +35,8 @@ class ServerSettings:
     access: Access = field(default_factory=Access)  # other web origins and Host names allowed (guard.py)
 
     def __post_init__(self) -> None:
-        if self.api_key == "":  # an empty bearer would match it: there is a key or there is none
-            raise ValueError("api_key is empty: give a key, or None to serve without one")
+        if self.api_key is not None and not self.api_key.strip():  # blank: matches no client anyone means
+            raise ValueError("api_key is blank: give a key, or None to serve without one")
 
 
 @dataclass(frozen=True)
