@@ -53,3 +53,15 @@ def test_a_symlink_loop_as_the_weights_is_one_line(checkpoint, tmp_path):
     os.symlink(weights.name, weights)
     one_line(CliRunner().invoke(main, ["convert", str(checkpoint), "-o", str(tmp_path / "o.gguf")]),
              "Too many levels of symbolic links")
+
+
+@pytest.mark.parametrize("record", ['{{"model":"{sha}","scores":{{}}}}', '{{"model":"{sha}","key":"k","scores":{{}}}}',
+                                    '{{"model":"{sha}","key":"k","scores":[1]}}'])
+def test_a_score_store_record_without_scores_is_a_store_error(tmp_path, record):
+    from refusal_edge.evaluate.store import ScoreStore, StoreError
+
+    sha = "0" * 64
+    path = tmp_path / "scores.jsonl"
+    path.write_text(record.format(sha=sha) + "\n")
+    with pytest.raises(StoreError, match="scores.jsonl:1: corrupt score record"):
+        ScoreStore(path, sha)
