@@ -115,6 +115,21 @@ def test_any_llama_server_answer_is_a_sound_decision_or_an_engine_error(answers,
     assert_a_sound_decision(scores)
 
 
+@settings(FAST, max_examples=200)
+@given(answer=LLAMA_ANSWER, temperature=st.sampled_from([1.0, 0.7]))
+def test_an_engine_ignoring_logit_bias_decides_only_from_decision_tokens_it_reported(answer, temperature):
+    """Issue 35's fail-open: the same answer whatever bias is asked for gives a decision only when that answer itself
+    holds every decision token (never from a bound the ignored bias seemed to justify)."""
+    dialect = dialect_on(logits_row(0), top_k=8)
+    dialect.http, dialect.tokenizer = Replay([answer]), Tok()
+    try:
+        scores, _ = dialect.score([1, 2, 3], SPEC, temperature)
+    except EngineError:
+        return
+    reported = {e["id"] for e in answer["completion_probabilities"][0]["top_probs"]}
+    assert set(DECISION_IDS) <= reported and scores.exact, answer
+
+
 @FAST
 @given(seed=st.integers(0, 10 ** 6), offset=st.floats(-30, 10), k=st.integers(7, 30),
        temperature=st.sampled_from([1.0, 0.7]))
