@@ -200,3 +200,31 @@ def test_sigterm_stops_the_gateway_within_seconds_while_the_engine_streams_pings
             process.kill()
     assert stopped_in < 8, (stopped_in, log.read_text())  # uvicorn's 5 s of grace, then the slot is abandoned
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.mark.parametrize("honours", [True, False])
+def test_vllm_is_probed_for_logit_bias_at_connect_and_per_request(honours):
+    import numpy as np
+
+    from test_remote_contract import SPEC, logits_row, softmax, vllm, vllm_answer
+
+    logits = logits_row(8).astype(np.float64)
+    logp = np.log(softmax(logits))
+
+    class Http:
+        url = "http://vllm"
+
+        def post_json(self, path, body, retry):
+            z = logits.copy()
+            for token, bias in (body.get("logit_bias") or {}).items():
+                z[int(token)] += bias if honours else 0.0
+            return vllm_answer(logp, SPEC.token_ids, int(np.argmax(z)))  # greedy, raw log-probabilities
+
+    dialect = vllm()
+    dialect.http = Http()
+    if honours:
+        dialect.probe([1, 2], SPEC)
+        assert dialect.score([1, 2], SPEC, 1.0)[0].exact
+        return
+    with pytest.raises(EngineError, match="vLLM at http://vllm does not honour logit_bias"):
+        dialect.probe([1, 2], SPEC)
