@@ -93,8 +93,8 @@ class _Cursor:
         """A count of items each at least ``each`` bytes long: no more than the rest of the file can hold."""
         n = self.take(fmt, what)
         if n * each > self.size - self.pos:
-            raise GGUFFormatError(f"{self.path} is truncated or malformed: {what} at byte {self.pos} claims {n} items, more than "
-                                  f"the rest of the {self.size}-byte file can hold")
+            raise GGUFFormatError(f"{self.path} is truncated or malformed: {what} at byte {self.pos} claims {n} items, "
+                                  f"more than the rest of the {self.size}-byte file can hold")
         return n
 
     def skip(self, n: int, what: str) -> None:
@@ -104,8 +104,8 @@ class _Cursor:
     def skip_string(self, what: str = "a string") -> None:
         n = self.take("Q", what)
         if n > MAX_STRING_BYTES:
-            raise GGUFFormatError(f"{self.path} is truncated or malformed: {what} at byte {self.pos - 8} claims {n} bytes; no GGUF "
-                                  f"string is over {MAX_STRING_BYTES >> 20} MiB")
+            raise GGUFFormatError(f"{self.path} is truncated or malformed: {what} at byte {self.pos - 8} claims {n} "
+                                  f"bytes; no GGUF string is over {MAX_STRING_BYTES >> 20} MiB")
         self.skip(n, what)
 
     def skip_value(self, vtype: int, depth: int = 0) -> None:
@@ -194,7 +194,8 @@ def _parse(c: _Cursor) -> GGUFHeader:
         c.skip_string("a tensor's name")
         n_dims = c.take("I", "a tensor's dimension count")
         if n_dims > MAX_DIMS:
-            raise GGUFFormatError(f"{path} is truncated or malformed: a tensor claims {n_dims} dimensions (GGML has {MAX_DIMS})")
+            raise GGUFFormatError(f"{path} is truncated or malformed: a tensor claims {n_dims} dimensions "
+                                  f"(GGML has {MAX_DIMS})")
         c.skip(8 * n_dims + 4 + 8, "a tensor's shape, type and offset")
     tensor_infos = bytes(c.buf[ti_start:c.pos])
     alignment = kv["general.alignment"].decode() if "general.alignment" in kv else DEFAULT_ALIGNMENT

@@ -19,7 +19,7 @@ from test_remote_errors import FAST, FakeLlamaServer, one_line_error  # noqa: E4
 from refusal_edge import RefusalModel  # noqa: E402
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.engines.remote import EngineError  # noqa: E402
-from refusal_edge.engines.remote.llama_server import split_into_pieces  # noqa: E402
+from refusal_edge.engines.remote.pieces import split_into_pieces  # noqa: E402
 from refusal_edge.sampling import SamplingParams  # noqa: E402
 from refusal_edge.settings import SERVER_MAX_PARALLEL  # noqa: E402
 
