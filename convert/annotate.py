@@ -37,7 +37,7 @@ def annotate_gguf(
     """Copy ``source`` to ``output`` with the refusal metadata; unless ``check_load`` is off, llama.cpp must load the
     result (``load_check``) before it gets its name."""
     source = Path(source)
-    output = check_output(output, force)
+    output = check_output(output, force, inputs=(source,))
     try:
         plan = plan_annotation(source, lambda tokens: resolve_spec(tokens, categories, respond, default_policy))
     except GGUFFormatError as exc:

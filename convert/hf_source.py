@@ -112,8 +112,12 @@ _TORCH_DTYPES = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16
 
 
 def read_safetensors_header(path: Path) -> dict[str, SafetensorsTensor]:
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    try:
+        size = path.stat().st_size
+        fh = open(path, "rb")
+    except OSError as exc:  # a symlink loop, a dangling link, no permission
+        raise ConversionError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
         head = fh.read(8)
         if len(head) < 8:
             raise ConversionError(f"{path} is not a safetensors file (too short)")
@@ -152,6 +156,10 @@ class HFCheckpoint:
             self.config: dict = json.loads(config.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConversionError(f"{config} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ConversionError(f"{config} is not valid JSON: nested too deeply") from None
+        if not isinstance(self.config, dict):
+            raise ConversionError(f"{config} is not a JSON object")
 
     @cached_property
     def weight_files(self) -> list[Path]:

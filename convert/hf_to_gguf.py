@@ -91,7 +91,9 @@ def convert_checkpoint(
     checkpoint's where torch is installed (``load_check``); a failure leaves no output behind."""
     if outtype not in OUTTYPES:
         raise ConversionError(f"unsupported --outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
-    output = check_output(output, force)
+    checkpoint = Path(source).expanduser()  # a local checkpoint (directory or its config.json): never written over
+    checkpoint = checkpoint.parent if checkpoint.name == "config.json" else checkpoint
+    output = check_output(output, force, inputs=(checkpoint,))
     if quant is not None:
         from .quantize import check_quant_type
 

@@ -127,8 +127,13 @@ def arch_params(config: dict, name: str | None = None) -> ArchParams:
         )
     except KeyError as exc:
         raise ConversionError(f"config.json lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise ConversionError(f"config.json holds a malformed hyperparameter: {exc}") from None
+    sizes = {"hidden_size": params.n_embd, "num_attention_heads": params.n_head,
+             "num_hidden_layers": params.n_layer, "intermediate_size": params.n_ff}
+    if any(value <= 0 for value in sizes.values()):
+        raise ConversionError("config.json: " + ", ".join(f"{k} {v}" for k, v in sizes.items() if v <= 0)
+                              + ": every size must be positive")
     if params.n_head_kv <= 0 or params.n_head % params.n_head_kv:
         raise ConversionError(f"config.json: {n_head} attention heads is not a multiple of {params.n_head_kv} KV heads")
     keys = family.keys(config, params)

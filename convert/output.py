@@ -16,8 +16,12 @@ from .errors import ConversionError
 
 
 def check_output(path: str | os.PathLike, force: bool, inputs: tuple[Path, ...] = ()) -> Path:
-    """Fail before any work when the output exists (without --force) or cannot be written."""
+    """Fail before any work when the output exists (without --force), cannot be written, or is one of the
+    ``inputs`` (files, or directories whose existing files other than GGUFs it would replace): --force overwrites
+    an old output, never what the command reads."""
     path = Path(path).expanduser()
+    for source in inputs:
+        check_not_input(path, Path(source).expanduser())
     if path.is_dir():
         raise ConversionError(f"output {path} is a directory; give a file name such as {path / 'model.gguf'}")
     if path.exists() and not force:
@@ -31,6 +35,15 @@ def check_output(path: str | os.PathLike, force: bool, inputs: tuple[Path, ...] 
 
 
 SPACE_MARGIN = 64 << 20  # bytes beyond an output's estimated size: its header, and room for the file system
+
+
+def check_not_input(path: Path, source: Path) -> None:
+    if path.exists() and source.exists() and (path.samefile(source) or (
+            source.is_dir() and path.is_file() and path.suffix != ".gguf"
+            and path.resolve().is_relative_to(source.resolve()))):
+        what = "the input" if path.samefile(source) else f"a file of the input {source}"
+        raise ConversionError(f"output {path} is {what}: refusal-edge never writes over what it reads (not even "
+                              "with --force); give another output path")
 
 
 def check_space(directory: Path, needed: int, what: str = "the output") -> None:

@@ -67,7 +67,7 @@ def quantize_gguf(
     from refusal_edge.errors import ModelLoadError
 
     key = check_quant_type(qtype)
-    source, output = Path(source), (Path(output) if checked else check_output(output, force))
+    source, output = Path(source), (Path(output) if checked else check_output(output, force, inputs=(Path(source),)))
     try:
         check_gguf_file(source)
     except ModelLoadError as exc:

@@ -40,13 +40,13 @@ def plan_annotation(source: str | Path, spec_for: Callable[[Sequence[str]], Refu
     """Read ``source``'s header, take the spec ``spec_for(vocabulary)`` and build the new header in memory."""
     source = Path(source)
     header = read_header(source)
-    if header.get("split.count", 1) > 1:
+    if header.typed("split.count", int, 1) > 1:
         raise GGUFFormatError(f"{source} is one part of a split GGUF; merge it first (llama-gguf-split --merge)")
     if TOKENS not in header.kv or TOKEN_TYPES not in header.kv:
         raise GGUFFormatError(f"{source} has no tokenizer vocabulary ({TOKENS}/{TOKEN_TYPES}); cannot annotate it")
-    tokens = header.get(TOKENS)
+    tokens = header.typed(TOKENS, list, items=str)
     spec = spec_for(tokens)
-    types = list(header.get(TOKEN_TYPES))
+    types = list(header.typed(TOKEN_TYPES, list, items=int))
     for i in spec.token_ids:
         types[i] = TOKEN_TYPE_CONTROL
     spec.check_against(lambda i: tokens[i], lambda i: types[i] == TOKEN_TYPE_CONTROL, len(tokens))

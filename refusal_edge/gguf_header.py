@@ -19,6 +19,10 @@ T_UINT64, T_INT64, T_FLOAT64 = 10, 11, 12
 _SCALARS = {T_UINT8: "B", T_INT8: "b", T_UINT16: "H", T_INT16: "h", T_UINT32: "I", T_INT32: "i", T_FLOAT32: "f",
             T_BOOL: "?", T_UINT64: "Q", T_INT64: "q", T_FLOAT64: "d"}
 DEFAULT_ALIGNMENT = 32
+CHUNK = 1 << 20  # the header is read in pieces of at least this much, as far as it goes
+MAX_STRING_BYTES = 1 << 26  # no GGUF key or string value (a chat template, a token) comes near 64 MiB
+MAX_NESTING = 8  # arrays of arrays: GGUF writers nest one level at most
+MAX_DIMS = 4  # GGML_MAX_DIMS
 
 
 @dataclass(frozen=True)
@@ -45,47 +49,84 @@ class GGUFHeader:
         v = self.kv.get(key)
         return default if v is None else v.decode()
 
+    def typed(self, key: str, kind: type | tuple[type, ...], default=None, items: type | None = None):
+        """``get``, but a value of another type than ``kind`` (a list of other than ``items``) is a
+        GGUFFormatError naming the key: a file whose vocabulary is a number fails in one line."""
+        value = self.get(key, default)
+        if value is default:
+            return value
+        wrong = isinstance(value, bool) or not isinstance(value, kind) or (
+            items is not None and not all(isinstance(v, items) and not isinstance(v, bool) for v in value))
+        if wrong:
+            expected = f"a list of {items.__name__}" if items is not None else getattr(kind, "__name__", str(kind))
+            raise GGUFFormatError(f"{self.path}: {key} is {type(value).__name__} {str(value)[:40]}, not {expected}")
+        return value
+
 
 class _Cursor:
-    def __init__(self, buf: bytes, path: Path):
-        self.buf, self.pos, self.path = buf, 0, path
+    """Reads a header from the file as it goes, checking every length and count against the file's size before
+    reading or allocating anything: a hostile header costs what it really spans, and fails in one line."""
 
-    def take(self, fmt: str):
+    def __init__(self, fh, path: Path, size: int):
+        self.fh, self.path, self.size = fh, path, size
+        self.buf, self.pos = bytearray(), 0
+
+    def need(self, n: int, what: str = "a value") -> None:
+        """Bytes ``pos .. pos + n`` are in the buffer."""
+        end = self.pos + n
+        if end > self.size:
+            raise GGUFFormatError(f"{self.path} is truncated or malformed: {what} at byte {self.pos} claims {n} "
+                                  f"bytes, past the end of the {self.size}-byte file")
+        if end > len(self.buf):
+            self.buf += self.fh.read(max(end - len(self.buf), CHUNK))
+            if end > len(self.buf):
+                raise GGUFFormatError(f"{self.path} is truncated (its header ends early)")
+
+    def take(self, fmt: str, what: str = "a value"):
         size = struct.calcsize("<" + fmt)
-        if self.pos + size > len(self.buf):
-            raise GGUFFormatError(f"{self.path} is truncated (its header ends early)")
+        self.need(size, what)
         value = struct.unpack_from("<" + fmt, self.buf, self.pos)
         self.pos += size
         return value[0] if len(value) == 1 else value
 
-    def skip_string(self) -> None:
-        n = self.take("Q")
-        if self.pos + n > len(self.buf):
-            raise GGUFFormatError(f"{self.path} is truncated (its header ends early)")
+    def count(self, fmt: str, each: int, what: str) -> int:
+        """A count of items each at least ``each`` bytes long: no more than the rest of the file can hold."""
+        n = self.take(fmt, what)
+        if n * each > self.size - self.pos:
+            raise GGUFFormatError(f"{self.path} is truncated or malformed: {what} at byte {self.pos} claims {n} items, "
+                                  f"more than the rest of the {self.size}-byte file can hold")
+        return n
+
+    def skip(self, n: int, what: str) -> None:
+        self.need(n, what)
         self.pos += n
 
-    def skip_value(self, vtype: int) -> None:
+    def skip_string(self, what: str = "a string") -> None:
+        n = self.take("Q", what)
+        if n > MAX_STRING_BYTES:
+            raise GGUFFormatError(f"{self.path} is truncated or malformed: {what} at byte {self.pos - 8} claims {n} "
+                                  f"bytes; no GGUF string is over {MAX_STRING_BYTES >> 20} MiB")
+        self.skip(n, what)
+
+    def skip_value(self, vtype: int, depth: int = 0) -> None:
         if vtype in _SCALARS:
-            self.pos += struct.calcsize("<" + _SCALARS[vtype])
+            self.skip(struct.calcsize("<" + _SCALARS[vtype]), "a number")
         elif vtype == T_STRING:
             self.skip_string()
         elif vtype == T_ARRAY:
-            sub, n = self.take("I"), self.take("Q")
+            if depth >= MAX_NESTING:
+                raise GGUFFormatError(f"{self.path}: a metadata value is nested too deeply")
+            sub = self.take("I", "an array's type")
             if sub in _SCALARS:
-                self.pos += n * struct.calcsize("<" + _SCALARS[sub])
-            elif sub == T_STRING:
-                buf, pos = self.buf, self.pos
-                for _ in range(n):
-                    (k,) = struct.unpack_from("<Q", buf, pos)
-                    pos += 8 + k
-                self.pos = pos
+                size = struct.calcsize("<" + _SCALARS[sub])
+                self.skip(self.count("Q", size, "an array") * size, "an array")
+            elif sub in (T_STRING, T_ARRAY):
+                for _ in range(self.count("Q", 8 if sub == T_STRING else 12, "an array")):
+                    self.skip_value(sub, depth + 1)
             else:
-                for _ in range(n):
-                    self.skip_value(sub)
+                raise GGUFFormatError(f"{self.path}: unknown GGUF value type {sub}")
         else:
             raise GGUFFormatError(f"{self.path}: unknown GGUF value type {vtype}")
-        if self.pos > len(self.buf):
-            raise GGUFFormatError(f"{self.path} is truncated (its header ends early)")
 
 
 def _decode(buf: bytes, pos: int, vtype: int):
@@ -117,56 +158,51 @@ def read_header(path: str | Path) -> GGUFHeader:
         magic = fh.read(len(MAGIC))
         if magic != MAGIC:
             raise GGUFFormatError(f"{path} is not a GGUF file (it starts with {magic!r})")
-        chunk = 1 << 20
-        buf = magic + fh.read(chunk)
-        while True:
-            try:
-                return _parse(buf, path, size)
-            except GGUFFormatError:
-                if len(buf) >= size:
-                    raise
-                more = fh.read(max(chunk, len(buf)))  # the header is longer: read more and parse again
-                buf += more
+        fh.seek(0)
+        try:
+            return _parse(_Cursor(fh, path, size))
+        except (struct.error, IndexError, OverflowError):  # a count or length past 2**63
+            raise GGUFFormatError(f"{path} is truncated (its header ends early)") from None
+        except MemoryError:
+            raise GGUFFormatError(f"{path}: its header does not fit in memory") from None
 
 
-def _parse(buf: bytes, path: Path, size: int) -> GGUFHeader:
-    try:
-        return _parse_unchecked(buf, path, size)
-    except (struct.error, IndexError, OverflowError):  # a count or length past the end (or past 2**63)
-        raise GGUFFormatError(f"{path} is truncated (its header ends early)") from None
-    except RecursionError:  # arrays of arrays of arrays ...: no real GGUF nests like this
-        raise GGUFFormatError(f"{path}: a metadata value is nested too deeply") from None
-
-
-def _parse_unchecked(buf: bytes, path: Path, size: int) -> GGUFHeader:
-    c = _Cursor(buf, path)
-    c.pos = 4
-    version = c.take("I")
+def _parse(c: _Cursor) -> GGUFHeader:
+    path = c.path
+    c.skip(4, "the magic")
+    version = c.take("I", "the version")
     if version not in (2, 3):
         raise GGUFFormatError(f"{path}: GGUF version {version} is not supported (big-endian file?)")
-    n_tensors, n_kv = c.take("Q"), c.take("Q")
+    n_tensors, n_kv = c.take("Q", "the tensor count"), c.count("Q", 13, "the metadata count")
+    if n_tensors * 24 > c.size - c.pos:  # a tensor's info is at least 24 bytes
+        raise GGUFFormatError(f"{path} is truncated or malformed: it claims {n_tensors} tensors, more than the "
+                              f"{c.size}-byte file can describe")
     kv: dict[str, RawValue] = {}
     for _ in range(n_kv):
-        n = c.take("Q")
-        key = buf[c.pos:c.pos + n].decode("utf-8", errors="replace")
+        n = c.take("Q", "a key's length")
+        if n > MAX_STRING_BYTES:
+            raise GGUFFormatError(f"{path} is truncated or malformed: a key claims {n} bytes")
+        c.need(n, "a key")
+        key = bytes(c.buf[c.pos:c.pos + n]).decode("utf-8", errors="replace")
         c.pos += n
         start = c.pos
-        vtype = c.take("I")
+        vtype = c.take("I", f"{key}'s type")
         c.skip_value(vtype)
-        kv[key] = RawValue(vtype, bytes(buf[start:c.pos]))
+        kv[key] = RawValue(vtype, bytes(c.buf[start:c.pos]))
     ti_start = c.pos
     for _ in range(n_tensors):
-        c.skip_string()
-        n_dims = c.take("I")
-        c.pos += 8 * n_dims + 4 + 8
-    if c.pos > len(buf):
-        raise GGUFFormatError(f"{path} is truncated (its header ends early)")
-    tensor_infos = bytes(buf[ti_start:c.pos])
+        c.skip_string("a tensor's name")
+        n_dims = c.take("I", "a tensor's dimension count")
+        if n_dims > MAX_DIMS:
+            raise GGUFFormatError(f"{path} is truncated or malformed: a tensor claims {n_dims} dimensions "
+                                  f"(GGML has {MAX_DIMS})")
+        c.skip(8 * n_dims + 4 + 8, "a tensor's shape, type and offset")
+    tensor_infos = bytes(c.buf[ti_start:c.pos])
     alignment = kv["general.alignment"].decode() if "general.alignment" in kv else DEFAULT_ALIGNMENT
     if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0:
         raise GGUFFormatError(f"{path}: general.alignment {alignment!r} is not a positive integer")
     data_offset = c.pos + (-c.pos % alignment)
-    if data_offset > size:
+    if data_offset > c.size:
         raise GGUFFormatError(f"{path} is truncated (no tensor data)")
     return GGUFHeader(path, version, n_tensors, kv, tensor_infos, data_offset, alignment)
 

@@ -16,15 +16,15 @@ def describe(path: Path) -> dict:
     check_gguf_file(path)
     header = read_header(path)
     check_data(header)
-    value = header.get
+    value = header.typed
 
-    arch = value("general.architecture", "?")
-    tokens = value("tokenizer.ggml.tokens", [])
-    types = value("tokenizer.ggml.token_type", [])
-    file_type = value("general.file_type")
+    arch = value("general.architecture", str, "?")
+    tokens = value("tokenizer.ggml.tokens", list, [], items=str)
+    types = value("tokenizer.ggml.token_type", list, [], items=int)
+    file_type = value("general.file_type", int)
     problems: list[str] = []
     try:
-        spec = RefusalSpec.from_gguf_fields({KEY_SPEC: value(KEY_SPEC)} if KEY_SPEC in header.kv else {})
+        spec = RefusalSpec.from_gguf_fields({KEY_SPEC: value(KEY_SPEC, str)} if KEY_SPEC in header.kv else {})
         source = "refusal.spec" if spec else "none: recognised from the vocabulary"
         spec = spec or discover(tokens)
     except MetadataError as exc:
@@ -49,9 +49,9 @@ def describe(path: Path) -> dict:
         "size": human_size(path.stat().st_size),
         "size_bytes": path.stat().st_size,
         "architecture": arch,
-        "name": value("general.name", ""),
+        "name": value("general.name", str, ""),
         "quantization": quantization_name(file_type),
-        "context_length": value(f"{arch}.context_length"),
+        "context_length": value(f"{arch}.context_length", int),
         "vocab_size": len(tokens),
         "chat_template": "yes" if "tokenizer.chat_template" in header.kv else "no (ChatML fallback)",
         "refusal_metadata": source,

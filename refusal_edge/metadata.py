@@ -138,6 +138,8 @@ class RefusalSpec:
             raw = json.loads(text)
         except (TypeError, json.JSONDecodeError) as exc:
             raise MetadataError(f"{KEY_SPEC} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise MetadataError(f"{KEY_SPEC} is nested too deeply to be a refusal spec") from None
         if not isinstance(raw, dict):
             raise MetadataError(f"{KEY_SPEC} must be a JSON object")
         version = raw.get("schema_version")

@@ -65,6 +65,13 @@ def _json_array_rows(fh, path: Path) -> Iterator[tuple[int, Mapping | str]]:
 
 
 def _csv_rows(fh, path: Path, delimiter: str) -> Iterator[tuple[int, Mapping | str]]:
+    try:
+        yield from _csv_rows_unchecked(fh, path, delimiter)
+    except csv.Error as exc:  # a field over csv's limit (128 KiB), a NUL byte, ...
+        raise DataError(f"{path}: not readable as CSV ({exc})") from None
+
+
+def _csv_rows_unchecked(fh, path: Path, delimiter: str) -> Iterator[tuple[int, Mapping | str]]:
     reader = csv.reader(fh, delimiter=delimiter)
     header = next(reader, None)
     if not header:

@@ -109,7 +109,8 @@ def test_a_prompt_too_long_for_the_context_names_its_line(tmp_path, tiny_model):
 
 def test_a_corrupt_record_in_the_middle_is_named(tmp_path):
     path = tmp_path / "s.jsonl"
-    path.write_text('{"model":"m1","key":"a","scores":{}}\nnot json\n{"model":"m1"}\n', encoding="utf-8")
+    valid = '{"logits":[0.0,1.0],"rest_logsumexp":0.0,"top_rest_id":1,"top_rest_logit":0.0}'
+    path.write_text('{"model":"m1","key":"a","scores":%s}\nnot json\n{"model":"m1"}\n' % valid, encoding="utf-8")
     with pytest.raises(StoreError, match=r"s\.jsonl:2: corrupt score record"):
         ScoreStore(path, "m1")
 

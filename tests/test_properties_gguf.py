@@ -83,7 +83,7 @@ def same_as_gguf_py(header, name: str) -> bool:
 def test_the_header_reader_reads_what_gguf_py_reads_and_raises_only_its_own_errors(original):
     seen = Outcomes()
 
-    @settings(FAST, max_examples=150)
+    @settings(FAST, max_examples=300)  # 300, not 150: the stricter reader (issue 35) leaves fewer files readable
     @given(mutations=st.lists(MUTATION, min_size=1, max_size=4))
     def check(mutations):
         mutated = mutate(original.data, original.header_end, mutations)
@@ -116,4 +116,6 @@ def test_the_header_reader_reads_what_gguf_py_reads_and_raises_only_its_own_erro
             os.unlink(name)
 
     check()
-    seen.require(**{"read whole": 20, "compared with gguf-py": 15, "header read, data refused": 1, "refused": 50})
+    # "read whole" 15, not 20: inspect now refuses metadata of the wrong type too (a vocabulary that is not a list of
+    # strings), which some mutations of a type tag produce (issue 35)
+    seen.require(**{"read whole": 15, "compared with gguf-py": 15, "header read, data refused": 1, "refused": 50})

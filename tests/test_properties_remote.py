@@ -47,7 +47,7 @@ class Replay:
             raise EngineError("not an object")
         return answer
 
-    def stream_events(self, path, body):
+    def stream_events(self, path, body, **options):
         for event in self.events:
             if not isinstance(event, dict):
                 raise EngineError("not an object")
@@ -113,6 +113,21 @@ def test_any_llama_server_answer_is_a_sound_decision_or_an_engine_error(answers,
         return
     assert not any(llama_answer_is_garbage(a) for a in dialect.http.used), dialect.http.used
     assert_a_sound_decision(scores)
+
+
+@settings(FAST, max_examples=200)
+@given(answer=LLAMA_ANSWER, temperature=st.sampled_from([1.0, 0.7]))
+def test_an_engine_ignoring_logit_bias_decides_only_from_decision_tokens_it_reported(answer, temperature):
+    """Issue 35's fail-open: the same answer whatever bias is asked for gives a decision only when that answer itself
+    holds every decision token (never from a bound the ignored bias seemed to justify)."""
+    dialect = dialect_on(logits_row(0), top_k=8)
+    dialect.http, dialect.tokenizer = Replay([answer]), Tok()
+    try:
+        scores, _ = dialect.score([1, 2, 3], SPEC, temperature)
+    except EngineError:
+        return
+    reported = {e["id"] for e in answer["completion_probabilities"][0]["top_probs"]}
+    assert set(DECISION_IDS) <= reported and scores.exact, answer
 
 
 @FAST

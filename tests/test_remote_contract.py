@@ -71,12 +71,16 @@ def test_reported_logprobs_of_every_decision_token_give_exact_scores(temperature
     assert_same_decisions(scores, logits, temperature)
 
 
-def test_a_missing_decision_token_takes_the_bound_and_says_bounded():
+def test_a_missing_refusal_token_takes_the_bound_and_says_bounded_but_a_missing_respond_token_is_an_error():
     logp = np.log(softmax(logits_row(2)))
     reported = {int(i): float(logp[i]) for i in np.argsort(-logp)[:10]}
-    missing = [t for t in SPEC.token_ids if t not in reported]
-    assert missing
+    respond = SPEC.respond.id
+    missing = [t for t in SPEC.token_ids if t not in reported and t != respond]
+    assert missing and respond not in reported
     bound = min(reported.values())
+    with pytest.raises(EngineError, match="no probability for the respond token"):  # a bound would open the gate
+        scores_from_logprobs(reported, SPEC, 1.0, upper_bound=bound)
+    reported[respond] = float(logp[respond])
     scores = scores_from_logprobs(reported, SPEC, 1.0, upper_bound=bound)
     assert not scores.exact
     assert all(scores.logits[SPEC.token_ids.index(t)] == bound for t in missing)
@@ -143,12 +147,12 @@ def test_llama_server_scores_match_the_logits_even_when_decision_tokens_are_far_
     assert all(r["prompt"] == [1, 2, 3] for r in dialect.http.requests)  # the same (cached) prompt every round
 
 
-def test_a_decision_token_beyond_float32_is_bounded_not_invented():
+def test_a_decision_token_no_bias_brings_in_is_an_engine_error_not_a_bound():
     logits = logits_row(5)
-    logits[SPEC.token_ids[2]] = -1e4  # its probability underflows float32 whatever the bias
-    scores, _ = dialect_on(logits).score([1], SPEC, 1.0)
-    assert not scores.exact
-    assert_same_decisions(scores, logits, 1.0, atol=1e-5)  # a bound that small changes no probability
+    logits[SPEC.token_ids[2]] = -1e4  # its probability underflows float32 under any bias the rounds try
+    with pytest.raises(EngineError, match=r"did not report decision token\(s\) \[%d\] even under a logit bias"
+                       % SPEC.token_ids[2]):
+        dialect_on(logits).score([1], SPEC, 1.0)
 
 
 def test_llama_server_generation_request_mirrors_the_in_process_sampler_chain():
@@ -202,8 +206,10 @@ def test_vllm_answers_with_decision_token_logprobs_give_exact_scores():
     assert_same_decisions(scores, logits, 1.0)
 
 
-def test_vllm_top_k_answers_are_bounded_when_a_decision_token_is_missing():
+@pytest.mark.parametrize("respond_in_top", [True, False])
+def test_vllm_top_k_answers_are_bounded_when_a_refusal_token_is_missing(respond_in_top):
     logits = logits_row(7)
+    logits[SPEC.respond.id] = logits.max() + 1 if respond_in_top else logits.min() - 1
     logp = np.log(softmax(logits))
     top = [int(i) for i in np.argsort(-logp)[:20]]
     rest = np.where(np.isin(np.arange(V), SPEC.token_ids), -np.inf, logits)
@@ -215,8 +221,13 @@ def test_vllm_top_k_answers_are_bounded_when_a_decision_token_is_missing():
 
     dialect = vllm(token_ids=False)
     dialect.http = Http(None)
+    if not respond_in_top:  # its bound would overstate [respond]: fail closed
+        with pytest.raises(EngineError, match="no probability for the respond token"):
+            dialect.score([1, 2, 3], SPEC, 1.0)
+        return
     scores, stats = dialect.score([1, 2, 3], SPEC, 1.0)
-    assert scores.exact == all(t in top for t in SPEC.token_ids) and stats.reused_tokens == 2
+    assert not all(t in top for t in SPEC.token_ids)
+    assert not scores.exact and stats.reused_tokens == 2
     with pytest.raises(EngineError, match="temperature"):
         dialect.score([1], SPEC, 0.5)
 
@@ -229,7 +240,7 @@ def test_vllm_generation_streams_token_ids_and_ends_with_end_of_generation():
     class Http:
         url = "http://vllm"
 
-        def stream_events(self, path, body):
+        def stream_events(self, path, body, **options):
             self.body = body
             yield {"choices": [{"index": 0, "text": "He", "token_ids": [11, 12], "finish_reason": None}]}
             yield {"choices": [{"index": 0, "text": "llo", "token_ids": [13], "finish_reason": "stop"}]}

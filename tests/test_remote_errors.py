@@ -9,6 +9,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -84,13 +85,21 @@ class FakeLlamaServer:
             ids = self.tokenizer.tokenize(body["content"], special=body.get("parse_special", True))
             return self.send(request, 200, {"tokens": [t + self.shift_ids for t in ids]})
         if request.path == "/completion" and not body.get("stream"):
-            uniform = 1.0 / self.tokenizer.n_vocab
-            top = [{"id": i, "prob": uniform} for i in range(self.tokenizer.n_vocab)][: body.get("n_probs", 1)]
-            for token, bias in body.get("logit_bias", []):  # enough for the bias-and-invert rounds
-                top.insert(0, {"id": token, "prob": uniform})
-            return self.send(request, 200, {"completion_probabilities": [{"top_probs": top}], "tokens": [65],
-                                            "timings": {"cache_n": 0, "prompt_ms": 1.0}})
+            return self.send(request, 200, {"completion_probabilities": [{"top_probs": self.top_probs(body)}],
+                                            "tokens": [65], "timings": {"cache_n": 0, "prompt_ms": 1.0}})
         return self.send(request, 404, {"error": {"code": 404, "message": "no such route"}})
+
+    def top_probs(self, body) -> list[dict]:
+        """The top ``n_probs`` of softmax(logits + logit_bias) (uniform logits), as llama-server reports them with
+        post_sampling_probs and samplers ["temperature"]."""
+        z = np.zeros(self.tokenizer.n_vocab)
+        for token, bias in body.get("logit_bias", []):
+            z[token] += bias
+        z /= body.get("temperature") or 1.0  # greedy (0) sampling: the probabilities are not asked for
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        order = np.argsort(-p, kind="stable")[: body.get("n_probs", 1)]
+        return [{"id": int(i), "prob": float(p[i])} for i in order]
 
     @staticmethod
     def send(request, status, payload):
@@ -159,6 +168,7 @@ def test_5xx_is_retried_with_backoff_then_reported(tiny_gguf):
 def test_scoring_is_retried_but_generation_is_not(tiny_gguf):
     # top_k over the whole vocabulary: one scoring request, no bias-and-invert round, so the count is the retries
     with FakeLlamaServer(tiny_gguf) as fake, RefusalModel.connect(fake.url, tiny_gguf, top_k=1000, **FAST) as model:
+        fake.requests.clear()  # connect's probe asked for probabilities twice
         fake.fail["/completion"] = [500, 500]
         assert model.decide("hello").token == "[respond]"
         assert fake.requests.count("/completion") == 3

@@ -30,14 +30,17 @@ from refusal_edge.sampling import SamplingParams  # noqa: E402
 
 class LyingLlamaServer(FakeLlamaServer):
     """The fake llama-server, with /completion's first-token probabilities replaced by ``top`` (a function of the
-    tokenizer's decision ids) and its sampled token by ``sampled``."""
+    tokenizer's decision ids) and its sampled token by ``sampled``, once it has answered ``honest`` such requests
+    truthfully (connect's probe asks two: an engine may pass it and lie later)."""
 
-    def __init__(self, gguf, top=None, sampled=None, **faults):
+    def __init__(self, gguf, top=None, sampled=None, honest=2, **faults):
         super().__init__(gguf, **faults)
-        self.top, self.sampled = top, sampled
+        self.top, self.sampled, self.honest = top, sampled, honest
 
     def handle(self, request, body):
-        if request.path == "/completion" and self.top is not None and not body.get("stream"):
+        if request.path == "/completion" and self.honest and not body.get("stream"):
+            self.honest -= 1
+        elif request.path == "/completion" and self.top is not None and not body.get("stream"):
             self.requests.append(request.path)
             tokens = [self.sampled] if self.sampled is not None else [65]
             return self.send(request, 200, {"completion_probabilities": [{"top_probs": self.top}], "tokens": tokens,
@@ -178,7 +181,7 @@ class Events:
     def __init__(self, events, answer=None):
         self.events, self.answer = events, answer
 
-    def stream_events(self, path, body):
+    def stream_events(self, path, body, **options):
         yield from self.events
 
     def post_json(self, path, body, retry):

@@ -175,9 +175,32 @@ def test_the_pieces():
 
 
 def test_serve_takes_allowed_origins_and_refuses_an_empty_api_key(tiny_gguf):
-    result = CliRunner().invoke(main, ["serve", str(tiny_gguf), "--api-key", ""])
-    assert result.exit_code == 2 and "--api-key is empty" in result.output
-    with pytest.raises(ValueError, match="api_key is empty"):
-        ServerSettings(model_id="m", policy=None, api_key="")
+    for blank in ("", " ", "\t "):
+        result = CliRunner().invoke(main, ["serve", str(tiny_gguf), "--api-key", blank])
+        assert result.exit_code == 2 and "--api-key (or $REFUSAL_EDGE_API_KEY) is empty or blank" in result.output
+        with pytest.raises(ValueError, match="api_key is blank"):
+            ServerSettings(model_id="m", policy=None, api_key=blank)
+    result = CliRunner().invoke(main, ["serve", str(tiny_gguf)], env={"REFUSAL_EDGE_API_KEY": " "})
+    assert result.exit_code == 2 and "is empty or blank" in result.output  # was: every client locked out
     help_text = CliRunner().invoke(main, ["serve", "--help"]).output
     assert "--allowed-origin" in help_text and "REFUSAL_EDGE_ORIGINS" in help_text and "--allowed-host" in help_text
+
+
+def test_the_api_key_covers_every_api_route_and_matches_byte_exactly(tiny_model):
+    from starlette.routing import Route
+
+    key = "clé-🔑"
+    settings = ServerSettings(model_id="tiny", policy=tiny_model.default_policy, api_key=key)
+    app = create_app(SlotPool([tiny_model]), settings)
+    with BackgroundServer(app) as running, httpx.Client(base_url=running.url, trust_env=False) as http:
+        for route in app.routes:
+            if not isinstance(route, Route) or not route.path.startswith(("/api", "/v1")):
+                continue
+            method = "GET" if "GET" in route.methods else "POST"
+            reply = http.request(method, route.path.replace("{model}", "tiny"), json={})
+            assert reply.status_code == 401, (route.path, reply.status_code)  # was: GET /api/version answered 200
+        raw = key.encode()  # the key's UTF-8 bytes, sent as they are (httpx would refuse a non-ASCII str)
+        good = http.get("/api/version", headers=[(b"Authorization", b"Bearer " + raw)])
+        assert good.status_code == 200, good.text  # was: a UTF-8 key never matched
+        for wrong in (b"Bearer  " + raw, b"Bearer " + raw[:-1], b"Bearer cle", "Bearer clé".encode("latin-1")):
+            assert http.get("/api/version", headers=[(b"Authorization", wrong)]).status_code == 401, wrong

@@ -119,7 +119,9 @@ def test_the_digest_changes_when_the_file_does(client, tiny_gguf):
 def test_ps_and_version(client, server):
     running = client.ps().models
     assert running[0].model == "tiny:latest" and running[0].context_length == N_CTX
-    reply = httpx.get(server.url + "/api/version", trust_env=False)  # clients ask before they have a key
+    # --api-key covers every /api route, this one too (issue 35): without the key, 401
+    assert httpx.get(server.url + "/api/version", trust_env=False).status_code == 401
+    reply = httpx.get(server.url + "/api/version", headers={"Authorization": f"Bearer {API_KEY}"}, trust_env=False)
     assert reply.status_code == 200, reply.text
     # a release number as Ollama's CLI compares it (semver, no "v"); 0.0.0 is what a development build reports
     version = reply.json()["version"]

@@ -221,18 +221,20 @@ def test_bad_inputs_are_one_line_errors(llama, data, tmp_path):
     assert "no checkpoint.pt" in _error(train(llama.root, data[0], "--contrast", data[1], "--out", out, "--resume"))
 
     too_long = _error(train(llama.root, data[0], "--contrast", data[1], "--out", out, "--max-prompt-tokens", 8,
-                            "--quiet"))
+                            "--quiet", "--max-over-refusal", "0.5"))
     assert "over --max-prompt-tokens 8" in too_long and "original.jsonl:" in too_long
 
     no_template = write_tiny_hf(tmp_path / "plain", refusal="none", n_shards=1)
     config = json.loads((no_template.root / "tokenizer_config.json").read_text())
     config.pop("chat_template")
     (no_template.root / "tokenizer_config.json").write_text(json.dumps(config))
-    assert "no chat template" in _error(train(no_template.root, data[0], "--contrast", data[1], "--out", out))
+    assert "no chat template" in _error(train(no_template.root, data[0], "--contrast", data[1], "--out", out,
+                                              "--max-over-refusal", "0.5"))
 
     gguf = tmp_path / "base.gguf"
     gguf.write_bytes(b"GGUF")
-    assert "cannot train from this GGUF" in _error(train(gguf, data[0], "--contrast", data[1], "--out", out))
+    assert "cannot train from this GGUF" in _error(train(gguf, data[0], "--contrast", data[1], "--out", out,
+                                                         "--max-over-refusal", "0.5", "--force"))
     assert not (out / "model.gguf").exists()
 
 

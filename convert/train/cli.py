@@ -51,9 +51,11 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the base model's distilled answers are cached [default: the refusal-edge cache].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--force", "-f", is_flag=True,
+              help="Write into a non-empty --out that holds no run to resume (its outputs are replaced).")
 def train(base, original, contrast, chat, out, steps, epochs, batch_size, rank, lr, rows_lr, threads, seed, device,
           tokens, quant, max_over_refusal, min_refusal, heldout, max_prompt_tokens, max_answer_tokens, resume,
-          stop_after, save_every, bf16, cache_dir, quiet):
+          stop_after, save_every, bf16, cache_dir, quiet, force):
     """Teach a chat model the refusal tokens: SFT, then a calibrated refusal-token GGUF.
 
     BASE is a local Hugging Face chat checkpoint (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 3).
@@ -75,7 +77,7 @@ def train(base, original, contrast, chat, out, steps, epochs, batch_size, rank, 
         tokens=tokens, quant=quant.lower() if quant else None, max_over_refusal=max_over_refusal,
         min_refusal=min_refusal, heldout=heldout, max_prompt_tokens=max_prompt_tokens,
         max_answer_tokens=max_answer_tokens, resume=resume, stop_after=stop_after, save_every=save_every, bf16=bf16,
-        cache_dir=cache_dir, progress=not quiet)
+        cache_dir=cache_dir, progress=not quiet, force=force)
     log = (lambda msg: click.echo(msg, err=True))
     summary = run(options, log=log)
     if "paused_at" not in summary:

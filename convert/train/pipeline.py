@@ -44,6 +44,7 @@ class TrainOptions:
     bf16: bool = False
     cache_dir: Path | None = None
     progress: bool = True
+    force: bool = False  # write into a non-empty --out that holds no run to resume
 
 
 def pick_device(name: str):
@@ -71,7 +72,36 @@ def _check_out(o: TrainOptions) -> Path:
         raise TrainError(f"{o.out} holds a training checkpoint: pass --resume to continue it, or choose another --out")
     if o.out.exists() and not o.out.is_dir():
         raise TrainError(f"--out {o.out} is a file, not a directory")
+    if not o.resume and not o.force and o.out.is_dir() and any(o.out.iterdir()):
+        raise TrainError(f"--out {o.out} is not empty and holds no run to resume: choose an empty or new directory, "
+                         "or pass --force to write into it (its model.gguf, policy.toml, hf/, report/ and train.json "
+                         "are replaced)")
     return checkpoint
+
+
+def _check_calibration_data(split, o: TrainOptions) -> None:
+    """Calibration runs after training, on the held-out split: whether it can succeed is known now. The default
+    calibration (guaranteed mode) needs enough benign prompts in its calibration part to promise
+    --max-over-refusal (and should-refuse ones for --min-refusal); fail before the slow part, not after it."""
+    from refusal_edge.evaluate.binomial import trials_needed
+    from refusal_edge.evaluate.guarantee import DEFAULT_CONFIDENCE
+    from refusal_edge.settings import CALIBRATION_HOLDOUT
+
+    statements = 1 + (o.min_refusal is not None)
+    each = 1.0 - (1.0 - DEFAULT_CONFIDENCE) / statements
+    wanted = [("benign", sum(not r.should_refuse for r in split.heldout), o.max_over_refusal, "--max-over-refusal")]
+    if o.min_refusal is not None:
+        wanted.append(("should-refuse", sum(r.should_refuse for r in split.heldout), 1.0 - o.min_refusal,
+                       "--min-refusal"))
+    for kind, held, limit, option in wanted:
+        usable = held - min(int(round(CALIBRATION_HOLDOUT * held)), max(held - 1, 0))  # calibrate's own split
+        needed = trials_needed(limit, each)
+        if needed is None or usable < needed:
+            raise TrainError(
+                f"too few {kind} prompts to calibrate after training: {option} at confidence {DEFAULT_CONFIDENCE:g} "
+                f"needs {needed if needed is not None else 'more'} in calibration's part of the held-out split, "
+                f"which would hold {usable} (of {held} held out): add {kind} prompts, raise --heldout, or loosen "
+                f"{option}")
 
 
 def run(o: TrainOptions, log=print) -> dict:
@@ -91,6 +121,7 @@ def run(o: TrainOptions, log=print) -> dict:
     contrast = read_training_rows(o.contrast, "contrast")
     chat = read_training_rows(o.chat, "chat") if o.chat else []
     split = split_rows(original, contrast, chat, o.heldout, o.seed)
+    _check_calibration_data(split, o)
     threads = o.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = pick_device(o.device)

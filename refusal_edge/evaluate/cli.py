@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .. import settings
 from ..errors import RefusalEdgeError
 from ..extras import install_hint
 from ..options import TEXT, model_options, policy_options
@@ -212,7 +213,7 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
                    "on the calibration sample only. The report shows both.")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
               show_default=True, help="Guaranteed mode: probability that every promised target holds.")
-@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=settings.CALIBRATION_HOLDOUT, show_default=True,
               help="Share of the data held out to show how the thresholds generalise (stratified).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out split.")
 @click.option("--policy-out", "-o", type=click.Path(dir_okay=False), default="policy.toml", show_default=True,

@@ -108,7 +108,12 @@ class ScoreStore:
         torn = lines.pop()  # after the last newline: empty, or a record a crash cut short
         for number, line in enumerate(lines, 1):
             if line.strip():
-                self._take(self._parse(line, number))
+                record = self._parse(line, number)
+                try:
+                    self._take(record)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:  # {"model": ..., "scores": {}}
+                    raise StoreError(f"{self.path}:{number}: corrupt score record (no valid {exc}); delete the "
+                                     "file to rescore from scratch") from None
         if torn.strip():
             # Cut the torn record off so that the next append starts on a line of its own.
             with open(self.path, "r+b") as fh:
@@ -129,7 +134,8 @@ class ScoreStore:
         if record["model"] != self.model:
             return
         if "scores" in record:
-            self.scores[record["key"]] = record["scores"]
+            FirstTokenScores.from_dict(record["scores"])  # a record the scorer could not have written fails here
+            self.scores[str(record["key"])] = record["scores"]
         elif "answer" in record:
             self.answers[record["answer_key"]] = record["answer"]
         elif "spec" in record:

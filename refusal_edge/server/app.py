@@ -40,7 +40,9 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
         if settings.api_key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+        # Byte-exact and constant-time: the header as the bytes the client sent (Starlette decodes headers as
+        # latin-1) against the key's UTF-8 bytes, so a UTF-8 key matches and nothing is trimmed or folded.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode("latin-1"), settings.api_key.encode()):
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>' with the key given to "
                                 "refusal-edge serve --api-key (or $REFUSAL_EDGE_API_KEY)", code="invalid_api_key")
 
@@ -52,14 +54,25 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
                       functools.partial(openai.model_card, settings, spec, int(time.time())))
     routes = [
         Route("/health", health),
-        *openai.routes(service),
-        *decisions.routes(service),
-        *ollama.routes(service),
+        *guarded(authorize, [*openai.routes(service), *decisions.routes(service), *ollama.routes(service)]),
         *(ui.routes() if settings.ui else []),
     ]
     handlers = {ApiError: api_error_response, HTTPException: http_error_response, Exception: internal_error_response}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
                      middleware=[Middleware(Guard, access=settings.access)])
+
+
+def guarded(authorize, routes: list[Route]) -> list[Route]:
+    """Every API route checks the API key before its handler runs (handlers that read a body check it too): a
+    route added later (GET /api/version was one) cannot forget it."""
+    def check_first(endpoint):
+        @functools.wraps(endpoint)
+        async def checked(request: Request) -> Response:
+            authorize(request)
+            return await endpoint(request)
+        return checked
+
+    return [Route(r.path, check_first(r.endpoint), methods=r.methods, name=r.name) for r in routes]
 
 
 async def api_error_response(request: Request, exc: ApiError) -> Response:

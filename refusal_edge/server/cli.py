@@ -30,7 +30,7 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
 @click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True, default=None,
               help="Require 'Authorization: Bearer KEY' on /v1 requests.")
-@click.option("--parallel", "-np", type=click.IntRange(1, 1024), default=None,
+@click.option("--parallel", "-np", type=click.IntRange(1, settings.SERVER_MAX_PARALLEL), default=None,
               help="Requests served at once: one model instance (context, KV cache) per slot; others queue. "
                    "With --engine, requests passed to the engine at once [default: 1; with --engine, its slots].")
 @click.option("--max-queue", type=click.IntRange(1), default=settings.SERVER_MAX_QUEUE, show_default=True,
@@ -83,8 +83,9 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
     from .run import bind, make_server, url_of
     from .slots import SlotPool
 
-    if api_key == "":
-        raise click.UsageError("--api-key is empty: give a key, or leave the option out to serve without one")
+    if api_key is not None and not api_key.strip():
+        raise click.UsageError("--api-key (or $REFUSAL_EDGE_API_KEY) is empty or blank: give a key, or leave it out "
+                               "to serve without one")
     access = Access(origins=(*allowed_origins, *origins_from_env(os.environ.get(ORIGINS_ENV))),
                     hosts=(*allowed_hosts, *([host] if host not in WILDCARDS else [])))
     if host not in LOOPBACK and not api_key:

@@ -37,8 +37,8 @@ class ServerSettings:
     refusal_message: bool = True  # a refused answer's text also in OpenAI's message.refusal (protocol.refusal_text)
 
     def __post_init__(self) -> None:
-        if self.api_key == "":  # an empty bearer would match it: there is a key or there is none
-            raise ValueError("api_key is empty: give a key, or None to serve without one")
+        if self.api_key is not None and not self.api_key.strip():  # blank: matches no client anyone means
+            raise ValueError("api_key is blank: give a key, or None to serve without one")
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from typing import Iterator, Protocol, Sequence
 
 from .. import settings
+from ..engines.remote.deadline import abandoned_when
 from ..errors import RefusalEdgeError
 from .protocol import ApiError
 
@@ -44,6 +46,19 @@ class Job:
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set once the job is cancelled (worker side: what a blocked engine read watches)."""
+        return self._cancelled
+
+    def cancel_from_any_thread(self) -> None:
+        """Cancel from outside the event loop (shutdown): wakes the waiting request if its loop still runs."""
+        self._cancelled.set()
+        try:
+            self._loop.call_soon_threadsafe(self.events.put_nowait, CANCELLED)
+        except RuntimeError:  # the loop has closed: nobody waits
+            pass
 
     def cancel(self) -> None:
         """Event-loop side: stop this job's generation (or skip it if still queued)."""
@@ -77,6 +92,7 @@ class SlotPool:
         self.max_queue = max_queue
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._running: set[Job] = set()  # what the slots work on now: cancelled at close, so shutdown is quick
         self._lock = threading.Lock()
         self.stats = {"busy": 0, "completed": 0, "cancelled": 0, "failed": 0}
 
@@ -100,12 +116,19 @@ class SlotPool:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Let each slot finish (or abandon, once cancelled) its job, then stop its thread."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel the jobs the slots run (a remote engine's reads are abandoned within a moment, whatever the engine
+        does), then stop each slot's thread, waiting ``timeout`` seconds in all: the threads are daemons, so one
+        stuck in a native call cannot hold the process (a SIGTERM ends the server within seconds)."""
+        with self._lock:
+            running = list(self._running)
+        for job in running:
+            job.cancel_from_any_thread()
         for _ in self._threads:
             self._queue.put(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
 
     def _serve(self, model) -> None:
@@ -114,9 +137,14 @@ class SlotPool:
                 self._count("cancelled")
                 continue
             self._count("busy")
+            with self._lock:
+                self._running.add(job)
             try:
-                self._count(self._run(model, job))
+                with abandoned_when(job.cancel_event):  # a remote engine's reads end when the client leaves
+                    self._count(self._run(model, job))
             finally:
+                with self._lock:
+                    self._running.discard(job)
                 self._count("busy", -1)
 
     @staticmethod
@@ -130,8 +158,7 @@ class SlotPool:
         except Exception as exc:  # noqa: BLE001 - the request gets the error, the slot serves on
             if not isinstance(exc, RefusalEdgeError):  # a bug, not a bad request: keep the traceback
                 log.exception("generation failed")
-            job.emit(exc)
-            return "failed"
+            return "failed" if job.emit(exc) else "cancelled"
         finally:
             events.close()  # frees the sampler; the KV cache stays for the next request's prefix reuse
 

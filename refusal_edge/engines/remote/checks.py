@@ -52,6 +52,16 @@ def check_logprobs(logprobs: Mapping[int, float], n_vocab: int | None) -> None:
         raise EngineError(f"the engine's reported probabilities sum to {total:.6g}, over 1: no decision is taken")
 
 
+def count(value: object, what: str, where: str, default: int = 0, most: int | None = None) -> int:
+    """A count the engine reports about itself (context length, vocabulary size, slots): a non-negative integer,
+    ``default`` where it says nothing, at most ``most`` (a slot count of 10**9 is served as ``most``)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EngineError(f"{where} reported {what} {repr(value)[:40]}, which is not a count")
+    return value if most is None else min(value, most)
+
+
 def vocab_size(tokenizer) -> int | None:
     """The vocabulary engine token ids must lie in: ours (connect checked the engine's against it)."""
     return getattr(tokenizer, "n_vocab", None)
@@ -66,5 +76,31 @@ def token_id(value: object, n_vocab: int | None, what: str = "a token") -> int:
     return value
 
 
+def tokens_of(value: object, url: str) -> list:
+    """/tokenize's ``tokens``: a list (the ids in it are checked by ``token_ids``)."""
+    if not isinstance(value, list):
+        raise EngineError(f"engine {url} answered /tokenize without a list of tokens")
+    return value
+
+
 def token_ids(values: Iterable[object], n_vocab: int | None, what: str = "a token") -> list[int]:
     return [token_id(v, n_vocab, what) for v in values]
+
+
+def check_top_report(logprobs: Mapping[int, float], asked: int, n_vocab: int | None, where: str) -> None:
+    """A top-``asked`` report is one a softmax over ``n_vocab`` tokens gives: as many entries as asked for (fewer
+    only when the rest have probability 0, so the reported ones hold the whole mass), and the n most probable of
+    n_vocab tokens hold at least n / n_vocab of the mass. An engine ignoring ``n_probs``/``logprobs``, or reporting
+    other tokens than its top ones, fails here before a bound is ever taken from its smallest entry."""
+    n = len(logprobs)
+    finite = [v for v in logprobs.values() if v > -math.inf]
+    mass = float(np.logaddexp.reduce(finite)) if finite else -math.inf
+    expected = min(asked, n_vocab) if n_vocab else asked
+    if n < expected and mass < math.log1p(-MASS_SLACK):
+        raise EngineError(f"{where} reported {n} probabilities where {asked} were asked for, holding "
+                          f"{math.exp(mass):.3g} of the mass: it does not honour n_probs/logprobs, so no decision "
+                          "is taken (see docs/engines.md)")
+    if n_vocab and n and mass < math.log(n / n_vocab) + math.log1p(-MASS_SLACK):
+        raise EngineError(f"{where} reported a top {n} holding {math.exp(mass):.3g} of the mass, less than the "
+                          f"{n / n_vocab:.3g} any {n} most probable of {n_vocab} tokens hold: these are not its top "
+                          "probabilities, so no decision is taken (see docs/engines.md)")

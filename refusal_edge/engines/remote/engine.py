@@ -134,7 +134,7 @@ def detect(http: HttpClient, model: str | None, tokenizer: Tokenizer, top_k: int
     """Which engine answers at the URL: llama-server's /v1/models says "llamacpp", vLLM's says "vllm"."""
     models = http.get_json("/v1/models")
     cards = models.get("data") if isinstance(models, dict) else None
-    if not isinstance(cards, list) or not cards:
+    if not isinstance(cards, list) or not cards or not all(isinstance(card, dict) for card in cards):
         raise EngineError(f"{http.url}/v1/models lists no model: is this an OpenAI-compatible engine?")
     owner = str(cards[0].get("owned_by", ""))
     if owner == "vllm":
@@ -155,7 +155,7 @@ def check_same_model(dialect: Dialect, tokenizer: Tokenizer, spec: RefusalSpec) 
     """The engine must serve the model whose vocabulary we hold: same size, same decision token ids, same
     tokenization of a probe text. Anything else would turn token ids into other tokens silently."""
     where = f"{dialect.kind} at {dialect.http.url} serves {dialect.model_id!r}, which is not {tokenizer.name}"
-    if dialect.n_vocab is not None and int(dialect.n_vocab) != tokenizer.n_vocab:
+    if dialect.n_vocab is not None and dialect.n_vocab != tokenizer.n_vocab:
         raise EngineError(f"{where}: its vocabulary has {dialect.n_vocab} tokens, {tokenizer.name}'s "
                           f"{tokenizer.n_vocab}")
     texts = [tokenizer.token_text(t) for t in spec.token_ids]

@@ -5,7 +5,9 @@ temperature 1), but only for some tokens: the ones asked for (vLLM's ``logprob_t
 is shift-invariant, so those log-probabilities serve as logits; what the decision also needs is the mass of every
 other token, which is 1 minus the decision tokens' mass. That is exact (to the engine's float32) when every decision
 token was reported. A decision token outside the top k is known only to lie below the smallest reported
-probability: its score is then that upper bound, and the scores say ``exact=False`` ("bounded").
+probability: its score is then that upper bound, and the scores say ``exact=False`` ("bounded"). Only a refusal
+token may be bounded: a bound overstates its token, which for a refusal token errs towards refusing, but for
+``[respond]`` would open the gate on a number the engine never showed, so a missing respond token is an EngineError.
 
 Pure functions: no HTTP in here, so each rule is testable with numbers alone.
 """
@@ -27,9 +29,9 @@ def scores_from_logprobs(logprobs: Mapping[int, float], spec: RefusalSpec, tempe
                          upper_bound: float | None = None, n_vocab: int | None = None) -> FirstTokenScores:
     """Scores from ``logprobs`` (token id -> log-probability in the engine's softmax at ``temperature``).
 
-    Decision tokens missing from ``logprobs`` take ``upper_bound`` (the log-probability no unreported token can
-    exceed) and make the scores bounded; without a bound a missing decision token is an error. Numbers no softmax
-    gives (checks.py) are an EngineError, never a decision.
+    Refusal tokens missing from ``logprobs`` take ``upper_bound`` (the log-probability no unreported token can
+    exceed) and make the scores bounded; without a bound a missing refusal token, and a missing respond token in
+    any case, is an error. Numbers no softmax gives (checks.py) are an EngineError, never a decision.
     """
     check_logprobs(logprobs, n_vocab)
     logprobs = {token: min(float(v), 0.0) for token, v in logprobs.items()}  # a hair over 0 is float32 rounding
@@ -43,6 +45,9 @@ def scores_from_logprobs(logprobs: Mapping[int, float], spec: RefusalSpec, tempe
     for token in ids:
         value = logprobs.get(token, -math.inf)
         if value == -math.inf:  # not reported (or reported as probability 0, an underflow)
+            if token == spec.respond.id:
+                raise EngineError(f"the engine reported no probability for the respond token (id {token}); its "
+                                  "upper bound would overstate [respond], so no decision is taken")
             if upper_bound is None or not math.isfinite(upper_bound):
                 raise EngineError(f"the engine reported no probability for decision token {token} and no bound")
             value, exact = float(upper_bound), False

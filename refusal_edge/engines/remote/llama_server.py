@@ -17,12 +17,17 @@ from typing import Iterator, Mapping, Sequence
 from ...engine import PrefillStats, Tokenizer
 from ...metadata import RefusalSpec
 from .errors import EngineError
-from .checks import vocab_size, probability_as_logprob, token_id, token_ids
+from ...settings import SERVER_MAX_PARALLEL
+from .checks import (check_logprobs, check_top_report, count, probability_as_logprob, token_id, token_ids, tokens_of,
+                     vocab_size)
 from .firsttoken import scores_from_logprobs, unbias
 from .http import EngineHTTPError, HttpClient, too_long_or
+from .pieces import first_split
 
 KIND = "llama-server"
-MAX_BIAS_ROUNDS = 8
+MAX_BIAS_ROUNDS = 16  # enough to double a bias from a few nats past float32's range, then halve it into place
+PROBE_BIAS = 100.0  # nats past the top a connect-time probe pushes the respond token: any engine honouring it shows it
+BIAS_SLACK = 1e-2  # nats a bias undone through float32 probabilities may come back above where it started
 SEEDS = 16  # samplings tried before giving up on a first token that ends inside a character (see _top)
 MARGIN = 4.0  # nats a pushed token lands above the anchor token, so that it surely enters the top k
 UTF8_SLACK = 8  # tokens asked for beyond the budget, so that none is withheld at the end (see stream)
@@ -34,13 +39,14 @@ class LlamaServerDialect:
 
     def __init__(self, http: HttpClient, models: dict, props: dict, tokenizer: Tokenizer, top_k: int = 20):
         self.http, self.tokenizer, self.top_k = http, tokenizer, top_k
+        where = f"llama-server at {http.url}"
         card = models["data"][0]
-        meta = card.get("meta") or {}
+        meta = _object(card.get("meta"), "meta", where)
         self.model_id = str(card.get("id", "llama-server"))
-        self.n_vocab = meta.get("n_vocab")
-        settings = props.get("default_generation_settings") or {}
-        self.n_ctx = int(meta.get("n_ctx") or settings.get("n_ctx") or 0)
-        self.slots = int(props.get("total_slots") or 1)
+        self.n_vocab = count(meta.get("n_vocab"), "n_vocab", where, default=None)
+        settings = _object(props.get("default_generation_settings"), "default_generation_settings", where)
+        self.n_ctx = count(meta.get("n_ctx") or settings.get("n_ctx"), "n_ctx", where)
+        self.slots = count(props.get("total_slots") or 1, "total_slots", where, most=SERVER_MAX_PARALLEL) or 1
         # What it runs with, as far as /props says: its llama.cpp build. (It does not report flash attention or
         # --no-repack; the documented recipe passes `refusal-edge doctor --llama-server-flags`.)
         self.build_info = str(props.get("build_info") or "")
@@ -48,12 +54,27 @@ class LlamaServerDialect:
 
     # vocabulary -------------------------------------------------------------------------------
     def probe(self, tokens: Sequence[int], spec: RefusalSpec) -> None:
-        """Nothing to find out: llama-server reports probabilities by token id in every release this supports."""
+        """Refuse at connect an engine whose answers could not show the decision tokens' real probabilities: it must
+        report its top ``n_probs`` (``_top`` checks every report) and honour ``logit_bias``: a bias of +100 nats past
+        the top on its least likely decision token must make that token the most probable one (docs/engines.md)."""
+        k = max(self.top_k, len(spec.token_ids) + 1)
+        plain = self._top(tokens, 1.0, k, {})
+        bound = min(plain.logprobs.values())
+        target = min(spec.token_ids, key=lambda t: plain.logprobs.get(t, bound))
+        bias = PROBE_BIAS + max(plain.logprobs.values()) - plain.logprobs.get(target, bound)
+        pushed = self._top(tokens, 1.0, k, {target: bias})
+        shown = pushed.logprobs.get(target, -math.inf)
+        if max(pushed.logprobs, key=pushed.logprobs.get) != target or shown < math.log(0.5) \
+                or max(plain.logprobs, key=plain.logprobs.get) == target:
+            where = "out of its report" if shown == -math.inf else f"at probability {math.exp(shown):.3g}"
+            raise EngineError(f"llama-server at {self.http.url} does not honour logit_bias: a bias of +{bias:.0f} on "
+                              f"decision token {target} left it {where}, not at the top; refusal-edge needs "
+                              "logit_bias and n_probs honoured (see docs/engines.md)")
 
     def tokenize(self, text: str, special: bool) -> list[int]:
         answer = self.http.post_json("/tokenize", {"content": text, "add_special": False, "parse_special": special},
                                      retry=True)
-        return [int(t) for t in answer.get("tokens", [])]
+        return token_ids(tokens_of(answer.get("tokens"), self.http.url), None, "a tokenized")
 
     # scoring ----------------------------------------------------------------------------------
     def score(self, tokens: Sequence[int], spec: RefusalSpec, temperature: float):
@@ -62,19 +83,21 @@ class LlamaServerDialect:
         first = self._top(tokens, temperature, k, {})
         known = dict(first.logprobs)
         missing = [t for t in spec.token_ids if t not in known]
-        bound = min(known.values())
         if missing:
-            bound = self._push_in(tokens, temperature, first, known, missing)
-        scores = scores_from_logprobs(known, spec, temperature, upper_bound=bound, n_vocab=vocab_size(self.tokenizer))
+            self._push_in(tokens, temperature, first, known, missing)
+        # Every decision token is now reported: exact scores, never a bound taken on the engine's word.
+        scores = scores_from_logprobs(known, spec, temperature, n_vocab=vocab_size(self.tokenizer))
         return scores, PrefillStats(len(tokens), first.cached, first.prompt_ms or (time.perf_counter() - t0) * 1e3)
 
-    def _push_in(self, tokens, temperature: float, first: "_Top", known: dict, missing: list[int]) -> float:
-        """Bias the missing decision tokens until they enter the top k, undoing the bias each round; returns the
-        upper bound of any still missing. ``known`` gains the recovered log-probabilities."""
+    def _push_in(self, tokens, temperature: float, first: "_Top", known: dict, missing: list[int]) -> None:
+        """Bias the missing decision tokens until they enter the top k, undoing the bias each round; ``known`` gains
+        the recovered log-probabilities. A token still missing, or one that comes back more probable than the
+        unbiased report allowed, means the engine did not apply the bias: an EngineError, never a bound."""
         anchor = max(first.logprobs, key=first.logprobs.get)  # never biased, so present in every round's top k
         bound = min(first.logprobs.values())  # no unreported token is more likely
         too_low, too_high = 0.0, math.inf
-        bias = temperature * (known[anchor] - bound + MARGIN)
+        below = bound  # where the missing tokens lie, if the bias is honoured
+        bias = temperature * (known[anchor] - below + MARGIN)
         for _ in range(MAX_BIAS_ROUNDS):
             biased = frozenset(missing)
             top = self._top(tokens, temperature, len(missing) + 1, {t: bias for t in missing})
@@ -82,15 +105,24 @@ class LlamaServerDialect:
                 too_high = bias
                 bias = (too_low + too_high) / 2
                 continue
-            known.update(unbias(top.logprobs, biased, bias, temperature, anchor, known[anchor]))
+            recovered = unbias(top.logprobs, biased, bias, temperature, anchor, known[anchor])
+            for token, value in recovered.items():
+                if value > bound + BIAS_SLACK:
+                    raise EngineError(
+                        f"llama-server at {self.http.url} does not honour logit_bias: decision token {token}, under a "
+                        f"bias of +{bias:.3g}, is reported at probability {math.exp(top.logprobs[token]):.3g}, more "
+                        "than the bias allows for a token outside its unbiased top: no decision is taken")
+            known.update(recovered)
             missing = [t for t in missing if t not in known]
             if not missing:
-                return bound
+                return
             too_low = bias
             # Still missing: below the smallest reported (biased) entry, mapped back through the anchor.
-            bound = min(top.logprobs.values()) - bias / temperature + known[anchor] - top.logprobs[anchor]
-            bias = min(max(temperature * (known[anchor] - bound + MARGIN), 2 * bias), (too_low + too_high) / 2)
-        return bound
+            below = min(top.logprobs.values()) - bias / temperature + known[anchor] - top.logprobs[anchor]
+            bias = min(max(temperature * (known[anchor] - below + MARGIN), 2 * bias), (too_low + too_high) / 2)
+        raise EngineError(f"llama-server at {self.http.url} did not report decision token(s) {missing} even under a "
+                          f"logit bias of +{bias:.3g}: it does not honour logit_bias (or they lie beyond float32's "
+                          "range): no decision is taken (see docs/engines.md)")
 
     def _top(self, tokens, temperature: float, k: int, bias: Mapping[int, float]) -> "_Top":
         body = {"prompt": list(tokens), "n_predict": 1, "n_probs": k, "post_sampling_probs": True,
@@ -116,6 +148,8 @@ class LlamaServerDialect:
                               f"({type(exc).__name__}: {exc})") from None
         if not logprobs:
             raise EngineError(f"llama-server at {self.http.url} reported no token probabilities")
+        check_logprobs(logprobs, vocab_size(self.tokenizer))
+        check_top_report(logprobs, k, vocab_size(self.tokenizer), f"llama-server at {self.http.url}")
         return _Top(logprobs, cached, prompt_ms)
 
     # generation -------------------------------------------------------------------------------
@@ -142,7 +176,7 @@ class LlamaServerDialect:
         body = {**self._sampling(params), "prompt": list(tokens), "stream": True, "return_tokens": True,
                 "n_probs": 1, "n_predict": min(n_predict + UTF8_SLACK, n_ctx - len(tokens))}
         produced, sent = 0, []
-        for event in self.http.stream_events("/completion", body):
+        for event in self.http.stream_events("/completion", body, progress=_made_progress):
             ids = token_ids(_list(event.get("tokens")), vocab_size(self.tokenizer), "a streamed token")
             predicted = _count(event.get("tokens_predicted"), produced + len(ids))
             if predicted - produced - len(ids) > MAX_WITHHELD:
@@ -170,21 +204,23 @@ class LlamaServerDialect:
                          "a sampled token")
 
     def _withheld(self, event: dict, sent: list[int], count: int) -> list[int]:
+        pieces, silent = self._piece_index()
         try:
-            text = bytes(event["completion_probabilities"][-1]["bytes"])
-        except (KeyError, IndexError, TypeError, ValueError):
+            raw = event["completion_probabilities"][-1]["bytes"]
+            # A list of byte values no longer than the pieces it could hold (never bytes(10**11), which allocates).
+            if not isinstance(raw, list) or len(raw) > (count + len(sent)) * max(map(len, pieces), default=0):
+                return []
+            text = bytes(raw)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             return []
         tail = b"".join(map(self.tokenizer.piece, sent))
         if not text.endswith(tail):
             return []
-        pieces, silent = self._piece_index()
         withheld = text[: len(text) - len(tail)]
         # Tokens without text (control tokens) may be among the withheld: as many as needed, any one will do.
-        for n_silent in range(count if silent is not None else 1):
-            found = split_into_pieces(withheld, count - n_silent, pieces)
-            if found is not None:
-                return found + [silent] * n_silent
-        return []
+        found = first_split(withheld, [count - n_silent for n_silent in range(count if silent is not None else 1)],
+                            pieces)
+        return [] if found is None else found[1] + [silent] * (count - found[0])
 
     def _piece_index(self) -> tuple[dict[bytes, int], int | None]:
         """Piece -> a token with that piece, and a token with no text that does not end generation."""
@@ -209,24 +245,17 @@ class LlamaServerDialect:
                 "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"], "cache_prompt": True}
 
 
-def split_into_pieces(text: bytes, count: int, pieces: dict[bytes, int]) -> list[int] | None:
-    """Token ids of exactly ``count`` vocabulary pieces that spell ``text``, or None."""
-    longest = max(map(len, pieces), default=0)
+def _object(value, what: str, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EngineError(f"{where} reported {what} as {type(value).__name__}, not an object")
+    return value
 
-    def split(start: int, left: int):
-        if left == 0:
-            return [] if start == len(text) else None
-        if left > len(text) - start:  # every piece holds at least one byte
-            return None
-        for end in range(min(len(text), start + longest), start, -1):
-            token = pieces.get(text[start:end])
-            if token is not None and (rest := split(end, left - 1)) is not None:
-                return [token, *rest]
-        return None
 
-    if count == 0:
-        return [] if not text else None
-    return split(0, count) if text else None
+def _made_progress(event: dict) -> bool:
+    """A stream event that brings tokens or the end (empty ones do not keep a stream open past the timeout)."""
+    return bool(event.get("tokens")) or bool(event.get("stop"))
 
 
 def _list(value) -> list:

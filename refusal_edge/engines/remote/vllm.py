@@ -7,6 +7,7 @@ its default), so they are the full-vocabulary softmax at temperature 1:
 - with ``logprob_token_ids`` (newer vLLM) it reports exactly the decision tokens: exact scores;
 - otherwise the top ``logprobs`` (at most the server's ``--max-logprobs``, 20 by default): exact when every decision
   token is among them, else bounded by the smallest reported one. A bias cannot push tokens into a raw top k.
+  Only refusal tokens may be bounded (firsttoken.py): a respond token outside the top k is an EngineError.
 
 The one generated token is greedy with the decision tokens biased away, so it is the best other token, whose raw
 log-probability vLLM reports as the sampled token's (the natural rule needs it).
@@ -20,7 +21,7 @@ from typing import Iterator, Mapping, Sequence
 from ...engine import PrefillStats, Tokenizer
 from ...metadata import RefusalSpec
 from .errors import EngineError
-from .checks import vocab_size, real, token_id
+from .checks import count, tokens_of, check_top_report, real, token_id, token_ids, vocab_size
 from .firsttoken import scores_from_logprobs
 from .http import EngineHTTPError, HttpClient, too_long_or
 
@@ -40,8 +41,8 @@ class VllmDialect:
             served = ", ".join(repr(c.get("id")) for c in cards) or "nothing"
             raise EngineError(f"vLLM at {http.url} does not serve {model!r} (it serves {served}): "
                               "pass --engine-model with one of those")
-        self.model_id = str(card["id"])
-        self.n_ctx = int(card.get("max_model_len") or 0)
+        self.model_id = str(card.get("id"))
+        self.n_ctx = count(card.get("max_model_len"), "max_model_len", f"vLLM at {http.url}")
         self.n_vocab = None  # vLLM does not say; the decision tokens' ids and the probe tokenization are checked
         self.slots = 16  # vLLM batches whatever is in flight (continuous batching): a default that keeps it busy
         self.token_ids = True  # logprob_token_ids honoured; connect() probes it
@@ -51,12 +52,27 @@ class VllmDialect:
         # HF tokenizers always parse added special tokens in text; ``special`` only matters to our own side.
         answer = self.http.post_json("/tokenize", {"model": self.model_id, "prompt": text,
                                                    "add_special_tokens": False}, retry=True)
-        return [int(t) for t in answer.get("tokens", [])]
+        return token_ids(tokens_of(answer.get("tokens"), self.http.url), None, "a tokenized")
 
     def probe(self, tokens: Sequence[int], spec: RefusalSpec) -> None:
-        """Find out whether this vLLM honours ``logprob_token_ids`` (older releases ignore the field)."""
+        """Find out whether this vLLM honours ``logprob_token_ids`` (older releases ignore the field), and refuse one
+        that ignores ``logit_bias``: a bias of +100 nats past the top on its least likely reported decision token
+        must make greedy decoding pick it (docs/engines.md). Scoring relies on the bias: the token it samples with
+        the decision tokens biased away is the best other token."""
         reported = self._logprobs(self.score_request(tokens, spec), len(tokens))[0]
         self.token_ids = all(t in reported for t in spec.token_ids)
+        candidates = [t for t in spec.token_ids if t in reported] or [spec.respond.id]
+        target = min(candidates, key=lambda t: reported.get(t, 0.0))
+        bias = 100.0 + max(reported.values()) - reported.get(target, min(reported.values()))
+        body = {**self.score_request(tokens, spec), "logit_bias": {str(target): bias}}
+        try:
+            answer = self.http.post_json("/v1/completions", body, retry=True)
+        except EngineHTTPError as exc:
+            raise too_long_or(exc, len(tokens), self.n_ctx) from None
+        if sampled_token(answer, self.http.url, vocab_size(self.tokenizer)) != target:
+            raise EngineError(f"vLLM at {self.http.url} does not honour logit_bias: a bias of +{bias:.0f} on decision "
+                              f"token {target} did not make greedy decoding pick it; refusal-edge needs logit_bias "
+                              "honoured (see docs/engines.md)")
 
     # scoring ----------------------------------------------------------------------------------
     def score_request(self, tokens: Sequence[int], spec: RefusalSpec) -> dict:
@@ -74,18 +90,24 @@ class VllmDialect:
             raise EngineError(f"vLLM reports temperature-1 log-probabilities (--logprobs-mode raw_logprobs); the "
                               f"policy's temperature is {temperature:g}: use temperature 1 with a vLLM engine")
         t0 = time.perf_counter()
-        logprobs, cached = self._logprobs(self.score_request(tokens, spec), len(tokens))
+        logprobs, cached = self._logprobs(self.score_request(tokens, spec), len(tokens), spec)
+        if not self.token_ids:
+            check_top_report(logprobs, self.top_k, vocab_size(self.tokenizer), f"vLLM at {self.http.url}")
         top = [v for t, v in logprobs.items() if t not in spec.token_ids] if not self.token_ids else []
         bound = min(top) if top else None
         scores = scores_from_logprobs(logprobs, spec, 1.0, upper_bound=bound, n_vocab=vocab_size(self.tokenizer))
         return scores, PrefillStats(len(tokens), cached, (time.perf_counter() - t0) * 1e3)
 
-    def _logprobs(self, body: dict, n_tokens: int) -> tuple[dict[int, float], int]:
+    def _logprobs(self, body: dict, n_tokens: int, spec: RefusalSpec | None = None) -> tuple[dict[int, float], int]:
         try:
             answer = self.http.post_json("/v1/completions", body, retry=True)
         except EngineHTTPError as exc:
             raise too_long_or(exc, n_tokens, self.n_ctx) from None
-        return parse_logprobs(answer, self.http.url, vocab_size(self.tokenizer)), cached_tokens(answer)
+        reported = parse_logprobs(answer, self.http.url, vocab_size(self.tokenizer))
+        if spec is not None and sampled_token(answer, self.http.url, vocab_size(self.tokenizer)) in spec.token_ids:
+            raise EngineError(f"vLLM at {self.http.url} does not honour logit_bias: it sampled a decision token the "
+                              f"request biased by {AWAY:g}: no decision is taken (see docs/engines.md)")
+        return reported, cached_tokens(answer)
 
     # generation -------------------------------------------------------------------------------
     def sample_first(self, tokens: Sequence[int], params, bias: Mapping[int, float]) -> int:
@@ -112,7 +134,7 @@ class VllmDialect:
     def stream(self, tokens: Sequence[int], params, n_predict: int, n_ctx: int) -> Iterator[int]:
         last = None
         body = self.generation_request(tokens, params, min(n_predict, n_ctx - len(tokens)))
-        for event in self.http.stream_events("/v1/completions", body):
+        for event in self.http.stream_events("/v1/completions", body, progress=_made_progress):
             choices = event.get("choices") or []
             if not choices:
                 continue  # a usage-only chunk
@@ -126,6 +148,13 @@ class VllmDialect:
                 if choice["finish_reason"] == "stop" and (last is None or not self.tokenizer.is_eog(last)):
                     yield self.tokenizer.eos
                 return
+
+
+def _made_progress(event: dict) -> bool:
+    """A chunk that brings tokens or the end (usage-only and empty ones do not keep a stream open)."""
+    choices = event.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    return isinstance(choice, dict) and bool(choice.get("token_ids") or choice.get("finish_reason"))
 
 
 def parse_logprobs(answer: dict, url: str, n_vocab: int | None = None) -> dict[int, float]:
@@ -142,6 +171,15 @@ def parse_logprobs(answer: dict, url: str, n_vocab: int | None = None) -> dict[i
         raise EngineError(f"vLLM at {url} answered without the expected log-probabilities "
                           f"({type(exc).__name__}: {exc})") from None
     return reported
+
+
+def sampled_token(answer: dict, url: str, n_vocab: int | None = None) -> int:
+    """The token a /v1/completions answer with ``return_tokens_as_token_ids`` generated first."""
+    try:
+        return _token_id(answer["choices"][0]["logprobs"]["tokens"][0], n_vocab)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise EngineError(f"vLLM at {url} answered without the token it generated ({type(exc).__name__}: {exc})") \
+            from None
 
 
 def cached_tokens(answer: dict) -> int:

@@ -20,6 +20,26 @@ function finder(text) {
     memo.set(key, {from, at});
     return at;
   };
+  // Code spans: every run of backticks, indexed once by its length, so that finding the closing run of each
+  // opening one is a cursor moving forward (`a``b```c... with runs of every length stays linear).
+  let runs = null;
+  const cursors = new Map();
+  find.closingRun = (length, from) => {
+    if (!runs) {
+      runs = new Map();
+      for (let at = text.indexOf("`"); at >= 0; at = text.indexOf("`", at)) {
+        const n = runLength(text, at);
+        if (!runs.has(n)) runs.set(n, []);
+        runs.get(n).push(at);
+        at += n;
+      }
+    }
+    const starts = runs.get(length) || [];
+    let k = cursors.get(length) || 0;
+    while (k < starts.length && starts[k] < from) k++;
+    cursors.set(length, k);
+    return k < starts.length ? starts[k] : -1;
+  };
   find.lastOpening = (close) => {  // the last "[" before a "]", once per "]"
     if (!memo.has(`[${close}`)) memo.set(`[${close}`, text.lastIndexOf("[", close));
     return memo.get(`[${close}`);
@@ -28,11 +48,21 @@ function finder(text) {
 }
 
 function renderInline(text, depth, parent, inLink = false) {
+  SPECIAL.lastIndex = 0;
+  if (!SPECIAL.test(text)) {  // nothing but text (most list items and table cells): no search machinery
+    if (text) parent.append(decodeEntities(text));
+    return;
+  }
   const find = finder(text);
-  let plain = "";
+  // Plain text is kept as ranges of `text` (from `from` to the current position) plus escaped characters, and
+  // joined once per text node: no string grows one character at a time.
+  let parts = [];
+  let from = 0;
+  let i = 0;
   const flush = () => {
-    if (plain) parent.append(decodeEntities(plain));
-    plain = "";
+    if (i > from) parts.push(text.slice(from, i));
+    if (parts.length) parent.append(decodeEntities(parts.join("")));
+    parts = [];
   };
   const nested = (tag, content, className) => {
     flush();
@@ -41,20 +71,19 @@ function renderInline(text, depth, parent, inLink = false) {
     else renderInline(content, depth + 1, made, inLink);
     parent.append(made);
   };
-  let i = 0;
   let found;
   while (i < text.length) {
     const c = text[i];
     if (c === "\\" && i + 1 < text.length && PUNCTUATION.includes(text[i + 1])) {
-      plain += text[i + 1];
+      if (i > from) parts.push(text.slice(from, i));
+      parts.push(text[i + 1]);
       i += 2;
+      from = i;
     } else if (c === "`") {
       const run = runLength(text, i);
-      const ticks = "`".repeat(run);
-      const close = find(`code${run}`, ticks, i + run, (at) => text[at - 1] !== "`" && text[at + run] !== "`");
+      const close = find.closingRun(run, i + run);
       if (close < 0) {
-        plain += ticks;
-        i += run;
+        i += run;  // no closing run: the ticks are text
         continue;
       }
       flush();
@@ -63,32 +92,28 @@ function renderInline(text, depth, parent, inLink = false) {
       const padded = content.length > 2 && content[0] === " " && content[content.length - 1] === " " && content.trim();
       code.textContent = padded ? content.slice(1, -1) : content;
       parent.append(code);
-      i = close + run;
+      i = from = close + run;
     } else if (c === "*" || c === "_" || c === "~") {
       const done = emphasis(text, i, find, nested);
-      if (done > i) i = done;
-      else {
-        plain += c;
-        i++;
-      }
+      if (done > i) i = from = done;
+      else i++;
     } else if (c === "[" || (c === "!" && text[i + 1] === "[")) {
       const done = inLink ? -1 : link(text, c === "!" ? i + 1 : i, depth, find, parent, flush);
-      if (done > i) i = done;
-      else {
-        plain += c;
-        i++;
-      }
+      if (done > i) i = from = done;
+      else i++;
     } else if (!inLink && (c === "<" || c === "h") && (found = autolink(text, i))) {
       flush();
       parent.append(anchor(found[1], found[2]));
-      i += found[0].length;
-    } else {
-      plain += c;
-      i++;
+      i = from = i + found[0].length;
+    } else {  // plain text up to the next character that could start something
+      SPECIAL.lastIndex = i + 1;
+      i = SPECIAL.exec(text) ? SPECIAL.lastIndex - 1 : text.length;
     }
   }
   flush();
 }
+
+const SPECIAL = /[\\`*_~[!<h]/g;  // what the loop above treats specially
 
 function runLength(text, i) {
   let end = i;
@@ -142,8 +167,10 @@ function autolink(text, i) {  // [source, href, shown] for <scheme:...> or a bar
 }
 
 function safeHref(target) {  // the URL as the browser reads it, if its scheme is one we allow; else null
+  const decoded = decodeEntities(target);
+  if (!decoded.includes(":")) return null;  // relative: no scheme (and no exception thrown per link)
   try {
-    const url = new URL(decodeEntities(target));
+    const url = new URL(decoded);
     return LINK_PROTOCOLS.has(url.protocol) ? url.href : null;
   } catch (_) {
     return null;  // relative or malformed: there is no page of the model's to be relative to
