@@ -113,7 +113,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
         )
         app = create_app(SlotPool(models, max_queue), settings)
         on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""
-        on += f", answers from {models[0].answer.label} at {answer.url}" if answer is not None else ""
+        on += f", answers from {models[0].answer.label} ({answer.url})" if answer is not None else ""
         click.echo(f"refusal-edge: serving {first.name}{on} as {settings.model_id!r} "
                    f"({len(first.categories)} categories, rule {policy.rule}, {parallel} slot(s)) "
                    f"at {url_of(sock)}/v1 (Ollama's API at /api" + (f", the dials page at {url_of(sock)}/)" if ui else ")"),
