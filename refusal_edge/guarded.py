@@ -142,7 +142,7 @@ class GuardedModel:
             with closing(answer):
                 first = next(answer)
                 yield labelled(decision, self.answer.label)
-                yield from chunks(first, answer)
+                yield from chunks(first, answer, params.max_tokens)
         finally:
             if speculation is not None:
                 speculation.cancel()
@@ -152,17 +152,20 @@ def labelled(decision: Decision, answered_by: str) -> Decision:
     return replace(decision, meta={**decision.meta, ANSWERED_BY: answered_by})
 
 
-def chunks(first: AnswerPiece, rest: Iterator[AnswerPiece]) -> Iterator[Chunk]:
-    """The engine's pieces as the runtime's Chunks; the count is of pieces until the engine reports its own."""
+def chunks(first: AnswerPiece, rest: Iterator[AnswerPiece], max_tokens: int) -> Iterator[Chunk]:
+    """The engine's pieces as the runtime's Chunks; the count is of pieces until the engine reports its own. An
+    engine that goes on past ``max_tokens`` pieces (each holds a token or more) is cut there: finish "length"."""
     pieces = 0
-    for piece in _chain(first, rest):
-        pieces += bool(piece.text)
-        if piece.finish_reason:
-            reported = piece.completion_tokens
-            yield Chunk(piece.text, piece.finish_reason, pieces if reported is None else reported,
-                        prompt_tokens=piece.prompt_tokens)
-            return
-        yield Chunk(piece.text, completion_tokens=pieces)
+    with closing(_chain(first, rest)) as answer:
+        for piece in answer:
+            pieces += bool(piece.text)
+            if piece.finish_reason or pieces > max_tokens:
+                reported = piece.completion_tokens
+                yield Chunk(piece.text if pieces <= max_tokens else "", piece.finish_reason or "length",
+                            min(pieces, max_tokens) if reported is None else reported,
+                            prompt_tokens=piece.prompt_tokens)
+                return
+            yield Chunk(piece.text, completion_tokens=pieces)
 
 
 def _chain(first, rest):

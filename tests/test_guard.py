@@ -169,7 +169,7 @@ def test_the_guard_is_thread_safe_and_asyncio_friendly(decision_model, engine):
     with guard(decision_model, url) as g:
         def ask(policy):
             try:
-                results.append(g.generate(PROMPT, policy, temperature=0, max_tokens=4))
+                results.append(g.generate(PROMPT, policy, temperature=0, max_tokens=8))
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -190,6 +190,13 @@ def test_the_guard_is_thread_safe_and_asyncio_friendly(decision_model, engine):
     assert all(r.text == "".join(ANSWER) for r in results if not r.decision.refused)
     assert answer.text == "".join(ANSWER) and "".join(e.text for e in streamed[1:]) == answer.text
     assert len(behaviour.received) == 3 + 2  # the refused three never reached it
+
+
+def test_an_engine_that_ignores_max_tokens_is_cut_there(decision_model):
+    behaviour = Behaviour(pieces=[f" word{i}" for i in range(50)])
+    with serve(behaviour) as server, guard(decision_model, server.url) as g:
+        result = g.generate(PROMPT, RESPOND, temperature=0, max_tokens=3)
+    assert (result.text, result.finish_reason, result.completion_tokens) == (" word0 word1 word2", "length", 3)
 
 
 def test_sampling_sends_openai_fields_and_only_changed_llama_cpp_extensions():

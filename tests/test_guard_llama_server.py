@@ -6,11 +6,7 @@ so that nothing here depends on a model's judgement."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -20,7 +16,7 @@ ollama = pytest.importorskip("ollama")
 pytest.importorskip("uvicorn")
 
 from llama_server import LlamaServer, require_binary  # noqa: E402
-from test_server_cli import _wait_for_url  # noqa: E402
+from test_server_cli import serving  # noqa: E402
 
 THREADS = 1
 BENIGN = [{"role": "user", "content": "What is the capital of France?"}]
@@ -49,19 +45,9 @@ def engine():
 @pytest.fixture(scope="module")
 def guard_url(engine, tiny_gguf, tmp_path_factory):
     log = tmp_path_factory.mktemp("guard") / "serve.log"
-    command = [sys.executable, "-m", "refusal_edge.cli", "serve", str(tiny_gguf), "--answer-engine", engine.url,
-               "--port", "0", "--threads", "1", "--model-name", "guard", "--rule", "per-category",
-               "--threshold", "1.0", "--engine-timeout", "60"]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    try:
-        yield _wait_for_url(log, process)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
+    with serving([str(tiny_gguf), "--answer-engine", engine.url, "--threads", "1", "--model-name", "guard",
+                  "--rule", "per-category", "--threshold", "1.0", "--engine-timeout", "60"], log) as url:
+        yield url
 
 
 def prompt_tokens_total(engine) -> float:

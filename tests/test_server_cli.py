@@ -1,5 +1,6 @@
 """`refusal-edge serve` itself: options, startup errors, and a real server process on a free loopback port."""
 
+import contextlib
 import os
 import re
 import signal
@@ -94,3 +95,20 @@ def _wait_for_url(log, process) -> str:
             return started.group(1)
         time.sleep(0.05)
     raise AssertionError(f"the server did not start:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def serving(args: list[str], log):
+    """`refusal-edge serve ARGS` in a child process (on port 0): its /v1 URL, then a Ctrl-C and a wait."""
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "refusal_edge.cli", "serve", *args, "--port", "0"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        yield _wait_for_url(log, process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=STARTUP_S)
+        finally:
+            process.kill()
+
