@@ -129,7 +129,7 @@ MISBEHAVIOURS = {
     "no-choices": "without a list of choices",
     "mid-stream-error": "mid-stream: the engine crashed",
     "unfinished": "ended before the answer finished",
-    "slow": "did not answer within 1 s",
+    "slow": "within 1 s",
 }
 
 
