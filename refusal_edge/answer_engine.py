@@ -19,6 +19,7 @@ from .errors import PromptTooLongError
 from .sampling import SERVER_DEFAULTS, SamplingParams
 
 CHAT_PATH = "/v1/chat/completions"
+FINISH_REASONS = ("stop", "length", "content_filter")  # passed on as they are; others (tool calls...) end as "stop"
 NAME = "the answer engine"  # how every message names it (its URL stays in this process)
 # llama.cpp's sampling fields beyond OpenAI's: sent only when they differ from the defaults, so that an engine that
 # does not know them (OpenAI's own API rejects unknown fields) is asked only what a client asked for.
@@ -151,7 +152,7 @@ class AnswerEngine:
             events.close()
         if finish is None:
             raise self._garbage("a stream that ended before the answer finished (no finish_reason)")
-        yield AnswerPiece("", finish if finish in ("stop", "length") else "stop", _count(usage, "completion_tokens"),
+        yield AnswerPiece("", finish if finish in FINISH_REASONS else "stop", _count(usage, "completion_tokens"),
                           _count(usage, "prompt_tokens"))
 
     def _garbage(self, what: str) -> AnswerEngineError:
