@@ -163,6 +163,13 @@ def test_an_engine_that_is_down_or_refuses_the_key_says_so(decision_model):
         assert g.generate(PROMPT, REFUSE, max_tokens=2).decision.refused  # nor does a refusal
 
 
+@pytest.mark.parametrize("flavor", ["ollama", "lmstudio"])
+def test_a_model_the_engine_does_not_have_is_named_as_the_option_to_fix(decision_model, flavor):
+    with serve(Behaviour(flavor=flavor)) as server, guard(decision_model, server.url, model="llama9") as g:
+        with pytest.raises(AnswerEngineError, match=r"no such model or route \(HTTP 404\).*llama9.*--answer-model"):
+            g.generate(PROMPT, RESPOND)
+
+
 def test_the_guard_is_thread_safe_and_asyncio_friendly(decision_model, engine):
     behaviour, url = engine
     results, errors = [], []
