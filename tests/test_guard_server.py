@@ -143,3 +143,25 @@ def test_chat_with_an_answer_engine(tiny_gguf, engine):
 def test_answer_options_need_an_answer_engine(tiny_gguf):
     result = CliRunner().invoke(main, ["serve", str(tiny_gguf), "--answer-model", "x"])
     assert result.exit_code == 2 and "need --answer-engine URL" in result.output
+
+
+def test_the_page_says_who_answered(tiny_gguf, engine):
+    from refusal_edge.server.run import BackgroundServer
+    from test_server_ui import CHROMIUM, CHROMIUM_ARGS, chromium_or_skip, dials_page, send
+
+    sync_playwright = chromium_or_skip()
+    behaviour, url = engine
+    model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)
+    guard = AnswerTarget(url, behaviour.model, KEY, timeout=5.0).guard(model, name="tiny")
+    settings = ServerSettings(model_id="tiny", policy=Policy(rule="per-category", threshold=1.0))
+    with BackgroundServer(create_app(SlotPool([guard]), settings)) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with dials_page(browser, server.url, api_key=None) as page:
+            sent = send(page, PROMPT, 1)
+            assert sent["token"] == "[respond]"
+            verdict = page.inner_text(f"{sent['answer']} .verdict")
+            assert f"answered by {behaviour.model}" in verdict
+            assert "".join(ANSWER) in page.inner_text(sent["answer"])
+            assert url.split("//")[1] not in page.content() and KEY not in page.content()
+        browser.close()
+    guard.close()
