@@ -105,6 +105,20 @@ def test_engine_failures_are_errors_in_each_apis_shape_without_its_address(clien
             assert url.split("//")[1] not in response.text and KEY not in response.text
 
 
+def test_an_engine_failing_mid_answer_ends_the_stream_with_an_error_in_its_shape(client, engine):
+    behaviour, url = engine
+    behaviour.misbehave = "mid-stream-error"
+    openai = client.post("/v1/chat/completions", json={"messages": ASK, "stream": True})
+    frames = sse(openai.text)
+    assert frames[0]["refusal"]["token"] == "[respond]" and "the answer engine" in frames[-1]["error"]["message"]
+    ollama = client.post("/api/chat", json={"messages": ASK})
+    lines = [json.loads(line) for line in ollama.text.splitlines()]
+    assert "refusal" in lines[0] and set(lines[-1]) == {"error"} and "the answer engine" in lines[-1]["error"]
+    assert client.post("/v1/chat/completions", json={"messages": ASK}).status_code == 502
+    for response in (openai, ollama):
+        assert url.split("//")[1] not in response.text and KEY not in response.text
+
+
 def test_a_server_whose_engine_is_down(tiny_gguf):
     with serve(Behaviour()) as gone:
         url = gone.url
