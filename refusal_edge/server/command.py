@@ -13,6 +13,7 @@ import click
 from .. import settings
 from ..answer_options import answer_engine_options
 from ..arguments import build_policy, load_model
+from ..catalog import name_of_metadata
 from ..options import model_options, policy_options
 from .guard import ORIGINS_ENV, Access, origins_from_env
 
@@ -42,7 +43,8 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
               help="Most messages in one request.")
 @click.option("--max-body", type=click.IntRange(1024), default=settings.SERVER_MAX_BODY_BYTES, show_default=True,
               help="Largest request body, in bytes.")
-@click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
+@click.option("--model-name", default=None, help="Model id in responses, /v1/models and /api/tags [default: its name "
+              "in `refusal-edge list`: general.name and the quantization].")
 @click.option("--predict-decision", is_flag=True,
               help="Evaluate each slot's expected decision token with the prompt, saving a decode step when the policy "
                    "picks it (in-process only; it pays only where an extra prompt row is cheap: see README).")
@@ -54,9 +56,11 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A Host name this server answers to besides loopback names and its own address (e.g. mybox.lan; "
                    "'*': any, which lets DNS-rebinding pages read it). Repeatable.")
+@click.option("--refusal-message/--no-refusal-message", default=True, show_default=True,
+              help="Also put a refused answer's text in OpenAI's message.refusal (content keeps it too).")
 def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
           api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui,
-          allowed_origins, allowed_hosts, answer):
+          allowed_origins, allowed_hosts, refusal_message, answer):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -108,7 +112,8 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
             models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose, predict_decision=predict_decision)
                        for _ in range(parallel - 1)]
         settings = ServerSettings(
-            model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui, access=access,
+            model_id=model_name or name_of_metadata(first.tokenizer.metadata, first.name), policy=policy,
+            api_key=api_key, ui=ui, access=access, refusal_message=refusal_message,
             limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
         )
         app = create_app(SlotPool(models, max_queue), settings)
