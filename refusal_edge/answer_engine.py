@@ -10,6 +10,7 @@ client of the server in front of it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
@@ -91,8 +92,14 @@ class AnswerEngine:
 
     @property
     def label(self) -> str:
-        """How answers say who wrote them: the model's name, never the engine's address."""
-        return self.scrub(self.model) if self.model else "answer-engine"
+        """How answers say who wrote them: the model's name, never the engine's address, nor the directories of
+        a file the engine names its model by (llama-server lists the GGUF's path)."""
+        if not self.model:
+            return "answer-engine"
+        name = self.scrub(self.model)
+        if name.lower().endswith(".gguf") or name.startswith(("/", "~", "\\")) or name[1:3] in (":\\", ":/"):
+            name = re.split(r"[\\/]", name)[-1]
+        return name
 
     def stream(self, messages: Sequence[Mapping], sampling: SamplingParams) -> Iterator[AnswerPiece]:
         """The answer to ``messages`` (role and content only: no decision tokens), piece by piece as the engine

@@ -209,3 +209,11 @@ def test_an_engine_that_ignores_max_tokens_is_cut_there(decision_model):
 def test_sampling_sends_openai_fields_and_only_changed_llama_cpp_extensions():
     sent = request_sampling(SamplingParams(temperature=0.2, top_p=0.5, max_tokens=7, top_k=5, seed=3, stop=("x",)))
     assert sent == {"temperature": 0.2, "top_p": 0.5, "max_tokens": 7, "top_k": 5, "seed": 3, "stop": ["x"]}
+
+
+@pytest.mark.parametrize("listed, shown", [("/srv/models/Qwen2.5-7B.Q4_K_M.gguf", "Qwen2.5-7B.Q4_K_M.gguf"),
+                                           ("C:\\models\\phi.gguf", "phi.gguf"), ("org/model", "org/model"),
+                                           ("llama3.2:latest", "llama3.2:latest")])
+def test_answers_name_the_model_not_the_directories_of_its_file(listed, shown):
+    engine = AnswerEngine("http://127.0.0.1:9", model=listed)
+    assert engine.label == shown and engine.model == listed  # the engine is still asked for it by its own name
