@@ -18,6 +18,7 @@ Needs the llama-server binary of .ci/build-llama-server (or $REFUSAL_EDGE_LLAMA_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
@@ -48,14 +49,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="threads of the engine and of the decision model each")
     p.add_argument("--max-tokens", type=int, default=4)
     p.add_argument("--logs", type=Path, default=None, help="keep the servers' logs here")
+    p.add_argument("--engine-url", default=None,
+                   help="an answer engine already running (any OpenAI-compatible server) instead of starting "
+                        "llama-server; refused prompts are counted only where it has llama-server's /metrics")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     executable = binary()
-    if executable is None:
-        raise SystemExit("no llama-server: run .ci/build-llama-server or set $REFUSAL_EDGE_LLAMA_SERVER")
+    if executable is None and args.engine_url is None:
+        raise SystemExit("no llama-server: run .ci/build-llama-server or set $REFUSAL_EDGE_LLAMA_SERVER "
+                         "(or give --engine-url)")
     from refusal_edge import default_model
 
     answer_gguf = Path(args.answer_gguf) if args.answer_gguf else default_model.base_model_path()
@@ -64,20 +69,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         logs = args.logs or Path(tmp)
         logs.mkdir(parents=True, exist_ok=True)
-        with LlamaServer(answer_gguf, slots=1, n_ctx=1024, threads=args.threads, log=logs / "engine.log",
-                         executable=executable, extra=("--metrics",)) as engine:
-            guards = {name: start_guard(decision, engine.url, args, logs / f"{name}.log", extra)
+        with contextlib.ExitStack() as stack:
+            if args.engine_url:
+                engine_url, answer = args.engine_url.removesuffix("/").removesuffix("/v1"), args.engine_url
+            else:
+                engine = stack.enter_context(LlamaServer(answer_gguf, slots=1, n_ctx=1024, threads=args.threads,
+                                                         log=logs / "engine.log", executable=executable,
+                                                         extra=("--metrics",)))
+                engine_url, answer = engine.url, f"llama-server serving {answer_gguf.name}"
+            guards = {name: start_guard(decision, engine_url, args, logs / f"{name}.log", extra)
                       for name, extra in (("guard", ()), ("speculative", ("--speculative-answer",)))}
             try:
-                urls = {"engine": engine.url, **{name: wait_for_url(logs / f"{name}.log", process).removesuffix("/v1")
+                urls = {"engine": engine_url, **{name: wait_for_url(logs / f"{name}.log", process).removesuffix("/v1")
                                                  for name, process in guards.items()}}
                 rows = measure(urls, texts, args)
-                leaks = {name: leaked(engine.url, urls[name], texts, args) for name in guards}
+                leaks = {name: leaked(engine_url, urls[name], texts, args) for name in guards}
             finally:
                 for process in guards.values():
                     process.terminate()
                     process.wait(timeout=30)
-    report(rows, leaks, args, Path(decision).name, answer_gguf.name)
+    report(rows, leaks, args, Path(decision).name, answer)
 
 
 def start_guard(decision: str, engine_url: str, args, log: Path, extra: tuple) -> subprocess.Popen:
@@ -119,14 +130,18 @@ def one(http, base: str, text: str, args, refusal: dict | None = None) -> dict:
     return {"ttft_ms": ((first or time.perf_counter()) - t0) * 1e3, "prefill_ms": prefill_ms}
 
 
-def prompt_tokens_total(engine_url: str) -> float:
-    metrics = httpx.get(engine_url + "/metrics", timeout=30, trust_env=False).text
-    return float(re.search(r"^llamacpp:prompt_tokens_total (\S+)$", metrics, re.M).group(1))
+def prompt_tokens_total(engine_url: str) -> float | None:
+    """llama-server's prompt-token counter (None: the engine has no such counter)."""
+    response = httpx.get(engine_url + "/metrics", timeout=30, trust_env=False)
+    found = re.search(r"^llamacpp:prompt_tokens_total (\S+)$", response.text, re.M)
+    return float(found.group(1)) if response.status_code == 200 and found else None
 
 
-def leaked(engine_url: str, guard_url: str, texts, args) -> tuple[int, int]:
+def leaked(engine_url: str, guard_url: str, texts, args) -> tuple[int, int] | None:
     """(refused requests whose prompt reached the engine, refused requests): one at a time, counter read after each
     (after a pause: a cancelled speculative request is counted when the engine finishes its prefill)."""
+    if prompt_tokens_total(engine_url) is None:
+        return None
     reached = 0
     with httpx.Client(timeout=300, trust_env=False) as http:
         for _ in range(args.refused):
@@ -140,13 +155,14 @@ def leaked(engine_url: str, guard_url: str, texts, args) -> tuple[int, int]:
 def report(rows: dict, leaks: dict, args, decision: str, answer: str) -> None:
     p50 = {side: statistics.median(r["ttft_ms"] for r in side_rows) for side, side_rows in rows.items()}
     prefill = statistics.median(r["prefill_ms"] for r in rows["guard"] if r["prefill_ms"] is not None)
-    print(f"decision model {decision}, answer engine llama-server serving {answer}; {args.threads} thread(s) each; "
+    print(f"decision model {decision}, answer engine {answer}; {args.threads} thread(s) each; "
           f"{args.requests} streamed requests per side, temperature 0, max_tokens {args.max_tokens}")
     print(f"  engine alone        TTFT p50 {p50['engine']:7.1f} ms")
     for side in ("guard", "speculative"):
         added = p50[side] - p50["engine"]
+        leak = f"{leaks[side][0]}/{leaks[side][1]}" if leaks[side] else "not counted (no llama-server /metrics)"
         print(f"  {side:<19} TTFT p50 {p50[side]:7.1f} ms  x{p50[side] / p50['engine']:.2f}  added {added:+.1f} ms  "
-              f"refused prompts that reached the engine: {leaks[side][0]}/{leaks[side][1]}")
+              f"refused prompts that reached the engine: {leak}")
     added = p50["guard"] - p50["engine"]
     print(f"  decision prefill p50 {prefill:.1f} ms; goal: added <= prefill + 10 ms = {prefill + 10:.1f} ms: "
           f"{'met' if added <= prefill + 10 else 'NOT met'} (added {added:.1f} ms)")
