@@ -117,7 +117,11 @@ def one(http, base: str, text: str, args, refusal: dict | None = None) -> dict:
             "temperature": 0, "max_tokens": args.max_tokens, "stream": True, **({"refusal": refusal} if refusal else {})}
     t0 = time.perf_counter()
     first, prefill_ms = None, None
-    with http.stream("POST", base + "/v1/chat/completions", json=body) as response:
+    try:
+        response = http.send(http.build_request("POST", base + "/v1/chat/completions", json=body), stream=True)
+    except httpx.RemoteProtocolError:  # a kept-alive connection llama-server closed just then: never read, send again
+        response = http.send(http.build_request("POST", base + "/v1/chat/completions", json=body), stream=True)
+    with contextlib.closing(response):
         response.raise_for_status()
         for line in response.iter_lines():
             if not line.startswith("data: {"):
