@@ -3,8 +3,10 @@
 import os
 
 from .aio import AsyncRefusalModel
+from .answer_engine import AnswerEngine, AnswerEngineError
 from .arguments import resolve_model_path
 from .decision import Decision, FirstTokenScores, decide
+from .guarded import GuardedModel
 from .errors import (MetadataError, ModelBusyError, ModelLoadError, PolicyError, PromptTooLongError,
                      RefusalEdgeError, SamplingError)
 from .metadata import CATEGORIES, RefusalSpec
@@ -23,8 +25,8 @@ def load(model: str | os.PathLike | None = None, **options) -> RefusalModel:
 
 
 __all__ = [
-    "AsyncRefusalModel", "CATEGORIES", "RULES", "Chunk", "Decision", "FirstTokenScores", "GenerationResult",
-    "MetadataError", "ModelBusyError", "ModelLoadError", "Policy", "PolicyError", "PromptTooLongError",
-    "RefusalEdgeError", "RefusalModel", "RefusalSpec", "SamplingError", "SamplingParams", "decide", "load",
-    "__version__",
+    "AnswerEngine", "AnswerEngineError", "AsyncRefusalModel", "CATEGORIES", "RULES", "Chunk", "Decision",
+    "FirstTokenScores", "GenerationResult", "GuardedModel", "MetadataError", "ModelBusyError", "ModelLoadError",
+    "Policy", "PolicyError", "PromptTooLongError", "RefusalEdgeError", "RefusalModel", "RefusalSpec", "SamplingError",
+    "SamplingParams", "decide", "load", "__version__",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .answer_options import answer_engine_options
 from .arguments import build_policy, load_model, policy_setting
 from .decision import assistant_message
 from .display import decision_line, policy_summary
@@ -160,9 +161,10 @@ def _save_history(readline, path: Path) -> None:
 @click.option("--system", default=None, type=TEXT, help="System prompt.")
 @sampling_options
 @policy_options
+@answer_engine_options
 @model_options
 def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, remote,
-         sampling):
+         sampling, answer):
     """Chat with a refusal-token model and turn the refusal dial live.
 
     Before each answer a line shows the decision: the forced token, its category and the top
@@ -174,11 +176,19 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
       refusal-edge chat
       refusal-edge chat model.gguf --threshold safety=0.3 --temperature 0
       printf 'Hi\\n/threshold human 0.1\\nAre you alive?\\n' | refusal-edge chat
+      refusal-edge chat --answer-engine http://127.0.0.1:11434/v1 --answer-model llama3.2   # guard mode
     """
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 becomes U+FFFD, not the end of the session
         sys.stdin.reconfigure(errors="replace")
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
+    m = load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote)
+    if answer is not None:  # guard mode: m decides, the answer engine answers (guarded.py)
+        try:
+            m = answer.guard(m)
+        except BaseException:
+            m.close()
+            raise
+    with m:
         policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
         session = ChatSession(m, policy, sampling, system, color=sys.stdout.isatty())
         if interactive:

@@ -25,6 +25,8 @@ def decision_line(decision: Decision, top: int = 3, color: bool = True) -> str:
     how = "forced" if decision.forced else "model's choice"
     text = (f"{head} · respond {decision.respond_probability:.2f} · {shown} · {decision.rule}, {how}, "
             f"{decision.prefill_ms:.0f} ms")
+    if decision.meta.get("answered_by"):  # guard mode: the model that writes the answer (guarded.py)
+        text += f" · answered by {decision.meta['answered_by']}"
     return click.style(text, dim=True, **style) if color else text
 
 

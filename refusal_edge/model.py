@@ -18,7 +18,7 @@ from .errors import RefusalEdgeError
 from .metadata import RefusalSpec, read_spec
 from .policy import Policy
 from .sampling import SamplingParams
-from .streaming import Chunk, GenerationResult, TextAssembler
+from .streaming import Chunk, GenerationResult, TextAssembler, collect
 from .template import ChatTemplate, prompt_token_ids, template_of
 from .window import Window, fit
 
@@ -253,16 +253,7 @@ class RefusalModel:
 
     def generate(self, messages: Messages, policy: Policy | Mapping | None = None, **sampling) -> GenerationResult:
         """The whole answer of ``stream`` (``blocking``/``timeout`` as there)."""
-        t0 = time.perf_counter()
-        decision, parts, last = None, [], Chunk("", "stop")
-        for event in self.stream(messages, policy, **sampling):
-            if isinstance(event, Decision):
-                decision = event
-            else:
-                parts.append(event.text)
-                last = event
-        return GenerationResult(decision, "".join(parts), last.finish_reason or "stop", last.completion_tokens,
-                                (time.perf_counter() - t0) * 1e3)
+        return collect(self.stream(messages, policy, **sampling))
 
     def _continue(self, token: int, answer: Iterator[int], params: SamplingParams) -> Iterator[Chunk]:
         """Text from the first response token on; ``answer`` yields the tokens after it (ends: context full)."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from .decision import Decision, assistant_message
 
@@ -63,6 +64,7 @@ class Chunk:
     text: str
     finish_reason: str | None = None
     completion_tokens: int = 0
+    prompt_tokens: int | None = None  # the answering engine's prompt length, where it is not the decision model's
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,17 @@ class GenerationResult:
     def message(self) -> dict:
         """The assistant turn to append to the history; it remembers its decision token for the next turn."""
         return assistant_message(self.text, self.decision)
+
+
+def collect(events: Iterable) -> GenerationResult:
+    """A stream's events (the Decision, then Chunks) as one GenerationResult, timed from the first event asked."""
+    t0 = time.perf_counter()
+    decision, parts, last = None, [], Chunk("", "stop")
+    for event in events:
+        if isinstance(event, Decision):
+            decision = event
+        else:
+            parts.append(event.text)
+            last = event
+    return GenerationResult(decision, "".join(parts), last.finish_reason or "stop", last.completion_tokens,
+                            (time.perf_counter() - t0) * 1e3)

@@ -26,7 +26,8 @@ COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "
                "evaluate/guarantee", "evaluate/binomial",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",
                "server/protocol", "engines/remote/engine", "engines/remote/firsttoken", "engines/remote/http",
-               "engines/remote/llama_server", "engines/remote/vllm", "access", "aio", "window", "server/truncation"]
+               "engines/remote/llama_server", "engines/remote/vllm", "access", "aio", "window", "server/truncation",
+               "guarded", "answer_engine"]
 WIRE_FORMAT = ["engines/remote/dialect", "engines/remote/checks", "engines/remote/firsttoken", "engines/remote/http",
                "engines/remote/llama_server", "engines/remote/vllm"]
 
@@ -78,7 +79,7 @@ def test_computation_imports_no_cli_or_presentation(module):
 
 
 @pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "server/truncation",
-                                    "window", *WIRE_FORMAT])
+                                    "window", "answer_engine", *WIRE_FORMAT])
 def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
     assert offending(imports(PACKAGE / f"{module}.py"), ADAPTER) == []
 

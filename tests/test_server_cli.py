@@ -1,5 +1,6 @@
 """`refusal-edge serve` itself: options, startup errors, and a real server process on a free loopback port."""
 
+import contextlib
 import os
 import re
 import signal
@@ -58,13 +59,9 @@ def test_startup_errors_are_one_clear_line(tiny_gguf, args, code, words):
 def test_serve_runs_with_the_cli_policy_and_an_api_key_from_the_environment(tiny_gguf, tmp_path):
     log = tmp_path / "serve.log"
     env = {**os.environ, "REFUSAL_EDGE_API_KEY": "from-env"}
-    command = [sys.executable, "-m", "refusal_edge.cli", "serve", str(tiny_gguf), "--port", "0", "--threads", "1",
-               "--ctx", "256", "--parallel", "2", "--threshold", "1.0", "--threshold", "safety=0", "--model-name",
-               "tiny-cli", "--predict-decision"]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        url = _wait_for_url(log, process)
+    args = [str(tiny_gguf), "--threads", "1", "--ctx", "256", "--parallel", "2", "--threshold", "1.0",
+            "--threshold", "safety=0", "--model-name", "tiny-cli", "--predict-decision"]
+    with serving(args, log, env) as url:
         with httpx.Client(base_url=url, trust_env=False, timeout=30) as http:
             assert http.get("/models").status_code == 401
             headers = {"Authorization": "Bearer from-env"}
@@ -76,13 +73,6 @@ def test_serve_runs_with_the_cli_policy_and_an_api_key_from_the_environment(tiny
         assert reply["refusal"]["category"] == "Requests with safety concerns"
         assert reply["model"] == "tiny-cli"
         assert page.status_code == 200 and "dials.js" in page.text  # the page is on unless --no-ui
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=STARTUP_S)
-        finally:
-            process.kill()
-    assert process.returncode == 0, log.read_text()
     assert "2 slot(s)" in log.read_text()
 
 
@@ -94,3 +84,21 @@ def _wait_for_url(log, process) -> str:
             return started.group(1)
         time.sleep(0.05)
     raise AssertionError(f"the server did not start:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def serving(args: list[str], log, env: dict | None = None):
+    """`refusal-edge serve ARGS` in a child process (on port 0): its /v1 URL; then a Ctrl-C, after which it must
+    exit cleanly."""
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "refusal_edge.cli", "serve", *args, "--port", "0"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env or os.environ.copy())
+    try:
+        yield _wait_for_url(log, process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=STARTUP_S)
+        finally:
+            process.kill()
+    assert process.returncode == 0, log.read_text()

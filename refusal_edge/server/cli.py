@@ -11,6 +11,7 @@ import os
 import click
 
 from .. import settings
+from ..answer_options import answer_engine_options
 from ..arguments import build_policy, load_model
 from ..catalog import name_of_metadata
 from ..options import model_options, policy_options
@@ -23,6 +24,7 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
 
 @click.command()
 @click.argument("model", required=False)
+@answer_engine_options
 @model_options
 @policy_options
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -58,7 +60,7 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
               help="Also put a refused answer's text in OpenAI's message.refusal (content keeps it too).")
 def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
           api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui,
-          allowed_origins, allowed_hosts, refusal_message):
+          allowed_origins, allowed_hosts, refusal_message, answer):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -74,6 +76,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
       refusal-edge serve model.gguf --threshold safety=0.3
       refusal-edge serve model.gguf --parallel 2 --port 8000 --api-key secret
       refusal-edge serve model.gguf --engine http://gpu-box:8000 --engine-model org/model   # a refusal gateway
+      refusal-edge serve --answer-engine http://127.0.0.1:11434/v1 --answer-model llama3.2  # guard mode
       curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
         -d '{"messages": [{"role": "user", "content": "hi"}], "refusal": {"rule": "natural"}}'
     """
@@ -97,7 +100,11 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
         models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote, predict_decision))
         first = models[0]
         policy = build_policy(first.categories, first.default_policy, policy_file, rule, thresholds, biases)
-        if remote is not None:
+        if answer is not None:  # guard mode: one decision model, `parallel` answers streaming at once (guard.md)
+            from .guard_mode import guard_slots
+
+            models, parallel = guard_slots(first, answer, parallel, model_name)
+        elif remote is not None:
             # One remote engine serves every slot (it is thread-safe); the slots only bound what is in flight.
             parallel = parallel or first.engine.concurrency
             models += [first] * (parallel - 1)
@@ -112,6 +119,7 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
         )
         app = create_app(SlotPool(models, max_queue), settings)
         on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""
+        on += f", answers from {models[0].answer.label} ({answer.url})" if answer is not None else ""
         click.echo(f"refusal-edge: serving {first.name}{on} as {settings.model_id!r} "
                    f"({len(first.categories)} categories, rule {policy.rule}, {parallel} slot(s)) "
                    f"at {url_of(sock)}/v1 (Ollama's API at /api" + (f", the dials page at {url_of(sock)}/)" if ui else ")"),

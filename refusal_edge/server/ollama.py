@@ -47,7 +47,7 @@ class LineStream:
 
     def finish(self, last) -> list[dict]:
         return [wire.final(self.head, self.field, "", self.decision, last.finish_reason, last.completion_tokens,
-                           self.started, time.perf_counter_ns())]
+                           self.started, time.perf_counter_ns(), last.prompt_tokens)]
 
 
 def routes(service: Service) -> list[Route]:
@@ -77,7 +77,7 @@ def routes(service: Service) -> list[Route]:
         async def complete(job, decision) -> dict:
             text, last = await collect_text(job)
             return wire.final(head, field, text, decision, last.finish_reason, last.completion_tokens, started,
-                              time.perf_counter_ns())
+                              time.perf_counter_ns(), last.prompt_tokens)
 
         return await answer(request, service.pool, chat, chat.stream, stream, complete)
 

@@ -159,12 +159,12 @@ def piece(head: dict, field: str, text: str, decision: Decision | None = None) -
 
 
 def final(head: dict, field: str, text: str, decision: Decision, finish_reason: str, completion_tokens: int,
-          started_ns: int, finished_ns: int) -> dict:
+          started_ns: int, finished_ns: int, prompt_tokens: int | None = None) -> dict:
     """The closing line (or the whole answer when not streaming): Ollama's counters, in nanoseconds."""
     prefill_ns = int(decision.prefill_ms * 1e6)
     total = finished_ns - started_ns
     return {**head, "created_at": now(), **_answer(field, text, decision), "done": True, "done_reason": finish_reason,
-            "total_duration": total, "load_duration": 0, "prompt_eval_count": decision.prompt_tokens,
+            "total_duration": total, "load_duration": 0, "prompt_eval_count": decision.prompt_tokens if prompt_tokens is None else prompt_tokens,
             "prompt_eval_duration": prefill_ns, "eval_count": completion_tokens,
             "eval_duration": max(0, total - prefill_ns), "refusal": decision.to_dict()}
 

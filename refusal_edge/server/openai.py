@@ -58,7 +58,7 @@ class EventStream:
         payloads = [protocol.chunk(self.head, {}, last.finish_reason)]
         if self.include_usage:
             payloads.append({**self.head, "object": "chat.completion.chunk", "choices": [],
-                             "usage": protocol.usage(self.decision, last.completion_tokens)})
+                             "usage": protocol.usage(self.decision, last.completion_tokens, last.prompt_tokens)})
         return payloads
 
 
@@ -83,7 +83,7 @@ def routes(service: Service) -> list[Route]:
         async def complete(job, decision) -> dict:
             text, last = await collect_text(job)
             return protocol.completion(head, decision, text, last.finish_reason, last.completion_tokens,
-                                       settings.refusal_message)
+                                       settings.refusal_message, last.prompt_tokens)
 
         return await answer(request, service.pool, chat, chat.stream,
                             stream=lambda job, decision: JobStream(job, EventStream(

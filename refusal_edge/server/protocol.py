@@ -260,22 +260,24 @@ def decision_payload(decision: Decision) -> dict:
     return decision.to_dict()
 
 
-def usage(decision: Decision, completion_tokens: int) -> dict:
+def usage(decision: Decision, completion_tokens: int, prompt_tokens: int | None = None) -> dict:
+    """``prompt_tokens``: the answering engine's count where another engine than the decision model answered."""
+    prompt_tokens = decision.prompt_tokens if prompt_tokens is None else prompt_tokens
     return {
-        "prompt_tokens": decision.prompt_tokens,
+        "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "total_tokens": decision.prompt_tokens + completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": decision.cached_tokens},  # the KV-cache prefix that was reused
     }
 
 
 def completion(head: dict, decision: Decision, text: str, finish_reason: str, completion_tokens: int,
-               refusal_message: bool = True) -> dict:
+               refusal_message: bool = True, prompt_tokens: int | None = None) -> dict:
     message = {**assistant_message(text, decision), "refusal": refusal_text(text, decision, refusal_message)}
     return {
         **head, "object": "chat.completion",
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": usage(decision, completion_tokens),
+        "usage": usage(decision, completion_tokens, prompt_tokens),
         "refusal": decision_payload(decision),
     }
 

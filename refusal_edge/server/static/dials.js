@@ -137,7 +137,8 @@ function decisionView(decision, label) {  // the verdict on one line; its bars f
   view.append(element("summary", {className: "verdict"},
     element("span", {className: `chip ${chosen}`, textContent: decision.token || "(ordinary text)"}),
     element("span", {className: "muted", textContent: `${label} · ${decision.forced ? "forced" : "model's choice"} · rule ${policy.rule}` +
-      ` · prefill ${decision.prefill_ms.toFixed(1)} ms, decision ${decision.decision_ms.toFixed(2)} ms`})));
+      ` · prefill ${decision.prefill_ms.toFixed(1)} ms, decision ${decision.decision_ms.toFixed(2)} ms` +
+      (own(decision.meta, "answered_by") ? ` · answered by ${own(decision.meta, "answered_by")}` : "")})));
   const rows = [[respondToken(), decision.respond_probability, undefined, !decision.refused && decision.decision_token]];
   for (const [name, p] of Object.entries(decision.probabilities)) {
     rows.push([shortName(name), p, thresholdOf(decision, name), decision.category === name, name]);
