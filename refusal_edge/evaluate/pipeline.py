@@ -31,10 +31,11 @@ def read_all(data: Sequence[str], should_refuse: Sequence[str], contrast: Sequen
 
 
 class LazyModel:
-    """Loads the model on first use only (llama.cpp start-up is the slowest step of a cached run)."""
+    """Loads the model on first use only (llama.cpp start-up is the slowest step of a cached run). A model the
+    caller already loaded (``given``) is used as it is and left open."""
 
-    def __init__(self, path: Path, model_kwargs: dict):
-        self.path, self.kwargs, self.model = path, model_kwargs, None
+    def __init__(self, path: Path, model_kwargs: dict, given=None):
+        self.path, self.kwargs, self.model, self.owned = path, model_kwargs, given, given is None
 
     def __call__(self):
         if self.model is None and self.kwargs.get("ray") is not None:
@@ -50,7 +51,7 @@ class LazyModel:
         return self.model
 
     def close(self) -> None:
-        if self.model is not None:
+        if self.model is not None and self.owned:
             self.model.close()
             self.model = None
 
@@ -81,19 +82,22 @@ class Session:
 
 def open_session(model: str | None, datasets: list[Dataset], *, store_path: str | None, system: str | None,
                  skip_bad: bool, policy_args: dict, model_kwargs: dict, progress: bool = True,
-                 check: Callable[[RefusalSpec, Policy, list], None] | None = None) -> Session:
+                 check: Callable[[RefusalSpec, Policy, list], None] | None = None, loaded=None,
+                 policy: Policy | None = None) -> Session:
     """Hash the model, open its score store, build the policy, and make sure every prompt has scores.
 
     ``check(spec, policy, examples)`` runs before anything is scored, to reject bad options before the slow part.
+    ``loaded``: a RefusalModel of the file ``model`` names, already loaded by the caller (scored with, not closed).
+    ``policy`` replaces the model's default policy under ``policy_args``.
     """
     path = resolve_model_path(model)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     sha = file_sha256(path)
-    lazy = LazyModel(path, model_kwargs)
+    lazy = LazyModel(path, model_kwargs, loaded)
     # Scores from a remote engine are stored under the file AND the engine and served model, so that they never
     # mix with in-process scores or another engine's. That needs the engine's answer: connect now.
-    engine = lazy().engine.identity if model_kwargs.get("remote") is not None else None
+    engine = lazy().engine.identity if model_kwargs.get("remote") is not None or loaded is not None else None
     key = sha if engine is None else hashlib.sha256(f"{sha}|{engine}".encode()).hexdigest()
     try:
         store = ScoreStore(Path(store_path) if store_path else default_store_path(key), key)
@@ -104,7 +108,7 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
         if store.spec is None:
             store.set_spec(lazy().spec)
         spec = store.spec
-        policy = build_policy(spec.category_names, Policy.default_of(spec), **policy_args)
+        policy = build_policy(spec.category_names, policy or Policy.default_of(spec), **policy_args)
         examples = [e for d in datasets for e in d.examples]
         if check is not None:
             check(spec, policy, examples)

@@ -130,6 +130,7 @@ class LlamaBackend(Engine):
             n_batch=min(n_batch, n_ctx) if n_ctx else n_batch, logits_all=False, **llama_kwargs,
         )
         self._lc, self._llm = llama_cpp_module(), llm
+        self.path = path  # the GGUF: evaluation names its results by it
         self.tokenizer = LlamaTokenizer(llm, path)  # closing it frees the model (``close``)
         self.ctx = llm._ctx.ctx
         # llama.cpp may round a small context up (64 -> 256) while llama-cpp-python sizes its token buffer by the
