@@ -19,6 +19,7 @@ from ..metadata import short_name
 STYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 OVERALL = "overall"
+ROC_SHIFT = 0.008  # per category curve, so that coinciding curves are drawn side by side
 
 
 def available() -> bool:
@@ -46,8 +47,8 @@ def write_plots(out_dir: Path, report, prefix: str = "") -> list[Path]:
     from .analysis import roc_points
 
     spec = report.spec
-    names = [*spec.category_names, *sorted({e.category for e in report.examples if e.category} - set(spec.category_names))]
-    palette = colours(names)
+    others = {e.category or "(none)" for e in report.examples if e.should_refuse} - set(spec.category_names)
+    palette = colours([*spec.category_names, *sorted(others)])
     written = [_save(_sweep_plot(report, palette), out_dir / f"{prefix}refusal_vs_threshold.png")]
     roc = roc_points(report.examples, report.probs, spec)
     if roc and (~np.array([e.should_refuse for e in report.examples])).any():
@@ -93,24 +94,31 @@ def _roc_plot(report, roc, palette):
     ranking = report.data["evaluation"]["ranking"]
     fig, ax = plt.subplots(figsize=(6.2, 5.8))
     ordered = [n for n in roc if n != OVERALL] + [OVERALL]
+    shifts = {}
     for i, name in enumerate(ordered):
         curve, auc = roc[name], (ranking.get(name) or {}).get("auroc")
         label = f"{short_name(name)} (AUC {auc:.3f})" if auc is not None else short_name(name)
-        lw = 2.0 if name == OVERALL else max(1.0, 4.5 - 0.8 * i)
-        ax.step(curve["fpr"], curve["tpr"], where="post", color=palette.get(name, "tab:gray"), lw=lw,
+        shift = shifts[name] = 0.0 if name == OVERALL else ROC_SHIFT * i
+        x, y = np.asarray(curve["fpr"]) + shift, np.asarray(curve["tpr"]) - shift
+        lw = 2.0 if name == OVERALL else max(1.0, 4.0 - 0.6 * i)
+        ax.step(x, y, where="post", color=palette.get(name, "tab:gray"), lw=lw,
                 ls="-" if name == OVERALL else STYLES[i % len(STYLES)], label=label, alpha=0.9)
-        ax.plot(curve["fpr"][:: max(1, len(curve["fpr"]) // 8)], curve["tpr"][:: max(1, len(curve["fpr"]) // 8)],
-                ls="none", marker=MARKERS[i % len(MARKERS)], ms=4, color=palette.get(name, "tab:gray"))
-    _mark_operating_points(ax, report, palette)
+        every = max(1, len(x) // 8)
+        ax.plot(x[::every], y[::every], ls="none", marker=MARKERS[i % len(MARKERS)], ms=4,
+                color=palette.get(name, "tab:gray"))
+    _mark_operating_points(ax, report, palette, shifts)
+    if len(ordered) > 2:
+        ax.text(0.98, 0.30, f"category curves shifted by {ROC_SHIFT:g} each\n(right, down) so equal curves stay "
+                "visible", transform=ax.transAxes, ha="right", fontsize=7, color="dimgray")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
     ax.set(xlabel="over-refusal (false positive rate)", ylabel="refusal rate (true positive rate)",
-           xlim=(-0.02, 1.02), ylim=(-0.02, 1.03), title="ROC: should-refuse vs benign prompts")
+           xlim=(-0.03, 1.06), ylim=(-0.06, 1.03), title="ROC: should-refuse vs benign prompts")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
-def _mark_operating_points(ax, report, palette) -> None:
+def _mark_operating_points(ax, report, palette, shifts) -> None:
     """The policy's decisions: overall (star: over-refusal, refusal rate) and, for a per-category threshold, each
     category's point on its own curve (its threshold on p(category token))."""
     y = np.array([e.should_refuse for e in report.examples])
@@ -120,13 +128,14 @@ def _mark_operating_points(ax, report, palette) -> None:
                 ls="none", label="policy (overall)", zorder=5)
     if report.policy.rule != "per-category":
         return
+    ax.plot([], [], marker="o", ms=9, mfc="white", mec="dimgray", mew=2, ls="none", label="each category's threshold")
     gold = np.array([e.category for e in report.examples], dtype=object)
     for k, name in enumerate(report.spec.category_names):
         rows = y & (gold == name)
         if rows.any() and (~y).any():
-            t = report.policy.threshold_for(name)
+            t, shift = report.policy.threshold_for(name), shifts.get(name, 0.0)
             p = report.probs.categories[:, k]
-            ax.plot([np.mean(p[~y] >= t)], [np.mean(p[rows] >= t)], marker="o", ms=9, mfc="white",
+            ax.plot([np.mean(p[~y] >= t) + shift], [np.mean(p[rows] >= t) - shift], marker="o", ms=9, mfc="white",
                     mec=palette.get(name, "black"), mew=2, ls="none", zorder=4)
 
 
@@ -151,8 +160,8 @@ def _xstest_plot(report, rows):
     names = sorted(kinds)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.8))
     ypos = np.arange(len(names))
-    for offset, unsafe, colour, label in ((-0.2, False, "#2ca02c", "safe prompts refused (over-refusal)"),
-                                          (0.2, True, "#d62728", "unsafe prompts refused")):
+    for offset, unsafe, colour, label in ((-0.2, False, "#ff7f0e", "safe prompts refused (over-refusal: low is good)"),
+                                          (0.2, True, "#1f77b4", "unsafe prompts refused (high is good)")):
         stats = [rate(np.array(kinds[n][unsafe], bool)) for n in names]
         values = [s["value"] if s else np.nan for s in stats]
         err = np.array([[s["value"] - s["ci95"][0], s["ci95"][1] - s["value"]] if s else [0, 0] for s in stats]).T
@@ -163,9 +172,10 @@ def _xstest_plot(report, rows):
                 ax.text(1.01, yy, f"{s['k']}/{s['n']}", va="center", fontsize=6, transform=ax.get_yaxis_transform())
     ax.set_yticks(ypos, [n.replace("_", " ") for n in names], fontsize=8)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="refusal rate (first token), 95 % exact intervals", title="XSTest by prompt type")
+    ax.set(xlim=(0, 1), xlabel="refusal rate (first token), 95 % exact intervals; k/n at the right")
+    ax.set_title("XSTest by prompt type: safe prompts vs their unsafe contrasts", pad=24)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return fig
 
 
