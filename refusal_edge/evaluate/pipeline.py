@@ -17,17 +17,9 @@ from ..metadata import RefusalSpec
 from ..arguments import build_policy, resolve_model_path
 from ..policy import Policy
 from .batch import ScoreMatrix
-from .data import Dataset, Fields, read_dataset
+from .data import Dataset
 from .runner import ScoringRun, score_examples, score_matrix
 from .store import ScoreStore, default_store_path, file_sha256
-
-
-def read_all(data: Sequence[str], should_refuse: Sequence[str], contrast: Sequence[str], fields: Fields,
-             skip_bad: bool) -> list[Dataset]:
-    sources = [(p, None) for p in data] + [(p, True) for p in should_refuse] + [(p, False) for p in contrast]
-    if not sources:
-        raise RefusalEdgeError("no data: give DATA files, --should-refuse FILE or --contrast FILE")
-    return [read_dataset(path, expect, fields, skip_bad) for path, expect in sources]
 
 
 class LazyModel:
