@@ -136,7 +136,7 @@ def test_json_prints_the_summary_on_stdout(hf_cache, tiny_gguf):
     assert result.exit_code == 0, result.output
     body = result.stdout[result.stdout.index("{"):]
     summary = json.loads(body)
-    assert summary["n_samples"] == {"coconot": 6} and "evaluation" not in summary
+    assert summary["n_samples"] == {"coconot": 6, "all": 6} and "evaluation" not in summary
     assert summary["data"][0]["revision"] == TASKS["coconot"].revision
 
 

@@ -53,7 +53,7 @@ def summarize(tasks: Sequence[str], y: np.ndarray, refused: np.ndarray, score: n
     types = np.array([t or "(none)" for t in types], dtype=object)
     out = {}
     names = list(dict.fromkeys(tasks))
-    for name in names + ([ALL] if len(names) > 1 else []):
+    for name in names + [ALL]:
         rows = np.ones(len(y), bool) if name == ALL else tasks == name
         out[name] = _block(rows, y, refused, score)
         out[name]["by_category"] = {c: _rates(rows & (categories == c), y, refused)
