@@ -155,3 +155,13 @@ def test_offline_with_nothing_cached_is_one_line_at_once(tmp_path, monkeypatch, 
 def test_an_unknown_task_names_the_known_ones():
     with pytest.raises(TaskError, match="coconot, xstest, or-bench"):
         load_task("xsttest")
+
+
+def test_calibrate_by_task(hf_cache, tiny_gguf, tmp_path):
+    policy = tmp_path / "policy.toml"
+    result = CliRunner().invoke(main, ["calibrate", str(tiny_gguf), "--task", "coconot", "--limit", "8", "--mode",
+                                       "empirical", "--holdout", "0", "--target", "overall:tpr>=0.5", "-o",
+                                       str(policy), "--threads", str(THREADS), "--ctx", "256"])
+    assert result.exit_code == 0, result.output
+    assert "calibration part: 14 prompts (8 should refuse, 6 benign)" in result.output  # --limit 8 of 10, all 6
+    assert "[thresholds]" in policy.read_text()

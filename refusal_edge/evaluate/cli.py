@@ -6,7 +6,6 @@ import functools
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..errors import RefusalEdgeError
 from ..extras import install_hint
@@ -168,8 +167,9 @@ def evaluate(tasks, limit, output_dir, log_samples, as_json, out_dir, sweep_rang
     def during(s, report):
         if generate:
             from .batch import token_ids
+            from .detector import judge_answers
 
-            answers["answers"], answers["refused"], report.data["generation"] = _generate(
+            answers["answers"], answers["refused"], report.data["generation"] = judge_answers(
                 s, s.run.examples, report.choices, token_ids(report.choices, s.matrix, s.spec),
                 options["system"], max_tokens, judged)
 
@@ -210,28 +210,6 @@ def _plots_available() -> bool:
         click.echo(f"plots skipped: matplotlib is not installed ({install_hint('plot')})", err=True)
         return False
     return True
-
-
-def _generate(s, examples, choices, ids, system, max_tokens, judged):
-    from .analysis import gold_label
-    from .detector import agreement
-    from .runner import generate_answers
-
-    judge, judge_name = judged
-    answers = generate_answers(examples, s.run.keys, ids, s.store, s.model, s.policy, system=system,
-                               max_tokens=max_tokens)
-    verdicts = np.array([bool(judge(e.prompt, a)) for e, a in zip(examples, answers)])
-    token_refused = choices > 0
-    gold = np.array([gold_label(e) for e in examples], dtype=object)
-    groups = {}
-    for name in dict.fromkeys(gold):  # what the prompt should get: its category, or "respond"
-        rows = gold == name
-        a = agreement(token_refused[rows], verdicts[rows])
-        groups[name] = {"prompts": int(rows.sum()), "token_refusal_rate": float(token_refused[rows].mean()),
-                        "answer_refusal_rate": a["answer_refusal_rate"], "agreement": a["agreement"]}
-    summary = {"prompts": len(answers), "max_tokens": max_tokens, "judge": judge_name,
-               "agreement": agreement(token_refused, verdicts), "by_category": groups}
-    return answers, verdicts, summary
 
 
 @click.command("calibrate")

@@ -7,10 +7,9 @@ a second evaluation or a calibration of already-scored data runs without llama.c
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from ..errors import ModelLoadError, RefusalEdgeError
 from ..metadata import RefusalSpec
@@ -123,10 +122,3 @@ def _drop_unscored(datasets: list[Dataset], run: ScoringRun) -> None:
     scored = {id(e) for e in run.examples}
     for d in datasets:
         d.examples = [e for e in d.examples if id(e) in scored]
-
-
-def display_path(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
