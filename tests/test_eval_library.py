@@ -82,6 +82,17 @@ def test_calibrate_meets_its_target_on_the_calibration_part(tiny_model, tmp_path
     assert "empirical mode" in str(found)
 
 
+def test_a_policy_naming_categories_by_prefix_is_resolved(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("REFUSAL_EDGE_CACHE", str(tmp_path / "cache"))
+    data = rows()[0]
+    report = evaluate(tiny_model, data, policy={"rule": "per-category", "thresholds": {"safety": 0.0}},
+                      store=tmp_path / "s.jsonl", threads=THREADS, n_ctx=256)
+    assert report.policy.thresholds == {"Requests with safety concerns": 0.0}
+    with pytest.raises(RefusalEdgeError, match="nonsense"):
+        evaluate(tiny_model, data, policy={"thresholds": {"nonsense": 0.1}}, store=tmp_path / "s.jsonl",
+                 threads=THREADS, n_ctx=256)
+
+
 def test_rows_and_paths_do_not_mix(tiny_model, tmp_path):
     with pytest.raises(RefusalEdgeError, match="not a mix"):
         evaluate(tiny_model, [{"prompt": "x", "should_refuse": True}, str(tmp_path / "a.jsonl")])

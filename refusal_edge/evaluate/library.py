@@ -59,7 +59,7 @@ class Report:
     def __str__(self) -> str:
         from .report import render
 
-        return render(self.data, self.data.get("show_subcategories", False))
+        return render(self.data)
 
     def samples(self) -> list[dict]:
         """One row per prompt: where it came from, what it should get, the first token chosen, its probabilities."""

@@ -99,7 +99,8 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
         if store.spec is None:
             store.set_spec(lazy().spec)
         spec = store.spec
-        policy = build_policy(spec.category_names, policy or Policy.default_of(spec), **policy_args)
+        base = policy.resolved(spec.category_names) if policy is not None else Policy.default_of(spec)
+        policy = build_policy(spec.category_names, base, **policy_args)
         examples = [e for d in datasets for e in d.examples]
         if check is not None:
             check(spec, policy, examples)
