@@ -190,7 +190,9 @@ def evaluate(tasks, limit, output_dir, log_samples, as_json, out_dir, sweep_rang
     if output_dir:
         if plotting and not _plots_available():
             plotting = False
-        written.append(report.save(output_dir, log_samples, plots=bool(plotting)))
+        results = report.save(output_dir, log_samples, plots=bool(plotting))
+        stamp = results.stem.removeprefix("results_")
+        written += [results, *sorted(p for p in results.parent.glob(f"*{stamp}*") if p != results)]
     if out_dir:
         out = Path(out_dir)
         rep.write_json(out / "report.json", results_document(report))

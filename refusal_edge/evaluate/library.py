@@ -131,7 +131,8 @@ def build_report(s) -> Report:
     data = {
         "model": {"path": str(Path(s.model_path).resolve()), "sha256": s.model_sha256,
                   **({"engine": s.engine} if s.engine else {})},
-        "data": [d.summary() for d in s.datasets],
+        "data": [{**d.summary(), **({"absolute_path": str(d.path.resolve())} if d.path.is_file() else {})}
+                 for d in s.datasets],
         "scoring": {"store": str(Path(s.store.path).resolve()), "from_store": s.run.from_store, "scored": s.run.scored,
                     "prefill_tokens": s.run.prefill_tokens, "reused_tokens": s.run.reused_tokens,
                     "skipped": s.run.skipped},
