@@ -10,7 +10,8 @@ import pytest
 from refusal_edge import Policy
 from refusal_edge.errors import RefusalEdgeError
 from refusal_edge.evaluate import Report, calibrate, evaluate
-from refusal_edge.evaluate.summary import auroc, rate
+from refusal_edge.evaluate import metrics
+from refusal_edge.evaluate.summary import auroc, bootstrap_auroc, rate
 from refusal_edge.metadata import CATEGORIES
 from conftest import THREADS
 
@@ -111,3 +112,17 @@ def test_exact_intervals_and_a_reproducible_bootstrap():
     a, b = auroc(scores, y), auroc(scores, y)
     assert a == b and a["ci95"][0] <= a["value"] <= a["ci95"][1]
     assert auroc(scores, np.ones(60, bool)) is None
+
+
+def test_the_vectorised_bootstrap_is_the_auroc_of_each_resample():
+    """Counts per prompt give, resample by resample, what metrics.auroc gives on the resampled prompts (ties too)."""
+    rng = np.random.default_rng(3)
+    pos, neg = np.round(rng.random(15), 1), np.round(rng.random(11), 1)  # rounded: many ties
+    draws = bootstrap_auroc(pos, neg, 20, np.random.default_rng(7))
+    replay = np.random.default_rng(7)
+    index_pos, index_neg = replay.integers(0, 15, size=(20, 15)), replay.integers(0, 11, size=(20, 11))
+    labels = np.r_[np.ones(15, bool), np.zeros(11, bool)]
+    for value, ip, ineg in zip(draws, index_pos, index_neg):
+        scores = np.r_[np.sort(pos)[ip], np.sort(neg)[ineg]]
+        assert value == pytest.approx(metrics.auroc(scores, labels), abs=1e-12)
+    assert len(set(np.round(draws, 9))) > 5  # the resamples differ

@@ -138,7 +138,8 @@ def build_report(s) -> Report:
                     "skipped": s.run.skipped},
         "evaluation": analysis.evaluate(examples, s.matrix, s.spec, s.policy),
         "results": summary.summarize(tasks, analysis.labels(examples), refused, probs.refusal,
-                                     [e.category for e in examples], [e.subcategory for e in examples]),
+                                     [e.category for e in examples], [e.subcategory for e in examples],
+                                     dict(zip(s.spec.category_names, probs.categories.T))),
     }
     return Report(data, examples, tasks, probs, choices, s.spec, s.policy, s.matrix)
 
