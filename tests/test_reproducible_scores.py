@@ -54,7 +54,7 @@ def test_scores_are_the_same_bytes_whatever_they_are_scored_with(model, tiny_ggu
     assert len(set(together)) == len(convs)  # distinct prompts, distinct scores: the comparison is not vacuous
 
 
-def test_the_old_batched_path_is_what_differed(tiny_gguf):
+def test_the_batched_path_stays_within_rounding_of_the_aligned_one(tiny_gguf):
     """The yardstick: the same prompts batched (score_block=0) give scores that are close but not required to be
     equal; the aligned path stays within the same tolerance of them."""
     convs = conversations()
