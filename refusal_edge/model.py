@@ -45,9 +45,11 @@ class RefusalModel:
     def load(cls, path: str | os.PathLike, **options) -> "RefusalModel":
         """Load a GGUF on the in-process llama.cpp engine. ``options`` are ``LlamaBackend``'s, with its defaults:
         ``n_ctx``, ``n_threads``, ``n_gpu_layers`` (-1 offloads everything to Metal/CUDA builds), ``n_batch``,
-        ``batch_sequences``, ``predict_decision``, ``verbose``, ``repack`` (llama.cpp's extra CPU buffer types,
-        repacked and AMX kernels: "on", "off" or "auto", the default, or $REFUSAL_EDGE_REPACK: on unless a canary
-        decode shows they crash or miscompute on this machine) and any other ``llama_cpp.Llama`` argument."""
+        ``batch_sequences``, ``score_block`` (``score_many`` prefills each prompt at fixed decode boundaries, so its
+        scores do not depend on its batch; 0: batch prompts instead, faster), ``predict_decision``, ``verbose``,
+        ``repack`` (llama.cpp's extra CPU buffer types, repacked and AMX kernels: "on", "off" or "auto", the default,
+        or $REFUSAL_EDGE_REPACK: on unless a canary decode shows they crash or miscompute on this machine) and any
+        other ``llama_cpp.Llama`` argument."""
         from .engines.llama.engine import LlamaBackend  # the default engine; nothing else here knows it is llama.cpp
 
         return cls.from_engine(LlamaBackend(path, **options))
