@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .arguments import build_policy, load_model, split_model_argument
+from .arguments import split_model_argument
 from .display import decision_line
 from .errors import RefusalEdgeError
 from .metadata import RESPOND_TOKEN
@@ -29,8 +29,7 @@ MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or ow
 @sampling_options
 @policy_options
 @model_options
-def generate(words, model, system, stop, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads,
-             n_ctx, verbose, remote, sampling):
+def generate(words, model, system, stop, as_json, policy_options, model_options, sampling):
     """Answer one prompt, streamed, after showing the refusal decision.
 
     \b
@@ -43,8 +42,8 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
     if not words:
         raise click.UsageError("no prompt given")
     params = replace(sampling, stop=stop)
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
-        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+    with model_options.naming(model).load() as m:
+        policy = policy_options.build(m.categories, m.default_policy)
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": " ".join(words)}]
         if as_json:
@@ -69,8 +68,7 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
 @click.option("--json", "as_json", is_flag=True, help="JSON lines with every probability, one per prompt.")
 @policy_options
 @model_options
-def decide(words, model, input_file, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
-           verbose, remote):
+def decide(words, model, input_file, as_json, policy_options, model_options):
     """Decisions only: one prefill per prompt, no decoding.
 
     \b
@@ -86,8 +84,8 @@ def decide(words, model, input_file, as_json, policy_file, rule, thresholds, bia
         rows += read_prompt_file(Path(input_file))
     if not rows:
         raise click.UsageError("give prompts as arguments or with --input")
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
-        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+    with model_options.naming(model).load() as m:
+        policy = policy_options.build(m.categories, m.default_policy)
         if not as_json:
             click.echo(f"{'decision':<34} {'respond':>7} {'refusal':>7}  prompt")
         for label, messages in rows:

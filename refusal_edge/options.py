@@ -11,7 +11,7 @@ import os
 
 import click
 
-from .arguments import ENGINE_KEY_ENV, EngineTarget
+from .arguments import ENGINE_KEY_ENV, EngineTarget, ModelOptions, PolicyOptions
 from .errors import PromptTooLongError, RefusalEdgeError, SamplingError
 from .engines.llama.kernels import MODES, REPACK_ENV
 from .rules import RULES
@@ -42,7 +42,8 @@ TEXT = _Text()
 
 def model_options(func):
     """--n-gpu-layers, --threads, --ctx, --verbose, --repack: how llama.cpp runs; or --engine URL: where the model runs.
-    The three --engine options reach the command as one ``remote`` argument (an EngineTarget, or None)."""
+    They reach the command as one ``model_options`` argument (a ModelOptions, its --engine options one EngineTarget);
+    the command names the model with ``model_options.naming(MODEL)``."""
 
     @click.option("--engine", "engine_url", default=None, metavar="URL",
                   help="Run the model on this engine (llama.cpp's llama-server or vLLM) instead of in-process; MODEL "
@@ -65,20 +66,23 @@ def model_options(func):
                        "crashes or miscomputes on this machine; `refusal-edge doctor` says which), on or off.")
     @functools.wraps(func)
     def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, engine_timeout=None, repack=None,
-                **kwargs):
+                n_gpu_layers=0, threads=None, n_ctx=settings.N_CTX, verbose=False, **kwargs):
         if engine_url is None and (engine_model or engine_api_key or engine_timeout is not None):
             raise click.UsageError("--engine-model, --engine-api-key and --engine-timeout need --engine URL")
         if repack is not None:  # every model this command loads (server slots, eval) reads it from here
             os.environ[REPACK_ENV] = repack
         timeout = {} if engine_timeout is None else {"timeout": engine_timeout}
-        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
+        remote = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
+        kwargs["model_options"] = ModelOptions(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
+                                               verbose=verbose, remote=remote)
         return func(*args, **kwargs)
 
     return wrapper
 
 
 def policy_options(func):
-    """--policy FILE, --threshold CAT=V, --bias CAT=V, --rule: the refusal dial."""
+    """--policy FILE, --threshold CAT=V, --bias CAT=V, --rule: the refusal dial, as one ``policy_options`` argument
+    (a PolicyOptions: ``policy_options.build(model.categories, model.default_policy)``)."""
 
     @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None,
                   help="Policy file (.toml or .json); defaults to the model's own default policy.")
@@ -89,7 +93,8 @@ def policy_options(func):
     @click.option("--bias", "biases", multiple=True, metavar="CATEGORY=VALUE",
                   help="Logit bias for a category or 'respond'. Repeatable.")
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, policy_file=None, rule=None, thresholds=(), biases=(), **kwargs):
+        kwargs["policy_options"] = PolicyOptions(policy_file, rule, tuple(thresholds), tuple(biases))
         return func(*args, **kwargs)
 
     return wrapper

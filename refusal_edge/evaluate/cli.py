@@ -47,17 +47,16 @@ def data_options(func):
 
 
 def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, category_field, skip_bad_rows,
-             system, concurrency, ray_address, ray_workers, store_path, policy_file, rule, thresholds, biases,
-             n_gpu_layers, threads, n_ctx, verbose, remote, check=None):
+             system, concurrency, ray_address, ray_workers, store_path, policy_options, model_options, check=None):
     from dataclasses import replace
 
     from ..arguments import split_model_argument
     from .pipeline import open_session, read_all
 
     if concurrency is not None:
-        if remote is None:
+        if model_options.remote is None:
             raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
-        remote = replace(remote, concurrency=concurrency)
+        model_options = replace(model_options, remote=replace(model_options.remote, concurrency=concurrency))
 
     ray = None
     if ray_address is not None:
@@ -67,16 +66,11 @@ def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, ca
     elif ray_workers is not None:
         raise click.UsageError("--ray-workers needs --ray")
 
-    model, data = split_model_argument(inputs)
+    model, data = split_model_argument(inputs, model_options.source)
     datasets = read_all(data, refuse_files, contrast_files, Fields(prompt_field, label_field, category_field),
                         skip_bad_rows)
-    return open_session(
-        model, datasets, store_path=store_path, system=system, skip_bad=skip_bad_rows,
-        policy_args=dict(policy_file=policy_file, rule=rule, thresholds=thresholds, biases=biases),
-        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote,
-                          ray=ray),
-        check=check,
-    )
+    return open_session(model_options.naming(model), datasets, store_path=store_path, system=system,
+                        skip_bad=skip_bad_rows, policy_options=policy_options, ray=ray, check=check)
 
 
 def _report_head(s) -> dict:

@@ -6,18 +6,37 @@ Only the command lives here. Starlette and uvicorn are imported when it runs, so
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import replace
 
 import click
 
 from .. import settings
-from ..arguments import build_policy, load_model
 from ..options import model_options, policy_options
 from .guard import ORIGINS_ENV, Access, origins_from_env
+from .protocol import Limits
 
 API_KEY_ENV = "REFUSAL_EDGE_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name one of them (guard.py)
+
+
+def limit_options(func):
+    """--max-tokens, --max-messages, --max-body: what one request may ask, as one ``limits`` argument (a Limits)."""
+
+    @click.option("--max-tokens", type=click.IntRange(1), default=settings.SERVER_MAX_TOKENS, show_default=True,
+                  help="Largest max_tokens a request may ask for (also the default).")
+    @click.option("--max-messages", type=click.IntRange(1), default=settings.SERVER_MAX_MESSAGES, show_default=True,
+                  help="Most messages in one request.")
+    @click.option("--max-body", type=click.IntRange(1024), default=settings.SERVER_MAX_BODY_BYTES, show_default=True,
+                  help="Largest request body, in bytes.")
+    @functools.wraps(func)
+    def wrapper(*args, max_tokens, max_messages, max_body, **kwargs):
+        kwargs["limits"] = Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens)
+        return func(*args, **kwargs)
+
+    return wrapper
 
 
 @click.command()
@@ -34,12 +53,7 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
                    "With --engine, requests passed to the engine at once [default: 1; with --engine, its slots].")
 @click.option("--max-queue", type=click.IntRange(1), default=settings.SERVER_MAX_QUEUE, show_default=True,
               help="Requests that may wait for a slot; more get HTTP 503.")
-@click.option("--max-tokens", type=click.IntRange(1), default=settings.SERVER_MAX_TOKENS, show_default=True,
-              help="Largest max_tokens a request may ask for (also the default).")
-@click.option("--max-messages", type=click.IntRange(1), default=settings.SERVER_MAX_MESSAGES, show_default=True,
-              help="Most messages in one request.")
-@click.option("--max-body", type=click.IntRange(1024), default=settings.SERVER_MAX_BODY_BYTES, show_default=True,
-              help="Largest request body, in bytes.")
+@limit_options
 @click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
 @click.option("--predict-decision", is_flag=True,
               help="Evaluate each slot's expected decision token with the prompt, saving a decode step when the policy "
@@ -52,9 +66,8 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A Host name this server answers to besides loopback names and its own address (e.g. mybox.lan; "
                    "'*': any, which lets DNS-rebinding pages read it). Repeatable.")
-def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rule, thresholds, biases, host, port,
-          api_key, parallel, max_queue, max_tokens, max_messages, max_body, model_name, predict_decision, ui,
-          allowed_origins, allowed_hosts):
+def serve(model, model_options, policy_options, host, port, api_key, parallel, max_queue, limits, model_name,
+          predict_decision, ui, allowed_origins, allowed_hosts):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -75,7 +88,6 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
     """
     # Before the model loads: without the serve extra this fails at once (the CLI names the pip command).
     from .app import ServerSettings, create_app
-    from .protocol import Limits
     from .run import bind, make_server, url_of
     from .slots import SlotPool
 
@@ -88,21 +100,22 @@ def serve(model, n_gpu_layers, threads, n_ctx, verbose, remote, policy_file, rul
                    err=True)
     sock = bind(host, port)  # before the model loads: a busy port fails in a second, not after a minute
     models = []
+    model_options = replace(model_options.naming(model), predict_decision=predict_decision)
+    remote = model_options.remote
     try:
-        models.append(load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote, predict_decision))
+        models.append(model_options.load())
         first = models[0]
-        policy = build_policy(first.categories, first.default_policy, policy_file, rule, thresholds, biases)
+        policy = policy_options.build(first.categories, first.default_policy)
         if remote is not None:
             # One remote engine serves every slot (it is thread-safe); the slots only bound what is in flight.
             parallel = parallel or first.engine.concurrency
             models += [first] * (parallel - 1)
         else:
             parallel = parallel or 1
-            models += [load_model(model, n_gpu_layers, threads, n_ctx, verbose, predict_decision=predict_decision)
-                       for _ in range(parallel - 1)]
+            models += [model_options.load() for _ in range(parallel - 1)]
         settings = ServerSettings(
             model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui, access=access,
-            limits=Limits(max_body_bytes=max_body, max_messages=max_messages, max_tokens=max_tokens),
+            limits=limits,
         )
         app = create_app(SlotPool(models, max_queue), settings)
         on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""
