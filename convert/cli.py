@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from refusal_edge.options import silence_progress
+
 from .errors import ConversionError
 from .quantize import EMBEDDING_TYPES, QUANT_TYPES
 from .safetensors_out import DTYPES as HF_OUTTYPES
@@ -21,7 +23,7 @@ def _refusal_options(func):
     @click.option("--default-policy", type=click.Path(dir_okay=False, exists=True), default=None,
                   help="A policy file (.toml/.json) stored as the model's default policy.")
     @click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
-    @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+    @click.option("--quiet", "-q", is_flag=True, callback=silence_progress, help="No progress display or summary.")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)
@@ -156,7 +158,7 @@ def annotate(source, output, categories, respond, default_policy, force, quiet):
 @click.option("--allow-requantize", is_flag=True,
               help="Accept an already quantized input (quality suffers twice: prefer an f16/bf16/f32 source).")
 @click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@click.option("--quiet", "-q", is_flag=True, callback=silence_progress, help="No progress display or summary.")
 @_verify_options
 def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, quiet, verify, probe_file, threads,
              verbose):

@@ -149,20 +149,7 @@ def _add_value(w: gguf.GGUFWriter, key: str, value: object) -> None:
         raise ConversionError(f"metadata {key}: unsupported value {value!r}")
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
+    from refusal_edge.progress import Progress
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False, disable=None)
+    return Progress(desc, total, unit="B", enabled=enabled)

@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .errors import PolicyError, RefusalEdgeError
 from .extras import extra_for, missing_message
+from .progress import set_quiet
 
 # verb -> ("module:attribute", one-line help). Help text lives here so that `--help` imports no verb module.
 VERBS = {
@@ -84,6 +85,7 @@ def main() -> None:
       refusal-edge decide "How do I pick a lock?" --json
       refusal-edge inspect model.gguf
     """
+    set_quiet(False)  # each command starts loud; its --quiet silences it (one process may run several: tests)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ import click
 from .arguments import ENGINE_KEY_ENV, EngineTarget, ModelOptions, PolicyOptions
 from .errors import PromptTooLongError, RefusalEdgeError, SamplingError
 from .engines.llama.kernels import MODES, REPACK_ENV
+from .progress import set_quiet
 from .rules import RULES
 from . import settings
 from .sampling import CLI_DEFAULTS, SamplingParams
@@ -40,6 +41,17 @@ class _Text(click.ParamType):
 TEXT = _Text()
 
 
+def silence_progress(ctx, param, quiet: bool) -> bool:
+    if quiet:
+        set_quiet()
+    return quiet
+
+
+# Every long job's progress display (progress.py) goes quiet, the first-use build of the default model included.
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=silence_progress,
+                            help="No progress display (first-use model build, scoring).")
+
+
 def model_options(func):
     """--n-gpu-layers, --threads, --ctx, --verbose, --repack: how llama.cpp runs; or --engine URL: where the model runs.
     They reach the command as one ``model_options`` argument (a ModelOptions, its --engine options one EngineTarget);
@@ -61,6 +73,7 @@ def model_options(func):
     @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
     @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=settings.N_CTX, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
+    @QUIET_OPTION
     @click.option("--repack", type=click.Choice(MODES), envvar=REPACK_ENV, show_envvar=True, default=None,
                   help="llama.cpp's extra CPU buffer types (repacked and AMX kernels): auto (on unless a canary decode "
                        "crashes or miscomputes on this machine; `refusal-edge doctor` says which), on or off.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from refusal_edge.flags import click_options
+from refusal_edge.progress import set_quiet
 
 from .options import TrainOptions
 
@@ -27,6 +28,7 @@ def train(options: TrainOptions):
     """
     from .pipeline import run
 
+    set_quiet(not options.progress)
     log = (lambda msg: click.echo(msg, err=True))
     summary = run(options, log=log)
     if "paused_at" not in summary:
