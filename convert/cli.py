@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from refusal_edge.options import silence_progress
+from refusal_edge.options import THREADS_OPTION, silence_progress
 
 from .errors import ConversionError
 from .quantize import EMBEDDING_TYPES, QUANT_TYPES
@@ -36,7 +36,7 @@ def _verify_options(func):
                   help="Report how far the refusal-token probabilities drift (table + JSON beside the output).")
     @click.option("--probe", "probe_file", type=click.Path(dir_okay=False, exists=True), default=None,
                   help="Probe prompts for --verify: .txt (one a line), .jsonl or .json [default: built in].")
-    @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all].")
+    @THREADS_OPTION
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log (quantizer, model loads).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

@@ -10,11 +10,12 @@ from pathlib import Path
 import click
 
 from .arguments import policy_setting
+from .conventions import HISTORY_ENV
 from .decision import assistant_message
 from .display import decision_line, policy_summary
 from .errors import PolicyError, RefusalEdgeError
 from .model import Chunk
-from .options import CONTEXT_OPTION, TEXT, error_text, model_options, policy_options, sampling_options
+from .options import CONTEXT_OPTION, TEXT, error_text, model_from, model_options, policy_options, sampling_options
 from .policy import RULES, Policy
 
 HELP = """commands:
@@ -137,7 +138,7 @@ def _enable_readline() -> None:
         import readline
     except ImportError:  # Windows without pyreadline: plain input still works
         return
-    history = Path(os.environ.get("REFUSAL_EDGE_HISTORY", "~/.refusal_edge_history")).expanduser()
+    history = Path(os.environ.get(HISTORY_ENV, "~/.refusal_edge_history")).expanduser()
     try:
         readline.read_history_file(history)
     except OSError:
@@ -177,7 +178,7 @@ def chat(model, system, policy_options, model_options, sampling):
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 becomes U+FFFD, not the end of the session
         sys.stdin.reconfigure(errors="replace")
-    with model_options.naming(model).load() as m:
+    with model_from(model_options, model).load() as m:
         policy = policy_options.build(m.categories, m.default_policy)
         session = ChatSession(m, policy, sampling, system, color=sys.stdout.isatty())
         if interactive:

@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import __version__
+from .conventions import ENVIRONMENT, EXIT_CODES
 from .errors import PolicyError, RefusalEdgeError
 from .extras import extra_for, missing_message
 from .progress import set_quiet
@@ -47,6 +48,13 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_text) for name, (_, help_text) in VERBS.items()])
+
+    def format_epilog(self, ctx, formatter):
+        with formatter.section("Environment"):
+            formatter.write_dl(list(ENVIRONMENT.items()))
+        with formatter.section("Exit codes"):
+            formatter.write_dl([(str(code), meaning) for code, meaning in EXIT_CODES.items()])
+        super().format_epilog(ctx, formatter)
 
     def invoke(self, ctx):
         try:

@@ -52,11 +52,28 @@ QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, expose_value=False, c
                             help="No progress display (first-use model build, scoring).")
 
 
-def model_options(func):
-    """--n-gpu-layers, --threads, --ctx, --verbose, --repack: how llama.cpp runs; or --engine URL: where the model runs.
-    They reach the command as one ``model_options`` argument (a ModelOptions, its --engine options one EngineTarget);
-    the command names the model with ``model_options.naming(MODEL)``."""
+# One spelling per idea on every verb (docs/cli.md): -m/--model, -t/--threads (one default), -q/--quiet.
+MODEL_OPTION = click.option(
+    "--model", "-m", "model_flag", default=None, metavar="MODEL",
+    help="A GGUF path or owner/repo/file.gguf, as the positional MODEL [default: $REFUSAL_EDGE_MODEL, else the "
+         "embedded default model]; with --engine also the served Hugging Face checkpoint's directory.")
+THREADS_OPTION = click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+                              help="CPU threads [default: all cores].")
 
+
+def model_from(options: ModelOptions, positional: str | None) -> ModelOptions:
+    """The options naming the positional MODEL, or -m's; both, naming different models, is a usage error."""
+    if positional and options.source and positional != options.source:
+        raise click.UsageError(f"two models given: {positional} and --model {options.source}; give one")
+    return options.naming(positional)
+
+
+def model_options(func):
+    """-m/--model, --n-gpu-layers, --threads, --ctx, --verbose, --repack: which model and how llama.cpp runs it; or
+    --engine URL: where it runs. They reach the command as one ``model_options`` argument (a ModelOptions, its
+    --engine options one EngineTarget); a verb with a positional MODEL takes ``model_from(model_options, MODEL)``."""
+
+    @MODEL_OPTION
     @click.option("--engine", "engine_url", default=None, metavar="URL",
                   help="Run the model on this engine (llama.cpp's llama-server or vLLM) instead of in-process; MODEL "
                        "is the GGUF it serves or the served Hugging Face checkpoint's directory (its vocabulary, template "
@@ -70,7 +87,7 @@ def model_options(func):
                        "then, saying it timed out [default: 60].")
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
-    @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
+    @THREADS_OPTION
     @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=settings.N_CTX, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
     @QUIET_OPTION
@@ -79,14 +96,14 @@ def model_options(func):
                        "crashes or miscomputes on this machine; `refusal-edge doctor` says which), on or off.")
     @functools.wraps(func)
     def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, engine_timeout=None, repack=None,
-                n_gpu_layers=0, threads=None, n_ctx=settings.N_CTX, verbose=False, **kwargs):
+                n_gpu_layers=0, threads=None, n_ctx=settings.N_CTX, verbose=False, model_flag=None, **kwargs):
         if engine_url is None and (engine_model or engine_api_key or engine_timeout is not None):
             raise click.UsageError("--engine-model, --engine-api-key and --engine-timeout need --engine URL")
         if repack is not None:  # every model this command loads (server slots, eval) reads it from here
             os.environ[REPACK_ENV] = repack
         timeout = {} if engine_timeout is None else {"timeout": engine_timeout}
         remote = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
-        kwargs["model_options"] = ModelOptions(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
+        kwargs["model_options"] = ModelOptions(model_flag, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
                                                verbose=verbose, remote=remote)
         return func(*args, **kwargs)
 

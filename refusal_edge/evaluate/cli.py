@@ -213,7 +213,7 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
               help="Where to write the calibrated policy (.toml or .json).")
 @click.option("--write-default", type=click.Path(dir_okay=False), default=None, metavar="OUT.gguf",
               help="Also write a copy of the model with this policy as its default.")
-@click.option("--force", is_flag=True, help="Overwrite OUT.gguf if it exists.")
+@click.option("--force", "-f", is_flag=True, help="Overwrite OUT.gguf if it exists.")
 @policy_options
 @model_options
 def calibrate(targets, max_over_refusal, mode, confidence, holdout, seed, policy_out, write_default, force,

@@ -13,7 +13,8 @@ from dataclasses import replace
 import click
 
 from .. import settings
-from ..options import model_options, policy_options
+from ..conventions import HOST_ENV, PORT_ENV
+from ..options import model_from, model_options, policy_options
 from .guard import ORIGINS_ENV, Access, origins_from_env
 from .protocol import Limits
 
@@ -43,9 +44,10 @@ def limit_options(func):
 @click.argument("model", required=False)
 @model_options
 @policy_options
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default="127.0.0.1", show_default=True, envvar=HOST_ENV, show_envvar=True,
               help="Address to listen on. Anything but loopback lets other machines use the model: set --api-key.")
-@click.option("--port", "-p", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=8080, show_default=True, envvar=PORT_ENV,
+              show_envvar=True, help="0: any free port.")
 @click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True, default=None,
               help="Require 'Authorization: Bearer KEY' on /v1 requests.")
 @click.option("--parallel", "-np", type=click.IntRange(1, 1024), default=None,
@@ -100,7 +102,7 @@ def serve(model, model_options, policy_options, host, port, api_key, parallel, m
                    err=True)
     sock = bind(host, port)  # before the model loads: a busy port fails in a second, not after a minute
     models = []
-    model_options = replace(model_options.naming(model), predict_decision=predict_decision)
+    model_options = replace(model_from(model_options, model), predict_decision=predict_decision)
     remote = model_options.remote
     try:
         models.append(model_options.load())
