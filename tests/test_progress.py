@@ -171,3 +171,18 @@ def test_eval_scoring_on_a_pipe_ends_at_100_percent(tmp_path, tiny_model, capsys
     err = capsys.readouterr().err
     assert "\r" not in err and "stopped" not in err
     assert err.splitlines()[-1].startswith("scoring prompts: 5/5 prompts (100%)"), err
+
+
+def test_the_first_use_build_labels_itself_and_ends_at_100_percent_on_a_pipe(tmp_path, capsys):
+    from test_default_model import N_EMBD, N_FF, tiny_delta
+    from tiny_model import build_tiny_gguf
+
+    from refusal_edge import default_model
+
+    base = build_tiny_gguf(tmp_path / "base.gguf", refusal_tokens="none", n_embd=N_EMBD, n_ff=N_FF)
+    default_model.assemble(base, tiny_delta(), tmp_path / "default.gguf")
+    err = capsys.readouterr().err
+    assert "\r" not in err and "stopped" not in err
+    lines = err.splitlines()
+    assert lines and all(line.startswith("building the default model: ") for line in lines), lines
+    assert "(100%)" in lines[-1]
