@@ -16,7 +16,9 @@ for an iterable, or ``tqdm_class(label)`` where a library takes a tqdm class (hu
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import weakref
 from typing import Callable, Iterable, Iterator, TextIO, TypeVar
 
 WARMUP_SECONDS = 3.0  # of work after the first unit, before a rate and an ETA are shown
@@ -39,11 +41,13 @@ def is_quiet() -> bool:
 
 class Progress:
     """One job's progress: ``update(n)`` as units are done, ``finish()`` (or the end of a ``with`` block) at the end.
-    ``total`` None: a count without percentage or ETA. ``unit`` names what is counted, plural ("prompts"); "B" shows sizes (KiB, MiB, ...)."""
+    ``total`` None: a count without percentage or ETA. ``unit`` names what is counted, plural ("prompts"); "B" shows
+    sizes (KiB, MiB, ...). A ticker thread keeps the display alive while no unit completes (a batch of prompts, a
+    large tensor): ``tick=False`` leaves the timing to ``update`` alone (tests with a fake ``clock``)."""
 
     def __init__(self, label: str, total: float | None = None, *, unit: str = "", enabled: bool = True,
                  stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
-                 tty: bool | None = None, initial: float = 0) -> None:
+                 tty: bool | None = None, initial: float = 0, tick: bool = True) -> None:
         self.label, self.total, self.unit, self.n = label, total, unit, initial
         self.detail = ""  # the job's own figures, shown last ("loss 0.412")
         self.stream = stream if stream is not None else sys.stderr
@@ -57,17 +61,23 @@ class Progress:
         self._last = ""
         self._closed = False
         self._width = 0
+        self._lock = threading.Lock()  # the job's thread and the ticker draw in turn
+        self._stop = threading.Event()
         if self.enabled:
             self._show(self._start)
+            if tick:  # the ticker holds the display weakly: one a failed job drops is not kept alive by it
+                threading.Thread(target=_tick, args=(weakref.ref(self), self._stop), name="refusal-edge-progress",
+                                 daemon=True).start()
 
     # --- the job's side --------------------------------------------------------------------------------------
     def update(self, n: float = 1) -> None:
-        self.n += n
-        now = self._clock()
-        if self._first is None and self.n > self._initial:
-            self._first = (now, self.n)
-        if self.enabled and not self._closed and now - (self._shown_at or 0) >= self._interval:
-            self._show(now)
+        with self._lock:
+            self.n += n
+            now = self._clock()
+            if self._first is None and self.n > self._initial:
+                self._first = (now, self.n)
+            if self.enabled and not self._closed and now - (self._shown_at or 0) >= self._interval:
+                self._show(now)
 
     def set_total(self, total: float | None) -> None:
         self.total = total
@@ -80,11 +90,13 @@ class Progress:
 
     def close(self, stopped: bool = False) -> None:
         """End the display where the job is (``stopped``: it failed or was interrupted, and says so)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.enabled:
-            self._show(self._clock(), final=True, stopped=stopped)
+        self._stop.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self.enabled:
+                self._show(self._clock(), final=True, stopped=stopped)
 
     def __enter__(self) -> "Progress":
         return self
@@ -99,6 +111,16 @@ class Progress:
     @property
     def _interval(self) -> float:
         return TTY_INTERVAL if self.tty else PLAIN_INTERVAL
+
+    def _tick_once(self, period: float) -> bool:
+        """Show the line if nothing was shown for ``period``; False once the display is over."""
+        with self._lock:
+            now = self._clock()
+            if self._closed or not self.enabled:
+                return False
+            if now - (self._shown_at or 0) >= period:
+                self._show(now)
+            return True
 
     def text(self, now: float) -> str:
         """The line as shown at ``now``: label, count (and share), elapsed time, then rate and ETA once warm."""
@@ -140,6 +162,19 @@ class Progress:
             self.stream.flush()
         except (OSError, ValueError):  # a closed or broken stderr must not stop the job
             self.enabled = False
+
+
+def _tick(ref: "weakref.ref[Progress]", stop: threading.Event) -> None:
+    """While no unit completes, a line every PLAIN_INTERVAL off a terminal (the job is alive), and on a terminal the
+    elapsed time once a second; ends with the display, or when nothing refers to it any more."""
+    bar = ref()
+    period = (max(bar._interval, 1.0) if bar.tty else bar._interval) if bar is not None else 0
+    del bar
+    while not stop.wait(period):
+        bar = ref()
+        if bar is None or not bar._tick_once(period):
+            return
+        del bar
 
 
 def track(items: Iterable[T], label: str, total: float | None = None, *, unit: str = "", enabled: bool = True,

@@ -9,6 +9,7 @@ import pty
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -33,7 +34,7 @@ def loud():
 
 def plain(**options):
     stream, clock = io.StringIO(), Clock()
-    return stream, clock, dict(stream=stream, clock=clock, tty=False, **options)
+    return stream, clock, dict(stream=stream, clock=clock, tty=False, tick=False, **options)
 
 
 def test_it_reaches_100_percent_when_the_job_ends():
@@ -62,7 +63,7 @@ def test_an_estimated_total_ends_at_100_percent_and_a_failure_says_it_stopped():
 
 def test_no_eta_before_the_warm_up_and_the_first_unit_is_not_in_the_rate():
     clock = Clock()
-    bar = Progress("scoring prompts", 100, unit="prompts", stream=io.StringIO(), clock=clock, tty=False)
+    bar = Progress("scoring prompts", 100, unit="prompts", stream=io.StringIO(), clock=clock, tty=False, tick=False)
     clock.now += 60  # the first prompt pays for the model load
     bar.update()
     for _ in range(5):
@@ -74,6 +75,22 @@ def test_no_eta_before_the_warm_up_and_the_first_unit_is_not_in_the_rate():
     rate = bar.rate(clock.now)
     assert rate == pytest.approx(6 / (2.5 + WARMUP_SECONDS))  # the 60 s first prompt is not in it
     assert f"ETA {progress._clock_text(93 / rate)}" in bar.text(clock.now)
+
+
+def test_a_pipe_hears_from_a_job_whose_units_take_longer_than_the_interval(monkeypatch):
+    """A batch of prompts scored at once, a large tensor: no update for a while, and still a line every interval."""
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 1.0)  # lines differ by their elapsed seconds
+    stream = io.StringIO()
+    bar = Progress("scoring prompts", 2, unit="prompts", stream=stream, tty=False)
+    time.sleep(3.6)  # no unit done
+    bar.update(2)
+    bar.finish()
+    lines = stream.getvalue().splitlines()
+    waiting = [line for line in lines if line.startswith("scoring prompts: 0/2 prompts (0%), 0:0")]
+    assert len(waiting) >= 3 and len(set(waiting)) == len(waiting), lines  # the start, then one a second
+    assert lines[-1].startswith("scoring prompts: 2/2 prompts (100%)")
+    time.sleep(1.5)
+    assert stream.getvalue().splitlines() == lines  # nothing after the end
 
 
 def test_a_pipe_gets_plain_lines_every_few_seconds_and_a_terminal_one_redrawn_line():
@@ -88,7 +105,7 @@ def test_a_pipe_gets_plain_lines_every_few_seconds_and_a_terminal_one_redrawn_li
     lines = text.splitlines()
     assert 30 / PLAIN_INTERVAL <= len(lines) <= 30 / PLAIN_INTERVAL + 3, lines
     tty = io.StringIO()
-    bar = Progress("building the default model", 10, stream=tty, clock=clock, tty=True)
+    bar = Progress("building the default model", 10, stream=tty, clock=clock, tty=True, tick=False)
     for _ in range(10):
         clock.now += 1
         bar.update()
@@ -186,3 +203,18 @@ def test_the_first_use_build_labels_itself_and_ends_at_100_percent_on_a_pipe(tmp
     lines = err.splitlines()
     assert lines and all(line.startswith("building the default model: ") for line in lines), lines
     assert "(100%)" in lines[-1]
+
+
+def test_a_display_its_job_dropped_stops_ticking(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.05)
+    stream = io.StringIO()
+    bar = Progress("training", 10, unit="steps", stream=stream, tty=False)
+    bar.update(3)
+    del bar  # a job that failed without closing it
+    gc.collect()
+    time.sleep(0.3)
+    shown = stream.getvalue()
+    time.sleep(1.2)
+    assert stream.getvalue() == shown
