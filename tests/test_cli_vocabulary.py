@@ -186,3 +186,24 @@ def test_typed_keywords_match_what_they_describe():
     }
     for (function, name), expected in annotations.items():
         assert inspect.signature(function).parameters[name].annotation == expected, function
+
+
+def test_the_writing_verbs_print_what_they_wrote_as_json(tmp_path):
+    import gguf
+    from tiny_model import build_tiny_gguf
+
+    plain = build_tiny_gguf(tmp_path / "plain.gguf", write_metadata=False,
+                            refusal_token_type=gguf.TokenType.USER_DEFINED)
+    annotated, quantized = tmp_path / "annotated.gguf", tmp_path / "q8.gguf"
+    result = CliRunner().invoke(main, ["annotate", str(plain), "-o", str(annotated), "--json"])
+    assert result.exit_code == EXIT_OK, result.output
+    written = json.loads(result.stdout)
+    assert written["output"] == str(annotated) and written["bytes"] == annotated.stat().st_size
+    assert written["refusal_tokens"]["[respond]"] == gguf.GGUFReader(annotated).fields[
+        "tokenizer.ggml.tokens"].contents().index("[respond]")
+    result = CliRunner().invoke(main, ["quantize", str(annotated), "-o", str(quantized), "--type", "q8_0", "-t", "1",
+                                       "--json"])
+    assert result.exit_code == EXIT_OK, result.output
+    written = json.loads(result.stdout)
+    assert (written["output"], written["type"]) == (str(quantized), "q8_0")
+    assert written["refusal_tokens"]["[respond]"] > 0

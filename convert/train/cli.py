@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from refusal_edge.flags import click_options
@@ -12,7 +14,8 @@ from .options import TrainOptions
 
 @click.command("train")
 @click_options(TrainOptions, into="options")
-def train(options: TrainOptions):
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary (train.json) as one JSON object.")
+def train(options: TrainOptions, as_json: bool):
     """Teach a chat model the refusal tokens: SFT, then a calibrated refusal-token GGUF.
 
     BASE is a local Hugging Face chat checkpoint (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Phi-3, Gemma 3).
@@ -31,7 +34,9 @@ def train(options: TrainOptions):
     set_quiet(not options.progress)
     log = (lambda msg: click.echo(msg, err=True))
     summary = run(options, log=log)
-    if "paused_at" not in summary:
+    if as_json:
+        click.echo(json.dumps(summary, default=str))
+    elif "paused_at" not in summary:
         out = options.out
         log(f"wrote {out}/model.gguf, {out}/policy.toml, {out}/hf/ and {out}/report/ "
             f"in {summary['wall_seconds'] / 60:.1f} min")
