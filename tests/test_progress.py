@@ -218,3 +218,19 @@ def test_a_display_its_job_dropped_stops_ticking(monkeypatch):
     shown = stream.getvalue()
     time.sleep(1.2)
     assert stream.getvalue() == shown
+
+
+def test_convert_names_its_steps_by_the_output_never_a_temporary_file(tmp_path):
+    from click.testing import CliRunner
+    from tiny_hf import write_tiny_hf
+
+    from refusal_edge.cli import main
+
+    hf = write_tiny_hf(tmp_path / "hf").root
+    out = tmp_path / "one.gguf"
+    result = CliRunner().invoke(main, ["convert", str(hf), "-o", str(out), "--quant", "q4_0", "-t", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("writing one.gguf (f16, to quantize): ") for line in lines), lines
+    assert any(line.startswith("quantizing one.gguf (q4_0): ") and "(100%)" in line for line in lines), lines
+    assert ".partial" not in result.stderr and "\r" not in result.stderr
