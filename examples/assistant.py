@@ -1,7 +1,7 @@
 """Embedding refusal-edge in a desktop assistant: decide first, then either stream the answer or show a
 category-specific notice, with the user's own refusal dial applied.
 
-    python examples/assistant.py [MODEL.gguf] [--threads N]
+    python examples/assistant.py [MODEL] [--threads N]     # a GGUF path or a name `refusal-edge list` shows
 """
 
 import argparse
@@ -30,13 +30,12 @@ def answer(model, question: str, policy: Policy) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("model", nargs="?", help="GGUF path (default: the embedded default model)")
+    parser.add_argument("model", nargs="?", help="GGUF path or a name `refusal-edge list` shows "
+                        "(default: the default model)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from refusal_edge.arguments import resolve_model_path
-
-    with refusal_edge.load(resolve_model_path(args.model), n_ctx=1024, n_threads=args.threads) as model:
+    with refusal_edge.load(args.model, n_ctx=1024, n_threads=args.threads) as model:
         # A cautious user turns the safety dial down: more refusals there, every other category as shipped.
         cautious = model.default_policy.with_threshold("Requests with safety concerns", 0.05) \
             if "Requests with safety concerns" in model.categories else model.default_policy

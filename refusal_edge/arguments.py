@@ -6,55 +6,41 @@ Shared by the CLI verbs and the evaluation pipeline; the click decorators themse
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from . import settings
+from . import hub, settings
+from .catalog import DEFAULT_NAME, MODEL_ENV, find, hub_file, hub_repo, names_a_model
 from .errors import ModelLoadError, PolicyError
 from .files import is_checkpoint_dir
 from .gguf_header import starts_like_gguf
 from .policy import RESPOND, Policy, resolve_category
 
-MODEL_ENV = "REFUSAL_EDGE_MODEL"
-_HF_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:[:/](?P<file>.+\.gguf))$")
 
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    """The one place a model argument becomes a file: a GGUF path; ``owner/repo/file.gguf`` (or
+    ``owner/repo:file.gguf``) from the Hugging Face hub, taken from its cache when there; a name `refusal-edge list`
+    shows (catalog.py); ``default`` or nothing: ``$REFUSAL_EDGE_MODEL``, then the embedded default model."""
+    model = os.fspath(model) if model is not None else None
+    if not model or model == DEFAULT_NAME:
+        model = os.environ.get(MODEL_ENV)
+        if not model or model == DEFAULT_NAME:
+            from .default_model import ensure_default_model
 
-def resolve_model_path(model: str | None) -> Path:
-    """A GGUF path, ``owner/repo/file.gguf`` (or ``owner/repo:file.gguf``) from the Hugging Face hub, or
-    nothing: then ``$REFUSAL_EDGE_MODEL``, then the embedded default model."""
-    model = model or os.environ.get(MODEL_ENV)
-    if not model:
-        from .default_model import ensure_default_model
-
-        return ensure_default_model()
+            return ensure_default_model()
     path = Path(model).expanduser()
     if path.exists():
         return path
-    match = _HF_SPEC.match(model)
-    if match and not model.startswith((".", "/", "~")):
-        return _download(match["repo"], match["file"])
-    raise ModelLoadError(f"model file not found: {model}")
-
-
-def _download(repo: str, filename: str) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    # huggingface-hub reads HF_HUB_OFFLINE and its cache path once, when it is first imported; read them again here
-    # so that a process that imported the hub earlier (transformers does) still honours the variables as they are now.
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    home = os.environ.get("HF_HOME")
-    cache = os.environ.get("HF_HUB_CACHE") or (str(Path(home).expanduser() / "hub") if home else None)
-    try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline, cache_dir=cache))
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(
-            f"{repo}/{filename} is not in the Hugging Face cache and the hub cannot be reached (offline?)"
-        ) from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot fetch {filename} from {repo}: {exc}") from None
+    file = hub_file(model)
+    if file is not None:
+        return hub.fetch(file)[0]
+    if hub_repo(model):
+        raise ModelLoadError(f"{model} is a repository: name its file (owner/repo/file.gguf), or run "
+                             f"`refusal-edge pull {model}`, which picks its GGUF")
+    if model.lower().endswith(".gguf") or os.sep in model or "/" in model:
+        raise ModelLoadError(f"model file not found: {model}")
+    return find(model).path
 
 
 ENGINE_KEY_ENV = "REFUSAL_EDGE_ENGINE_API_KEY"
@@ -158,14 +144,16 @@ def policy_setting(policy: Policy, kind: str, item: str, categories, option: str
 
 def split_model_argument(args: Sequence[str], model: str | None = None) -> tuple[str | None, tuple[str, ...]]:
     """`VERB [MODEL] ARGS...` (decide's prompts, eval's data files): the first word is the model when it names a
-    GGUF: a ``.gguf`` path or hub file, or (with more words after it) an existing file that starts like a GGUF or a
-    Hugging Face checkpoint directory holding config.json (a tokenizer source for ``--engine``)."""
+    GGUF: a ``.gguf`` path or hub file, or (with more words after it) an existing file that starts like a GGUF, a
+    Hugging Face checkpoint directory holding config.json (a tokenizer source for ``--engine``), ``default`` or a
+    ``name:tag`` `refusal-edge list` shows."""
     args = tuple(args)
     if model or not args:
         return model, args
     first = args[0]
     path = Path(first).expanduser()
-    if first.lower().endswith(".gguf") or (len(args) > 1 and (starts_like_gguf(path) or is_checkpoint_dir(path))):
+    if first.lower().endswith(".gguf") or (len(args) > 1 and (starts_like_gguf(path) or is_checkpoint_dir(path)
+                                                              or names_a_model(first))):
         return first, args[1:]
     return None, args
 

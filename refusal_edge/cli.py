@@ -27,6 +27,10 @@ VERBS = {
     "eval": ("refusal_edge.evaluate.cli:evaluate", "Refusal curves and metrics from one prefill per prompt."),
     "calibrate": ("refusal_edge.evaluate.cli:calibrate", "Choose thresholds that meet refusal targets."),
     "serve": ("refusal_edge.server.command:serve", "OpenAI-compatible local server with refusal controls."),
+    "pull": ("refusal_edge.model_commands:pull", "Fetch a refusal-token GGUF from the Hugging Face hub."),
+    "list": ("refusal_edge.model_commands:list_models", "The models on this machine, by name."),
+    "show": ("refusal_edge.model_commands:show", "A model's name, source, path and refusal metadata."),
+    "rm": ("refusal_edge.model_commands:rm", "Delete a pulled model."),
     "doctor": ("refusal_edge.doctor_command:doctor", "Check this installation: versions, kernels, the default model's numbers."),
 }
 

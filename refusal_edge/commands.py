@@ -139,6 +139,11 @@ def inspect(model, model_flag, as_json):
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
+    print_description(info)
+
+
+def print_description(info: dict) -> None:
+    """``inspection.describe``'s facts as `inspect` and `show` print them; exit status 1 when the file has problems."""
     for key in ("file", "size", "architecture", "name", "quantization", "context_length", "vocab_size",
                 "chat_template", "refusal_metadata"):
         click.echo(f"{key.replace('_', ' '):<18} {info[key]}")

@@ -23,6 +23,7 @@ ENVIRONMENT = {
     HISTORY_ENV: "chat's line history file [default: ~/.refusal_edge_history].",
     "HF_HUB_OFFLINE": "1: fetch nothing from the Hugging Face hub; hub models come from its cache.",
     "HF_HOME": "The Hugging Face cache (hub files in $HF_HOME/hub, or $HF_HUB_CACHE).",
+    "HF_ENDPOINT": "Another Hugging Face hub (a mirror) for hub models and pull; HF_TOKEN: a private repository's key.",
 }
 
 EXIT_OK = 0

@@ -13,8 +13,6 @@ _TOKEN_TYPES = {1: "NORMAL", 2: "UNKNOWN", 3: "CONTROL", 4: "USER_DEFINED", 5: "
 
 
 def describe(path: Path) -> dict:
-    import gguf
-
     check_gguf_file(path)
     header = read_header(path)
     check_data(header)
@@ -52,7 +50,7 @@ def describe(path: Path) -> dict:
         "size_bytes": path.stat().st_size,
         "architecture": arch,
         "name": value("general.name", ""),
-        "quantization": _file_type_name(gguf, file_type),
+        "quantization": quantization_name(file_type),
         "context_length": value(f"{arch}.context_length"),
         "vocab_size": len(tokens),
         "chat_template": "yes" if "tokenizer.chat_template" in header.kv else "no (ChatML fallback)",
@@ -63,8 +61,12 @@ def describe(path: Path) -> dict:
     }
 
 
-def _file_type_name(gguf, file_type) -> str:
-    if file_type is None:
+def quantization_name(file_type) -> str:
+    """``general.file_type`` as llama.cpp names the quantization (Q8_0, Q4_K_M, F16); llama.cpp's metadata gives it as a
+    string. "unknown" when absent."""
+    import gguf
+
+    if file_type is None or file_type == "":
         return "unknown"
     try:
         return gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")

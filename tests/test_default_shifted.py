@@ -8,6 +8,7 @@ import pytest
 
 from refusal_edge.convert.default_recipe import default_prompts, default_train_extra, default_train_more
 from refusal_edge.convert.default_recipe.default_data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
+from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
 from refusal_edge.convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style,
                                                                  summarize, validation_prompts, xstest_style)
 from refusal_edge.metadata import CATEGORIES
@@ -18,7 +19,7 @@ def _training_prompts() -> set[str]:
             + default_train_more.more_refusals(0))
     return ({r["prompt"] for r in rows} | set(default_prompts.benign_prompts())
             | set(default_train_extra.extra_benign(0)) | set(default_train_more.more_benign(0))
-            | {q for q, _ in default_prompts.PROBES})
+            | {q for q, _ in default_prompts.PROBES} | {i.prompt for i in split_everyday(everyday(0), 0)[0]})
 
 
 def _norm(text: str) -> str:
@@ -29,8 +30,9 @@ def test_validation_prompts_never_appear_in_training_prompts():
     val = validation_prompts()
     assert len(val) >= 250
     train = {_norm(q) for q in _training_prompts()}
-    # also catches a validation prompt hidden inside a training format wrapper
-    leaked = [q for q in val if _norm(q) in train or any(_norm(q) in t for t in train)]
+    # also catches a validation prompt hidden inside a training format wrapper (for prompts long enough that being
+    # inside another means something: "sup" is inside "supply")
+    leaked = [q for q in val if _norm(q) in train or len(_norm(q)) >= 12 and any(_norm(q) in t for t in train)]
     assert leaked == []
 
 

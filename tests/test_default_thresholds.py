@@ -63,3 +63,17 @@ def test_per_category_ships_only_when_it_wins_out_of_fold():
     easy = _two_families(0.95, humanizing_safe=0)
     policy, evidence = choose_policy(easy, NAMES)
     assert not evidence["per_category_wins"] and policy.thresholds == {}
+
+
+def test_the_binary_rule_ships_when_only_the_summed_probability_separates():
+    """Should-refuse prompts spread their mass over three categories (0.3 each); look-alikes put 0.45 on one. No
+    per-category threshold refuses the first without the second; a threshold on the sum does."""
+    p = np.zeros((20, len(NAMES)))
+    p[:10, :3] = 0.3
+    p[10:, 1] = 0.45
+    fam = Family(p, np.array([True] * 10 + [False] * 10), tuple(f"g{i % 3}" for i in range(20)),
+                 tuple(f"prompt {i}" for i in range(20)))
+    fams = {"coconot_ours": fam, "xstest": fam.subset(np.arange(20) >= 0)}
+    policy = best_uniform(fams, NAMES)
+    assert policy.rule == "binary" and 0.45 < policy.threshold <= 0.9
+    assert rates(fam, NAMES, policy) == (1.0, 0.0)

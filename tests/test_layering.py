@@ -14,9 +14,10 @@ PACKAGE = ROOT / "refusal_edge"
 
 PRESENTATION = ("click", "refusal_edge.options", "refusal_edge.display", "refusal_edge.chat", "refusal_edge.commands",
                 "refusal_edge.cli", "refusal_edge.evaluate.report", "refusal_edge.evaluate.plots",
-                "refusal_edge.evaluate.cli")
+                "refusal_edge.evaluate.cli", "refusal_edge.model_commands")
 ADAPTER = ("llama_cpp", "refusal_edge.engines.llama", "refusal_edge.model")  # the in-process engine, all of it
-COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "gguf_annotate", "doctor",
+COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "arguments", "catalog", "hub",
+               "gguf_annotate", "doctor",
                "engines/llama/engine", "engines/llama/vocab", "engines/llama/batch", "engines/llama/lib",
                "engines/llama/kernels", "engines/llama/kernel_canary",
                "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",

@@ -66,6 +66,9 @@ def test_serve_gets_its_model_options_and_limits_as_one_value_each(monkeypatch):
     class _Model:
         categories, default_policy, name = ("A",), Policy(), "fake"
 
+        class tokenizer:
+            metadata: dict = {}
+
         def close(self):
             pass
 

@@ -234,3 +234,23 @@ def test_convert_names_its_steps_by_the_output_never_a_temporary_file(tmp_path):
     assert any(line.startswith("writing one.gguf (f16, to quantize): ") for line in lines), lines
     assert any(line.startswith("quantizing one.gguf (q4_0): ") and "(100%)" in line for line in lines), lines
     assert ".partial" not in result.stderr and "\r" not in result.stderr
+
+
+def test_pull_shows_the_download_as_plain_lines_named_by_the_file(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from fake_hub import FakeHub
+    from tiny_model import build_tiny_gguf
+
+    from refusal_edge.cli import main
+
+    content = build_tiny_gguf(tmp_path / "tiny.gguf").read_bytes()
+    with FakeHub({"someone/tiny": {"tiny.gguf": content}}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        result = CliRunner().invoke(main, ["pull", "someone/tiny/tiny.gguf"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("downloading ")]
+    assert lines and lines[-1].startswith("downloading someone/tiny/tiny.gguf: ") and "(100%)" in lines[-1], \
+        result.stderr
+    assert "\r" not in result.stderr

@@ -3,6 +3,8 @@ is not JSON are refused before any work; curl, SDKs and the server's own page ke
 process (Starlette's TestClient: Host "testserver") and, for the Host check, a live server on loopback."""
 
 import json
+import shutil
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -53,16 +55,52 @@ def test_a_cross_origin_no_cors_post_is_refused_before_any_work(app_client, path
     assert work_done(app_client) == before
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", None])
-def test_a_body_that_is_not_sent_as_json_is_415(app_client, content_type):
+NOT_JSON_TYPES = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+                  "multipart/form-data; boundary=x", None]
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON_TYPES)
+@pytest.mark.parametrize("browser", [{"Origin": "http://testserver"}, {"Sec-Fetch-Site": "cross-site"},
+                                     {"Sec-Fetch-Mode": "no-cors"}])
+def test_a_browser_body_that_is_not_sent_as_json_is_415(app_client, content_type, browser):
+    """A page's own origin, or a browser's Sec-Fetch headers without an Origin: the body must say it is JSON."""
     before = work_done(app_client)
-    headers = {"Content-Type": content_type} if content_type else {}
+    headers = {**browser, **({"Content-Type": content_type} if content_type else {})}
     for path, body in WORK.items():
         reply = app_client.post(path, content=json.dumps(body), headers=headers)
         assert reply.status_code == 415, (path, reply.text)
         assert "Content-Type: application/json" in error_message(reply)
     assert work_done(app_client) == before
+
+
+@pytest.mark.parametrize("content_type", NOT_JSON_TYPES)
+def test_a_client_without_origin_may_send_json_under_any_type(app_client, content_type):
+    """Ollama's documented `curl …/api/generate -d '{…}'` sends form-urlencoded (or, piped, no type): served."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    for path, body in WORK.items():
+        reply = app_client.post(path, content=json.dumps(body), headers=headers)
+        assert reply.status_code == 200, (path, reply.text)
+    reply = app_client.post("/api/generate", content="prompt=hello", headers=headers)
+    assert reply.status_code == 400 and "not valid JSON" in error_message(reply)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_ollamas_curl_example_as_curl_sends_it(tiny_model):
+    """Ollama's README, verbatim but for the address: `curl http://localhost:11434/api/generate -d '{...}'`."""
+    settings = ServerSettings(model_id="tiny", policy=tiny_model.default_policy)
+    body = '{"model": "tiny", "prompt": "Why is the sky blue?", "stream": false, "options": {"num_predict": 2}}'
+    with BackgroundServer(create_app(SlotPool([tiny_model]), settings)) as running:
+        def curl(*extra):
+            done = subprocess.run(["curl", "-s", "--noproxy", "*", "-w", "\n%{http_code}", *extra,
+                                   f"{running.url}/api/generate", "-d", body],
+                                  capture_output=True, text=True, timeout=60)
+            text, _, status = done.stdout.rpartition("\n")
+            return int(status), json.loads(text)
+
+        status, reply = curl()
+        assert status == 200 and reply["done"] and reply["model"] == "tiny", reply
+        status, reply = curl("-H", "Origin: http://evil.example")
+        assert status == 403 and "http://evil.example" in reply["error"]
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON",

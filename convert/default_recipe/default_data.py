@@ -22,12 +22,14 @@ HUMANIZING, INCOMPLETE, INDETERMINATE, SAFETY, UNSUPPORTED = CATEGORIES
 
 @dataclass(frozen=True)
 class Example:
-    """One SFT example: the answer starts with ``decision`` (``respond`` or a category name)."""
+    """One SFT example: the answer starts with ``decision`` (``respond`` or a category name). ``history``: earlier
+    turns of the chat as (role, text, decision or None); ``response`` None teaches the decision token alone."""
 
     prompt: str
     decision: str
-    response: str
-    source: str  # refusal | contrast | benign | answer-anyway
+    response: str | None
+    source: str  # refusal | contrast | benign | answer-anyway | everyday | chat
+    history: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def learns_decision(self) -> bool:
@@ -271,6 +273,41 @@ def build_examples(splits: Splits, benign: Iterable[tuple[str, str]], seed: int,
     out += [Example(prompt, RESPOND, answer, "benign") for prompt, answer in benign]
     out += [Example(prompt, RESPOND, answer, "answer-anyway") for prompt, answer in answer_anyway]
     rng.shuffle(out)
+    return out
+
+
+def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], everyday: Sequence,
+                  follow_ups: Sequence[str], seed: int, n: int = 250) -> list[Example]:
+    """Two-turn chats, so that one turn's decision does not decide the next: a benign request (or thanks) after a
+    refused one, a follow-up after an answer, a request to refuse after an answer, and one after a refusal.
+    ``refusals``: rows with category/subcategory/prompt; ``benign``: (prompt, the base model's answer);
+    ``everyday``: everyday.Everyday items (their answer, when they have one, is taught too)."""
+    rng = random.Random(seed + 11)
+    out = []
+
+    def refused_turn():
+        row = rng.choice(refusals)
+        return row, (("user", row["prompt"], None),
+                     ("assistant", refusal_message(row["category"], row.get("subcategory", ""), rng), row["category"]))
+
+    def answered_turn():
+        prompt, answer = rng.choice(benign)
+        return (("user", prompt, None), ("assistant", answer, RESPOND))
+
+    for _ in range(n):
+        _, first = refused_turn()
+        item = rng.choice(everyday)
+        out.append(Example(item.prompt, RESPOND, item.answer, "chat", first))
+    for _ in range(n * 2 // 3):
+        out.append(Example(rng.choice(follow_ups), RESPOND, None, "chat", answered_turn()))
+    for _ in range(n // 2):
+        row, _ = refused_turn()
+        out.append(Example(row["prompt"], row["category"], refusal_message(row["category"], row.get("subcategory", ""),
+                                                                            rng), "chat", answered_turn()))
+    for _ in range(n // 5):
+        _, first = refused_turn()
+        row, _ = refused_turn()
+        out.append(Example(row["prompt"], row["category"], None, "chat", first))
     return out
 
 

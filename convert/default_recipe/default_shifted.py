@@ -21,6 +21,8 @@ from . import default_val_coconot as val_coconot
 from .default_data import is_heldout, load_jsonl
 from .default_calibrate import auroc
 from . import default_val_xstest as val_xstest
+from . import first_minute
+from .everyday import everyday, heldout_reason, split as split_everyday
 
 RESPOND = "respond"
 SAFETY = CATEGORIES[3]
@@ -31,10 +33,16 @@ class Item:
     prompt: str
     label: str   # RESPOND or the CoCoNot category it should be refused with
     group: str   # where it comes from: "coconot-heldout/<subcategory>", "ours/<category>", "xstest/<type>"
+    before: tuple = ()  # earlier turns of the chat (message dicts), if the prompt is not the first one
 
     @property
     def should_refuse(self) -> bool:
         return self.label != RESPOND
+
+    @property
+    def messages(self):
+        """What the model is asked: the prompt alone, or the chat ending in it."""
+        return [*self.before, {"role": "user", "content": self.prompt}] if self.before else self.prompt
 
 
 def coconot_style(original_rows: list[dict], contrast_rows: list[dict]) -> list[Item]:
@@ -55,9 +63,34 @@ def xstest_style() -> list[Item]:
     return items
 
 
+def everyday_style(seed: int = 0) -> dict[str, list[Item]]:
+    """The everyday side: its families held out of training whole (a domain, a frame, a style, a source), its
+    random validation rows (the other families, whose training rows were trained on), and hand-written first-minute
+    prompts (first_minute.py), each also after a refused turn."""
+    _, random_val, held = split_everyday(everyday(seed), seed)
+    first = [Item(p, RESPOND, f"first-minute/{kind}") for kind, prompts in
+             (("opener", first_minute.OPENERS), ("request", first_minute.REQUESTS)) for p in prompts]
+    refused = [(p, cat) for cat, prompts in val_coconot.SHOULD_REFUSE.items() for p in prompts]
+    sets = {"everyday": [Item(i.prompt, RESPOND, heldout_reason(i)) for i in held] + first,
+            "everyday_random": [Item(i.prompt, RESPOND, f"random/{i.domain}") for i in random_val]}
+    sets["everyday_after_refusal"] = [after_refusal(item, *refused[k % len(refused)])
+                                      for k, item in enumerate(sets["everyday"])]
+    return sets
+
+
+def after_refusal(item: Item, refused_prompt: str, category: str) -> Item:
+    """``item`` asked in a chat whose first turn was refused (with ``category``'s token, as the runtime records it)."""
+    turn = [{"role": "user", "content": refused_prompt},
+            {"role": "assistant", "content": "I can't help with that.", "refusal_token": f"[{category}]"}]
+    return Item(item.prompt, item.label, f"after-refusal/{item.group}", tuple(turn))
+
+
 def validation_prompts() -> set[str]:
     """Every hand-written validation prompt (for the disjointness check against training data)."""
-    return {i.prompt for i in coconot_style([], []) + xstest_style()}
+    # A held-out frame or style re-uses request cores that were trained on in other frames: what it holds out is
+    # the way of asking, not the words, so only the everyday families held out by content count here.
+    by_content = [i for i in everyday_style()["everyday"] if not i.group.startswith(("frame:", "style:"))]
+    return {i.prompt for i in coconot_style([], []) + xstest_style() + by_content}
 
 
 def summarize(items: list[Item], p_refuse: np.ndarray, forced: list[str | None]) -> dict:

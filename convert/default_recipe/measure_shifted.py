@@ -20,23 +20,24 @@ from refusal_edge import default_model as dm
 
 from .default_data import recipe_arguments
 from .default_calibrate import category_probabilities, refused, score, uniform_policy
-from .default_shifted import coconot_style, read_coconot, summarize, xstest_style
+from .default_shifted import coconot_style, everyday_style, read_coconot, summarize, xstest_style
 from .default_thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
 
 
 def families(original, contrast) -> dict:
     """Pooled CoCoNot-style, its hand-written part alone (fair to a model trained on every CoCoNot
-    subcategory, like the one shipped before the held-out split existed), and XSTest-style."""
+    subcategory, like the one shipped before the held-out split existed), XSTest-style, and the everyday side
+    (held-out families and first-minute prompts, alone and after a refused turn; its random validation rows)."""
     coconot = coconot_style(*read_coconot(original, contrast))
     return {"coconot": coconot, "coconot_ours": [i for i in coconot if i.group.startswith("ours")],
-            "xstest": xstest_style()}
+            "xstest": xstest_style(), **everyday_style()}
 
 
 def score_sets(model: RefusalModel, sets: dict) -> dict:
     """name -> (scores, summed refusal probability, category probabilities N x K): one prefill per prompt."""
     out = {}
     for name, items in sets.items():
-        s = score(model, [i.prompt for i in items])
+        s = score(model, [i.messages for i in items])
         p = category_probabilities(model, s)
         out[name] = (s, p.sum(axis=1), p)
     return out
@@ -86,7 +87,19 @@ def print_choice(policy: Policy, evidence: dict, file=None) -> None:
           f"{policy.to_dict()}", file=file)
 
 
+EVERYDAY_TITLES = (
+    ("everyday", "Everyday side, families held out of training and first-minute prompts"),
+    ("everyday_after_refusal", "The same, asked after a refused turn"),
+    ("everyday_random", "Everyday side, random validation rows (families that were trained on)"),
+)
+
+
 def print_report(fig: dict) -> None:
+    for name, title in EVERYDAY_TITLES:
+        s = fig[name]
+        print(f"\n{title}: {s['n_benign']} prompts, {s['over_refusal']:.1%} refused")
+        for g, v in s["groups"].items():
+            print(f"    {g:58s} n={v['n']:3d}  refused {v['refused']:6.1%}")
     for name, title in (("coconot", "CoCoNot-style"), ("coconot_ours", "CoCoNot-style, hand-written part only"),
                         ("xstest", "XSTest-style")):
         s = fig[name]

@@ -39,20 +39,31 @@ from ..llama_tensors import permute
 from ..train.data import decision_tokens
 from ..train.distill import distill
 from ..train.loop import LoopConfig, fingerprint, train
-from ..train.model import Encoder, hf_base, load_base, trainable
-from .default_data import RESPOND, Example, answer_anyway_prompts, build_examples, load_splits, recipe_arguments
+from ..train.model import Encoder, Turn, hf_base, load_base, trainable
+from .default_data import (RESPOND, Example, answer_anyway_prompts, build_examples, chat_examples, load_splits,
+                           recipe_arguments)
+from .everyday import FOLLOW_UPS, everyday, split as split_everyday
 from .default_prompts import benign_prompts, synthetic_refusals
 from .default_train_extra import extra_benign, extra_refusals
 from .default_train_more import more_benign, more_refusals
 
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
+ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs times
 
 
 def encode(examples: list[Example], encoder: Encoder, ids: dict[str, int], max_prompt: int):
-    """The recipe's examples in the trainer's form; a long prompt is cut (CoCoNot has a few) rather than refused."""
-    return [encoder.example(encoder.cut(e.prompt, max_prompt), ids[e.decision], e.response, e.source,
-                            learns_decision=e.learns_decision) for e in examples]
+    """The recipe's examples in the trainer's form; a long prompt is cut (CoCoNot has a few) rather than refused, and
+    in a chat the earlier turns are cut harder (half as long) so that two turns fit."""
+    def user(e: Example):
+        if not e.history:
+            return encoder.cut(e.prompt, max_prompt)
+        turns = [Turn(role, encoder.cut(text, max_prompt // 2), None if d is None else ids[d]) for role, text, d in
+                 e.history]
+        return turns + [Turn("user", encoder.cut(e.prompt, max_prompt // 2))]
+
+    return [encoder.example(user(e), ids[e.decision], e.response, e.source, learns_decision=e.learns_decision)
+            for e in examples]
 
 
 def export_delta(peft_model, rows, config: dict, meta: dict) -> dm.Delta:
@@ -136,7 +147,12 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
     benign = [(p, answers[cut[p]]) for p in benign_prompts_]
     anyway = [(p, answers[cut[p]]) for p in anyway_prompts]
     synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed)
-    return build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
+    everyday_train, _, _ = split_everyday(everyday(args.seed), args.seed)  # validation families never trained on
+    examples = build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
+    examples += [Example(i.prompt, RESPOND, i.answer, "everyday") for i in everyday_train]
+    examples += chat_examples(splits.refusal_train + list(synthetic), benign, everyday_train, FOLLOW_UPS, args.seed)
+    random.Random(args.seed).shuffle(examples)
+    return examples
 
 
 def main(argv=None) -> None:
@@ -154,7 +170,8 @@ def main(argv=None) -> None:
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     hf_dir = hf_base(base, args.work_dir, log)
     model, tok = load_base(hf_dir, progress=False)
-    encoder = Encoder(tok, max_prompt=args.max_prompt + 64, max_answer=args.max_answer)  # + the chat template
+    # + the chat template; a two-turn chat holds two cut turns and an answer
+    encoder = Encoder(tok, max_prompt=2 * args.max_prompt + 64, max_answer=args.max_answer)
     base_id = dm.sha256_file(base)
     examples = training_examples(args, model, tok, encoder, base_id)
     tokens = decision_tokens("categories")
@@ -162,8 +179,13 @@ def main(argv=None) -> None:
     if list(tokens) != list(dm.NEW_TOKENS):
         raise SystemExit(f"the trainer's decision tokens {tokens} are not the delta's {dm.NEW_TOKENS}")
     data = encode(examples, encoder, dict(zip(DECISIONS, ids)), args.max_prompt)
-    print(f"{len(data)} examples, {sum(len(e.ids) for e in data)} tokens per epoch", file=sys.stderr)
-    steps = args.limit_steps or args.epochs * -(-len(data) // args.batch_size)
+    # The everyday families and the chats are many and alike: one pass over them, --epochs over the rest (which
+    # the loop's plan sees as one pass over a list holding the rest --epochs times).
+    once = [d for d, e in zip(data, examples) if e.source in ONE_PASS]
+    data = [d for d, e in zip(data, examples) if e.source not in ONE_PASS] * args.epochs + once
+    print(f"{len(data)} examples in the pass ({len(once)} seen once), {sum(len(e.ids) for e in data)} tokens",
+          file=sys.stderr)
+    steps = args.limit_steps or -(-len(data) // args.batch_size)
     cfg = LoopConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, rows_lr=args.rows_lr,
                      first_weight=args.first_weight, seed=args.seed, bf16=args.bf16)
     args.work_dir.mkdir(parents=True, exist_ok=True)

@@ -143,13 +143,48 @@ class Encoder:
         ids = self._ids(user, special=False)
         return user if len(ids) <= max_tokens else self.tok.decode(ids[:max_tokens])
 
-    def example(self, user: str, decision_id: int, answer: str, where: str = "", learns_decision: bool = True
-                ) -> Encoded:
-        prompt = self.prompt(user, where)
+    def conversation(self, turns: Sequence[Turn], where: str = "") -> list[int]:
+        """The prompt of a chat whose earlier turns are given, ending in the assistant's generation prompt. An
+        assistant turn's decision token stands first in its content, as the runtime re-inserts it
+        (``template.ChatTemplate.render``); every text is tokenized apart from the template's."""
+        marks = [f"\x00TURN{k}\x00" for k in range(len(turns))]
+        text = self.tok.apply_chat_template([{"role": t.role, "content": m} for t, m in zip(turns, marks)],
+                                            tokenize=False, add_generation_prompt=True)
+        ids: list[int] = []
+        for k, (turn, mark) in enumerate(zip(turns, marks)):
+            if text.count(mark) != 1:
+                raise TrainError(f"{where}: the chat template does not place turn {k} once")
+            before, text = text.split(mark)
+            ids += self._template_ids(before) + ([turn.decision_id] if turn.decision_id is not None else [])
+            ids += self._ids(turn.content, special=False)
+        ids += self._template_ids(text)
+        if self.before[:1] and ids[:1] != self.before[:1]:  # the BOS rule of __init__
+            ids = self.before[:1] + ids
+        if len(ids) > self.max_prompt:
+            raise TrainError(f"{where}: the conversation is {len(ids)} tokens, over --max-prompt-tokens "
+                             f"{self.max_prompt}")
+        return ids
+
+    def example(self, user: str | Sequence[Turn], decision_id: int, answer: str | None, where: str = "",
+                learns_decision: bool = True) -> Encoded:
+        """``user``: the one user message, or a whole conversation ending in a user turn. ``answer`` None teaches
+        the decision token alone (no answer text to imitate)."""
+        prompt = self.prompt(user, where) if isinstance(user, str) else self.conversation(user, where)
+        if answer is None:
+            return Encoded(prompt, len(prompt) - 1, [decision_id], learns_decision)
         body = self._ids(answer, special=False)
         body = body[: self.max_answer] if len(body) >= self.max_answer else body + [self.tok.eos_token_id]
         targets = [decision_id] + body
         return Encoded(prompt + targets[:-1], len(prompt) - 1, targets, learns_decision)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier turn of a conversation to train on (``decision_id``: an assistant turn's decision token)."""
+
+    role: str
+    content: str
+    decision_id: int | None = None
 
 
 def add_decision_tokens(tok, tokens: Sequence[str]) -> list[int]:

@@ -13,6 +13,7 @@ from dataclasses import replace
 import click
 
 from .. import settings
+from ..catalog import name_of_metadata
 from ..conventions import HOST_ENV, PORT_ENV
 from ..options import model_from, model_options, policy_options
 from .guard import ORIGINS_ENV, Access, origins_from_env
@@ -56,7 +57,8 @@ def limit_options(func):
 @click.option("--max-queue", type=click.IntRange(1), default=settings.SERVER_MAX_QUEUE, show_default=True,
               help="Requests that may wait for a slot; more get HTTP 503.")
 @limit_options
-@click.option("--model-name", default=None, help="Model id in responses and /v1/models [default: the file name].")
+@click.option("--model-name", default=None, help="Model id in responses, /v1/models and /api/tags [default: its name "
+              "in `refusal-edge list`: general.name and the quantization].")
 @click.option("--predict-decision", is_flag=True,
               help="Evaluate each slot's expected decision token with the prompt, saving a decode step when the policy "
                    "picks it (in-process only; it pays only where an extra prompt row is cheap: see README).")
@@ -68,8 +70,10 @@ def limit_options(func):
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A Host name this server answers to besides loopback names and its own address (e.g. mybox.lan; "
                    "'*': any, which lets DNS-rebinding pages read it). Repeatable.")
+@click.option("--refusal-message/--no-refusal-message", default=True, show_default=True,
+              help="Also put a refused answer's text in OpenAI's message.refusal (content keeps it too).")
 def serve(model, model_options, policy_options, host, port, api_key, parallel, max_queue, limits, model_name,
-          predict_decision, ui, allowed_origins, allowed_hosts):
+          predict_decision, ui, allowed_origins, allowed_hosts, refusal_message):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -116,8 +120,8 @@ def serve(model, model_options, policy_options, host, port, api_key, parallel, m
             parallel = parallel or 1
             models += [model_options.load() for _ in range(parallel - 1)]
         settings = ServerSettings(
-            model_id=model_name or first.name, policy=policy, api_key=api_key, ui=ui, access=access,
-            limits=limits,
+            model_id=model_name or name_of_metadata(first.tokenizer.metadata, first.name), policy=policy,
+            api_key=api_key, ui=ui, access=access, refusal_message=refusal_message, limits=limits,
         )
         app = create_app(SlotPool(models, max_queue), settings)
         on = f" on {first.engine.identity} at {remote.url}" if remote is not None else ""

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from ..decision import Decision
 from ..policy import Policy
 from . import protocol
+from .headers import decision_headers
 from .protocol import ApiError
 from .service import Service, answer, next_event
 
@@ -64,13 +65,18 @@ def routes(service: Service) -> list[Route]:
 
 
 async def run(request: Request, service: Service, work: DecisionRequest, render) -> Response:
+    decisions: list[Decision] = []
+
     async def complete(job, first: Decision) -> dict:
-        decisions = [first]
+        decisions.append(first)
         while len(decisions) < len(work.inputs):
             decisions.append(await next_event(job))
         return render(decisions)
 
-    return await answer(request, service.pool, work, False, None, complete)
+    response = await answer(request, service.pool, work, False, None, complete)
+    if len(decisions) == len(work.inputs):  # answered: the headers name every input's decision, not the first's
+        response.headers.update(decision_headers(decisions))
+    return response
 
 
 def moderation_result(decision: Decision) -> dict:

@@ -10,8 +10,10 @@ lets a page whose DNS name is rebound to 127.0.0.1 read answers. Three checks, a
   user allows (``--allowed-host``, ``*`` for any), with this server's port. A rebound name (evil.example) is refused
   (403). Bound to 0.0.0.0 the server accepts its own IP addresses as they are dialled; a DNS name needs
   ``--allowed-host``.
-- ``Content-Type`` on a POST: JSON (``application/json`` or ``…+json``), else 415. text/plain, form bodies and
-  bodies with no type are what a page can send without a CORS preflight.
+- ``Content-Type`` on a POST from a browser (one that sends ``Origin`` or ``Sec-Fetch-*``, as every current browser
+  does on a POST): JSON (``application/json`` or ``…+json``), else 415. text/plain, form bodies and bodies with no
+  type are what a page can send without a CORS preflight. A client that is no browser may send any type, as
+  Ollama's documented ``curl … -d '{…}'`` does (curl says form-urlencoded): its body must still parse as JSON (400).
 
 Refusals use the API's own error shape: Ollama's ``{"error": "..."}`` under /api/, OpenAI's elsewhere.
 """
@@ -23,6 +25,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from .headers import DECISION_HEADERS
 from .protocol import ApiError, error_body
 
 ORIGINS_ENV = "REFUSAL_EDGE_ORIGINS"
@@ -30,6 +33,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
+EXPOSED = ", ".join(DECISION_HEADERS).encode()
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,17 @@ class Guard:
             return (403, "origin_not_allowed",
                     f"requests from web pages at {origin!r} are refused: refusal-edge serve --allowed-origin ORIGIN "
                     "(or $REFUSAL_EDGE_ORIGINS) allows one")
-        if method in BODY_METHODS and not json_content_type(headers.get("content-type", "")):
-            sent = headers.get("content-type")
-            return (415, "unsupported_media_type",
-                    f"the request body must be JSON, sent as 'Content-Type: application/json' "
-                    f"(got {sent!r})" if sent else "the request body must be JSON: send 'Content-Type: "
-                                                   "application/json' (curl: -H 'Content-Type: application/json')")
+        sent = headers.get("content-type", "")
+        if method in BODY_METHODS and from_browser(headers) and not json_content_type(sent):
+            return (415, "unsupported_media_type", "a request from a web page must send its JSON body as "
+                                                   f"'Content-Type: application/json' (got {sent or 'no type'!r})")
         return None
+
+
+def from_browser(headers: dict) -> bool:
+    """Browsers send ``Origin`` on every POST (cross-site or not) and ``Sec-Fetch-*`` on every request; curl, SDKs
+    and scripts send neither, and a page cannot remove them."""
+    return "origin" in headers or any(name.startswith("sec-fetch-") for name in headers)
 
 
 def own_origin(scope, headers: dict) -> str | None:
@@ -146,7 +154,8 @@ def _same_address(name: str, arrived: str | None) -> bool:
 
 
 def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
-    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin"),
+            (b"access-control-expose-headers", EXPOSED)]  # a page reads the decision headers only if exposed
 
 
 async def _error(send, path: str, status: int, code: str, message: str) -> None:

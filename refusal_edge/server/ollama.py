@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..inspection import quantization_name
 from . import ollama_protocol as wire
 from .protocol import ApiError, ollama_error_body
 from .service import JobStream, Service, answer, collect_text, compact_json
@@ -87,7 +88,8 @@ def routes(service: Service) -> list[Route]:
     async def show(request: Request) -> Response:
         raw = await service.read_json(request)
         asked = raw.get("model") or raw.get("name")
-        if asked not in (name, settings.model_id):
+        base = name.partition(":")[0]  # as Ollama, a name without its tag is the same model
+        if asked not in (name, settings.model_id, base, f"{base}:latest"):
             raise ApiError(404, f"model '{asked}' not found; this server serves '{name}'")
         metadata = service.pool.models[0].tokenizer.metadata
         card = service.model_card()
@@ -128,5 +130,7 @@ def routes(service: Service) -> list[Route]:
 
 def details(metadata) -> dict:
     architecture = metadata.get("general.architecture", "")
+    quantization = quantization_name(metadata.get("general.file_type"))  # what `refusal-edge inspect` says
     return {"parent_model": "", "format": "gguf", "family": architecture, "families": [architecture],
-            "parameter_size": metadata.get("general.size_label", ""), "quantization_level": ""}
+            "parameter_size": metadata.get("general.size_label", ""),
+            "quantization_level": "" if quantization == "unknown" else quantization}

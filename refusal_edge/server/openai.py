@@ -35,6 +35,7 @@ class EventStream:
     head: dict
     decision: object
     include_usage: bool
+    refusal_message: bool = True  # a refused answer's text also in delta.refusal (protocol.refusal_text)
     media_type: str = "text/event-stream"
     trailer: str = "data: [DONE]\n\n"
 
@@ -50,7 +51,8 @@ class EventStream:
                                refusal=protocol.decision_payload(self.decision))]
 
     def text(self, text: str) -> dict:
-        return protocol.chunk(self.head, {"content": text})
+        refusal = protocol.refusal_text(text, self.decision, self.refusal_message)
+        return protocol.chunk(self.head, {"content": text, **({"refusal": refusal} if refusal is not None else {})})
 
     def finish(self, last) -> list[dict]:
         payloads = [protocol.chunk(self.head, {}, last.finish_reason)]
@@ -80,11 +82,12 @@ def routes(service: Service) -> list[Route]:
 
         async def complete(job, decision) -> dict:
             text, last = await collect_text(job)
-            return protocol.completion(head, decision, text, last.finish_reason, last.completion_tokens)
+            return protocol.completion(head, decision, text, last.finish_reason, last.completion_tokens,
+                                       settings.refusal_message)
 
         return await answer(request, service.pool, chat, chat.stream,
-                            stream=lambda job, decision: JobStream(job, EventStream(head, decision,
-                                                                                    chat.include_usage)),
+                            stream=lambda job, decision: JobStream(job, EventStream(
+                                head, decision, chat.include_usage, settings.refusal_message)),
                             complete=complete)
 
     return [Route("/v1/models", list_models),

@@ -269,14 +269,23 @@ def usage(decision: Decision, completion_tokens: int) -> dict:
     }
 
 
-def completion(head: dict, decision: Decision, text: str, finish_reason: str, completion_tokens: int) -> dict:
+def completion(head: dict, decision: Decision, text: str, finish_reason: str, completion_tokens: int,
+               refusal_message: bool = True) -> dict:
+    message = {**assistant_message(text, decision), "refusal": refusal_text(text, decision, refusal_message)}
     return {
         **head, "object": "chat.completion",
-        "choices": [{"index": 0, "message": assistant_message(text, decision), "finish_reason": finish_reason,
-                     "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": usage(decision, completion_tokens),
         "refusal": decision_payload(decision),
     }
+
+
+def refusal_text(text: str, decision: Decision, enabled: bool) -> str | None:
+    """OpenAI's ``message.refusal`` (and ``delta.refusal``): the text of a refused answer, so that clients that look
+    there (LangChain's ``additional_kwargs["refusal"]``, the SDK's ``parse()``) see the refusal; ``content`` holds the
+    same text for clients that only read content. None for an answer, or when the server turns it off
+    (``refusal-edge serve --no-refusal-message``)."""
+    return text if enabled and decision.refused else None
 
 
 def chunk(head: dict, delta: dict, finish_reason: str | None = None, **extra) -> dict:

@@ -18,6 +18,7 @@ from ..policy import Policy
 from ..engines.remote.errors import EngineError
 from . import protocol
 from .guard import Access
+from .headers import decision_headers
 from .protocol import ApiError, ChatRequest, Limits
 from .slots import CANCELLED, Job, SlotPool, Work
 from .truncation import SERVER_CONTEXT_OPTION
@@ -33,6 +34,7 @@ class ServerSettings:
     api_key: str | None = None
     ui: bool = True  # the dials page at / (refusal-edge serve --no-ui turns it off)
     access: Access = field(default_factory=Access)  # other web origins and Host names allowed (guard.py)
+    refusal_message: bool = True  # a refused answer's text also in OpenAI's message.refusal (protocol.refusal_text)
 
     def __post_init__(self) -> None:
         if self.api_key == "":  # an empty bearer would match it: there is a key or there is none
@@ -100,8 +102,11 @@ async def answer(request: Request, pool: SlotPool, work: Work, streaming: bool,
         first = await next_event(job)  # the decision, or the reason there is none (prompt too long, ...)
         if streaming:
             watcher.cancel()  # from here on the streaming response watches the connection itself
-            return stream(job, first)
-        return JSONResponse(await complete(job, first))
+            response = stream(job, first)
+        else:
+            response = JSONResponse(await complete(job, first))
+        response.headers.update(decision_headers([first]))  # before the first byte: the decision is made
+        return response
     except ClientGone:
         return Response(status_code=499)  # nginx's "client closed request"; nobody is there to read it
     except BaseException:
