@@ -1,7 +1,8 @@
 """One progress display for every long job (the default model's first build, eval's scoring, convert's writing and
 quantizing, train's steps, pull's downloads), on stderr, that tells the truth:
 
-- it is labelled by what the job does ("scoring prompts", "quantizing to q4_k_m"), never by a temporary file's name;
+- it is labelled by what the job does ("scoring prompts", "quantizing model.gguf (q4_k_m)"), never by a temporary
+  file's name;
 - it reaches 100 % when the job ends (``finish``, or leaving its ``with`` block without an exception);
 - the rate and ETA appear only after a warm-up: the first unit (model loads, kernel compilation) is left out of the
   rate, and nothing is promised before ``WARMUP_SECONDS`` of steady work;
@@ -9,7 +10,7 @@ quantizing, train's steps, pull's downloads), on stderr, that tells the truth:
   starts, every ``PLAIN_INTERVAL`` seconds, and when it ends, so that logs stay readable;
 - ``set_quiet()`` (a verb's ``--quiet``) silences every display of the process.
 
-Use ``with Progress("scoring prompts", total=n, unit="prompt") as bar: ... bar.update()``, ``track(items, label)``
+Use ``with Progress("scoring prompts", total=n, unit="prompts") as bar: ... bar.update()``, ``track(items, label)``
 for an iterable, or ``tqdm_class(label)`` where a library takes a tqdm class (huggingface-hub's downloads).
 """
 
@@ -198,7 +199,7 @@ def tqdm_class(label: str, *, enabled: bool = True) -> type:
     this module's display under ``label`` (the library's own description, often a file name, is not used)."""
 
     class _Bar(Progress):
-        _lock = None
+        _tqdm_lock = None  # tqdm's class-wide lock, which thread pools share (huggingface-hub's snapshot_download)
 
         def __init__(self, iterable=None, *args, total=None, initial=0, disable=False, unit="B", **kwargs):
             super().__init__(label, total, unit=unit, enabled=enabled and not disable, initial=initial)
@@ -224,15 +225,13 @@ def tqdm_class(label: str, *, enabled: bool = True) -> type:
 
         @classmethod
         def get_lock(cls):
-            import threading
-
-            if cls._lock is None:
-                cls._lock = threading.RLock()
-            return cls._lock
+            if cls._tqdm_lock is None:
+                cls._tqdm_lock = threading.RLock()
+            return cls._tqdm_lock
 
         @classmethod
         def set_lock(cls, lock):
-            cls._lock = lock
+            cls._tqdm_lock = lock
 
     return _Bar
 
