@@ -55,8 +55,9 @@ QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, expose_value=False, c
 # One spelling per idea on every verb (docs/cli.md): -m/--model, -t/--threads (one default), -q/--quiet.
 MODEL_OPTION = click.option(
     "--model", "-m", "model_flag", default=None, metavar="MODEL",
-    help="A GGUF path or owner/repo/file.gguf, as the positional MODEL [default: $REFUSAL_EDGE_MODEL, else the "
-         "embedded default model]; with --engine also the served Hugging Face checkpoint's directory.")
+    help="A GGUF path, owner/repo/file.gguf or a name `refusal-edge list` shows, as the positional MODEL [default: "
+         "$REFUSAL_EDGE_MODEL, else the embedded default model]; with --engine also the served Hugging Face "
+         "checkpoint's directory.")
 THREADS_OPTION = click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
                               help="CPU threads [default: all cores].")
 
