@@ -42,6 +42,7 @@ TEXT = _Text()
 
 
 def silence_progress(ctx, param, quiet: bool) -> bool:
+    """The callback of every verb's --quiet: it runs while the options are read, before any long job starts."""
     if quiet:
         set_quiet()
     return quiet
