@@ -41,6 +41,27 @@ def limit_options(func):
     return wrapper
 
 
+def access_options(func):
+    """--allowed-origin and --allowed-host (with $REFUSAL_EDGE_ORIGINS and --host itself): which web pages and Host
+    names may reach the server, as one ``access`` argument (an Access)."""
+
+    @click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+                  help=f"A web origin whose pages may call this server (e.g. http://localhost:3000; '*' patterns as "
+                       f"in OLLAMA_ORIGINS). Repeatable; also ${ORIGINS_ENV}, comma-separated. Other pages get HTTP "
+                       f"403.")
+    @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+                  help="A Host name this server answers to besides loopback names and its own address (e.g. "
+                       "mybox.lan; '*': any, which lets DNS-rebinding pages read it). Repeatable.")
+    @functools.wraps(func)
+    def wrapper(*args, allowed_origins, allowed_hosts, **kwargs):
+        host = kwargs["host"]
+        kwargs["access"] = Access(origins=(*allowed_origins, *origins_from_env(os.environ.get(ORIGINS_ENV))),
+                                  hosts=(*allowed_hosts, *([host] if host not in WILDCARDS else [])))
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
 @click.command()
 @click.argument("model", required=False)
 @model_options
@@ -64,16 +85,11 @@ def limit_options(func):
                    "picks it (in-process only; it pays only where an extra prompt row is cheap: see README).")
 @click.option("--ui/--no-ui", default=True, show_default=True,
               help="The page with live refusal dials at / (static files; it asks for the API key, if any).")
-@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
-              help=f"A web origin whose pages may call this server (e.g. http://localhost:3000; '*' patterns as in "
-                   f"OLLAMA_ORIGINS). Repeatable; also ${ORIGINS_ENV}, comma-separated. Other pages get HTTP 403.")
-@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
-              help="A Host name this server answers to besides loopback names and its own address (e.g. mybox.lan; "
-                   "'*': any, which lets DNS-rebinding pages read it). Repeatable.")
+@access_options
 @click.option("--refusal-message/--no-refusal-message", default=True, show_default=True,
               help="Also put a refused answer's text in OpenAI's message.refusal (content keeps it too).")
 def serve(model, model_options, policy_options, host, port, api_key, parallel, max_queue, limits, model_name,
-          predict_decision, ui, allowed_origins, allowed_hosts, refusal_message):
+          predict_decision, ui, access, refusal_message):
     """Serve MODEL over the OpenAI and Ollama chat APIs, with a refusal dial on every request.
 
     Also: /v1/moderations (OpenAI's shape; the model's refusal categories), /v1/refusal/decisions (the full
@@ -99,8 +115,6 @@ def serve(model, model_options, policy_options, host, port, api_key, parallel, m
 
     if api_key == "":
         raise click.UsageError("--api-key is empty: give a key, or leave the option out to serve without one")
-    access = Access(origins=(*allowed_origins, *origins_from_env(os.environ.get(ORIGINS_ENV))),
-                    hosts=(*allowed_hosts, *([host] if host not in WILDCARDS else [])))
     if host not in LOOPBACK and not api_key:
         click.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use the model",
                    err=True)
