@@ -55,10 +55,11 @@ def test_naming_a_model_keeps_the_other_options():
     assert options.naming(Path("m.gguf")) == ModelOptions("m.gguf", threads=2)
 
 
-def test_serve_gets_its_model_options_and_limits_as_one_value_each(monkeypatch):
+def test_serve_gets_its_model_options_limits_and_access_as_one_value_each(monkeypatch):
     from refusal_edge.errors import RefusalEdgeError
     from refusal_edge.policy import Policy
     from refusal_edge.server import app
+    from refusal_edge.server.guard import Access
     from refusal_edge.server.protocol import Limits
 
     loaded, served = [], []
@@ -83,10 +84,13 @@ def test_serve_gets_its_model_options_and_limits_as_one_value_each(monkeypatch):
     monkeypatch.setattr(ModelOptions, "load", load)
     monkeypatch.setattr(app, "create_app", create_app)
     result = CliRunner().invoke(main, ["serve", "x.gguf", "--port", "0", "-t", "2", "--max-tokens", "7",
-                                       "--max-messages", "3", "--parallel", "2"])
+                                       "--max-messages", "3", "--parallel", "2", "--host", "127.0.0.2",
+                                       "--allowed-origin", "http://a.example", "--allowed-host", "box.lan"],
+                                env={"REFUSAL_EDGE_ORIGINS": "http://b.example"})
     assert result.exit_code == 1 and "stop here" in result.output
     assert loaded == [ModelOptions("x.gguf", threads=2)] * 2
     assert served[0].limits == Limits(max_tokens=7, max_messages=3)
+    assert served[0].access == Access(origins=("http://a.example", "http://b.example"), hosts=("box.lan", "127.0.0.2"))
 
 
 # --- flags generated from a settings dataclass -------------------------------------------------------------
