@@ -125,7 +125,7 @@ def convert_checkpoint(
         intermediate = temp_path_beside(output, outtype)
     try:
         write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
-                   force=True, progress=progress)
+                   force=True, progress=progress, label=f"writing {output.name} ({outtype}, to quantize)")
         quantize_gguf(intermediate, output, quant, keep_embeddings=keep_embeddings, force=force, threads=threads,
                       progress=progress, verbose=verbose)
         result = ConvertResult(output, spec, ckpt.root, intermediate if keep_intermediate else None, notes=notes)

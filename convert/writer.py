@@ -64,8 +64,10 @@ def write_gguf(
     extra_fields: Mapping[str, object] | None = None,
     force: bool = False,
     progress: bool = True,
+    label: str | None = None,
 ) -> Path:
     """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order.
+    ``label`` names the job in the progress display [default: writing NAME] (``path`` may be a temporary file).
 
     ``tensor_types`` overrides the outtype per tensor name (e.g. ``{"token_embd.weight": "f32"}``). The refusal
     tokens of ``spec`` are written as CONTROL whatever ``tokenizer.types`` says. ``extra_fields`` are extra string,
@@ -101,7 +103,7 @@ def write_gguf(
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
             fout = w.fout[0]
-            with _progress(total, progress, f"writing {path.name}") as bar:
+            with _progress(total, progress, label or f"writing {path.name}") as bar:
                 for name, t, qtype in plan:
                     _write_tensor(w, fout, name, t, qtype, bar)
             w.flush()
@@ -149,20 +151,7 @@ def _add_value(w: gguf.GGUFWriter, key: str, value: object) -> None:
         raise ConversionError(f"metadata {key}: unsupported value {value!r}")
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
+    from refusal_edge.progress import Progress
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False, disable=None)
+    return Progress(desc, total, unit="B", enabled=enabled)

@@ -126,3 +126,19 @@ def test_the_vectorised_bootstrap_is_the_auroc_of_each_resample():
         scores = np.r_[np.sort(pos)[ip], np.sort(neg)[ineg]]
         assert value == pytest.approx(metrics.auroc(scores, labels), abs=1e-12)
     assert len(set(np.round(draws, 9))) > 5  # the resamples differ
+
+
+def test_model_and_policy_options_are_the_clis_groups(tiny_gguf, tmp_path, monkeypatch):
+    """The library takes the CLI's ModelOptions and PolicyOptions: the --threshold it gives changes the decisions."""
+    from refusal_edge.arguments import ModelOptions, PolicyOptions
+
+    monkeypatch.setenv("REFUSAL_EDGE_CACHE", str(tmp_path / "cache"))
+    coconot_like, _ = rows()
+    options = ModelOptions(str(tiny_gguf), threads=THREADS, n_ctx=256)
+    store = tmp_path / "s.jsonl"
+    never = evaluate(options, coconot_like, store=store, policy_options=PolicyOptions(rule="binary", thresholds=("1",)))
+    always = evaluate(options, coconot_like, store=store,
+                      policy=Policy(rule="binary"), policy_options=PolicyOptions(thresholds=("0",)))
+    assert never.policy.threshold == 1.0 and always.policy.threshold == 0.0 and always.policy.rule == "binary"
+    assert never.results["original"]["refusal_rate"]["k"] < always.results["original"]["refusal_rate"]["k"]
+    assert always.results["original"]["refusal_rate"]["k"] == 10

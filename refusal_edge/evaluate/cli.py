@@ -45,18 +45,18 @@ def data_options(func):
     return wrapper
 
 
-def _library_options(inputs, refuse_files, contrast_files, prompt_field, label_field, category_field,
-                     skip_bad_rows, system, concurrency, ray_address, ray_workers, store_path, policy_file, rule,
-                     thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, remote) -> dict:
-    """The shared options as library.evaluate / library.calibrate take them."""
+def _run_library(function, inputs, refuse_files, contrast_files, prompt_field, label_field, category_field,
+                 skip_bad_rows, system, concurrency, ray_address, ray_workers, store_path, policy_options,
+                 model_options, **more):
+    """library.evaluate or library.calibrate (``function``) with the shared options; ``more``: the verb's own."""
     from dataclasses import replace
 
     from ..arguments import split_model_argument
 
     if concurrency is not None:
-        if remote is None:
+        if model_options.remote is None:
             raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
-        remote = replace(remote, concurrency=concurrency)
+        model_options = replace(model_options, remote=replace(model_options.remote, concurrency=concurrency))
     ray = None
     if ray_address is not None:
         from .distributed import RaySettings
@@ -64,12 +64,11 @@ def _library_options(inputs, refuse_files, contrast_files, prompt_field, label_f
         ray = RaySettings(ray_address, ray_workers or 1)
     elif ray_workers is not None:
         raise click.UsageError("--ray-workers needs --ray")
-    model, data = split_model_argument(inputs)
-    return dict(model=model, original=list(data), should_refuse=list(refuse_files), contrast=list(contrast_files),
-                fields=Fields(prompt_field, label_field, category_field), skip_bad=skip_bad_rows, system=system,
-                store=store_path, threads=threads, n_ctx=n_ctx, progress=True,
-                engine_options=dict(n_gpu_layers=n_gpu_layers, verbose=verbose, remote=remote, ray=ray),
-                policy_args=dict(policy_file=policy_file, rule=rule, thresholds=thresholds, biases=biases))
+    model, data = split_model_argument(inputs, model_options.source)
+    return function(model_options.naming(model), list(data), should_refuse=list(refuse_files),
+                    contrast=list(contrast_files), fields=Fields(prompt_field, label_field, category_field),
+                    skip_bad=skip_bad_rows, system=system, store=store_path, progress=True,
+                    policy_options=policy_options, ray=ray, **more)
 
 
 def run_options(func):
@@ -174,9 +173,9 @@ def evaluate(tasks, limit, output_dir, log_samples, as_json, out_dir, sweep_rang
                 options["system"], max_tokens, judged)
 
     plotting = not no_plots and (out_dir or output_dir)
-    report = library.evaluate(**_library_options(**options), task=tasks, limit=limit, check=check, during=during,
-                              sweep=sweep_range or (DEFAULT_RANGE if out_dir or plotting else None),
-                              sweep_category=sweep_category)
+    report = _run_library(library.evaluate, **options, task=tasks, limit=limit, check=check, during=during,
+                          sweep=sweep_range or (DEFAULT_RANGE if out_dir or plotting else None),
+                          sweep_category=sweep_category)
     report.run = header
     _print_sources(report.data)
     if as_json:
@@ -232,15 +231,17 @@ def _plots_available() -> bool:
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
               help="Share of the data held out to show how the thresholds generalise (stratified).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out split.")
-@click.option("--policy-out", "-o", type=click.Path(dir_okay=False), default="policy.toml", show_default=True,
-              help="Where to write the calibrated policy (.toml or .json).")
+@click.option("--output", "-o", "policy_out", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Where to write the calibrated policy (.toml or .json) [default: policy.toml].")
+@click.option("--policy-out", "policy_out_alias", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="The former name of --output.")
 @click.option("--write-default", type=click.Path(dir_okay=False), default=None, metavar="OUT.gguf",
               help="Also write a copy of the model with this policy as its default.")
-@click.option("--force", is_flag=True, help="Overwrite OUT.gguf if it exists.")
+@click.option("--force", "-f", is_flag=True, help="Overwrite OUT.gguf if it exists.")
 @policy_options
 @model_options
-def calibrate(tasks, limit, targets, max_over_refusal, mode, confidence, holdout, seed, policy_out, write_default,
-              force, **options):
+def calibrate(tasks, limit, targets, max_over_refusal, mode, confidence, holdout, seed, policy_out, policy_out_alias,
+              write_default, force, **options):
     """Choose thresholds from stored scores to meet refusal targets, and write a policy.
 
     By default (--mode guaranteed) the targets are promised on new prompts from the same distribution with
@@ -256,9 +257,13 @@ def calibrate(tasks, limit, targets, max_over_refusal, mode, confidence, holdout
     """
     from . import library
 
-    found = library.calibrate(**_library_options(**options), task=tasks, limit=limit, targets=targets,
-                              max_over_refusal=max_over_refusal, mode=mode, confidence=confidence, holdout=holdout,
-                              seed=seed)
+    if policy_out and policy_out_alias and policy_out != policy_out_alias:
+        raise click.UsageError(f"two policy files given: --output {policy_out} and --policy-out {policy_out_alias}; "
+                               "give one")
+    policy_out = policy_out or policy_out_alias or "policy.toml"
+    found = _run_library(library.calibrate, **options, task=tasks, limit=limit, targets=targets,
+                         max_over_refusal=max_over_refusal, mode=mode, confidence=confidence, holdout=holdout,
+                         seed=seed)
     click.echo(str(found))
     policy = found.policy
     policy.save(policy_out)

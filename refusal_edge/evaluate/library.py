@@ -17,16 +17,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from .. import settings
+from ..arguments import ModelOptions, PolicyOptions
 from ..errors import RefusalEdgeError
 from ..policy import Policy
 from . import analysis, summary
 from .batch import Probabilities, choose
 from .data import Dataset, Example, Fields, dataset_from_rows, read_dataset
+
+if TYPE_CHECKING:
+    from .distributed import RaySettings
 
 Data = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Sequence[Mapping], None]
 PolicyLike = Union[Policy, Mapping, str, os.PathLike, None]
@@ -89,24 +92,26 @@ class Report:
 def evaluate(model=None, original: Data = None, contrast: Data = None, policy: PolicyLike = None, *,
              should_refuse: Data = None, task: str | Sequence[str] = (), limit: int | None = None,
              system: str | None = None, store: str | os.PathLike | None = None, fields: Fields = Fields(),
-             skip_bad: bool = False, threads: int | None = None, n_ctx: int = settings.N_CTX,
+             skip_bad: bool = False, threads: int | None = None, n_ctx: int | None = None,
              sweep: str | None = None, sweep_category: str | None = None, progress: bool = False,
-             engine_options: Mapping | None = None, policy_args: Mapping | None = None, check=None,
+             policy_options: PolicyOptions = PolicyOptions(), ray: "RaySettings | None" = None, check=None,
              during: Callable | None = None) -> Report:
     """Score every prompt once (or read its stored scores) and measure the policy on them.
 
-    ``model``: a loaded RefusalModel, a GGUF path, or None (the default model). ``original``: prompts labelled by
-    their rows (CoCoNot's original set: should refuse; XSTest: by label); ``contrast``: benign prompts;
-    ``should_refuse``: prompts that should all be refused. ``policy``: a Policy, a policy dict or file, or None (the
-    model's default). ``limit``: the first N rows of each data file. ``sweep``: a threshold range START:STOP:STEP.
+    ``model``: a loaded RefusalModel, a GGUF path, None (the default model), or a ModelOptions (the model and how
+    to run it: GPU layers, a remote engine, ...; ``threads``/``n_ctx``, when given, replace its own).
+    ``original``: prompts labelled by their rows (CoCoNot's original set: should refuse; XSTest: by label);
+    ``contrast``: benign prompts; ``should_refuse``: prompts that should all be refused. ``policy``: a Policy, a policy dict or file, or None (the
+    model's default); ``policy_options``: --policy/--rule/--threshold/--bias on top of it. ``ray``: score on a Ray
+    cluster. ``limit``: the first N rows of each data file. ``sweep``: a threshold range START:STOP:STEP.
     ``check(spec, policy, examples)`` runs before anything is scored; ``during(session, report)`` before the model
     is released (the CLI decodes answers there).
     """
     from .sweep import parse_range, sweep as run_sweep
 
     datasets = gather(original, contrast, should_refuse, task, fields, skip_bad, limit)
-    with _open(model, datasets, policy, store, system, skip_bad, threads, n_ctx, progress, engine_options,
-               policy_args, check) as s:
+    with _open(model, datasets, policy, store, system, skip_bad, threads, n_ctx, progress, policy_options, ray,
+               check) as s:
         report = build_report(s)
         if sweep:
             category = None
@@ -164,36 +169,39 @@ def calibrate(model=None, original: Data = None, contrast: Data = None, policy: 
               confidence: float = 0.9, holdout: float = 0.25, seed: int = 0, should_refuse: Data = None,
               task: str | Sequence[str] = (), limit: int | None = None, system: str | None = None,
               store: str | os.PathLike | None = None, fields: Fields = Fields(), skip_bad: bool = False,
-              threads: int | None = None, n_ctx: int = settings.N_CTX, progress: bool = False,
-              engine_options: Mapping | None = None, policy_args: Mapping | None = None) -> Calibrated:
+              threads: int | None = None, n_ctx: int | None = None, progress: bool = False,
+              policy_options: PolicyOptions = PolicyOptions(), ray: "RaySettings | None" = None) -> Calibrated:
     """Thresholds that meet ``targets`` (e.g. ``"safety:tpr>=0.95"``) and the over-refusal budget, from stored
-    scores; ``mode="guaranteed"`` promises them on new prompts with ``confidence`` (operating_point.py)."""
+    scores; ``mode="guaranteed"`` promises them on new prompts with ``confidence`` (operating_point.py). The
+    model, data and policy arguments are ``evaluate``'s."""
     from .operating_point import calibrate_session, parse_targets
 
     datasets = gather(original, contrast, should_refuse, task, fields, skip_bad, limit)
-    with _open(model, datasets, policy, store, system, skip_bad, threads, n_ctx, progress, engine_options,
-               policy_args, lambda spec, p, examples: parse_targets(targets, spec, examples)) as s:
+    with _open(model, datasets, policy, store, system, skip_bad, threads, n_ctx, progress, policy_options, ray,
+               lambda spec, p, examples: parse_targets(targets, spec, examples)) as s:
         found = calibrate_session(s, targets, max_over_refusal, holdout, seed, mode, confidence)
         return Calibrated(found.policy, found, s.spec, str(s.model_path))
 
 
-def _open(model, datasets, policy, store, system, skip_bad, threads, n_ctx, progress, engine_options, policy_args,
-          check):
+def _open(model, datasets, policy, store, system, skip_bad, threads, n_ctx, progress, policy_options, ray, check):
     """pipeline.open_session for evaluate and calibrate: the model argument, options and policy as they take them."""
+    from dataclasses import replace
+
     from .pipeline import open_session
 
-    path, loaded = _model_file(model)
-    options = {**dict(n_gpu_layers=0, verbose=False, remote=None, ray=None), **(engine_options or {}),
-               "threads": threads, "n_ctx": n_ctx}
-    args = {**dict(policy_file=None, rule=None, thresholds=(), biases=()), **(policy_args or {})}
+    options, loaded = _model_options(model)
+    if threads is not None:
+        options = replace(options, threads=threads)
+    if n_ctx is not None:
+        options = replace(options, n_ctx=n_ctx)
     base = None
     if isinstance(policy, (str, os.PathLike)):
-        args["policy_file"] = str(policy)
+        policy_options = replace(policy_options, policy_file=str(policy))
     elif policy is not None:
         base = policy if isinstance(policy, Policy) else Policy.from_dict(policy)
-    return open_session(path, datasets, store_path=str(store) if store else None, system=system, skip_bad=skip_bad,
-                        policy_args=args, model_kwargs=options, progress=progress, check=check, loaded=loaded,
-                        policy=base)
+    return open_session(options, datasets, store_path=str(store) if store else None, system=system,
+                        skip_bad=skip_bad, policy_options=policy_options, ray=ray, progress=progress, check=check,
+                        loaded=loaded, policy=base)
 
 
 def gather(original: Data, contrast: Data, should_refuse: Data, task: str | Sequence[str], fields: Fields,
@@ -234,12 +242,14 @@ def _items(data: Data, name: str) -> Iterable:
     return data
 
 
-def _model_file(model) -> tuple[str | None, object | None]:
-    """(the GGUF path to hash, the loaded model to score with or None)."""
+def _model_options(model) -> tuple[ModelOptions, object | None]:
+    """(the options naming the GGUF to hash, the loaded model to score with or None)."""
+    if isinstance(model, ModelOptions):
+        return model, None
     if model is None or isinstance(model, (str, os.PathLike)):
-        return (None if model is None else str(model)), None
+        return ModelOptions(None if model is None else str(model)), None
     path = getattr(getattr(model, "engine", None), "path", None)
     if path is None:
         raise RefusalEdgeError("evaluate() needs the model's GGUF file to name its scores: pass the path, or a model "
                                "loaded in-process with RefusalModel.load")
-    return str(path), model
+    return ModelOptions(str(path)), model
