@@ -83,6 +83,7 @@ class RayScorer:
     """
 
     def __init__(self, options: ModelOptions, settings: RaySettings):
+        import_ray()  # a missing Ray is the one error line, before the scoring display starts
         self.path, self.settings = options.path(), settings
         # The workers' copy: the file resolved here, llama.cpp's log silent (it would interleave across actors).
         self.options = replace(options, source=str(self.path), verbose=False)
