@@ -6,6 +6,9 @@ import csv
 import json
 import time
 
+# huggingface-hub reads HF_HUB_OFFLINE once, when its constants are first imported; these tests set it, so import
+# them now, under the run's own environment (else a later test of pull in this process would be offline).
+import huggingface_hub.constants  # noqa: F401
 import pytest
 from click.testing import CliRunner
 
