@@ -59,20 +59,26 @@ def score_examples(examples: Sequence[Example], store: ScoreStore, load_model: C
         store.set_spec(model.spec)
         order = sorted(todo, key=lambda k: json.dumps(todo[k][0], ensure_ascii=False))
         results = model.score_many([todo[key][0] for key in order], temperature)
-        # Counted as they are done: zip ends the loop with the last result, so the display reaches 100 %.
-        for key, result in track(zip(order, results), "scoring prompts", len(order), unit="prompts", enabled=progress):
-            if isinstance(result, RefusalEdgeError):
-                where = todo[key][1].where
-                if not skip_bad:
-                    raise DataError(f"{where}: {result}") from None
-                run.skipped.append(f"{where}: {result}")
-                failed.add(key)
-                continue
-            scores, stats = result
-            store.add(key, scores)
-            run.scored += 1
-            run.prefill_tokens += stats.prompt_tokens
-            run.reused_tokens += stats.reused_tokens
+        try:
+            # Counted as they are done: zip ends the loop with the last result, so the display reaches 100 %.
+            for key, result in track(zip(order, results), "scoring prompts", len(order), unit="prompts",
+                                     enabled=progress):
+                if isinstance(result, RefusalEdgeError):
+                    where = todo[key][1].where
+                    if not skip_bad:
+                        raise DataError(f"{where}: {result}") from None
+                    run.skipped.append(f"{where}: {result}")
+                    failed.add(key)
+                    continue
+                scores, stats = result
+                store.add(key, scores)
+                run.scored += 1
+                run.prefill_tokens += stats.prompt_tokens
+                run.reused_tokens += stats.reused_tokens
+        finally:
+            # zip stops at the last prompt and leaves a generator's last step pending: close it now, while its
+            # engine (a Ray cluster) is still up, rather than in some later garbage collection.
+            getattr(results, "close", lambda: None)()
     for key, example in zip(keys, examples):
         if key not in failed:
             run.keys.append(key)
