@@ -64,13 +64,13 @@ def main() -> None:
     from refusal_edge.evaluate.data import Fields
     from refusal_edge.evaluate.guarantee import guarantee
     from refusal_edge.evaluate.operating_point import policy_from_thresholds
-    from refusal_edge.evaluate.pipeline import open_session, read_all
+    from refusal_edge.arguments import ModelOptions
+    from refusal_edge.evaluate.library import gather
+    from refusal_edge.evaluate.pipeline import open_session
 
-    datasets = read_all([], [args.original], [args.contrast], Fields(None, None, None), False)
-    policy_args = dict(policy_file=None, rule=None, thresholds=(), biases=())
-    model_kwargs = dict(n_gpu_layers=0, threads=args.threads, n_ctx=4096, verbose=False, remote=None)
-    with open_session(args.model, datasets, store_path=args.store, system=None, skip_bad=False,
-                      policy_args=policy_args, model_kwargs=model_kwargs) as s:
+    datasets = gather(None, [args.contrast], [args.original], (), Fields(None, None, None), False, None)
+    with open_session(ModelOptions(args.model, threads=args.threads, n_ctx=4096), datasets, store_path=args.store,
+                      system=None, skip_bad=False) as s:
         examples, spec = s.run.examples, s.spec
         probs = s.matrix.probabilities(spec, s.policy)
         y_all = labels(examples)

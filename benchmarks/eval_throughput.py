@@ -92,6 +92,7 @@ def score_with_runtime(model, texts, system, store_path, reuse=True, batched=Tru
     model.engine.reset()
     loader = (lambda: model) if reuse else (lambda: _NoReuse(model))
     model.engine.batch_sequences = BATCH_SEQUENCES if batched else 1
+    model.engine.score_block = 0  # the batched and the one-at-a-time paths (batch_consistency.py times the aligned one)
     t0 = time.perf_counter()
     with ScoreStore(store_path, "bench") as store:
         run = score_examples(examples, store, loader, system=system, progress=False)

@@ -25,13 +25,13 @@ from eval_throughput import benchmark_model, prompts  # noqa: E402
 def score(path: Path, texts: list[str], store_path: Path, ray_settings=None, threads: int = 1) -> float:
     """Seconds for `eval`'s scoring step (score_examples) over ``texts`` into a fresh store."""
     from refusal_edge.evaluate.data import Example
+    from refusal_edge.arguments import ModelOptions
     from refusal_edge.evaluate.pipeline import LazyModel
     from refusal_edge.evaluate.runner import score_examples
     from refusal_edge.evaluate.store import ScoreStore
 
     examples = [Example(t, i % 2 == 0, None, None, "bench", i) for i, t in enumerate(texts)]
-    lazy = LazyModel(path, {"n_gpu_layers": 0, "threads": threads, "n_ctx": 1024, "verbose": False,
-                            "remote": None, "ray": ray_settings})
+    lazy = LazyModel(ModelOptions(str(path), threads=threads, n_ctx=1024), ray_settings)
     t0 = time.perf_counter()
     with ScoreStore(store_path, "bench") as store:
         run = score_examples(examples, store, lazy, system=None, progress=False)

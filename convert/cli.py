@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import click
+
+from refusal_edge.options import THREADS_OPTION, silence_progress
 
 from .errors import ConversionError
 from .quantize import EMBEDDING_TYPES, QUANT_TYPES
 from .safetensors_out import DTYPES as HF_OUTTYPES
 from .writer import OUTTYPES
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True,
+                           help="Print what was written as one JSON object (path, size, refusal token ids).")
 
 
 def _refusal_options(func):
@@ -21,7 +28,8 @@ def _refusal_options(func):
     @click.option("--default-policy", type=click.Path(dir_okay=False, exists=True), default=None,
                   help="A policy file (.toml/.json) stored as the model's default policy.")
     @click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
-    @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+    @click.option("--quiet", "-q", is_flag=True, callback=silence_progress, help="No progress display or summary.")
+    @JSON_OPTION
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)
@@ -34,7 +42,7 @@ def _verify_options(func):
                   help="Report how far the refusal-token probabilities drift (table + JSON beside the output).")
     @click.option("--probe", "probe_file", type=click.Path(dir_okay=False, exists=True), default=None,
                   help="Probe prompts for --verify: .txt (one a line), .jsonl or .json [default: built in].")
-    @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all].")
+    @THREADS_OPTION
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own log (quantizer, model loads).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -55,9 +63,18 @@ def _probes(probe_file):
     return load_probes(probe_file)
 
 
-def _summary(path: Path, spec, log) -> None:
+def _summary(path: Path, spec, log, as_json: bool = False, **more) -> None:
+    """The line that says what was written, or with --json the same as one JSON object on stdout."""
     from refusal_edge.files import human_size
 
+    if as_json:
+        tokens = {r.token: r.id for r in spec.refs} if spec is not None else None
+        click.echo(json.dumps({"output": str(path), "bytes": path.stat().st_size, "refusal_tokens": tokens,
+                               **{k: (str(v) if isinstance(v, Path) else v) for k, v in more.items()}}))
+        return
+    if spec is None:
+        log(f"wrote {path}; it has no refusal metadata (add it with `refusal-edge annotate`)")
+        return
     tokens = ", ".join(f"{r.token}={r.id}" for r in spec.refs)
     log(f"wrote {path} ({human_size(path.stat().st_size)}); refusal tokens (CONTROL): {tokens}")
 
@@ -83,7 +100,7 @@ def _summary(path: Path, spec, log) -> None:
 @_refusal_options
 @_verify_options
 def convert(source, output, target, outtype, quant, keep_embeddings, keep_intermediate, pre_tokenizer, revision, name,
-            categories, respond, default_policy, force, quiet, verify, probe_file, threads, verbose):
+            categories, respond, default_policy, force, quiet, as_json, verify, probe_file, threads, verbose):
     """Convert a Hugging Face refusal-token checkpoint (directory or hub id) to GGUF.
 
     \b
@@ -94,7 +111,7 @@ def convert(source, output, target, outtype, quant, keep_embeddings, keep_interm
       refusal-edge convert model.gguf --to hf -o ./model-hf    # a checkpoint vLLM serves
     """
     if target == "hf" or str(source).lower().endswith(".gguf"):
-        return _export_hf(source, output, target, outtype, quant, force, quiet)
+        return _export_hf(source, output, target, outtype, quant, force, quiet, as_json)
     outtype = outtype or "f16"
     if outtype not in OUTTYPES:
         raise ConversionError(f"--outtype {outtype} is for --to hf; a GGUF takes {', '.join(OUTTYPES)}")
@@ -108,26 +125,29 @@ def convert(source, output, target, outtype, quant, keep_embeddings, keep_interm
         pre_tokenizer=pre_tokenizer, revision=revision, name=name, force=force, keep_intermediate=keep_intermediate,
         threads=threads, verify=verify, probes=_probes(probe_file), progress=not quiet, verbose=verbose, log=log,
     )
-    _summary(result.output, result.spec, log)
-    if result.intermediate is not None:
+    _summary(result.output, result.spec, log, as_json, intermediate=result.intermediate)
+    if result.intermediate is not None and not as_json:
         log(f"kept the unquantized file {result.intermediate}")
 
 
-def _export_hf(source, output, target, outtype, quant, force, quiet):
+def _export_hf(source, output, target, outtype, quant, force, quiet, as_json):
     from .gguf_to_hf import export_gguf
 
     if target != "hf":
         raise ConversionError(f"{source} is a GGUF already: pass --to hf to export it as a Hugging Face checkpoint")
     if quant:
         raise ConversionError("--quant makes a GGUF; --to hf writes f32 or bf16 safetensors")
-    export_gguf(source, output, outtype=outtype or "f32", force=force, log=_echo(quiet))
+    result = export_gguf(source, output, outtype=outtype or "f32", force=force, log=_echo(quiet or as_json))
+    if as_json:
+        click.echo(json.dumps({"output": str(result.output), "format": "hf", "outtype": outtype or "f32",
+                               "tensors": result.n_tensors}))
 
 
 @click.command("annotate")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The GGUF to write.")
 @_refusal_options
-def annotate(source, output, categories, respond, default_policy, force, quiet):
+def annotate(source, output, categories, respond, default_policy, force, quiet, as_json):
     """Add refusal metadata to any GGUF (e.g. one made by llama.cpp's convert_hf_to_gguf.py).
 
     The refusal tokens become CONTROL tokens; tensors are copied untouched.
@@ -144,7 +164,7 @@ def annotate(source, output, categories, respond, default_policy, force, quiet):
     log = _echo(quiet)
     spec = annotate_gguf(source, output, categories=parse_categories(categories), respond=respond,
                          default_policy=default_policy, force=force, progress=not quiet, log=log)
-    _summary(Path(output), spec, log)
+    _summary(Path(output), spec, log, as_json)
 
 
 @click.command("quantize")
@@ -157,10 +177,11 @@ def annotate(source, output, categories, respond, default_policy, force, quiet):
 @click.option("--allow-requantize", is_flag=True,
               help="Accept an already quantized input (quality suffers twice: prefer an f16/bf16/f32 source).")
 @click.option("--force", "-f", is_flag=True, help="Overwrite the output if it exists.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@click.option("--quiet", "-q", is_flag=True, callback=silence_progress, help="No progress display or summary.")
+@JSON_OPTION
 @_verify_options
-def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, quiet, verify, probe_file, threads,
-             verbose):
+def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, quiet, as_json, verify, probe_file,
+             threads, verbose):
     """Quantize a refusal-token GGUF with llama.cpp's quantizer; the refusal metadata is kept.
 
     With --verify the input GGUF is the reference of the drift report.
@@ -186,10 +207,7 @@ def quantize(source, output, qtype, keep_embeddings, allow_requantize, force, qu
     from refusal_edge.gguf_header import read_fields
 
     spec = RefusalSpec.from_gguf_fields(read_fields(path, ["refusal.spec"]))
-    if spec is not None:
-        _summary(path, spec, log)
-    else:
-        log(f"wrote {path}; it has no refusal metadata (add it with `refusal-edge annotate`)")
+    _summary(path, spec, log, as_json, type=qtype.lower())
 
 
 __all__ = ["convert", "annotate", "quantize", "ConversionError"]

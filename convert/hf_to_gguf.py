@@ -144,6 +144,7 @@ def convert_checkpoint(
     try:
         write_gguf(intermediate, params, tokenizer, plan, spec, outtype=outtype, extra_fields=extra,
                    force=True, progress=progress, checked=True,
+                   label=f"writing {output.name} ({outtype}, to quantize)",
                    check=_load_checker(check_load, f"the {outtype} intermediate file", ckpt.root, outtype, threads,
                                        log))
         quantize_gguf(intermediate, output, quant, keep_embeddings=keep_embeddings, force=force, threads=threads,

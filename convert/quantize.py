@@ -89,7 +89,8 @@ def quantize_gguf(
         params.token_embedding_type = ggml_type
         params.output_tensor_type = ggml_type
     with atomic_output(output, force) as tmp:
-        code, llama_log = _run_quantize(llama_cpp, source, tmp, params, progress, estimate, verbose)
+        label = f"quantizing {output.name} ({key})"  # the output's name: tmp is a temporary file's
+        code, llama_log = _run_quantize(llama_cpp, source, tmp, params, progress and label, estimate, verbose)
         if code != 0:
             import shutil
 
@@ -112,8 +113,9 @@ def quantize_gguf(
 _LOG_CALLBACK = None  # keeps the ctypes callback alive while llama.cpp may call it
 
 
-def _run_quantize(llama_cpp, source: Path, tmp: Path, params, progress: bool, estimate: int, verbose: bool):
-    """Run the quantizer in a thread (it releases the GIL) while a progress bar follows the output's size."""
+def _run_quantize(llama_cpp, source: Path, tmp: Path, params, progress: str | bool, estimate: int, verbose: bool):
+    """Run the quantizer in a thread (it releases the GIL) while a progress display (labelled ``progress``, if any)
+    follows the output's size."""
     global _LOG_CALLBACK
     import sys
 
@@ -141,19 +143,13 @@ def _run_quantize(llama_cpp, source: Path, tmp: Path, params, progress: bool, es
     try:
         thread = threading.Thread(target=work, name="llama-quantize", daemon=True)
         thread.start()
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        from refusal_edge.progress import Progress
 
-            bar = tqdm(total=estimate, unit="B", unit_scale=True, unit_divisor=1024, desc=f"quantizing {tmp.name}",
-                       leave=False, disable=None)
-        while thread.is_alive():
-            thread.join(0.25)
-            if bar is not None:
+        with Progress(str(progress), estimate, unit="B", enabled=bool(progress)) as bar:
+            while thread.is_alive():
+                thread.join(0.25)
                 size = tmp.stat().st_size if tmp.exists() else 0
                 bar.update(max(0, min(size, estimate) - bar.n))
-        if bar is not None:
-            bar.close()
     finally:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
     if "error" in result:  # pragma: no cover

@@ -66,8 +66,10 @@ def write_gguf(
     force: bool = False,
     progress: bool = True,
     check: Callable[[Path], None] | None = None,
+    label: str | None = None,
 ) -> Path:
     """Write a GGUF atomically. ``tensors`` are (GGUF name, numpy array or LazyTensor) in file order.
+    ``label`` names the job in the progress display [default: writing NAME] (``path`` may be a temporary file).
 
     ``checked``: the caller has checked the path and the free space already.
 
@@ -107,7 +109,7 @@ def write_gguf(
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
             fout = w.fout[0]
-            with _progress(total, progress, f"writing {path.name}") as bar:
+            with _progress(total, progress, label or f"writing {path.name}") as bar:
                 for name, t, qtype in plan:
                     _write_tensor(w, fout, name, t, qtype, bar)
             w.flush()
@@ -157,20 +159,7 @@ def _add_value(w: gguf.GGUFWriter, key: str, value: object) -> None:
         raise ConversionError(f"metadata {key}: unsupported value {value!r}")
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
+    from refusal_edge.progress import Progress
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False, disable=None)
+    return Progress(desc, total, unit="B", enabled=enabled)

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:  # typed keywords, never evaluated at run time (keywords.py)
+    from typing_extensions import Unpack
+
+    from .keywords import StreamOptions
 
 _END = object()  # a worker's "the stream is exhausted" (StopIteration cannot cross a future)
 
@@ -24,7 +29,7 @@ class AsyncRefusalModel:
     async def decide(self, messages, policy=None, **options):
         return await asyncio.to_thread(self.model.decide, messages, policy, **options)
 
-    async def generate(self, messages, policy=None, **sampling):
+    async def generate(self, messages, policy=None, **sampling: Unpack[StreamOptions]):
         return await asyncio.to_thread(self.model.generate, messages, policy, **sampling)
 
     async def scores(self, messages, temperature: float = 1.0, **options):
@@ -35,7 +40,7 @@ class AsyncRefusalModel:
         conversations = list(conversations)
         return await asyncio.to_thread(lambda: list(self.model.score_many(conversations, temperature, **options)))
 
-    def stream(self, messages, policy=None, **options) -> "AsyncStream":
+    def stream(self, messages, policy=None, **options: Unpack[StreamOptions]) -> "AsyncStream":
         return AsyncStream(lambda: self.model.stream(messages, policy, **options))
 
 

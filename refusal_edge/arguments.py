@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from . import hub
+from . import hub, settings
 from .catalog import DEFAULT_NAME, MODEL_ENV, find, hub_file, hub_repo, names_a_model
 from .errors import ModelLoadError, PolicyError
 from .files import is_checkpoint_dir
@@ -57,29 +57,59 @@ class EngineTarget:
     timeout: float = 60.0  # seconds one engine request may take, its retries included (--engine-timeout)
 
 
-def load_model(model: str | None, n_gpu_layers: int, threads: int | None, n_ctx: int, verbose: bool,
-               remote: EngineTarget | None = None, predict_decision: bool = False):
-    """The model in-process, or on the ``remote`` engine (then MODEL is only read for its vocabulary).
-    ``predict_decision``: evaluate the expected decision token with the prompt (in-process only; see README)."""
-    from .model import RefusalModel
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model a verb runs and how: the model argument (or -m) and the options of ``options.model_options``, one
+    value from the CLI down to the evaluation pipeline and the Ray workers (a new model option is a field here)."""
 
-    if remote is not None:
-        return RefusalModel.connect(remote.url, resolve_model_path(model), model=remote.model, api_key=remote.api_key,
-                                    concurrency=remote.concurrency, timeout=remote.timeout, verbose=verbose)
-    return RefusalModel.load(resolve_model_path(model), n_ctx=n_ctx, n_threads=threads,
-                             n_gpu_layers=n_gpu_layers, verbose=verbose, predict_decision=predict_decision)
+    source: str | None = None  # a GGUF path or hub file; None: $REFUSAL_EDGE_MODEL, then the embedded default model
+    n_gpu_layers: int = 0
+    threads: int | None = None  # None: every core (llama.cpp's own choice)
+    n_ctx: int = settings.N_CTX
+    verbose: bool = False
+    remote: EngineTarget | None = None  # run on this engine instead of in-process (MODEL is then read for its vocabulary)
+    predict_decision: bool = False  # evaluate the expected decision token with the prompt (in-process only; README)
+
+    def path(self) -> Path:
+        """The model file ``source`` names (fetched from the hub, or the default model built, if need be)."""
+        return resolve_model_path(self.source)
+
+    def naming(self, source: str | os.PathLike | None) -> "ModelOptions":
+        """These options with the model ``source`` (a positional MODEL, a resolved path); None keeps the current one."""
+        return self if source is None else replace(self, source=str(source))
+
+    def load(self):
+        """The model in-process, or on the ``remote`` engine."""
+        from .model import RefusalModel
+
+        path = self.path()
+        if self.remote is not None:
+            r = self.remote
+            return RefusalModel.connect(r.url, path, model=r.model, api_key=r.api_key, concurrency=r.concurrency,
+                                        timeout=r.timeout, verbose=self.verbose)
+        return RefusalModel.load(path, n_ctx=self.n_ctx, n_threads=self.threads, n_gpu_layers=self.n_gpu_layers,
+                                 verbose=self.verbose, predict_decision=self.predict_decision)
 
 
-def build_policy(categories, default: Policy, policy_file=None, rule=None, thresholds=(), biases=()) -> Policy:
-    """The model's default (or the file), then --rule, --threshold and --bias on top."""
-    policy = Policy.load(policy_file, categories) if policy_file else default
-    for item in thresholds:
-        policy = policy_setting(policy, "threshold", item, categories, "--threshold")[0]
-    for item in biases:
-        policy = policy_setting(policy, "bias", item, categories, "--bias")[0]
-    if rule:
-        policy = replace(policy, rule=rule)
-    return policy
+@dataclass(frozen=True)
+class PolicyOptions:
+    """--policy FILE, --rule, --threshold and --bias as one value; ``build`` applies them to a model's categories."""
+
+    policy_file: str | os.PathLike | None = None
+    rule: str | None = None
+    thresholds: tuple[str, ...] = ()  # CATEGORY=VALUE words, as policy_setting reads them
+    biases: tuple[str, ...] = ()
+
+    def build(self, categories, default: Policy) -> Policy:
+        """The model's default (or the file), then --rule, --threshold and --bias on top."""
+        policy = Policy.load(self.policy_file, categories) if self.policy_file else default
+        for item in self.thresholds:
+            policy = policy_setting(policy, "threshold", item, categories, "--threshold")[0]
+        for item in self.biases:
+            policy = policy_setting(policy, "bias", item, categories, "--bias")[0]
+        if self.rule:
+            policy = replace(policy, rule=self.rule)
+        return policy
 
 
 def policy_setting(policy: Policy, kind: str, item: str, categories, option: str) -> tuple[Policy, str | None, float]:

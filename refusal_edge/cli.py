@@ -9,8 +9,10 @@ import sys
 import click
 
 from . import __version__
+from .conventions import ENVIRONMENT, EXIT_CODES
 from .errors import PolicyError, RefusalEdgeError
 from .extras import extra_for, missing_message
+from .progress import set_quiet
 
 # verb -> ("module:attribute", one-line help). Help text lives here so that `--help` imports no verb module.
 VERBS = {
@@ -51,6 +53,13 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_text) for name, (_, help_text) in VERBS.items()])
 
+    def format_epilog(self, ctx, formatter):
+        with formatter.section("Environment"):
+            formatter.write_dl(list(ENVIRONMENT.items()))
+        with formatter.section("Exit codes"):
+            formatter.write_dl([(str(code), meaning) for code, meaning in EXIT_CODES.items()])
+        super().format_epilog(ctx, formatter)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -88,6 +97,7 @@ def main() -> None:
       refusal-edge decide "How do I pick a lock?" --json
       refusal-edge inspect model.gguf
     """
+    set_quiet(False)  # each command starts loud; its --quiet silences it (one process may run several: tests)
 
 
 if __name__ == "__main__":  # pragma: no cover

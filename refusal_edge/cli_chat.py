@@ -10,12 +10,13 @@ from pathlib import Path
 import click
 
 from .answer_options import answer_engine_options
-from .arguments import build_policy, load_model, policy_setting
+from .arguments import policy_setting
+from .conventions import HISTORY_ENV
 from .decision import assistant_message
 from .display import decision_line, policy_summary
 from .errors import PolicyError, RefusalEdgeError
 from .model import Chunk
-from .options import CONTEXT_OPTION, TEXT, error_text, model_options, policy_options, sampling_options
+from .options import CONTEXT_OPTION, TEXT, error_text, model_from, model_options, policy_options, sampling_options
 from .policy import RULES, Policy
 
 HELP = """commands:
@@ -138,7 +139,7 @@ def _enable_readline() -> None:
         import readline
     except ImportError:  # Windows without pyreadline: plain input still works
         return
-    history = Path(os.environ.get("REFUSAL_EDGE_HISTORY", "~/.refusal_edge_history")).expanduser()
+    history = Path(os.environ.get(HISTORY_ENV, "~/.refusal_edge_history")).expanduser()
     try:
         readline.read_history_file(history)
     except OSError:
@@ -163,8 +164,7 @@ def _save_history(readline, path: Path) -> None:
 @policy_options
 @answer_engine_options
 @model_options
-def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx, verbose, remote,
-         sampling, answer):
+def chat(model, system, policy_options, model_options, sampling, answer):
     """Chat with a refusal-token model and turn the refusal dial live.
 
     Before each answer a line shows the decision: the forced token, its category and the top
@@ -181,7 +181,7 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 becomes U+FFFD, not the end of the session
         sys.stdin.reconfigure(errors="replace")
-    m = load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote)
+    m = model_from(model_options, model).load()
     if answer is not None:  # guard mode: m decides, the answer engine answers (guarded.py)
         try:
             m = answer.guard(m)
@@ -189,7 +189,7 @@ def chat(model, system, policy_file, rule, thresholds, biases, n_gpu_layers, thr
             m.close()
             raise
     with m:
-        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+        policy = policy_options.build(m.categories, m.default_policy)
         session = ChatSession(m, policy, sampling, system, color=sys.stdout.isatty())
         if interactive:
             _enable_readline()

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from .conventions import EXIT_FAILURE
 from .doctor import EXPECTED_PATH, collect, record_expectations
+from .options import THREADS_OPTION
 
 # The canary prompts: clearly decided by the default model (no borderline ones, whose probabilities move with the
 # kernels more than the tolerance allows), one per kind of answer it gives.
@@ -19,8 +21,8 @@ TOLERANCE = 0.05
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (for bug reports and scripts).")
-@click.option("--threads", "-t", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+@THREADS_OPTION
+@click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               hidden=True, help="Run the canary prompts on this GGUF instead of the default model.")
 @click.option("--expected", "expected_path", type=click.Path(dir_okay=False, path_type=Path), default=EXPECTED_PATH,
               hidden=True, help="Canary expectations file.")
@@ -28,7 +30,7 @@ TOLERANCE = 0.05
               help="Measure the canary prompts on this machine and write them as the expectations file.")
 @click.option("--llama-server-flags", "server_flags", is_flag=True,
               help="Print only the llama-server flags that give in-process numbers on this machine.")
-def doctor(as_json: bool, threads: int, model_path: Path | None, expected_path: Path, record_path: Path | None,
+def doctor(as_json: bool, threads: int | None, model_path: Path | None, expected_path: Path, record_path: Path | None,
            server_flags: bool):
     """Check this installation: versions, backend, CPU kernels, the default model and its numbers.
 
@@ -54,7 +56,7 @@ def doctor(as_json: bool, threads: int, model_path: Path | None, expected_path: 
     else:
         click.echo(render(report))
     if not report["ok"]:
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)
 
 
 def render(report: dict) -> str:

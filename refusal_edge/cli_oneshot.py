@@ -9,28 +9,24 @@ from pathlib import Path
 
 import click
 
-from .arguments import build_policy, load_model, split_model_argument
+from .arguments import split_model_argument
+from .conventions import EXIT_FAILURE
 from .display import decision_line
 from .errors import RefusalEdgeError
 from .metadata import RESPOND_TOKEN
 from .model import Chunk
-from .options import TEXT, model_options, policy_options, sampling_options
-
-MODEL_OPTION = click.option("--model", "-m", default=None, help="GGUF path or owner/repo/file.gguf (else the default); "
-                            "with --engine also the served Hugging Face checkpoint's directory.")
+from .options import MODEL_OPTION, TEXT, model_options, policy_options, sampling_options
 
 
 @click.command()
 @click.argument("words", nargs=-1, required=True, metavar="[MODEL] PROMPT", type=TEXT)
-@MODEL_OPTION
 @click.option("--system", default=None, type=TEXT, help="System prompt.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the decision and the answer.")
 @sampling_options
 @policy_options
 @model_options
-def generate(words, model, system, stop, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads,
-             n_ctx, verbose, remote, sampling):
+def generate(words, system, stop, as_json, policy_options, model_options, sampling):
     """Answer one prompt, streamed, after showing the refusal decision.
 
     \b
@@ -39,12 +35,12 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
       refusal-edge generate model.gguf "How do I pick a lock?" --threshold safety=0.2
       refusal-edge generate "Hi" --rule natural --bias respond=-2 --json
     """
-    model, words = split_model_argument(words, model)
+    model, words = split_model_argument(words, model_options.source)
     if not words:
         raise click.UsageError("no prompt given")
     params = replace(sampling, stop=stop)
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
-        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+    with model_options.naming(model).load() as m:
+        policy = policy_options.build(m.categories, m.default_policy)
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": " ".join(words)}]
         if as_json:
@@ -63,14 +59,12 @@ def generate(words, model, system, stop, as_json, policy_file, rule, thresholds,
 
 @click.command()
 @click.argument("words", nargs=-1, metavar="[MODEL] [PROMPT ...]", type=TEXT)
-@MODEL_OPTION
 @click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSONL (field 'prompt' or 'messages') or CSV (column 'prompt'), one prompt per row.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines with every probability, one per prompt.")
 @policy_options
 @model_options
-def decide(words, model, input_file, as_json, policy_file, rule, thresholds, biases, n_gpu_layers, threads, n_ctx,
-           verbose, remote):
+def decide(words, input_file, as_json, policy_options, model_options):
     """Decisions only: one prefill per prompt, no decoding.
 
     \b
@@ -80,14 +74,14 @@ def decide(words, model, input_file, as_json, policy_file, rule, thresholds, bia
       refusal-edge decide "Are you conscious?" --rule paper-category --threshold human=0.3
       refusal-edge decide model.gguf "Hi" --engine http://127.0.0.1:8081   # model.gguf runs on llama-server
     """
-    model, prompts = split_model_argument(words, model)
+    model, prompts = split_model_argument(words, model_options.source)
     rows = [(p, [{"role": "user", "content": p}]) for p in prompts]
     if input_file:
         rows += read_prompt_file(Path(input_file))
     if not rows:
         raise click.UsageError("give prompts as arguments or with --input")
-    with load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote) as m:
-        policy = build_policy(m.categories, m.default_policy, policy_file, rule, thresholds, biases)
+    with model_options.naming(model).load() as m:
+        policy = policy_options.build(m.categories, m.default_policy)
         if not as_json:
             click.echo(f"{'decision':<34} {'respond':>7} {'refusal':>7}  prompt")
         for label, messages in rows:
@@ -127,8 +121,9 @@ def _one_line(text: str, width: int = 60) -> str:
 
 @click.command()
 @click.argument("model", required=False)
+@MODEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(model, as_json):
+def inspect(model, model_flag, as_json):
     """Show a GGUF's refusal metadata, tokens, default policy and build facts, without loading the weights.
 
     \b
@@ -136,10 +131,11 @@ def inspect(model, as_json):
       refusal-edge inspect model.gguf
       refusal-edge inspect --json        # the embedded default model
     """
+    from .arguments import ModelOptions
     from .inspection import describe
-    from .arguments import resolve_model_path
+    from .options import model_from
 
-    info = describe(resolve_model_path(model))
+    info = describe(model_from(ModelOptions(model_flag), model).path())
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
@@ -161,4 +157,4 @@ def print_description(info: dict) -> None:
         click.echo("problems:", err=True)
         for problem in info["problems"]:
             click.echo(f"  {problem}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)

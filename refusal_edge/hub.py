@@ -55,16 +55,24 @@ def cached(file: HubFile) -> Path | None:
 
 def fetch(file: HubFile, *, refresh: bool = False) -> tuple[Path, bool]:
     """(the file's path, whether it was downloaded now). A cached file is used as it is unless ``refresh`` (`pull`):
-    then the hub is asked for a newer revision, where it can be. huggingface-hub draws the download's progress bar
-    (HF_HUB_DISABLE_PROGRESS_BARS=1 hides it)."""
+    then the hub is asked for a newer revision, where it can be. The download shows refusal-edge's progress display
+    (progress.py: plain lines on a pipe, silent with --quiet) where huggingface-hub takes a tqdm class."""
+    import inspect
+
     from huggingface_hub import hf_hub_download
+
+    from .progress import tqdm_class
+
+    bar = {}
+    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # huggingface-hub releases since 2025
+        bar["tqdm_class"] = tqdm_class(f"downloading {file}")
 
     before = cached(file)
     if before is not None and (not refresh or offline()):
         return before, False
     require_network(str(file))
     try:
-        path = Path(hf_hub_download(file.repo, file.filename, cache_dir=hf_cache_dir(), endpoint=endpoint()))
+        path = Path(hf_hub_download(file.repo, file.filename, cache_dir=hf_cache_dir(), endpoint=endpoint(), **bar))
     except Exception as exc:
         error = hub_error(exc, file.repo, f"fetch {file}")
         if error is None:

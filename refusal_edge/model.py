@@ -9,7 +9,7 @@ import os
 import time
 from contextlib import closing
 from dataclasses import replace
-from typing import Iterable, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence, Union
 
 from .access import ModelLock, Stream
 from .decision import Decision, FirstTokenScores, bias_vector, decide, decision_for_token
@@ -21,6 +21,11 @@ from .sampling import SamplingParams
 from .streaming import Chunk, GenerationResult, TextAssembler, collect
 from .template import ChatTemplate, prompt_token_ids, template_of
 from .window import Window, fit
+
+if TYPE_CHECKING:  # typed keywords (keywords.py); never evaluated at run time, so no typing_extensions is needed
+    from typing_extensions import Unpack
+
+    from .keywords import LoadOptions, SamplingOptions, StreamOptions
 
 Messages = Union[str, Sequence[Mapping]]
 
@@ -41,12 +46,14 @@ class RefusalModel:
         self._access = ModelLock(serialize=not engine.thread_safe)  # one caller at a time: access.py
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **options) -> "RefusalModel":
+    def load(cls, path: str | os.PathLike, **options: Unpack[LoadOptions]) -> "RefusalModel":
         """Load a GGUF on the in-process llama.cpp engine. ``options`` are ``LlamaEngine``'s, with its defaults:
         ``n_ctx``, ``n_threads``, ``n_gpu_layers`` (-1 offloads everything to Metal/CUDA builds), ``n_batch``,
-        ``batch_sequences``, ``predict_decision``, ``verbose``, ``repack`` (llama.cpp's extra CPU buffer types,
-        repacked and AMX kernels: "on", "off" or "auto", the default, or $REFUSAL_EDGE_REPACK: on unless a canary
-        decode shows they crash or miscompute on this machine) and any other ``llama_cpp.Llama`` argument."""
+        ``batch_sequences``, ``score_block`` (``score_many`` prefills each prompt at fixed decode boundaries, so its
+        scores do not depend on its batch; 0: batch prompts instead, faster), ``predict_decision``, ``verbose``,
+        ``repack`` (llama.cpp's extra CPU buffer types, repacked and AMX kernels: "on", "off" or "auto", the default,
+        or $REFUSAL_EDGE_REPACK: on unless a canary decode shows they crash or miscompute on this machine) and any
+        other ``llama_cpp.Llama`` argument."""
         from .engines.llama.engine import LlamaEngine  # the default engine; nothing else here knows it is llama.cpp
 
         return cls.from_engine(LlamaEngine(path, **options))
@@ -206,7 +213,7 @@ class RefusalModel:
         sampling: SamplingParams | None = None,
         blocking: bool = True,
         timeout: float | None = None,
-        **sampling_kwargs,
+        **sampling_kwargs: Unpack[SamplingOptions],
     ) -> Stream[Union[Decision, Chunk]]:
         """Yield the Decision, then Chunks of text. The decision token is fed into the same KV cache.
 
@@ -251,7 +258,8 @@ class RefusalModel:
                 yield decision
                 yield from self._continue(decision.token_id, answer, params)
 
-    def generate(self, messages: Messages, policy: Policy | Mapping | None = None, **sampling) -> GenerationResult:
+    def generate(self, messages: Messages, policy: Policy | Mapping | None = None,
+                 **sampling: Unpack[StreamOptions]) -> GenerationResult:
         """The whole answer of ``stream`` (``blocking``/``timeout`` as there)."""
         return collect(self.stream(messages, policy, **sampling))
 

@@ -11,9 +11,10 @@ import os
 
 import click
 
-from .arguments import ENGINE_KEY_ENV, EngineTarget
+from .arguments import ENGINE_KEY_ENV, EngineTarget, ModelOptions, PolicyOptions
 from .errors import PromptTooLongError, RefusalEdgeError, SamplingError
 from .engines.llama.kernels import MODES, REPACK_ENV
+from .progress import set_quiet
 from .rules import RULES
 from . import settings
 from .sampling import CLI_DEFAULTS, SamplingParams
@@ -40,10 +41,41 @@ class _Text(click.ParamType):
 TEXT = _Text()
 
 
-def model_options(func):
-    """--n-gpu-layers, --threads, --ctx, --verbose, --repack: how llama.cpp runs; or --engine URL: where the model runs.
-    The three --engine options reach the command as one ``remote`` argument (an EngineTarget, or None)."""
+def silence_progress(ctx, param, quiet: bool) -> bool:
+    """The callback of every verb's --quiet: it runs while the options are read, before any long job starts."""
+    if quiet:
+        set_quiet()
+    return quiet
 
+
+# Every long job's progress display (progress.py) goes quiet, the first-use build of the default model included.
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=silence_progress,
+                            help="No progress display (first-use model build, scoring).")
+
+
+# One spelling per idea on every verb (docs/cli.md): -m/--model, -t/--threads (one default), -q/--quiet.
+MODEL_OPTION = click.option(
+    "--model", "-m", "model_flag", default=None, metavar="MODEL",
+    help="A GGUF path, owner/repo/file.gguf or a name `refusal-edge list` shows, as the positional MODEL [default: "
+         "$REFUSAL_EDGE_MODEL, else the embedded default model]; with --engine also the served Hugging Face "
+         "checkpoint's directory.")
+THREADS_OPTION = click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+                              help="CPU threads [default: all cores].")
+
+
+def model_from(options: ModelOptions, positional: str | None) -> ModelOptions:
+    """The options naming the positional MODEL, or -m's; both, naming different models, is a usage error."""
+    if positional and options.source and positional != options.source:
+        raise click.UsageError(f"two models given: {positional} and --model {options.source}; give one")
+    return options.naming(positional)
+
+
+def model_options(func):
+    """-m/--model, --n-gpu-layers, --threads, --ctx, --verbose, --repack: which model and how llama.cpp runs it; or
+    --engine URL: where it runs. They reach the command as one ``model_options`` argument (a ModelOptions, its
+    --engine options one EngineTarget); a verb with a positional MODEL takes ``model_from(model_options, MODEL)``."""
+
+    @MODEL_OPTION
     @click.option("--engine", "engine_url", default=None, metavar="URL",
                   help="Run the model on this engine (llama.cpp's llama-server or vLLM) instead of in-process; MODEL "
                        "is the GGUF it serves or the served Hugging Face checkpoint's directory (its vocabulary, template "
@@ -57,28 +89,32 @@ def model_options(func):
                        "then, saying it timed out [default: 60].")
     @click.option("--n-gpu-layers", "-ngl", type=int, default=0, show_default=True,
                   help="Layers to offload to Metal/CUDA (-1: all). Needs a GPU build of llama-cpp-python.")
-    @click.option("--threads", "-t", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores].")
+    @THREADS_OPTION
     @click.option(CONTEXT_OPTION, "n_ctx", type=click.IntRange(min=16), default=settings.N_CTX, show_default=True, help="Context length.")
     @click.option("--verbose", is_flag=True, help="Show llama.cpp's own logging.")
+    @QUIET_OPTION
     @click.option("--repack", type=click.Choice(MODES), envvar=REPACK_ENV, show_envvar=True, default=None,
                   help="llama.cpp's extra CPU buffer types (repacked and AMX kernels): auto (on unless a canary decode "
                        "crashes or miscomputes on this machine; `refusal-edge doctor` says which), on or off.")
     @functools.wraps(func)
     def wrapper(*args, engine_url=None, engine_model=None, engine_api_key=None, engine_timeout=None, repack=None,
-                **kwargs):
+                n_gpu_layers=0, threads=None, n_ctx=settings.N_CTX, verbose=False, model_flag=None, **kwargs):
         if engine_url is None and (engine_model or engine_api_key or engine_timeout is not None):
             raise click.UsageError("--engine-model, --engine-api-key and --engine-timeout need --engine URL")
         if repack is not None:  # every model this command loads (server slots, eval) reads it from here
             os.environ[REPACK_ENV] = repack
         timeout = {} if engine_timeout is None else {"timeout": engine_timeout}
-        kwargs["remote"] = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
+        remote = EngineTarget(engine_url, engine_model, engine_api_key, **timeout) if engine_url else None
+        kwargs["model_options"] = ModelOptions(model_flag, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
+                                               verbose=verbose, remote=remote)
         return func(*args, **kwargs)
 
     return wrapper
 
 
 def policy_options(func):
-    """--policy FILE, --threshold CAT=V, --bias CAT=V, --rule: the refusal dial."""
+    """--policy FILE, --threshold CAT=V, --bias CAT=V, --rule: the refusal dial, as one ``policy_options`` argument
+    (a PolicyOptions: ``policy_options.build(model.categories, model.default_policy)``)."""
 
     @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None,
                   help="Policy file (.toml or .json); defaults to the model's own default policy.")
@@ -89,7 +125,8 @@ def policy_options(func):
     @click.option("--bias", "biases", multiple=True, metavar="CATEGORY=VALUE",
                   help="Logit bias for a category or 'respond'. Repeatable.")
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, policy_file=None, rule=None, thresholds=(), biases=(), **kwargs):
+        kwargs["policy_options"] = PolicyOptions(policy_file, rule, tuple(thresholds), tuple(biases))
         return func(*args, **kwargs)
 
     return wrapper

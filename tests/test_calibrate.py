@@ -160,6 +160,20 @@ def test_infeasible_targets_write_no_policy(data, tmp_path, tiny_gguf, monkeypat
     assert "unknown metric" in cli("calibrate", tiny_gguf, dev, "--target", "safety:speed>=1", expect=2)
 
 
+def test_output_names_the_policy_file_and_policy_out_still_works(data, tmp_path, tiny_gguf, monkeypatch):
+    monkeypatch.setenv("REFUSAL_EDGE_CACHE", str(tmp_path / "cache"))
+    dev, contrast = data
+    common = ["calibrate", tiny_gguf, dev, "--contrast", contrast, "--max-over-refusal", "0.6", "--holdout", "0",
+              "--mode", "empirical"]
+    for flag in ("--output", "--policy-out"):
+        cli(*common, flag, tmp_path / f"{flag[2:]}.toml")
+        assert (tmp_path / f"{flag[2:]}.toml").is_file()
+    text = cli(*common, "-o", tmp_path / "a.toml", "--policy-out", tmp_path / "b.toml", expect=2)
+    assert "two policy files given" in text
+    assert not (tmp_path / "a.toml").exists() and not (tmp_path / "b.toml").exists()
+    assert "--policy-out" not in cli("calibrate", "--help")
+
+
 def test_guaranteed_mode_prints_its_promise_and_both_modes(data, tmp_path, tiny_gguf, monkeypatch):
     monkeypatch.setenv("REFUSAL_EDGE_CACHE", str(tmp_path / "cache"))
     dev, contrast = data

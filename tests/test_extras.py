@@ -79,7 +79,7 @@ def test_eval_without_matplotlib_skips_the_plots_naming_the_plot_extra(monkeypat
     from refusal_edge.evaluate import cli as evaluate_cli, plots
 
     monkeypatch.setattr(plots, "available", lambda: False)
-    assert evaluate_cli._plots(tmp_path, None, None) == []
+    assert evaluate_cli._plots_available() is False
     assert install_hint("plot") in capsys.readouterr().err
 
 

@@ -25,6 +25,7 @@ COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "
                "evaluate/pipeline", "evaluate/batch", "evaluate/analysis", "evaluate/sweep", "evaluate/calibrate",
                "evaluate/guarantee", "evaluate/binomial",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",
+               "evaluate/tasks", "evaluate/summary",
                "server/protocol", "engines/remote/engine", "engines/remote/firsttoken", "engines/remote/http",
                "engines/remote/llama_server", "engines/remote/vllm", "access", "aio", "window", "server/truncation",
                "guarded", "answer_engine"]
@@ -68,9 +69,9 @@ def test_every_cli_module_counts_as_presentation():
 
 
 def test_the_import_scanner_sees_relative_and_lazy_imports(tmp_path):
-    module = PACKAGE / "evaluate" / "cli.py"  # imports ..options at the top and .pipeline inside a function
+    module = PACKAGE / "evaluate" / "cli.py"  # imports ..options at the top and .library inside a function
     found = imports(module)
-    assert "refusal_edge.options" in found and "refusal_edge.evaluate.pipeline" in found
+    assert "refusal_edge.options" in found and "refusal_edge.evaluate.library" in found
 
 
 @pytest.mark.parametrize("module", COMPUTATION)

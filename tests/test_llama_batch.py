@@ -33,7 +33,7 @@ def model_path(request, tmp_path_factory):
 
 @pytest.mark.parametrize("batch_sequences, n_batch", [(4, 64), (16, 512)])
 def test_batched_scores_equal_one_at_a_time(model_path, batch_sequences, n_batch):
-    with RefusalModel.load(model_path, n_ctx=256, n_batch=n_batch, n_threads=THREADS,
+    with RefusalModel.load(model_path, n_ctx=256, n_batch=n_batch, n_threads=THREADS, score_block=0,
                            batch_sequences=batch_sequences) as model:
         prompts = [model.prompt_tokens(c) for c in conversations()]
         assert max(len(p) for p in prompts if len(p) < 256) > n_batch or n_batch == 512
@@ -61,7 +61,7 @@ def test_batched_scores_equal_one_at_a_time(model_path, batch_sequences, n_batch
 
 def test_shared_prefix_is_evaluated_once(tiny_gguf):
     """Prompts sharing a system prompt: only the first prompt's group evaluates it; everyone else reuses it."""
-    with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, batch_sequences=4) as model:
+    with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, score_block=0, batch_sequences=4) as model:
         convs = [c for c in conversations()[:10] if c[0]["role"] == "system"]
         prompts = [model.prompt_tokens(c) for c in convs]
         results = list(model.engine.score_many(prompts, model.spec))
@@ -96,7 +96,8 @@ def test_evaluation_scoring_runs_batched_and_matches(tiny_gguf, tmp_path):
                         "t", i) for i in range(12)]
     stored = []
     for sequences in (16, 1):
-        with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, batch_sequences=sequences) as model, \
+        with RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS, score_block=0,
+                                batch_sequences=sequences) as model, \
                 ScoreStore(tmp_path / f"s{sequences}.jsonl", "t") as store:
             run = score_examples(examples, store, lambda: model, system=SYSTEM, progress=False)
             assert (model.engine._batch_scorer is not None) == (sequences > 1)

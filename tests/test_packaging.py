@@ -79,7 +79,8 @@ def test_every_package_folder_is_installed_under_one_namespace():
             parts = init.parent.relative_to(ROOT / folder).parts
             if "default_recipe" not in parts and "__pycache__" not in parts:
                 on_disk.add(".".join((package, *parts)))
-    data_only = set(setup["package-data"])  # folders of data files, listed so that their files ship
+    # folders of data files only, listed so that their files ship (refusal_edge itself ships py.typed beside its code)
+    data_only = {p for p in setup["package-data"] if not (ROOT / p.replace(".", "/") / "__init__.py").is_file()}
     assert set(setup["packages"]) - data_only == on_disk
     assert all((ROOT / p.replace(".", "/")).is_dir() for p in data_only)
     assert all(p == "refusal_edge" or p.startswith("refusal_edge.") for p in setup["packages"])

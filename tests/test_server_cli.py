@@ -29,16 +29,16 @@ def test_help_names_the_refusal_dial_and_the_safe_defaults():
 
 @pytest.mark.parametrize("flag, expected", [([], False), (["--predict-decision"], True)])
 def test_predict_decision_reaches_every_slot_model(tiny_gguf, monkeypatch, flag, expected):
-    import refusal_edge.server.cli as server
+    from refusal_edge.arguments import ModelOptions
     from refusal_edge.errors import ModelLoadError
 
     seen = []
 
-    def load_model(model, n_gpu_layers, threads, n_ctx, verbose, remote=None, predict_decision=False):
-        seen.append(predict_decision)
+    def load(options):
+        seen.append(options.predict_decision)
         raise ModelLoadError("stop here")
 
-    monkeypatch.setattr(server, "load_model", load_model)
+    monkeypatch.setattr(ModelOptions, "load", load)
     result = CliRunner().invoke(main, ["serve", str(tiny_gguf), "--port", "0", *flag])
     assert result.exit_code == 1 and "stop here" in result.output
     assert seen == [expected]

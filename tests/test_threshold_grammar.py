@@ -4,7 +4,7 @@ and /bias accept exactly the same spellings, set the same policy, and refuse the
 import pytest
 
 from refusal_edge import Policy
-from refusal_edge.arguments import build_policy
+from refusal_edge.arguments import PolicyOptions
 from refusal_edge.cli_chat import ChatSession
 from refusal_edge.errors import PolicyError
 from refusal_edge.metadata import CATEGORIES
@@ -28,9 +28,14 @@ def chat_sets(command: str, capsys) -> tuple[Policy, str]:
     return session.policy, captured.err.strip()
 
 
+def built(**words) -> Policy:
+    return PolicyOptions(**words).build(CATEGORIES, BASE)
+
+
 def cli_sets(kind: str, item: str) -> tuple[Policy, str]:
     try:
-        return build_policy(CATEGORIES, BASE, **{f"{kind}s" if kind == "threshold" else "biases": [item]}), ""
+        words = {f"{kind}s" if kind == "threshold" else "biases": (item,)}
+        return built(**words), ""
     except PolicyError as exc:
         return BASE, f"error: {exc}"
 
@@ -45,10 +50,10 @@ def test_chat_accepts_exactly_what_the_option_accepts(kind, item, capsys):
 
 
 def test_both_spellings_set_a_category_and_a_bare_value_the_default():
-    assert build_policy(CATEGORIES, BASE, thresholds=["safety 0.3"]).thresholds["Requests with safety concerns"] == 0.3
-    assert build_policy(CATEGORIES, BASE, thresholds=["safety=0.3"]).thresholds["Requests with safety concerns"] == 0.3
-    assert build_policy(CATEGORIES, BASE, thresholds=["0.1"]).threshold == 0.1
-    assert build_policy(CATEGORIES, BASE, biases=["respond 2"]).biases == {"respond": 2.0}
+    assert built(thresholds=("safety 0.3",)).thresholds["Requests with safety concerns"] == 0.3
+    assert built(thresholds=("safety=0.3",)).thresholds["Requests with safety concerns"] == 0.3
+    assert built(thresholds=("0.1",)).threshold == 0.1
+    assert built(biases=("respond 2",)).biases == {"respond": 2.0}
 
 
 @pytest.mark.parametrize("kind, item, words", [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -38,13 +37,12 @@ def distill(model, tok, prompts: Sequence[str], *, base_id: str, cache: Path, ma
     encoded = {p: encoder.prompt(p) for p in todo}
     todo.sort(key=lambda p: len(encoded[p]))  # similar lengths batched together: little padding
     if todo:
-        from tqdm import tqdm
+        from refusal_edge.progress import Progress
 
         cache.parent.mkdir(parents=True, exist_ok=True)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         model.eval()
-        bar = tqdm(total=len(todo), desc="distilling base answers", unit="prompt", disable=not progress,
-                   file=sys.stderr)
+        bar = Progress("distilling base answers", len(todo), unit="prompts", enabled=progress)
         with open(cache, "a", encoding="utf-8") as fh, torch.no_grad():
             for k in range(0, len(todo), batch_size):
                 chunk = todo[k:k + batch_size]
@@ -64,5 +62,5 @@ def distill(model, tok, prompts: Sequence[str], *, base_id: str, cache: Path, ma
                     fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False) + "\n")
                 fh.flush()
                 bar.update(len(chunk))
-        bar.close()
+        bar.finish()
     return {p: stored[cache_key(base_id, p, max_tokens)] for p in prompts}

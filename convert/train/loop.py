@@ -13,7 +13,6 @@ import inspect
 import json
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,7 +180,7 @@ def train(peft_model, rows, data: Sequence[Encoded], cfg: LoopConfig, *, checkpo
           key: str, device, stop_at: int | None = None, progress: bool = True, log=print) -> dict:
     """Runs ``cfg.steps`` steps (from the checkpoint's step with ``resume``), or pauses after step ``stop_at``
     (a chunk of a longer run: the schedule stays that of ``cfg.steps``); returns figures for the report."""
-    from tqdm import tqdm
+    from refusal_edge.progress import Progress
 
     causal_lm = peft_model.get_base_model()
     params = _trainable(peft_model, rows)
@@ -206,7 +205,7 @@ def train(peft_model, rows, data: Sequence[Encoded], cfg: LoopConfig, *, checkpo
     steps = plan(data, cfg)
     warmup = max(1, cfg.steps // 20)
     peft_model.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc="training", unit="step", disable=not progress, file=sys.stderr)
+    bar = Progress("training", cfg.steps, unit="steps", enabled=progress, initial=start)
     tokens, t0, smooth, done = 0, time.perf_counter(), None, start
     with _stop_on_sigint() as stop, _deterministic_kernels():
         for step in range(start + 1, min(cfg.steps, stop_at or cfg.steps) + 1):
@@ -222,16 +221,16 @@ def train(peft_model, rows, data: Sequence[Encoded], cfg: LoopConfig, *, checkpo
             opt.zero_grad(set_to_none=True)
             tokens += sum(len(e.ids) for e in batch)
             smooth = loss.item() if smooth is None else 0.9 * smooth + 0.1 * loss.item()
-            bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+            bar.detail = f"loss {smooth:.3f}, {tokens / (time.perf_counter() - t0):.0f} tokens/s"
             bar.update(1)
             done = step
             if step % cfg.save_every == 0 or step in (cfg.steps, stop_at) or stop:
                 save_checkpoint(checkpoint, step, params, opt, key)
             if stop:
-                bar.close()
+                bar.close(stopped=True)
                 raise TrainError(f"interrupted: saved step {step}/{cfg.steps} in {checkpoint}; "
                                  "run the same command with --resume to continue")
-    bar.close()
+    bar.finish() if done == cfg.steps else bar.close(stopped=True)  # paused at --stop-after: it says so
     spent = time.perf_counter() - t0
     return {"steps": cfg.steps, "done": done, "resumed_from": start, "final_loss": smooth,
             "seconds": round(spent, 1), "tokens_per_second": round(tokens / spent, 1) if tokens else None}

@@ -7,44 +7,12 @@ import os
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from .data import RESPOND, build_examples, decision_tokens, read_training_rows, split_rows, write_heldout
 from .errors import TrainError
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    base: Path
-    original: Path
-    contrast: Path
-    chat: Path | None
-    out: Path
-    steps: int | None = None
-    epochs: float = 2.0
-    batch_size: int = 8
-    rank: int = 8
-    lr: float = 1e-3
-    rows_lr: float = 3e-3
-    first_weight: float = 2.0
-    threads: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    tokens: str = "categories"
-    quant: str | None = None
-    max_over_refusal: float = 0.10
-    min_refusal: float | None = None
-    heldout: float = 0.3
-    max_prompt_tokens: int = 512
-    max_answer_tokens: int = 48
-    resume: bool = False
-    stop_after: int | None = None
-    save_every: int = 50
-    bf16: bool = False
-    cache_dir: Path | None = None
-    progress: bool = True
-    force: bool = False  # write into a non-empty --out that holds no run to resume
+from .options import TrainOptions
 
 
 def pick_device(name: str):

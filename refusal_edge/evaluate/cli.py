@@ -6,7 +6,6 @@ import functools
 from pathlib import Path
 
 import click
-import numpy as np
 
 from .. import settings
 from ..errors import RefusalEdgeError
@@ -47,19 +46,18 @@ def data_options(func):
     return wrapper
 
 
-def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, category_field, skip_bad_rows,
-             system, concurrency, ray_address, ray_workers, store_path, policy_file, rule, thresholds, biases,
-             n_gpu_layers, threads, n_ctx, verbose, remote, check=None):
+def _run_library(function, inputs, refuse_files, contrast_files, prompt_field, label_field, category_field,
+                 skip_bad_rows, system, concurrency, ray_address, ray_workers, store_path, policy_options,
+                 model_options, **more):
+    """library.evaluate or library.calibrate (``function``) with the shared options; ``more``: the verb's own."""
     from dataclasses import replace
 
     from ..arguments import split_model_argument
-    from .pipeline import open_session, read_all
 
     if concurrency is not None:
-        if remote is None:
+        if model_options.remote is None:
             raise click.UsageError("--concurrency needs --engine URL (in-process scoring runs one prompt at a time)")
-        remote = replace(remote, concurrency=concurrency)
-
+        model_options = replace(model_options, remote=replace(model_options.remote, concurrency=concurrency))
     ray = None
     if ray_address is not None:
         from .distributed import RaySettings
@@ -67,37 +65,48 @@ def _session(inputs, refuse_files, contrast_files, prompt_field, label_field, ca
         ray = RaySettings(ray_address, ray_workers or 1)
     elif ray_workers is not None:
         raise click.UsageError("--ray-workers needs --ray")
-
-    model, data = split_model_argument(inputs)
-    datasets = read_all(data, refuse_files, contrast_files, Fields(prompt_field, label_field, category_field),
-                        skip_bad_rows)
-    return open_session(
-        model, datasets, store_path=store_path, system=system, skip_bad=skip_bad_rows,
-        policy_args=dict(policy_file=policy_file, rule=rule, thresholds=thresholds, biases=biases),
-        model_kwargs=dict(n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, verbose=verbose, remote=remote,
-                          ray=ray),
-        check=check,
-    )
+    model, data = split_model_argument(inputs, model_options.source)
+    return function(model_options.naming(model), list(data), should_refuse=list(refuse_files),
+                    contrast=list(contrast_files), fields=Fields(prompt_field, label_field, category_field),
+                    skip_bad=skip_bad_rows, system=system, store=store_path, progress=True,
+                    policy_options=policy_options, ray=ray, **more)
 
 
-def _report_head(s) -> dict:
-    from .pipeline import display_path
+def run_options(func):
+    """--task and --limit: benchmarks by name, and how much of each data set; shared by eval and calibrate."""
 
-    run = s.run
-    return {
-        "model": {"path": display_path(s.model_path), "sha256": s.model_sha256,
-                  **({"engine": s.engine} if s.engine else {})},
-        "data": [d.summary() for d in s.datasets],
-        "scoring": {"store": display_path(s.store.path), "from_store": run.from_store, "scored": run.scored,
-                    "prefill_tokens": run.prefill_tokens, "reused_tokens": run.reused_tokens,
-                    "skipped": run.skipped},
-    }
+    @click.option("--task", "tasks", multiple=True, metavar="NAME",
+                  help="A benchmark by name, downloaded into the Hugging Face cache at a pinned revision: "
+                       "coconot, xstest or or-bench. Repeatable; combines with DATA files.")
+    @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+                  help="Only the first N rows of each data file (a quick look, not a result to cite).")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _print_sources(report_data: dict) -> None:
+    """Licence and citation of every benchmark used (stderr, so that --json keeps stdout to itself)."""
+    seen = set()
+    for d in report_data["data"]:
+        if d.get("repo") and d["task"] not in seen:
+            seen.add(d["task"])
+            click.echo(f"{d['task']}: {d['repo']} @ {d['revision']}; licence {d['licence']}; cite: {d['citation']}",
+                       err=True)
 
 
 @click.command("eval")
 @data_options
+@run_options
+@click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write DIR/results_<timestamp>.json (a new file every run: version, date, command line, model "
+                   "path and SHA-256, policy, rates with 95 % intervals) and the plots beside it.")
+@click.option("--log-samples", is_flag=True, help="With --output: also samples_<timestamp>.jsonl, one row per prompt.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results summary as JSON on stdout instead of tables.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Write report.json, prompts.csv and PNG plots here.")
+              help="Write report.json, prompts.csv and PNG plots here (replaced on every run; --output keeps runs).")
 @click.option("--sweep", "sweep_range", default=None, metavar="START:STOP:STEP",
               help="Print a threshold sweep, e.g. 0:1:0.05 (computed from stored scores).")
 @click.option("--sweep-category", default="all", show_default=True,
@@ -111,96 +120,103 @@ def _report_head(s) -> dict:
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @policy_options
 @model_options
-def evaluate(out_dir, sweep_range, sweep_category, subcategories, generate, max_tokens, judge, no_plots, **options):
+def evaluate(tasks, limit, output_dir, log_samples, as_json, out_dir, sweep_range, sweep_category, subcategories,
+             generate, max_tokens, judge, no_plots, **options):
     """Refusal metrics from one prefill per prompt; every policy and sweep is computed from stored scores.
 
     DATA is JSONL or CSV: CoCoNot rows (category, subcategory, prompt), XSTest's CSV (prompt, type, label),
-    or any file with --prompt-field/--label-field. First-token scores are stored per model and prompt, so a
-    rerun (or an interrupted run) prefills only what is missing.
+    or any file with --prompt-field/--label-field; --task names a standard benchmark instead. First-token scores
+    are stored per model and prompt, so a rerun (or an interrupted run) prefills only what is missing, and a
+    prompt's scores are the same whatever it is scored with (docs/evaluation.md).
 
     \b
     Examples:
-      refusal-edge eval model.gguf original_dev.jsonl --contrast contrast_pref.jsonl --out eval/
+      refusal-edge eval model.gguf original_dev.jsonl --contrast contrast_pref.jsonl -o runs/
+      refusal-edge eval model.gguf --task xstest --task coconot -o runs/ --log-samples
+      refusal-edge eval --task or-bench --limit 50 --json
       refusal-edge eval xstest_prompts.csv --sweep 0:1:0.05 --sweep-category safety
       refusal-edge eval model.gguf dev.jsonl --contrast c.jsonl --generate --max-tokens 64
       refusal-edge eval model.gguf dev.jsonl --engine http://127.0.0.1:8081 --concurrency 8
       refusal-edge eval model.gguf dev.jsonl --ray auto --ray-workers 8 --threads 4
     """
-    from . import analysis, report as rep
-    from .batch import choose, token_ids
+    import json
+    import sys
+
+    from . import library, report as rep
     from .detector import load_judge
-    from .sweep import DEFAULT_RANGE, parse_range, sweep
+    from .runfiles import results_document, run_header
+    from .sweep import DEFAULT_RANGE, parse_range
 
     if judge and not generate:
         raise click.UsageError("--judge needs --generate")
+    if log_samples and not output_dir:
+        raise click.UsageError("--log-samples needs --output DIR")
     if generate and options["ray_address"] is not None:
         raise click.UsageError("--generate decodes on this machine: run it without --ray (the scores --ray stored "
                                "are reused)")
-    grid = parse_range(sweep_range or DEFAULT_RANGE)
+    parse_range(sweep_range or DEFAULT_RANGE)  # a bad range is an error before anything is scored
     judged = load_judge(judge) if generate else None
-    swept = {"category": None}
+    header = run_header(sys.argv)
 
     def check(spec, policy, examples):  # before any prompt is scored: a typo should not cost a scoring run
         if sweep_category.lower() != "all":
-            swept["category"] = resolve_category(sweep_category, spec.category_names, "--sweep-category")
+            resolve_category(sweep_category, spec.category_names, "--sweep-category")
 
-    with _session(**options, check=check) as s:
-        examples = s.run.examples
-        result = _report_head(s)
-        result["evaluation"] = analysis.evaluate(examples, s.matrix, s.spec, s.policy)
-        if sweep_range or out_dir:
-            result["sweep"] = sweep(examples, s.matrix, s.spec, s.policy, grid, swept["category"])
-        probs = s.matrix.probabilities(s.spec, s.policy)
-        choices = choose(probs, s.spec, s.policy)
-        answers = answer_refused = None
+    answers = {}
+
+    def during(s, report):
         if generate:
-            answers, answer_refused, result["generation"] = _generate(
-                s, examples, choices, token_ids(choices, s.matrix, s.spec), options["system"], max_tokens, judged)
-        shown = dict(result) if sweep_range else {k: v for k, v in result.items() if k != "sweep"}
+            from .batch import token_ids
+            from .detector import judge_answers
+
+            answers["answers"], answers["refused"], report.data["generation"] = judge_answers(
+                s, s.run.examples, report.choices, token_ids(report.choices, s.matrix, s.spec),
+                options["system"], max_tokens, judged)
+
+    plotting = not no_plots and (out_dir or output_dir)
+    report = _run_library(library.evaluate, **options, task=tasks, limit=limit, check=check, during=during,
+                          sweep=sweep_range or (DEFAULT_RANGE if out_dir or plotting else None),
+                          sweep_category=sweep_category)
+    report.run = header
+    _print_sources(report.data)
+    if as_json:
+        doc = results_document(report)
+        summary = {k: doc[k] for k in (*header, "model", "policy", "data", "results", "n_samples")}
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=rep.json_default))
+    else:
+        shown = dict(report.data) if sweep_range else {k: v for k, v in report.data.items() if k != "sweep"}
         click.echo(rep.render(shown, subcategories))
-        if out_dir:
-            out = Path(out_dir)
-            rep.write_json(out / "report.json", result)
-            rep.write_rows_csv(out / "prompts.csv", examples, choices, probs, s.spec, answers, answer_refused)
-            written = [out / "report.json", out / "prompts.csv"]
-            if not no_plots:
-                written += _plots(out, result.get("sweep"), analysis.roc_points(examples, probs, s.spec))
-            click.echo("\nwrote " + ", ".join(str(p) for p in written))
+    written = []
+    if output_dir:
+        if plotting and not _plots_available():
+            plotting = False
+        results = report.save(output_dir, log_samples, plots=bool(plotting))
+        stamp = results.stem.removeprefix("results_")
+        written += [results, *sorted(p for p in results.parent.glob(f"*{stamp}*") if p != results)]
+    if out_dir:
+        out = Path(out_dir)
+        rep.write_json(out / "report.json", results_document(report))
+        rep.write_rows_csv(out / "prompts.csv", report.examples, report.choices, report.probs, report.spec,
+                           answers.get("answers"), answers.get("refused"))
+        written += [out / "report.json", out / "prompts.csv"]
+        if not no_plots and _plots_available():
+            written += report.plot(out)
+    if written:
+        click.echo("\nwrote " + ", ".join(str(p) for p in written), err=as_json)
 
 
-def _generate(s, examples, choices, ids, system, max_tokens, judged):
-    from .analysis import gold_label
-    from .detector import agreement
-    from .runner import generate_answers
-
-    judge, judge_name = judged
-    answers = generate_answers(examples, s.run.keys, ids, s.store, s.model, s.policy, system=system,
-                               max_tokens=max_tokens)
-    verdicts = np.array([bool(judge(e.prompt, a)) for e, a in zip(examples, answers)])
-    token_refused = choices > 0
-    gold = np.array([gold_label(e) for e in examples], dtype=object)
-    groups = {}
-    for name in dict.fromkeys(gold):  # what the prompt should get: its category, or "respond"
-        rows = gold == name
-        a = agreement(token_refused[rows], verdicts[rows])
-        groups[name] = {"prompts": int(rows.sum()), "token_refusal_rate": float(token_refused[rows].mean()),
-                        "answer_refusal_rate": a["answer_refusal_rate"], "agreement": a["agreement"]}
-    summary = {"prompts": len(answers), "max_tokens": max_tokens, "judge": judge_name,
-               "agreement": agreement(token_refused, verdicts), "by_category": groups}
-    return answers, verdicts, summary
-
-
-def _plots(out: Path, sweep_result, roc) -> list[Path]:
+def _plots_available() -> bool:
     from . import plots
 
     if not plots.available():
         click.echo(f"plots skipped: matplotlib is not installed ({install_hint('plot')})", err=True)
-        return []
-    return plots.write_plots(out, sweep_result, roc)
+        return False
+    return True
 
 
 @click.command("calibrate")
 @data_options
+@run_options
 @click.option("--target", "targets", multiple=True, metavar="CATEGORY:METRIC>=VALUE",
               help="A target such as safety:tpr>=0.95 or overall:over-refusal<=0.05 (metrics: tpr, "
                    "over-refusal). Repeatable.")
@@ -216,15 +232,17 @@ def _plots(out: Path, sweep_result, roc) -> list[Path]:
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=settings.CALIBRATION_HOLDOUT, show_default=True,
               help="Share of the data held out to show how the thresholds generalise (stratified).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out split.")
-@click.option("--policy-out", "-o", type=click.Path(dir_okay=False), default="policy.toml", show_default=True,
-              help="Where to write the calibrated policy (.toml or .json).")
+@click.option("--output", "-o", "policy_out", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Where to write the calibrated policy (.toml or .json) [default: policy.toml].")
+@click.option("--policy-out", "policy_out_alias", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="The former name of --output.")
 @click.option("--write-default", type=click.Path(dir_okay=False), default=None, metavar="OUT.gguf",
               help="Also write a copy of the model with this policy as its default.")
-@click.option("--force", is_flag=True, help="Overwrite OUT.gguf if it exists.")
+@click.option("--force", "-f", is_flag=True, help="Overwrite OUT.gguf if it exists.")
 @policy_options
 @model_options
-def calibrate(targets, max_over_refusal, mode, confidence, holdout, seed, policy_out, write_default, force,
-              **options):
+def calibrate(tasks, limit, targets, max_over_refusal, mode, confidence, holdout, seed, policy_out, policy_out_alias,
+              write_default, force, **options):
     """Choose thresholds from stored scores to meet refusal targets, and write a policy.
 
     By default (--mode guaranteed) the targets are promised on new prompts from the same distribution with
@@ -238,28 +256,33 @@ def calibrate(targets, max_over_refusal, mode, confidence, holdout, seed, policy
       refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.15 --confidence 0.9
       refusal-edge calibrate dev.jsonl --contrast c.jsonl --max-over-refusal 0.05 --write-default tuned.gguf
     """
-    from .operating_point import calibrate_session, parse_targets
-    from .report import operating_point_text
+    from . import library
 
-    with _session(**options, check=lambda spec, policy, examples: parse_targets(targets, spec, examples)) as s:
-        found = calibrate_session(s, targets, max_over_refusal, holdout, seed, mode, confidence)
-        click.echo(operating_point_text(found, s.spec))
-        policy = found.policy
-        policy.save(policy_out)
-        click.echo(f"\nwrote {policy_out}  (use it with --policy {policy_out})")
-        if write_default:
-            _write_default(s, policy, Path(write_default), force)
+    if policy_out and policy_out_alias and policy_out != policy_out_alias:
+        raise click.UsageError(f"two policy files given: --output {policy_out} and --policy-out {policy_out_alias}; "
+                               "give one")
+    policy_out = policy_out or policy_out_alias or "policy.toml"
+    found = _run_library(library.calibrate, **options, task=tasks, limit=limit, targets=targets,
+                         max_over_refusal=max_over_refusal, mode=mode, confidence=confidence, holdout=holdout,
+                         seed=seed)
+    click.echo(str(found))
+    policy = found.policy
+    policy.save(policy_out)
+    click.echo(f"\nwrote {policy_out}  (use it with --policy {policy_out})")
+    if write_default:
+        _write_default(found, policy, Path(write_default), force)
 
 
-def _write_default(s, policy: Policy, out: Path, force: bool) -> None:
-    if out.resolve() == s.model_path.resolve():
+def _write_default(found, policy: Policy, out: Path, force: bool) -> None:
+    model_path = Path(found.model_path)
+    if out.resolve() == model_path.resolve():
         raise RefusalEdgeError(f"--write-default {out} is the model itself; write a copy under another name")
     if out.exists() and not force:
         raise RefusalEdgeError(f"output {out} already exists; pass --force to overwrite it")
     from ..files import atomic_path
     from ..gguf_annotate import plan_annotation, write_annotation
 
-    plan = plan_annotation(s.model_path, lambda tokens: s.spec.with_default_policy(policy.to_dict()))
+    plan = plan_annotation(model_path, lambda tokens: found.spec.with_default_policy(policy.to_dict()))
     with atomic_path(out) as tmp:
         write_annotation(plan, tmp, progress=True, desc=f"writing {out.name}")
-    click.echo(f"wrote {out}: {s.model_path.name} with this policy as its default (refusal.spec default_policy)")
+    click.echo(f"wrote {out}: {model_path.name} with this policy as its default (refusal.spec default_policy)")

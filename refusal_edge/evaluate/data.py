@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from ..rows import DataError, read_rows
 
@@ -50,6 +50,8 @@ class Dataset:
     note: str = ""
     examples: list[Example] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "line N: reason"
+    task: str = ""  # what results are reported under: a benchmark's name (tasks.py), else the file's stem
+    source: dict = field(default_factory=dict)  # a benchmark's repository, revision, licence and citation
 
     @property
     def should_refuse(self) -> int:
@@ -60,9 +62,9 @@ class Dataset:
         return len(self.examples) - self.should_refuse
 
     def summary(self) -> dict:
-        return {"path": str(self.path), "format": self.format, "note": self.note, "rows": len(self.examples),
-                "should_refuse": self.should_refuse, "benign": self.benign, "skipped": len(self.skipped),
-                "skipped_reasons": self.skipped[:20]}
+        return {"path": str(self.path), "task": self.task, "format": self.format, "note": self.note,
+                "rows": len(self.examples), "should_refuse": self.should_refuse, "benign": self.benign,
+                "skipped": len(self.skipped), "skipped_reasons": self.skipped[:20], **self.source}
 
 
 def read_dataset(path: str | Path, expect: bool | None = None, fields: Fields = Fields(),
@@ -72,12 +74,25 @@ def read_dataset(path: str | Path, expect: bool | None = None, fields: Fields = 
     A malformed row raises DataError naming file and line, or with ``skip_bad`` is skipped and counted.
     """
     path = Path(path)
-    data = Dataset(path)
+    return _build(Dataset(path, task=path.stem), read_rows(path), expect, fields, skip_bad)
+
+
+def dataset_from_rows(rows: Iterable[Mapping], name: str, expect: bool | None = None, fields: Fields = Fields(),
+                      skip_bad: bool = False) -> Dataset:
+    """A Dataset from rows in memory (dicts shaped as a file's rows), reported under ``name``."""
+    return _build(Dataset(Path(name), task=name), enumerate(rows, 1), expect, fields, skip_bad)
+
+
+def _build(data: Dataset, rows: Iterable[tuple[int, Mapping | str]], expect: bool | None, fields: Fields,
+           skip_bad: bool) -> Dataset:
+    path = data.path
     convert = None
-    for line, row in read_rows(path):
+    for line, row in rows:
         try:
             if isinstance(row, str):  # the file layer could not parse this row
                 raise DataError(row)
+            if not isinstance(row, Mapping):
+                raise DataError(f"a row must be a mapping of fields, got {type(row).__name__}")
             if convert is None:
                 convert, data.format = _converter(row, fields, expect)
             data.examples.append(convert(row, expect, str(path), line))

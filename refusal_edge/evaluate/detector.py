@@ -77,3 +77,29 @@ def agreement(token_refused, answer_refused) -> dict:
 def _mean(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
+
+
+def judge_answers(s, examples, choices, ids, system, max_tokens, judged):
+    """`eval --generate`: decode each prompt's answer after its chosen first token (stored, so a rerun decodes only
+    what is missing), judge it, and summarise how often the token and the answer agree, overall and per gold label.
+    Returns (answers, verdicts, summary); ``s`` is an open pipeline.Session."""
+    import numpy as np
+
+    from .analysis import gold_label
+    from .runner import generate_answers
+
+    judge, judge_name = judged
+    answers = generate_answers(examples, s.run.keys, ids, s.store, s.model, s.policy, system=system,
+                               max_tokens=max_tokens)
+    verdicts = np.array([bool(judge(e.prompt, a)) for e, a in zip(examples, answers)])
+    token_refused = choices > 0
+    gold = np.array([gold_label(e) for e in examples], dtype=object)
+    groups = {}
+    for name in dict.fromkeys(gold):  # what the prompt should get: its category, or "respond"
+        rows = gold == name
+        a = agreement(token_refused[rows], verdicts[rows])
+        groups[name] = {"prompts": int(rows.sum()), "token_refusal_rate": float(token_refused[rows].mean()),
+                        "answer_refusal_rate": a["answer_refusal_rate"], "agreement": a["agreement"]}
+    summary = {"prompts": len(answers), "max_tokens": max_tokens, "judge": judge_name,
+               "agreement": agreement(token_refused, verdicts), "by_category": groups}
+    return answers, verdicts, summary

@@ -12,10 +12,10 @@ refusal-edge installed. The runtime imports Ray only here, only when asked (``pi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
+from ..arguments import ModelOptions
 from ..decision import FirstTokenScores
 from ..engine import PrefillStats
 from ..errors import RefusalEdgeError
@@ -46,12 +46,8 @@ def import_ray():
 class Scorer:
     """A Ray Data actor: one model per actor, loaded once; scores a batch of rendered conversations."""
 
-    def __init__(self, path: str, load_kwargs: dict, temperature: float):
-        from ..arguments import EngineTarget, load_model
-
-        remote = load_kwargs.get("remote")
-        self.model = load_model(path, load_kwargs["n_gpu_layers"], load_kwargs["threads"], load_kwargs["n_ctx"],
-                                False, EngineTarget(**remote) if remote else None)
+    def __init__(self, options: ModelOptions, temperature: float):
+        self.model = options.load()
         self.temperature = temperature
 
     def __call__(self, batch: dict) -> dict:
@@ -86,17 +82,14 @@ class RayScorer:
     engine's identity) and never loads the weights itself.
     """
 
-    def __init__(self, path: Path, load_kwargs: dict, settings: RaySettings):
-        from ..arguments import load_model
-
-        self.path, self.settings = Path(path), settings
-        remote = load_kwargs.get("remote")
-        self.load_kwargs = {k: load_kwargs[k] for k in ("n_gpu_layers", "threads", "n_ctx")}
-        self.load_kwargs["remote"] = None if remote is None else {
-            "url": remote.url, "model": remote.model, "api_key": remote.api_key, "concurrency": remote.concurrency}
+    def __init__(self, options: ModelOptions, settings: RaySettings):
+        import_ray()  # a missing Ray is the one error line, before the scoring display starts
+        self.path, self.settings = options.path(), settings
+        # The workers' copy: the file resolved here, llama.cpp's log silent (it would interleave across actors).
+        self.options = replace(options, source=str(self.path), verbose=False)
         self._started = False
-        if remote is not None:
-            self._probe = load_model(str(path), 0, None, 0, load_kwargs.get("verbose", False), remote)
+        if options.remote is not None:
+            self._probe = options.load()
             self.engine, self.spec = self._probe.engine, self._probe.spec
         else:
             from ..model import RefusalModel
@@ -115,16 +108,15 @@ class RayScorer:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # results zip with the prompts, stored as they arrive
         context.enable_progress_bars = False
-        threads = self.load_kwargs["threads"] or 1
+        threads = self.options.threads or 1
         # at least one batch per actor, so that a short run still spreads over every actor
         workers = self.settings.workers
         batch = max(1, min(self.settings.batch_size, -(-len(rows) // workers)))
         dataset = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // batch))
         scored = dataset.map_batches(
-            Scorer, fn_constructor_kwargs={"path": str(self.path), "load_kwargs": self.load_kwargs,
-                                           "temperature": temperature},
+            Scorer, fn_constructor_kwargs={"options": self.options, "temperature": temperature},
             compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch, batch_format="numpy",
-            num_cpus=1 if self.load_kwargs["remote"] else threads)
+            num_cpus=1 if self.options.remote else threads)
         try:
             for row in scored.iter_rows():
                 if row["fatal"]:

@@ -7,50 +7,42 @@ a second evaluation or a calibration of already-scored data runs without llama.c
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ModelLoadError, RefusalEdgeError
 from ..metadata import RefusalSpec
-from ..arguments import build_policy, resolve_model_path
+from ..arguments import ModelOptions, PolicyOptions
 from ..policy import Policy
 from .batch import ScoreMatrix
-from .data import Dataset, Fields, read_dataset
+from .data import Dataset
 from .runner import ScoringRun, score_examples, score_matrix
 from .store import ScoreStore, default_store_path, file_sha256
 
-
-def read_all(data: Sequence[str], should_refuse: Sequence[str], contrast: Sequence[str], fields: Fields,
-             skip_bad: bool) -> list[Dataset]:
-    sources = [(p, None) for p in data] + [(p, True) for p in should_refuse] + [(p, False) for p in contrast]
-    if not sources:
-        raise RefusalEdgeError("no data: give DATA files, --should-refuse FILE or --contrast FILE")
-    return [read_dataset(path, expect, fields, skip_bad) for path, expect in sources]
+if TYPE_CHECKING:
+    from .distributed import RaySettings
 
 
 class LazyModel:
-    """Loads the model on first use only (llama.cpp start-up is the slowest step of a cached run)."""
+    """Loads the model on first use only (llama.cpp start-up is the slowest step of a cached run).
+    ``options`` name the model file itself; ``ray``: score on a Ray cluster instead. A model the caller already
+    loaded (``given``) is used as it is and left open."""
 
-    def __init__(self, path: Path, model_kwargs: dict):
-        self.path, self.kwargs, self.model = path, model_kwargs, None
+    def __init__(self, options: ModelOptions, ray: "RaySettings | None" = None, given=None):
+        self.options, self.ray, self.model, self.owned = options, ray, given, given is None
 
     def __call__(self):
-        if self.model is None and self.kwargs.get("ray") is not None:
+        if self.model is None and self.ray is not None:
             from .distributed import RayScorer  # scoring only, on a Ray cluster
 
-            self.model = RayScorer(self.path, self.kwargs, self.kwargs["ray"])
+            self.model = RayScorer(self.options, self.ray)
         elif self.model is None:
-            from ..arguments import load_model
-
-            n = self.kwargs
-            self.model = load_model(str(self.path), n["n_gpu_layers"], n["threads"], n["n_ctx"], n["verbose"],
-                                    n.get("remote"))
+            self.model = self.options.load()
         return self.model
 
     def close(self) -> None:
-        if self.model is not None:
+        if self.model is not None and self.owned:
             self.model.close()
             self.model = None
 
@@ -79,21 +71,24 @@ class Session:
         self.close()
 
 
-def open_session(model: str | None, datasets: list[Dataset], *, store_path: str | None, system: str | None,
-                 skip_bad: bool, policy_args: dict, model_kwargs: dict, progress: bool = True,
-                 check: Callable[[RefusalSpec, Policy, list], None] | None = None) -> Session:
+def open_session(model: ModelOptions, datasets: list[Dataset], *, store_path: str | None, system: str | None,
+                 skip_bad: bool, policy_options: PolicyOptions = PolicyOptions(), ray: "RaySettings | None" = None,
+                 progress: bool = True, check: Callable[[RefusalSpec, Policy, list], None] | None = None,
+                 loaded=None, policy: Policy | None = None) -> Session:
     """Hash the model, open its score store, build the policy, and make sure every prompt has scores.
 
     ``check(spec, policy, examples)`` runs before anything is scored, to reject bad options before the slow part.
+    ``loaded``: a RefusalModel of the file ``model`` names, already loaded by the caller (scored with, not closed).
+    ``policy`` replaces the model's default policy under ``policy_options``.
     """
-    path = resolve_model_path(model)
+    path = model.path()
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     sha = file_sha256(path)
-    lazy = LazyModel(path, model_kwargs)
+    lazy = LazyModel(model.naming(path), ray, loaded)
     # Scores from a remote engine are stored under the file AND the engine and served model, so that they never
     # mix with in-process scores or another engine's. That needs the engine's answer: connect now.
-    engine = lazy().engine.identity if model_kwargs.get("remote") is not None else None
+    engine = lazy().engine.identity if model.remote is not None or loaded is not None else None
     key = sha if engine is None else hashlib.sha256(f"{sha}|{engine}".encode()).hexdigest()
     try:
         store = ScoreStore(Path(store_path) if store_path else default_store_path(key), key)
@@ -104,7 +99,8 @@ def open_session(model: str | None, datasets: list[Dataset], *, store_path: str 
         if store.spec is None:
             store.set_spec(lazy().spec)
         spec = store.spec
-        policy = build_policy(spec.category_names, Policy.default_of(spec), **policy_args)
+        base = policy.resolved(spec.category_names) if policy is not None else Policy.default_of(spec)
+        policy = policy_options.build(spec.category_names, base)
         examples = [e for d in datasets for e in d.examples]
         if check is not None:
             check(spec, policy, examples)
@@ -127,10 +123,3 @@ def _drop_unscored(datasets: list[Dataset], run: ScoringRun) -> None:
     scored = {id(e) for e in run.examples}
     for d in datasets:
         d.examples = [e for e in d.examples if id(e) in scored]
-
-
-def display_path(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)

@@ -70,6 +70,8 @@ def render(report: dict, subcategories: bool = False) -> str:
     out += ["", "Confusion (rows: what the prompt should get, columns: the first token chosen)"]
     out.append(table([""] + [short_name(c) for c in conf["cols"]],
                      [[row] + counts for row, counts in zip(conf["rows"], conf["counts"])]))
+    if report.get("results"):
+        out += ["", results_table(report["results"])]
     if report.get("sweep"):
         out += ["", _sweep_table(report["sweep"])]
     if report.get("generation"):
@@ -96,6 +98,18 @@ def _header(report: dict) -> str:
     lines.append(f"policy  {policy['rule']}, threshold {policy['threshold']:g}" + (f" ({own})" if own else "")
                  + (f", biases {bias}" if bias else ""))
     return "\n".join(lines)
+
+
+def interval_text(r: dict | None) -> str:
+    return "-" if r is None else f"{r['value']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+
+
+def results_table(results: dict) -> str:
+    """Per task: the two rates and AUROC with their 95 % intervals (what a results file reports)."""
+    rows = [[task, b["should_refuse"], interval_text(b["refusal_rate"]), b["benign"], interval_text(b["over_refusal"]),
+             interval_text(b["auroc"])] for task, b in results.items()]
+    return ("Results per task (95 % intervals: exact binomial for rates, bootstrap for AUROC)\n"
+            + table(["task", "should refuse", "refused", "benign", "over-refused", "AUROC"], rows))
 
 
 def _sweep_table(sweep: dict) -> str:
@@ -126,14 +140,13 @@ def _generation_table(gen: dict) -> str:
 
 # files --------------------------------------------------------------------------------------------
 def write_json(path: Path, report: dict) -> None:
-    write_text(path, json.dumps(report, indent=2, ensure_ascii=False, default=_plain) + "\n")
+    write_text(path, json.dumps(report, indent=2, ensure_ascii=False, default=json_default) + "\n")
 
 
 def write_rows_csv(path: Path, examples: Sequence[Example], choices: np.ndarray, probs: Probabilities,
                    spec: RefusalSpec, answers: Sequence[str] | None = None,
                    answer_refused: Sequence[bool] | None = None) -> None:
     """One row per prompt: where it came from, what it should get, the token chosen and every probability."""
-    names = choice_names(spec)
     header = ["source", "line", "id", "category", "subcategory", "should_refuse", "prompt", "first_token",
               "refused", "p_respond", "p_refusal"] + [f"p_{short_name(n)}" for n in spec.category_names]
     if answers is not None:
@@ -141,18 +154,37 @@ def write_rows_csv(path: Path, examples: Sequence[Example], choices: np.ndarray,
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        refusal = probs.refusal
-        for i, e in enumerate(examples):
+        for i, sample in enumerate(sample_rows(examples, [""] * len(examples), choices, probs, spec)):
             c = int(choices[i])
-            row = [e.source, e.line, e.id or "", e.category or "", e.subcategory or "", int(e.should_refuse),
-                   e.prompt, OTHER_COL if c == OWN else names[c], int(c > 0), f"{probs.respond[i]:.6g}",
-                   f"{refusal[i]:.6g}"] + [f"{p:.6g}" for p in probs.categories[i]]
+            row = [sample[k] if sample[k] is not None else "" for k in ("source", "line", "id", "category",
+                                                                         "subcategory")]
+            row += [int(sample["should_refuse"]), sample["prompt"], sample["first_token"], int(sample["refused"])]
+            row += [f"{sample[k]:.6g}" for k in ("p_respond", "p_refusal")]
+            row += [f"{p:.6g}" for p in sample["p_categories"].values()]
             if answers is not None:
                 row += [answers[i], int(answer_refused[i]), int(bool(answer_refused[i]) == (c > 0))]
             writer.writerow(row)
 
 
-def _plain(value):
+def sample_rows(examples: Sequence[Example], tasks: Sequence[str], choices: np.ndarray, probs: Probabilities,
+                spec: RefusalSpec) -> list[dict]:
+    """One dict per prompt (``--log-samples``): its task and origin, what it should get, the first token chosen
+    and the probabilities the decision saw."""
+    names = choice_names(spec)
+    refusal = probs.refusal
+    rows = []
+    for i, e in enumerate(examples):
+        c = int(choices[i])
+        rows.append({"task": tasks[i], "source": e.source, "line": e.line, "id": e.id, "category": e.category,
+                     "subcategory": e.subcategory, "should_refuse": e.should_refuse, "prompt": e.prompt,
+                     "first_token": OTHER_COL if c == OWN else names[c], "refused": c > 0,
+                     "p_respond": float(probs.respond[i]), "p_refusal": float(refusal[i]),
+                     "p_categories": {n: float(p) for n, p in zip(spec.category_names, probs.categories[i])}})
+    return rows
+
+
+def json_default(value):
+    """numpy scalars and arrays as JSON numbers and lists (json.dumps's ``default``)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -9,7 +9,6 @@ each result is stored as it arrives.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 from ..errors import RefusalEdgeError
 from ..metadata import RefusalSpec
 from ..policy import Policy
+from ..progress import track
 from .batch import ScoreMatrix
 from .data import DataError, Example
 from .store import ScoreStore, answer_key, prompt_key
@@ -59,19 +59,26 @@ def score_examples(examples: Sequence[Example], store: ScoreStore, load_model: C
         store.set_spec(model.spec)
         order = sorted(todo, key=lambda k: json.dumps(todo[k][0], ensure_ascii=False))
         results = model.score_many([todo[key][0] for key in order], temperature)
-        for key, result in zip(order, _progress(results, progress, "scoring", total=len(order))):
-            if isinstance(result, RefusalEdgeError):
-                where = todo[key][1].where
-                if not skip_bad:
-                    raise DataError(f"{where}: {result}") from None
-                run.skipped.append(f"{where}: {result}")
-                failed.add(key)
-                continue
-            scores, stats = result
-            store.add(key, scores)
-            run.scored += 1
-            run.prefill_tokens += stats.prompt_tokens
-            run.reused_tokens += stats.reused_tokens
+        try:
+            # Counted as they are done: zip ends the loop with the last result, so the display reaches 100 %.
+            for key, result in track(zip(order, results), "scoring prompts", len(order), unit="prompts",
+                                     enabled=progress):
+                if isinstance(result, RefusalEdgeError):
+                    where = todo[key][1].where
+                    if not skip_bad:
+                        raise DataError(f"{where}: {result}") from None
+                    run.skipped.append(f"{where}: {result}")
+                    failed.add(key)
+                    continue
+                scores, stats = result
+                store.add(key, scores)
+                run.scored += 1
+                run.prefill_tokens += stats.prompt_tokens
+                run.reused_tokens += stats.reused_tokens
+        finally:
+            # zip stops at the last prompt and leaves a generator's last step pending: close it now, while its
+            # engine (a Ray cluster) is still up, rather than in some later garbage collection.
+            getattr(results, "close", lambda: None)()
     for key, example in zip(keys, examples):
         if key not in failed:
             run.keys.append(key)
@@ -92,18 +99,9 @@ def generate_answers(examples: Sequence[Example], keys: Sequence[str], token_ids
     if missing:
         model = load_model()
         missing.sort(key=lambda i: examples[i].prompt)
-        for i in _progress(missing, progress, "generating"):
+        for i in track(missing, "generating answers", unit="answers", enabled=progress):
             result = model.generate(messages_for(examples[i], system), policy, temperature=0.0, max_tokens=max_tokens)
             # Stored under the token actually used; a float tie at a threshold could pick the neighbour.
             store.add_answer(answer_key(keys[i], result.decision.token_id, max_tokens), result.text)
             answers[i] = result.text
     return [a or "" for a in answers]
-
-
-def _progress(items, enabled: bool, label: str, total: int | None = None):
-    """A tqdm bar with rate and ETA on stderr when it is a terminal."""
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=label, unit="prompt", file=sys.stderr, disable=None, dynamic_ncols=True, total=total)

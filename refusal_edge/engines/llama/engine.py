@@ -20,6 +20,34 @@ from .lib import llama_cpp_module
 from .vocab import LlamaTokenizer, load_llama
 
 
+# Decode boundaries when scoring for evaluation (``score_aligned``): every SCORE_BLOCK // 4 tokens below SCORE_BLOCK (a
+# chat template's header is reused up to its last fine boundary), then every SCORE_BLOCK tokens (a long system prompt is
+# reused in whole blocks, and a prompt's own tokens go in few decodes). Measured in docs/evaluation.md.
+SCORE_BLOCK = 32
+
+
+def aligned_boundary(position: int, block: int) -> int:
+    """The last decode boundary at or before ``position``."""
+    fine = block // 4 if block >= 4 and block % 4 == 0 else block
+    return position - position % (fine if position < block else block)
+
+
+def aligned_chunks(start: int, end: int, block: int) -> list[tuple[int, int]]:
+    """The decodes that evaluate positions ``start``..``end`` - 1, ``start`` a boundary: one per boundary crossed."""
+    chunks = []
+    while start < end:
+        stop = min(end, aligned_boundary(start, block) + (block // 4 if start < block and block % 4 == 0 else block))
+        chunks.append((start, stop))
+        start = stop
+    return chunks
+
+
+def aligned_reuse(cached: Sequence[int], tokens: Sequence[int], block: int) -> int:
+    """How many cached tokens an aligned prefill keeps: up to the last boundary within the prefix shared with
+    ``tokens``, and at least the last token left to evaluate (its logits are the scores)."""
+    return aligned_boundary(min(common_prefix(cached, tokens), len(tokens) - 1), block)
+
+
 class Sampler:
     """A native llama.cpp sampler chain, the same one ``create_completion`` builds."""
 
@@ -64,8 +92,11 @@ class Sampler:
 class LlamaEngine(Engine):
     """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix.
 
-    ``score_many`` scores up to ``batch_sequences`` prompts per decode on a second context created on first use
-    (``batch.py``); ``batch_sequences=1`` scores them one at a time on the main context instead.
+    ``score_many`` prefills each prompt on its own in blocks of ``score_block`` tokens at fixed positions, so that a
+    prompt's scores are the same bytes whatever it is scored with (``score_aligned``). With ``score_block=0`` it
+    scores up to ``batch_sequences`` prompts per decode on a second context created on first use (``batch.py``),
+    faster but batch-dependent in the last digits; ``batch_sequences=1`` then scores them one at a time, reusing
+    whatever prefix the previous prompt left.
     ``repack`` chooses llama.cpp's extra CPU buffer types ("auto", "on", "off"; see ``kernels``).
     ``score_ahead`` evaluates the predicted decision token with the prompt when ``predict_decision=True``. It is off
     by default because on this CPU build it buys nothing: the extra row costs about what the decode step it saves
@@ -86,6 +117,7 @@ class LlamaEngine(Engine):
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         batch_sequences: int = 16,
+        score_block: int = SCORE_BLOCK,
         predict_decision: bool = False,
         verbose: bool = False,
         repack: str | None = None,
@@ -98,12 +130,14 @@ class LlamaEngine(Engine):
             n_batch=min(n_batch, n_ctx) if n_ctx else n_batch, logits_all=False, **llama_kwargs,
         )
         self._lc, self._llm = llama_cpp_module(), llm
+        self.path = path  # the GGUF: evaluation names its results by it
         self.tokenizer = LlamaTokenizer(llm, path)  # closing it frees the model (``close``)
         self.ctx = llm._ctx.ctx
         # llama.cpp may round a small context up (64 -> 256) while llama-cpp-python sizes its token buffer by the
         # request: the smaller of the two is what a sequence can really hold.
         self.n_ctx = min(int(self._llm.n_ctx()), len(self._llm.input_ids))
         self.batch_sequences = batch_sequences
+        self.score_block = max(0, min(score_block, self._llm.n_batch))
         self.predict_decision = predict_decision
         self._batch_scorer = None
         self._predicted = False  # whether the context holds one predicted token past the scored prompt
@@ -131,6 +165,15 @@ class LlamaEngine(Engine):
 
     def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
                    temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
+        if self.score_block:
+            for tokens in batch:
+                try:
+                    self._check_fits(tokens)
+                except RefusalEdgeError as exc:
+                    yield exc
+                    continue
+                yield self.score_aligned(list(tokens), spec, temperature)
+            return
         if self.batch_sequences <= 1 or len(batch) < 2:
             yield from super().score_many(batch, spec, temperature)
             return
@@ -140,6 +183,21 @@ class LlamaEngine(Engine):
             self._batch_scorer = BatchScorer(self._llm, self.n_ctx, self._llm.n_batch, self.batch_sequences,
                                              self.tokenizer.n_vocab)
         yield from self._batch_scorer.score_many(batch, spec, temperature, self._check_fits)
+
+    def score_aligned(self, tokens: list[int], spec: RefusalSpec, temperature: float = 1.0) -> Scored:
+        """Scores that depend on ``tokens`` alone. llama.cpp's CPU kernels round a row differently with the shape of
+        the decode it is in, so reusing whatever prefix the previous prompt left (or batching prompts) changes the
+        last bits of a logit with the neighbours. Here every decode runs from one fixed boundary to the next
+        (``aligned_chunks``), on a cache holding only this prompt's earlier blocks, which were computed
+        the same way: the same bytes whether the prompt is scored alone, in any batch, process or Ray worker. Blocks
+        shared with the previous prompt are still reused."""
+        t0 = time.perf_counter()
+        keep = aligned_reuse(self._llm.input_ids[: self._llm.n_tokens], tokens, self.score_block)
+        self._llm.n_tokens = keep
+        for start, stop in aligned_chunks(keep, len(tokens), self.score_block):
+            self._eval(tokens[start:stop])
+        stats = PrefillStats(len(tokens), keep, (time.perf_counter() - t0) * 1e3)
+        return FirstTokenScores.from_logits(self.logits(), spec, temperature), stats
 
     def continue_from(self, tokens: list[int], params: SamplingParams,
                       first_token_bias: Mapping[int, float] | None) -> Iterator[int]:
