@@ -16,6 +16,7 @@ ENVIRONMENT = {
                           "$XDG_CACHE_HOME/refusal-edge, else ~/.cache/refusal-edge].",
     "REFUSAL_EDGE_REPACK": "--repack: llama.cpp's repacked/AMX CPU kernels, on, off or auto.",
     "REFUSAL_EDGE_ENGINE_API_KEY": "--engine-api-key: the bearer token sent to a remote --engine.",
+    "REFUSAL_EDGE_ANSWER_API_KEY": "--answer-api-key: the bearer token sent to guard mode's --answer-engine.",
     HOST_ENV: "serve --host.",
     PORT_ENV: "serve --port.",
     "REFUSAL_EDGE_API_KEY": "serve --api-key: the key /v1 requests must carry.",
