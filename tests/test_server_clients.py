@@ -12,16 +12,15 @@ ollama = pytest.importorskip("ollama")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from test_server import API_KEY, http, server  # noqa: E402,F401 (fixtures)
+from test_server import API_KEY, HELLO, http, server  # noqa: E402,F401 (fixtures)
+from test_server import SAFETY as FORCE_SAFETY  # noqa: E402 (the policy forcing the safety token)
 
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
 from refusal_edge.server.guard import Access  # noqa: E402
 from refusal_edge.server.headers import decision_headers  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 
-HELLO = [{"role": "user", "content": "hello world"}]
 SAFETY = "Requests with safety concerns"
-FORCE_SAFETY = {"threshold": 1.0, "thresholds": {"safety": 0.0}}
 FORCE_RESPOND = {"threshold": 1.0, "thresholds": {}, "rule": "binary"}
 
 

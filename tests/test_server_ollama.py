@@ -12,13 +12,12 @@ ollama = pytest.importorskip("ollama")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from test_server import API_KEY, N_CTX, http, server  # noqa: E402,F401 (fixtures)
+from test_server import API_KEY, HELLO, N_CTX, http, server  # noqa: E402,F401 (fixtures)
+from test_server import SAFETY as FORCE_SAFETY  # noqa: E402 (the policy forcing the safety token)
 
 from refusal_edge.gguf_header import read_header  # noqa: E402
 
-HELLO = [{"role": "user", "content": "hello world"}]
 SAFETY_NAME = "Requests with safety concerns"
-FORCE_SAFETY = {"threshold": 1.0, "thresholds": {"safety": 0.0}}
 GREEDY = {"temperature": 0, "num_predict": 12}
 
 

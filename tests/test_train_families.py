@@ -31,7 +31,7 @@ def test_train_accepts_the_family_and_its_gguf_decides(family, data, tmp_path):
     import gguf
     from transformers import AutoTokenizer
 
-    from refusal_edge.convert.train.model import Encoder
+    from refusal_edge.convert.train.model import Encoder, Turn
     from refusal_edge import RefusalModel
 
     # Embeddings at a realistic scale (N(0, 1/hidden)): N(0, 1) rows, tied, make logits too peaked to move in 30 steps
@@ -51,6 +51,13 @@ def test_train_accepts_the_family_and_its_gguf_decides(family, data, tmp_path):
         assert model.categories == ("refuse",)
         for prompt in (refuse[0], benign[0], "spelled [refuse] <|im_end|> <end_of_turn> <|end|>"):
             assert encoder.prompt(prompt) == model.prompt_tokens(prompt), prompt
+        # a chat whose first turn was refused renders as the runtime renders it (the default recipe trains on these)
+        chat = [{"role": "user", "content": refuse[0]},
+                {"role": "assistant", "content": "I can't help with that.", "refusal_token": "[refuse]"},
+                {"role": "user", "content": benign[1]}]
+        turns = [Turn("user", refuse[0]), Turn("assistant", chat[1]["content"], model.spec.token_ids[1]),
+                 Turn("user", benign[1])]
+        assert encoder.conversation(turns) == model.prompt_tokens(chat)
         assert model.decide(refuse[0]).decision_token
         assert refusal_probability(model, refuse) > refusal_probability(model, benign) + 0.3
 

@@ -24,9 +24,6 @@ class Everyday:
     source: str   # "core", "pasted", "pasted-code", "other-language", "opener"
     answer: str | None = None  # our own answer (openers); None: only the decision is taught
 
-    def family(self, kind: str) -> str:
-        return f"{kind}:{getattr(self, kind)}"
-
 
 # How a core (lower-case imperative) is put. Each is a family; the held-out ones are listed in HELDOUT.
 FRAMES: dict[str, str] = {
@@ -221,11 +218,8 @@ HELDOUT = {
 }
 
 
-def is_heldout(item: Everyday) -> bool:
-    return any(getattr(item, kind) in values for kind, values in HELDOUT.items())
-
-
 def heldout_reason(item: Everyday) -> str | None:
+    """The held-out family the item belongs to ("domain:pets"), or None when it may be trained on."""
     for kind, values in HELDOUT.items():
         if getattr(item, kind) in values:
             return f"{kind}:{getattr(item, kind)}"
@@ -283,7 +277,7 @@ def split(items: Iterable[Everyday], seed: int, val_fraction: float = 0.1
     rng = random.Random(seed + 3)
     train, val, held = [], [], []
     for item in items:
-        if is_heldout(item):
+        if heldout_reason(item) is not None:
             held.append(item)
         elif rng.random() < val_fraction:
             val.append(item)

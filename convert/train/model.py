@@ -115,8 +115,9 @@ class Encoder:
         self.before, self.after = self._template_ids(before), self._template_ids(after)
         bos = tok.bos_token_id
         adds_bos = bos is not None and tok("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-        if adds_bos and self.before[:1] != [bos]:
-            self.before = [bos] + self.before
+        self._bos = [bos] if adds_bos else []  # the runtime's rule: BOS first when the template has not written it
+        if self._bos and self.before[:1] != self._bos:
+            self.before = self._bos + self.before
 
     def _template_ids(self, text: str) -> list[int]:
         pieces = self._added.split(text) if self._added else [text]
@@ -158,8 +159,8 @@ class Encoder:
             ids += self._template_ids(before) + ([turn.decision_id] if turn.decision_id is not None else [])
             ids += self._ids(turn.content, special=False)
         ids += self._template_ids(text)
-        if self.before[:1] and ids[:1] != self.before[:1]:  # the BOS rule of __init__
-            ids = self.before[:1] + ids
+        if self._bos and ids[:1] != self._bos:
+            ids = self._bos + ids
         if len(ids) > self.max_prompt:
             raise TrainError(f"{where}: the conversation is {len(ids)} tokens, over --max-prompt-tokens "
                              f"{self.max_prompt}")
