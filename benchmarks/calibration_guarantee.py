@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def untrained_prompts(original: str, contrast: str) -> set[tuple[str, bool]]:
     """(prompt, should refuse) of the rows the default model's recipe never trained on."""
-    from refusal_edge.convert.default_recipe.default_data import load_jsonl, load_splits
-    from refusal_edge.convert.default_recipe.default_shifted import is_heldout
+    from refusal_edge.convert.default_recipe.data import load_jsonl, load_splits
+    from refusal_edge.convert.default_recipe.shifted import is_heldout
 
     splits = load_splits(original, contrast)
     keep = {(r["prompt"], True) for r in splits.refusal_val} | {(r["prompt"], False) for r in splits.contrast_val}

@@ -6,20 +6,20 @@ import json
 import numpy as np
 import pytest
 
-from refusal_edge.convert.default_recipe import default_prompts, default_train_extra, default_train_more
-from refusal_edge.convert.default_recipe.default_data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
+from refusal_edge.convert.default_recipe import prompts, train_extra, train_more
+from refusal_edge.convert.default_recipe.data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
 from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
-from refusal_edge.convert.default_recipe.default_shifted import (RESPOND, Item, coconot_style,
+from refusal_edge.convert.default_recipe.shifted import (RESPOND, Item, coconot_style,
                                                                  summarize, validation_prompts, xstest_style)
 from refusal_edge.metadata import CATEGORIES
 
 
 def _training_prompts() -> set[str]:
-    rows = (default_prompts.synthetic_refusals() + default_train_extra.extra_refusals(0)
-            + default_train_more.more_refusals(0))
-    return ({r["prompt"] for r in rows} | set(default_prompts.benign_prompts())
-            | set(default_train_extra.extra_benign(0)) | set(default_train_more.more_benign(0))
-            | {q for q, _ in default_prompts.PROBES} | {i.prompt for i in split_everyday(everyday(0), 0)[0]})
+    rows = (prompts.synthetic_refusals() + train_extra.extra_refusals(0)
+            + train_more.more_refusals(0))
+    return ({r["prompt"] for r in rows} | set(prompts.benign_prompts())
+            | set(train_extra.extra_benign(0)) | set(train_more.more_benign(0))
+            | {q for q, _ in prompts.PROBES} | {i.prompt for i in split_everyday(everyday(0), 0)[0]})
 
 
 def _norm(text: str) -> str:
@@ -37,11 +37,11 @@ def test_validation_prompts_never_appear_in_training_prompts():
 
 
 def test_training_formats_keep_every_prompt_and_add_a_variant():
-    benign = default_train_extra.extra_benign(0)
-    base = default_train_extra.SAFE + default_train_extra.LOOKALIKES
+    benign = train_extra.extra_benign(0)
+    base = train_extra.SAFE + train_extra.LOOKALIKES
     assert benign[::2] == base and all(a != b for a, b in zip(benign[::2], benign[1::2]))
-    assert benign == default_train_extra.extra_benign(0)  # deterministic for a seed
-    refusals = default_train_extra.extra_refusals(0)
+    assert benign == train_extra.extra_benign(0)  # deterministic for a seed
+    refusals = train_extra.extra_refusals(0)
     assert {r["category"] for r in refusals} == {CATEGORIES[3]}
 
 
@@ -84,14 +84,14 @@ def test_the_final_fit_trains_on_heldout_subcategories_but_keeps_the_random_vali
 
 
 def test_round_three_prompts_cover_their_families_as_written_and_wrapped():
-    refusals = default_train_more.more_refusals(0)
-    assert refusals == default_train_more.more_refusals(0)
+    refusals = train_more.more_refusals(0)
+    assert refusals == train_more.more_refusals(0)
     by_category = {c: [r for r in refusals if r["category"] == c] for c in CATEGORIES}
     assert all(by_category.values())
     written = [r["prompt"] for r in refusals[::2]]
     assert all(a["prompt"] != b["prompt"] for a, b in zip(refusals[::2], refusals[1::2]))
-    assert set(default_train_more.FALSE_PREMISES) <= set(written)
-    benign = default_train_more.more_benign(0)
+    assert set(train_more.FALSE_PREMISES) <= set(written)
+    benign = train_more.more_benign(0)
     assert not set(benign) & {r["prompt"] for r in refusals}  # no prompt is both refused and answered
 
 
@@ -112,7 +112,7 @@ def test_xstest_style_has_every_type_and_labels():
 
 
 def test_probe_logistic_regression_separates_a_linear_boundary_and_ranks_held_out_points():
-    from refusal_edge.convert.default_recipe.default_calibrate import auroc
+    from refusal_edge.convert.default_recipe.calibrate import auroc
     from refusal_edge.convert.default_recipe.probe_ceiling import fit_logistic
 
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@ cross-validated comparison that decides which one ships (pure numpy, synthetic p
 
 import numpy as np
 
-from refusal_edge.convert.default_recipe.default_thresholds import (Family, best_per_category, best_uniform,
+from refusal_edge.convert.default_recipe.thresholds import (Family, best_per_category, best_uniform,
                                                                     choose_policy, cross_validated, folds, rates)
 from refusal_edge.metadata import CATEGORIES
 

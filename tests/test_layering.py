@@ -137,15 +137,15 @@ def recipe_imports(path: Path, package: str) -> list[str]:
 
 
 def test_shipped_code_never_imports_the_recipe():
-    """`refusal-edge train` from the wheel once failed on `from ..default_recipe.default_data import ...`."""
+    """`refusal-edge train` from the wheel once failed on `from ..default_recipe.default_data import ...` (the module is data.py now)."""
     paths = list(shipped_modules())
     assert ROOT / "convert" / "train" / "data.py" in paths and installed_package(paths[-1]).startswith("refusal_edge")
     bad = {str(p.relative_to(ROOT)): recipe_imports(p, installed_package(p)) for p in paths}
     assert {k: v for k, v in bad.items() if v} == {}
 
 
-@pytest.mark.parametrize("line", ["from ..default_recipe.default_data import load_splits",
-                                  "from refusal_edge.convert.default_recipe import default_data",
+@pytest.mark.parametrize("line", ["from ..default_recipe.data import load_splits",
+                                  "from refusal_edge.convert.default_recipe import data",
                                   "import convert.default_recipe.train_default"])
 def test_the_recipe_check_sees_every_way_in(tmp_path, line):
     module = tmp_path / "data.py"

@@ -25,10 +25,10 @@ from refusal_edge import default_model as dm
 from refusal_edge.engines.llama.vocab import load_llama
 from refusal_edge.metadata import CATEGORIES, short_name
 
-from .default_calibrate import auroc, refusal_probability, refused, score
-from .default_data import load_splits, recipe_arguments
-from .default_prompts import PROBES, RESPOND, benign_prompts
-from .default_distill import distill
+from .calibrate import auroc, refusal_probability, refused, score
+from .data import load_splits, recipe_arguments
+from .prompts import PROBES, RESPOND, benign_prompts
+from .distill import distill
 
 CURVE_THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
 # Phrases our refusal messages (and refusals in general) use; a heuristic, reported as such.

@@ -1,4 +1,4 @@
-"""Measure the default model on the distribution-shifted validation split (see default_shifted.py).
+"""Measure the default model on the distribution-shifted validation split (see shifted.py).
 
     python -m refusal_edge.convert.default_recipe.measure_shifted --original ../shared/data/coconot/original_dev.jsonl \\
         --contrast ../shared/data/coconot/contrast_pref.jsonl [--model default.gguf] [--plot shifted.png]
@@ -18,10 +18,10 @@ import numpy as np
 from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
 
-from .default_data import recipe_arguments
-from .default_calibrate import category_probabilities, refused, score, uniform_policy
-from .default_shifted import coconot_style, everyday_style, read_coconot, summarize, xstest_style
-from .default_thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
+from .data import recipe_arguments
+from .calibrate import category_probabilities, refused, score, uniform_policy
+from .shifted import coconot_style, everyday_style, read_coconot, summarize, xstest_style
+from .thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
 
 
 def families(original, contrast) -> dict:
@@ -61,7 +61,7 @@ def evaluate(model: RefusalModel, sets: dict, policy, scored: dict | None = None
 
 
 def search_families(sets: dict, scored: dict) -> dict:
-    """The families the default policy is chosen on (default_thresholds.py): the hand-written ones, whose
+    """The families the default policy is chosen on (thresholds.py): the hand-written ones, whose
     look-alikes are held to the targets (the held-out CoCoNot subcategories are reported, not used)."""
     return {name: Family(scored[name][2], np.array([i.should_refuse for i in sets[name]]),
                          tuple(i.group for i in sets[name]), tuple(i.prompt for i in sets[name]))
@@ -69,7 +69,7 @@ def search_families(sets: dict, scored: dict) -> dict:
 
 
 def choose_default_policy(model: RefusalModel, sets: dict) -> tuple[Policy, dict, dict]:
-    """The policy the recipe ships (default_thresholds.choose_policy), the evidence for it and every figure at it."""
+    """The policy the recipe ships (thresholds.choose_policy), the evidence for it and every figure at it."""
     scored = score_sets(model, sets)
     policy, evidence = choose_policy(search_families(sets, scored), model.spec.category_names)
     return policy, evidence, evaluate(model, sets, policy, scored)

@@ -7,7 +7,7 @@ from benign prompts, before any fine-tuning.
 llama.cpp gives the final hidden state at the last prompt token (the position whose next token is the decision)
 for the chat-formatted prompt. A logistic regression (numpy, L2, class-balanced) is trained on (1) the CoCoNot
 training split only and (2) that plus our own training prompts, and evaluated by AUROC on the random CoCoNot
-validation split and on the shifted split (default_shifted.py). A ceiling far below the target says the base
+validation split and on the shifted split (shifted.py). A ceiling far below the target says the base
 cannot tell the prompts apart linearly; fine-tuning can move the representation, but rarely by much at 135M.
 """
 
@@ -25,12 +25,12 @@ from refusal_edge import default_model as dm
 from refusal_edge.engines.llama.vocab import load_llama
 
 from ..chat_tokenizer import ChatTokenizer
-from .default_calibrate import auroc
-from .default_data import load_splits, recipe_arguments
-from .default_prompts import benign_prompts, synthetic_refusals
-from .default_shifted import coconot_style, read_coconot, xstest_style
-from .default_train_extra import extra_benign, extra_refusals
-from .default_train_more import more_benign, more_refusals
+from .calibrate import auroc
+from .data import load_splits, recipe_arguments
+from .prompts import benign_prompts, synthetic_refusals
+from .shifted import coconot_style, read_coconot, xstest_style
+from .train_extra import extra_benign, extra_refusals
+from .train_more import more_benign, more_refusals
 
 
 def embed(base: Path, prompts: list[str], threads: int) -> np.ndarray:

@@ -9,11 +9,11 @@ linear map, the decision tokens' rows at their own learning rate, the decision t
 chooses the data and writes what fine-tuning changed as a small delta instead of a whole model. Data: CoCoNot
 refusal prompts (our refusal messages), CoCoNot contrast prompts (their compliant answer), our synthetic refusal
 prompts, and benign prompts answered by the base model itself (self-distillation with `train`'s batched greedy
-decoding); see default_data.py, default_prompts.py, default_train_extra.py and default_train_more.py. Prompts are
+decoding); see data.py, prompts.py, train_extra.py and train_more.py. Prompts are
 cut to 96 tokens and answers to 32 (the first answer token carries the decision).
 
 Writes ``refusal_edge/assets/default_delta.npz`` and its ``.sha256``; the default policy is chosen on the
-shifted validation split (default_shifted.py), never trained on; the random validation split is left for
+shifted validation split (shifted.py), never trained on; the random validation split is left for
 measure_default.py. ``--all-subcategories`` (the shipped delta) trains on the held-out CoCoNot subcategories too,
 once data and threshold were chosen with them held out.
 Deterministic for a seed on a given machine, thread count and torch build.
@@ -40,12 +40,12 @@ from ..train.data import decision_tokens
 from ..train.distill import distill
 from ..train.loop import LoopConfig, fingerprint, train
 from ..train.model import Encoder, Turn, hf_base, load_base, trainable
-from .default_data import (RESPOND, Example, answer_anyway_prompts, build_examples, chat_examples, load_splits,
+from .data import (RESPOND, Example, answer_anyway_prompts, build_examples, chat_examples, load_splits,
                            recipe_arguments)
 from .everyday import FOLLOW_UPS, everyday, split as split_everyday
-from .default_prompts import benign_prompts, synthetic_refusals
-from .default_train_extra import extra_benign, extra_refusals
-from .default_train_more import more_benign, more_refusals
+from .prompts import benign_prompts, synthetic_refusals
+from .train_extra import extra_benign, extra_refusals
+from .train_more import more_benign, more_refusals
 
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
@@ -89,7 +89,7 @@ def export_delta(peft_model, rows, config: dict, meta: dict) -> dm.Delta:
 
 def calibrate(base: Path, delta: dm.Delta, original: Path, contrast: Path, threads: int) -> tuple[dict, dict]:
     """Assemble the GGUF exactly as users get it, score the shifted validation split (never trained on), choose
-    the default policy there (default_thresholds.py): the distribution users bring differs from the training
+    the default policy there (thresholds.py): the distribution users bring differs from the training
     data, so a threshold chosen on a split that shares the training distribution over-refuses."""
     from refusal_edge import RefusalModel
 

@@ -1,10 +1,10 @@
 """The distribution-shifted validation split of the default model, and the figures reported on it.
 
 Two families, each a set of labelled prompts never trained on:
-- CoCoNot-style: CoCoNot subcategories held out of training whole (``default_data.HELDOUT_SUBCATEGORIES``), plus our
-  hand-written should-not-comply prompts and benign look-alikes per category (``default_val_coconot``);
+- CoCoNot-style: CoCoNot subcategories held out of training whole (``data.HELDOUT_SUBCATEGORIES``), plus our
+  hand-written should-not-comply prompts and benign look-alikes per category (``val_coconot``);
 - XSTest-style: our hand-written safe-but-scary prompts by type and their unsafe counterparts
-  (``default_val_xstest``).
+  (``val_xstest``).
 No torch and no model here: the figures are pure functions of refusal probabilities and decisions.
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 
 from refusal_edge.metadata import CATEGORIES, short_name
 
-from . import default_val_coconot as val_coconot
-from .default_data import is_heldout, load_jsonl
-from .default_calibrate import auroc
-from . import default_val_xstest as val_xstest
+from . import val_coconot as val_coconot
+from .data import is_heldout, load_jsonl
+from .calibrate import auroc
+from . import val_xstest as val_xstest
 from . import first_minute
 from .everyday import everyday, heldout_reason, split as split_everyday
 

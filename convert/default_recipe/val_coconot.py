@@ -1,8 +1,8 @@
 """Validation only: hand-written CoCoNot-style prompts per category, written for this project (none copied from
 CoCoNot). Benign look-alikes (should get ``[respond]``) and should-not-comply prompts (should get their
-category token). NEVER train on these; ``default_train_extra.py`` holds the training-side prompts, disjoint.
+category token). NEVER train on these; ``train_extra.py`` holds the training-side prompts, disjoint.
 
-Together with the CoCoNot subcategories held out of training (``default_data.HELDOUT_SUBCATEGORIES``) they
+Together with the CoCoNot subcategories held out of training (``data.HELDOUT_SUBCATEGORIES``) they
 form the shifted validation split on which the default threshold is chosen.
 """
 

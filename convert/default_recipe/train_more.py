@@ -19,7 +19,7 @@ import random
 
 from refusal_edge.metadata import CATEGORIES
 
-from .default_train_extra import wrap
+from .train_extra import wrap
 
 HUMANIZING, INCOMPLETE, INDETERMINATE, SAFETY, UNSUPPORTED = CATEGORIES
 

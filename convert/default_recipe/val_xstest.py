@@ -2,7 +2,7 @@
 2024). Safe prompts that look unsafe (should get ``[respond]``) and unsafe counterparts (should be refused).
 
 Written for this project; no prompt is copied from XSTest or CoCoNot. NEVER train on these: the training-side
-prompts of the same types live in ``default_train_extra.py`` with other words, targets and templates (a test
+prompts of the same types live in ``train_extra.py`` with other words, targets and templates (a test
 checks the two stay disjoint), so the figures measured here are on prompts the model has not seen.
 """
 
