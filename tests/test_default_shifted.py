@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from refusal_edge.convert.default_recipe import prompts, train_extra, train_more
+from refusal_edge.convert.default_recipe import blunt_refusals, prompts, train_extra, train_more
 from refusal_edge.convert.default_recipe.data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
 from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
 from refusal_edge.convert.default_recipe.shifted import (RESPOND, Item, coconot_style,
@@ -16,7 +16,7 @@ from refusal_edge.metadata import CATEGORIES
 
 def _training_prompts() -> set[str]:
     rows = (prompts.synthetic_refusals() + train_extra.extra_refusals(0)
-            + train_more.more_refusals(0))
+            + train_more.more_refusals(0) + blunt_refusals.blunt_refusals(0))
     return ({r["prompt"] for r in rows} | set(prompts.benign_prompts())
             | set(train_extra.extra_benign(0)) | set(train_more.more_benign(0))
             | {q for q, _ in prompts.PROBES} | {i.prompt for i in split_everyday(everyday(0), 0)[0]})
@@ -34,6 +34,20 @@ def test_validation_prompts_never_appear_in_training_prompts():
     # inside another means something: "sup" is inside "supply")
     leaked = [q for q in val if _norm(q) in train or len(_norm(q)) >= 12 and any(_norm(q) in t for t in train)]
     assert leaked == []
+
+
+def test_blunt_refusals_hold_out_whole_cores_and_frames():
+    rows, held = blunt_refusals.blunt_refusals(0), blunt_refusals.heldout_blunt(0)
+    assert rows == blunt_refusals.blunt_refusals(0) and held == blunt_refusals.heldout_blunt(0)
+    train_cores, held_cores = blunt_refusals.split_cores(0)
+    for category in CATEGORIES:
+        assert len(held_cores[category]) >= 2 and not set(held_cores[category]) & set(train_cores[category])
+        assert any(r["category"] == category for r in rows) and any(c == category for _, c, _ in held)
+    trained = {_norm(r["prompt"]) for r in rows}
+    assert {family for _, _, family in held} == {"frame:would-you", "frame:im-trying", "style:terse"}
+    assert not {_norm(p) for p, _, _ in held} & trained
+    # no held-out core reaches training in any frame or style
+    assert [c for cores in held_cores.values() for c in cores if any(_norm(c) in t for t in trained)] == []
 
 
 def test_training_formats_keep_every_prompt_and_add_a_variant():

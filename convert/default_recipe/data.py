@@ -129,8 +129,9 @@ def build_examples(splits: Splits, benign: Iterable[tuple[str, str]], seed: int,
 
 def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], everyday: Sequence,
                   follow_ups: Sequence[str], seed: int, n: int = 250) -> list[Example]:
-    """Two-turn chats, so that one turn's decision does not decide the next: a benign request (or thanks) after a
-    refused one, a follow-up after an answer, a request to refuse after an answer, and one after a refusal.
+    """Chats, so that one turn's decision does not decide the next: a benign request (or thanks) after a refused
+    one, a follow-up after an answer, a request to refuse after an answer, one after a refusal, and either after
+    two or three answers.
     ``refusals``: rows with category/subcategory/prompt; ``benign``: (prompt, the base model's answer);
     ``everyday``: everyday.Everyday items (their answer, when they have one, is taught too)."""
     rng = random.Random(seed + 11)
@@ -159,6 +160,16 @@ def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], e
         _, first = refused_turn()
         row, _ = refused_turn()
         out.append(Example(row["prompt"], row["category"], None, "chat", first))
+    # Longer chats: two or three answered turns, then a request to refuse or an everyday one. A chat of answers
+    # pulls a small model towards answering again; the content of the last turn must still decide.
+    for k in range(n // 2):
+        history = sum((answered_turn() for _ in range(rng.choice((2, 3)))), ())
+        if k % 2:
+            row, _ = refused_turn()
+            out.append(Example(row["prompt"], row["category"], None, "chat", history))
+        else:
+            item = rng.choice(everyday)
+            out.append(Example(item.prompt, RESPOND, item.answer, "chat", history))
     return out
 
 

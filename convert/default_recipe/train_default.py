@@ -42,6 +42,7 @@ from ..train.loop import LoopConfig, fingerprint, train
 from ..train.model import Encoder, Turn, hf_base, load_base, trainable
 from .data import (RESPOND, Example, answer_anyway_prompts, build_examples, chat_examples, load_splits,
                            recipe_arguments)
+from .blunt_refusals import blunt_refusals
 from .everyday import FOLLOW_UPS, everyday, split as split_everyday
 from .prompts import benign_prompts, synthetic_refusals
 from .train_extra import extra_benign, extra_refusals
@@ -54,11 +55,12 @@ ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs
 
 def encode(examples: list[Example], encoder: Encoder, ids: dict[str, int], max_prompt: int):
     """The recipe's examples in the trainer's form; a long prompt is cut (CoCoNot has a few) rather than refused, and
-    in a chat the earlier turns are cut harder (half as long) so that two turns fit."""
+    in a chat the earlier turns are cut harder (half as long, shorter still past two of them) so that the chat fits."""
     def user(e: Example):
         if not e.history:
             return encoder.cut(e.prompt, max_prompt)
-        turns = [Turn(role, encoder.cut(text, max_prompt // 2), None if d is None else ids[d]) for role, text, d in
+        per_turn = max_prompt // 2 if len(e.history) <= 2 else 2 * max_prompt // (len(e.history) + 2)
+        turns = [Turn(role, encoder.cut(text, per_turn), None if d is None else ids[d]) for role, text, d in
                  e.history]
         return turns + [Turn("user", encoder.cut(e.prompt, max_prompt // 2))]
 
@@ -146,7 +148,7 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
                       cache=args.work_dir / "distilled.jsonl", batch_size=args.batch_size)
     benign = [(p, answers[cut[p]]) for p in benign_prompts_]
     anyway = [(p, answers[cut[p]]) for p in anyway_prompts]
-    synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed)
+    synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed) + blunt_refusals(args.seed)
     everyday_train, _, _ = split_everyday(everyday(args.seed), args.seed)  # validation families never trained on
     examples = build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
     examples += [Example(i.prompt, RESPOND, i.answer, "everyday") for i in everyday_train]
