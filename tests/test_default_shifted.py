@@ -137,3 +137,16 @@ def test_probe_logistic_regression_separates_a_linear_boundary_and_ranks_held_ou
     assert auroc(s[y[300:] == 1], s[y[300:] == 0]) > 0.95
     noise = fit_logistic(x[:300], rng.permutation(y[:300]), l2=1.0)(x[300:])
     assert auroc(noise[y[300:] == 1], noise[y[300:] == 0]) < 0.75
+
+
+def test_category_probe_tells_clusters_apart_and_not_shuffled_labels():
+    from refusal_edge.convert.default_recipe.probe_ceiling import category_probe
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=3.0, size=(4, 6))
+    labels = [CATEGORIES[k] for k in rng.integers(0, 4, size=300)]
+    x = np.stack([centres[CATEGORIES.index(lab)] for lab in labels]) + rng.normal(size=(300, 6))
+    predict = category_probe(x[:200], labels[:200], l2=1.0)
+    assert np.mean([a == b for a, b in zip(predict(x[200:]), labels[200:])]) > 0.9
+    shuffled = category_probe(x[:200], list(rng.permutation(labels[:200])), l2=1.0)
+    assert np.mean([a == b for a, b in zip(shuffled(x[200:]), labels[200:])]) < 0.5

