@@ -18,8 +18,8 @@ from starlette.routing import Route
 
 from . import decisions, ollama, openai, ui
 from .guard import Guard
-from .protocol import ApiError, error_body
-from .service import ServerSettings, Service, as_api_error
+from .errors import ApiError, as_api_error, error_body
+from .service import ServerSettings, Service
 from .slots import SlotPool
 
 __all__ = ["ServerSettings", "create_app"]
@@ -50,8 +50,7 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
         return JSONResponse({"status": "ok", "model": settings.model_id, "slots": len(pool.models),
                              "queued": pool.queued, **pool.stats})
 
-    service = Service(pool, settings, spec, authorize,
-                      functools.partial(openai.model_card, settings, spec, int(time.time())))
+    service = Service(pool, settings, spec, functools.partial(openai.model_card, settings, spec, int(time.time())))
     routes = [
         Route("/health", health),
         *guarded(authorize, [*openai.routes(service), *decisions.routes(service), *ollama.routes(service)]),
@@ -63,8 +62,8 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
 
 
 def guarded(authorize, routes: list[Route]) -> list[Route]:
-    """Every API route checks the API key before its handler runs (handlers that read a body check it too): a
-    route added later (GET /api/version was one) cannot forget it."""
+    """Every API route checks the API key before its handler runs, the one place it is checked: a route added
+    later (GET /api/version was one) cannot forget it."""
     def check_first(endpoint):
         @functools.wraps(endpoint)
         async def checked(request: Request) -> Response:

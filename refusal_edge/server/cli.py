@@ -18,7 +18,7 @@ from ..catalog import name_of_metadata
 from ..conventions import HOST_ENV, PORT_ENV
 from ..options import model_from, model_options, policy_options
 from .guard import ORIGINS_ENV, Access, origins_from_env
-from .protocol import Limits
+from .requests import Limits
 
 API_KEY_ENV = "REFUSAL_EDGE_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

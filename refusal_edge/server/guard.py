@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 
 from .headers import DECISION_HEADERS
-from .protocol import ApiError, error_body
+from .errors import ApiError, error_body
 
 ORIGINS_ENV = "REFUSAL_EDGE_ORIGINS"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
