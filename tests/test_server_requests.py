@@ -124,3 +124,11 @@ def test_the_server_library_does_not_import_the_command_line(module):
     code = f"import sys, {module}; print(sorted(m for m in ('click', 'refusal_edge.server.cli') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["requests", "errors", "openai_wire", "ollama_wire"])
+def test_requests_errors_and_wire_shapes_need_no_web_framework(module):
+    """Every rule and shape in them is testable without a server (imports as written, lazy ones included)."""
+    from test_layering import PACKAGE, imports, offending
+
+    assert offending(imports(PACKAGE / "server" / f"{module}.py"), ("starlette", "uvicorn")) == []

@@ -1,4 +1,4 @@
-"""The Starlette application, assembled: the APIs' routes over one ``Service``, the API key, the guard, and the
+"""The Starlette application, assembled: the APIs' routes over one ``Service``, the API key, the browser guard, and the
 error handlers that render every failure in the shape of the API that was asked."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import decisions, ollama, openai, ui
-from .guard import Guard
+from .browser_guard import BrowserGuard
+from .requests import RequestTerms
 from .errors import ApiError, as_api_error, error_body
 from .service import ServerSettings, Service
 from .slots import SlotPool
@@ -50,7 +51,8 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
         return JSONResponse({"status": "ok", "model": settings.model_id, "slots": len(pool.models),
                              "queued": pool.queued, **pool.stats})
 
-    service = Service(pool, settings, spec, functools.partial(openai.model_card, settings, spec, int(time.time())))
+    terms = RequestTerms(settings.policy, spec.category_names, spec.decision_tokens, settings.limits)
+    service = Service(pool, settings, terms, functools.partial(openai.model_card, settings, spec, int(time.time())))
     routes = [
         Route("/health", health),
         *guarded(authorize, [*openai.routes(service), *decisions.routes(service), *ollama.routes(service)]),
@@ -58,7 +60,7 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
     ]
     handlers = {ApiError: api_error_response, HTTPException: http_error_response, Exception: internal_error_response}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                     middleware=[Middleware(Guard, access=settings.access)])
+                     middleware=[Middleware(BrowserGuard, access=settings.access)])
 
 
 def guarded(authorize, routes: list[Route]) -> list[Route]:

@@ -52,7 +52,7 @@ class LineStream:
 
 
 def routes(service: Service) -> list[Route]:
-    settings = service.settings
+    settings, terms = service.settings, service.terms
     name = settings.model_id if ":" in settings.model_id else f"{settings.model_id}:latest"
     loaded_at = time.time()
 
@@ -64,12 +64,12 @@ def routes(service: Service) -> list[Route]:
 
     async def respond(request: Request, asks: str, translate, field: str) -> Response:
         started = time.perf_counter_ns()
-        raw = await read_json(request, settings.limits.max_body_bytes)
+        raw = await read_json(request, terms.limits.max_body_bytes)
         head = {"model": raw.get("model") if isinstance(raw.get("model"), str) else name}
         if wire.is_load_request(raw, asks):  # "load the model": it is loaded for as long as the server runs
             return JSONResponse(wire.loaded(head, field))
         n_ctx = service.pool.models[0].engine.n_ctx
-        chat = replace(chat_request(translate(raw, n_ctx), service.terms, names=wire.FIELD_NAMES),
+        chat = replace(chat_request(translate(raw, n_ctx), terms, names=wire.FIELD_NAMES),
                        truncation=wire.truncation(raw, n_ctx))
 
         def stream(job, decision) -> Response:
@@ -86,7 +86,7 @@ def routes(service: Service) -> list[Route]:
         return JSONResponse({"models": [{"name": name, **model_entry()}]})
 
     async def show(request: Request) -> Response:
-        raw = await read_json(request, settings.limits.max_body_bytes)
+        raw = await read_json(request, terms.limits.max_body_bytes)
         asked = raw.get("model") or raw.get("name")
         base = name.partition(":")[0]  # as Ollama, a name without its tag is the same model
         if asked not in (name, settings.model_id, base, f"{base}:latest"):

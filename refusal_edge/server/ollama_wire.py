@@ -164,7 +164,8 @@ def final(head: dict, field: str, text: str, decision: Decision, finish_reason: 
     prefill_ns = int(decision.prefill_ms * 1e6)
     total = finished_ns - started_ns
     return {**head, "created_at": now(), **_answer(field, text, decision), "done": True, "done_reason": finish_reason,
-            "total_duration": total, "load_duration": 0, "prompt_eval_count": decision.prompt_tokens if prompt_tokens is None else prompt_tokens,
+            "total_duration": total, "load_duration": 0,
+            "prompt_eval_count": decision.prompt_tokens if prompt_tokens is None else prompt_tokens,
             "prompt_eval_duration": prefill_ns, "eval_count": completion_tokens,
             "eval_duration": max(0, total - prefill_ns), "refusal": decision.to_dict()}
 

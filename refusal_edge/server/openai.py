@@ -63,7 +63,7 @@ class EventStream:
 
 
 def routes(service: Service) -> list[Route]:
-    settings = service.settings
+    settings, terms = service.settings, service.terms
 
     async def list_models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [service.model_card()]})
@@ -75,7 +75,7 @@ def routes(service: Service) -> list[Route]:
         return JSONResponse(service.model_card())
 
     async def chat_completions(request: Request) -> Response:
-        chat = chat_request(await read_json(request, settings.limits.max_body_bytes), service.terms)
+        chat = chat_request(await read_json(request, terms.limits.max_body_bytes), terms)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
 
         async def complete(job, decision) -> dict:

@@ -1,6 +1,6 @@
 """OpenAI's chat-completions wire shapes: a whole answer (``chat.completion``), the chunks of a streamed one
-(``chat.completion.chunk``) and the usage counts, each with the refusal decision in its ``refusal`` field.
-Requests are read in requests.py, errors shaped in errors.py; ollama_wire.py is Ollama's counterpart."""
+(``chat.completion.chunk``) and the usage counts; the decision rides in the answer's (or the first chunk's)
+``refusal`` field. Requests are read in requests.py, errors shaped in errors.py; ollama_wire.py is Ollama's."""
 
 from __future__ import annotations
 

@@ -13,10 +13,9 @@ from typing import Awaitable, Callable, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..metadata import RefusalSpec
 from ..policy import Policy
 from .errors import ApiError, as_api_error
-from .guard import Access
+from .browser_guard import Access
 from .headers import decision_headers
 from .requests import Limits, RequestTerms
 from .slots import CANCELLED, Job, SlotPool, Work
@@ -31,7 +30,7 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
     ui: bool = True  # the dials page at / (refusal-edge serve --no-ui turns it off)
-    access: Access = field(default_factory=Access)  # other web origins and Host names allowed (guard.py)
+    access: Access = field(default_factory=Access)  # other web origins and Host names allowed (browser_guard.py)
     refusal_message: bool = True  # a refused answer's text also in OpenAI's message.refusal (openai_wire.refusal_text)
 
     def __post_init__(self) -> None:
@@ -41,19 +40,14 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class Service:
-    """What every API (OpenAI, Ollama, moderation, the page) shares: slots, settings, the model's refusal spec and
-    its card, so no API re-implements them. The API key is checked before any API handler runs (app.guarded)."""
+    """What every API (OpenAI, Ollama, moderation, the page) shares: slots, settings, what every request is checked
+    against and the model's card, so no API re-implements them. The API key is checked before any API handler runs
+    (app.guarded)."""
 
     pool: SlotPool
     settings: ServerSettings
-    spec: RefusalSpec
+    terms: RequestTerms  # the server's policy and limits, the model's categories and decision tokens (requests.py)
     model_card: Callable[[], dict]
-
-    @property
-    def terms(self) -> RequestTerms:
-        """What every request is checked against (requests.py)."""
-        return RequestTerms(self.settings.policy, self.spec.category_names, self.spec.decision_tokens,
-                            self.settings.limits)
 
 
 class Wire(Protocol):

@@ -76,7 +76,7 @@ def json_content_type(value: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-class Guard:
+class BrowserGuard:
     """ASGI middleware in front of every route (plain ASGI: streaming and disconnects pass through untouched)."""
 
     def __init__(self, app, access: Access) -> None:
