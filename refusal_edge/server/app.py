@@ -1,5 +1,5 @@
-"""The Starlette application, assembled: the APIs' routes over one ``Service``, the API key, the browser guard, and the
-error handlers that render every failure in the shape of the API that was asked."""
+"""The Starlette application, assembled: the APIs' routes over one ``Service``, the API key, the browser guard,
+and the error handlers that render every failure in the shape of the API that was asked."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from starlette.routing import Route
 
 from . import decisions, ollama, openai, ui
 from .browser_guard import BrowserGuard
-from .requests import RequestTerms
 from .errors import ApiError, as_api_error, error_body
+from .requests import RequestTerms
 from .service import ServerSettings, Service
 from .slots import SlotPool
 
