@@ -3,7 +3,7 @@ server's limits all name these, so each default changes in one place."""
 
 N_CTX = 4096  # tokens a sequence (prompt and answer) may hold: LlamaEngine(n_ctx=...), --ctx
 
-# What one request may ask of `refusal-edge serve` (server/protocol.Limits, and its options).
+# What one request may ask of `refusal-edge serve` (server/requests.Limits, and its options).
 SERVER_MAX_BODY_BYTES = 1 << 20
 SERVER_MAX_MESSAGES = 256
 SERVER_MAX_TOKENS = 4096  # the largest max_tokens a request may ask for, and its default

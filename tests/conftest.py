@@ -31,7 +31,7 @@ def app_client(tiny_gguf):
     testclient = pytest.importorskip("starlette.testclient")
     from refusal_edge import RefusalModel
     from refusal_edge.server.app import ServerSettings, create_app
-    from refusal_edge.server.protocol import Limits
+    from refusal_edge.server.requests import Limits
     from refusal_edge.server.slots import SlotPool
 
     model = RefusalModel.load(tiny_gguf, n_ctx=256, n_threads=THREADS)

@@ -19,7 +19,7 @@ from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.guarded import AnswerTarget  # noqa: E402
 from refusal_edge.policy import Policy  # noqa: E402
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
-from refusal_edge.server.protocol import Limits  # noqa: E402
+from refusal_edge.server.requests import Limits  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 
 THREADS = 1

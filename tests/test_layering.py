@@ -26,9 +26,9 @@ COMPUTATION = ["decision", "rules", "policy", "metadata", "sampling", "files", "
                "evaluate/guarantee", "evaluate/binomial",
                "evaluate/operating_point", "evaluate/metrics", "evaluate/store", "evaluate/runner", "evaluate/data",
                "evaluate/tasks", "evaluate/summary",
-               "server/protocol", "engines/remote/engine", "engines/remote/firsttoken", "engines/remote/http",
-               "engines/remote/llama_server", "engines/remote/vllm", "access", "aio", "window", "server/truncation",
-               "guarded", "answer_engine"]
+               "server/errors", "server/requests", "server/openai_wire", "server/ollama_wire", "engines/remote/engine",
+               "engines/remote/firsttoken", "engines/remote/http", "engines/remote/llama_server", "engines/remote/vllm",
+               "access", "aio", "window", "server/truncation", "guarded", "answer_engine"]
 WIRE_FORMAT = ["engines/remote/dialect", "engines/remote/checks", "engines/remote/firsttoken", "engines/remote/http",
                "engines/remote/llama_server", "engines/remote/vllm"]
 
@@ -79,8 +79,9 @@ def test_computation_imports_no_cli_or_presentation(module):
     assert offending(imports(PACKAGE / f"{module}.py"), PRESENTATION) == []
 
 
-@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/protocol", "server/truncation",
-                                    "window", "answer_engine", *WIRE_FORMAT])
+@pytest.mark.parametrize("module", ["decision", "rules", "policy", "sampling", "server/errors", "server/requests",
+                                    "server/openai_wire", "server/ollama_wire", "server/truncation", "window",
+                                    "answer_engine", *WIRE_FORMAT])
 def test_decision_and_wire_format_do_not_import_the_llama_cpp_adapter(module):
     assert offending(imports(PACKAGE / f"{module}.py"), ADAPTER) == []
 
@@ -155,4 +156,4 @@ def test_the_recipe_check_sees_every_way_in(tmp_path, line):
 
 def test_ollama_wire_format_does_not_import_the_llama_cpp_adapter():
     """It once took ``assistant_message`` from model.py, which only re-exported it from decision.py."""
-    assert offending(imports(PACKAGE / "server/ollama_protocol.py"), ADAPTER) == []
+    assert offending(imports(PACKAGE / "server/ollama_wire.py"), ADAPTER) == []

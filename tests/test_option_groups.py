@@ -59,8 +59,8 @@ def test_serve_gets_its_model_options_limits_and_access_as_one_value_each(monkey
     from refusal_edge.errors import RefusalEdgeError
     from refusal_edge.policy import Policy
     from refusal_edge.server import app
-    from refusal_edge.server.guard import Access
-    from refusal_edge.server.protocol import Limits
+    from refusal_edge.server.browser_guard import Access
+    from refusal_edge.server.requests import Limits
 
     loaded, served = [], []
 

@@ -17,7 +17,7 @@ from outcomes import Outcomes  # noqa: E402
 from test_properties import FAST, JSON, mostly  # noqa: E402
 
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
-from refusal_edge.server.protocol import Limits  # noqa: E402
+from refusal_edge.server.requests import Limits  # noqa: E402
 from refusal_edge.server.run import BackgroundServer  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 

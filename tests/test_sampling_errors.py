@@ -15,24 +15,23 @@ from refusal_edge.cli import main
 from refusal_edge.errors import PolicyError, RefusalEdgeError, SamplingError
 from refusal_edge.metadata import CATEGORIES
 from refusal_edge.sampling import RANGES, Range, SamplingParams
-from refusal_edge.server import ollama_protocol
-from refusal_edge.server.protocol import ApiError, Limits, chat_request
+from refusal_edge.server import ollama_wire
+from refusal_edge.server.errors import ApiError
+from refusal_edge.server.requests import Limits, RequestTerms, chat_request
 
 TOKENS = frozenset(["[respond]", *(f"[{c}]" for c in CATEGORIES)])
-LIMITS = Limits(max_messages=4, max_tokens=100)
+TERMS = RequestTerms(Policy(), CATEGORIES, TOKENS, Limits(max_messages=4, max_tokens=100))
 HELLO = [{"role": "user", "content": "hello"}]
 COMMON = ["--threads", "1", "--ctx", "256"]
 
 
 def openai_request(**body):
-    return chat_request({"messages": HELLO, **body}, policy=Policy(), categories=CATEGORIES, decision_tokens=TOKENS,
-                        limits=LIMITS)
+    return chat_request({"messages": HELLO, **body}, TERMS)
 
 
 def ollama_request(**options):
-    body = ollama_protocol.chat_body({"messages": HELLO, "options": options}, n_ctx=256)
-    return chat_request(body, policy=Policy(), categories=CATEGORIES, decision_tokens=TOKENS, limits=LIMITS,
-                        names=ollama_protocol.FIELD_NAMES)
+    body = ollama_wire.chat_body({"messages": HELLO, "options": options}, n_ctx=256)
+    return chat_request(body, TERMS, names=ollama_wire.FIELD_NAMES)
 
 
 @pytest.mark.parametrize("field, value, words", [

@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn")
 from refusal_edge import RefusalModel  # noqa: E402
 from refusal_edge.metadata import CATEGORIES  # noqa: E402
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
-from refusal_edge.server.protocol import Limits  # noqa: E402
+from refusal_edge.server.requests import Limits  # noqa: E402
 from refusal_edge.server.run import BackgroundServer  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 from conftest import THREADS  # noqa: E402

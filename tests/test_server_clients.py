@@ -16,7 +16,7 @@ from test_server import API_KEY, HELLO, http, server  # noqa: E402,F401 (fixture
 from test_server import SAFETY as FORCE_SAFETY  # noqa: E402 (the policy forcing the safety token)
 
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
-from refusal_edge.server.guard import Access  # noqa: E402
+from refusal_edge.server.browser_guard import Access  # noqa: E402
 from refusal_edge.server.headers import decision_headers  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 

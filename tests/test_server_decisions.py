@@ -10,7 +10,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
-from refusal_edge.server.protocol import Limits  # noqa: E402
+from refusal_edge.server.requests import Limits  # noqa: E402
 from refusal_edge.server.run import BackgroundServer  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 from test_server import API_KEY, client, http, server  # noqa: E402,F401 (fixtures)

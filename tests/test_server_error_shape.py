@@ -1,4 +1,4 @@
-"""One place picks an error's shape (protocol.error_body): Ollama's ``{"error": "..."}`` under /api/ and OpenAI's
+"""One place picks an error's shape (errors.error_body): Ollama's ``{"error": "..."}`` under /api/ and OpenAI's
 ``{"error": {...}}`` elsewhere, for an ApiError, a path with no route, the guard's refusals and a bug (a 500)."""
 
 import pytest
@@ -6,9 +6,9 @@ import pytest
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-from refusal_edge.server import ollama_protocol  # noqa: E402
+from refusal_edge.server import ollama_wire  # noqa: E402
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
-from refusal_edge.server.protocol import ApiError, error_body  # noqa: E402
+from refusal_edge.server.errors import ApiError, error_body, openai_error_body  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -26,7 +26,7 @@ def test_error_body_follows_the_path():
     exc = ApiError(400, "bad thing", param="x")
     assert error_body("/api/chat", exc) == {"error": "bad thing"}
     assert error_body("/api/no-such-route", exc) == {"error": "bad thing"}
-    assert error_body("/v1/chat/completions", exc) == exc.body() and _is_openai(exc.body())
+    assert error_body("/v1/chat/completions", exc) == openai_error_body(exc) and _is_openai(openai_error_body(exc))
     assert _is_openai(error_body("/apix", exc))  # only the /api/ prefix is Ollama's
 
 
@@ -51,6 +51,6 @@ def test_a_bug_is_a_500_in_the_shape_of_the_api_it_happened_in(client, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(ollama_protocol, "chat_body", broken)
+    monkeypatch.setattr(ollama_wire, "chat_body", broken)
     reply = client.post("/api/chat", json={"messages": HELLO, "stream": False, "options": {"num_predict": 1}})
     assert reply.status_code == 500 and _is_ollama(reply.json())

@@ -14,7 +14,7 @@ pytest.importorskip("uvicorn")
 
 from refusal_edge.cli import main  # noqa: E402
 from refusal_edge.server.app import ServerSettings, create_app  # noqa: E402
-from refusal_edge.server.guard import Access, json_content_type, origins_from_env, split_host  # noqa: E402
+from refusal_edge.server.browser_guard import Access, json_content_type, origins_from_env, split_host  # noqa: E402
 from refusal_edge.server.run import BackgroundServer  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 

@@ -12,7 +12,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 from refusal_edge.server.app import ServerSettings, api_error_response, create_app  # noqa: E402
-from refusal_edge.server.protocol import ApiError  # noqa: E402
+from refusal_edge.server.errors import ApiError  # noqa: E402
 from refusal_edge.server.run import BackgroundServer  # noqa: E402
 from refusal_edge.server.slots import SlotPool  # noqa: E402
 

@@ -15,7 +15,7 @@ import pytest
 from refusal_edge import RefusalModel
 from refusal_edge.model import Chunk
 from refusal_edge.server.app import ServerSettings, create_app
-from refusal_edge.server.protocol import Limits
+from refusal_edge.server.requests import Limits
 from refusal_edge.server.run import BackgroundServer
 from refusal_edge.server.slots import SlotPool
 from conftest import THREADS

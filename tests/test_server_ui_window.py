@@ -15,7 +15,7 @@ MARKER = "#transcript > li.cut"
 
 
 def _as_sent(messages: list[dict]) -> list[dict]:
-    """What the server keeps of a message the page sends (protocol.parse_messages)."""
+    """What the server keeps of a message the page sends (requests.parse_messages)."""
     return [{k: m[k] for k in ("role", "content", "refusal_token") if k in m} for m in messages]
 
 

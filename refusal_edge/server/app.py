@@ -1,5 +1,5 @@
-"""The Starlette application, assembled: the APIs' routes over one ``Service``, the API key, the guard, and the
-error handlers that render every failure in the shape of the API that was asked."""
+"""The Starlette application, assembled: the APIs' routes over one ``Service``, the API key, the browser guard,
+and the error handlers that render every failure in the shape of the API that was asked."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import decisions, ollama, openai, ui
-from .guard import Guard
-from .protocol import ApiError, error_body
-from .service import ServerSettings, Service, as_api_error
+from .browser_guard import BrowserGuard
+from .errors import ApiError, as_api_error, error_body
+from .requests import RequestTerms
+from .service import ServerSettings, Service
 from .slots import SlotPool
 
 __all__ = ["ServerSettings", "create_app"]
@@ -50,8 +51,8 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
         return JSONResponse({"status": "ok", "model": settings.model_id, "slots": len(pool.models),
                              "queued": pool.queued, **pool.stats})
 
-    service = Service(pool, settings, spec, authorize,
-                      functools.partial(openai.model_card, settings, spec, int(time.time())))
+    terms = RequestTerms(settings.policy, spec.category_names, spec.decision_tokens, settings.limits)
+    service = Service(pool, settings, terms, functools.partial(openai.model_card, settings, spec, int(time.time())))
     routes = [
         Route("/health", health),
         *guarded(authorize, [*openai.routes(service), *decisions.routes(service), *ollama.routes(service)]),
@@ -59,12 +60,12 @@ def create_app(pool: SlotPool, settings: ServerSettings) -> Starlette:
     ]
     handlers = {ApiError: api_error_response, HTTPException: http_error_response, Exception: internal_error_response}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                     middleware=[Middleware(Guard, access=settings.access)])
+                     middleware=[Middleware(BrowserGuard, access=settings.access)])
 
 
 def guarded(authorize, routes: list[Route]) -> list[Route]:
-    """Every API route checks the API key before its handler runs (handlers that read a body check it too): a
-    route added later (GET /api/version was one) cannot forget it."""
+    """Every API route checks the API key before its handler runs, the one place it is checked: a route added
+    later (GET /api/version was one) cannot forget it."""
     def check_first(endpoint):
         @functools.wraps(endpoint)
         async def checked(request: Request) -> Response:

@@ -17,12 +17,12 @@ from ..answer_options import answer_engine_options
 from ..catalog import name_of_metadata
 from ..conventions import HOST_ENV, PORT_ENV
 from ..options import model_from, model_options, policy_options
-from .guard import ORIGINS_ENV, Access, origins_from_env
-from .protocol import Limits
+from .browser_guard import ORIGINS_ENV, Access, origins_from_env
+from .requests import Limits
 
 API_KEY_ENV = "REFUSAL_EDGE_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name one of them (guard.py)
+WILDCARDS = ("0.0.0.0", "::", "")  # every address of the machine: requests name one of them (browser_guard.py)
 
 
 def limit_options(func):

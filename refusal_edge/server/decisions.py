@@ -22,9 +22,9 @@ from starlette.routing import Route
 
 from ..decision import Decision
 from ..policy import Policy
-from . import protocol
+from .errors import ApiError
 from .headers import decision_headers
-from .protocol import ApiError
+from .requests import parse_messages, parse_policy, read_json, text_content
 from .service import Service, answer, next_event
 
 
@@ -41,22 +41,23 @@ class DecisionRequest:
 
 
 def routes(service: Service) -> list[Route]:
+    terms = service.terms
+
     async def moderations(request: Request) -> Response:
-        raw = await service.read_json(request)
-        work = DecisionRequest(moderation_inputs(raw.get("input"), service.settings.limits.max_messages),
-                               service.policy(raw.get("refusal")))
+        raw = await read_json(request, terms.limits.max_body_bytes)
+        work = DecisionRequest(moderation_inputs(raw.get("input"), terms.limits.max_messages),
+                               parse_policy(raw.get("refusal"), terms))
         head = {"id": f"modr-{uuid.uuid4().hex}", "model": service.settings.model_id}
         return await run(request, service, work,
                          lambda decisions: {**head, "results": [moderation_result(d) for d in decisions]})
 
     async def refusal_decisions(request: Request) -> Response:
-        raw = await service.read_json(request)
-        limits = service.settings.limits
-        work = DecisionRequest(conversations(raw.get("input"), limits.max_messages, service.decision_tokens),
-                               service.policy(raw.get("refusal")))
+        raw = await read_json(request, terms.limits.max_body_bytes)
+        work = DecisionRequest(conversations(raw.get("input"), terms.limits.max_messages, terms.decision_tokens),
+                               parse_policy(raw.get("refusal"), terms))
         return await run(request, service, work, lambda decisions: {
             "object": "list", "model": service.settings.model_id, "policy": work.policy.to_dict(),
-            "data": [{"object": "refusal.decision", "index": i, **protocol.decision_payload(d)}
+            "data": [{"object": "refusal.decision", "index": i, **d.to_dict()}
                      for i, d in enumerate(decisions)],
         })
 
@@ -98,7 +99,7 @@ def moderation_inputs(raw: object, limit: int) -> list[list[dict]]:
     elif isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
         texts = raw
     elif isinstance(raw, list) and raw and all(isinstance(item, dict) for item in raw):
-        texts = [protocol.text_content(raw, "input")]
+        texts = [text_content(raw, "input")]
     else:
         raise ApiError(400, "'input' must be a string, a non-empty list of strings, or a list of text parts",
                        param="input")
@@ -120,7 +121,7 @@ def conversations(raw: object, limit: int, decision_tokens: frozenset[str]) -> l
             inputs.append([{"role": "user", "content": item}])
             continue
         try:
-            inputs.append(protocol.parse_messages(item, limit, decision_tokens))
+            inputs.append(parse_messages(item, limit, decision_tokens))
         except ApiError as exc:
             raise ApiError(400, f"input[{i}]: {exc.message}", param="input") from None
     return inputs

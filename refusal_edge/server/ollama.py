@@ -14,8 +14,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..inspection import quantization_name
-from . import ollama_protocol as wire
-from .protocol import ApiError, ollama_error_body
+from . import ollama_wire as wire
+from .errors import ApiError, ollama_error_body
+from .requests import chat_request, read_json
 from .service import JobStream, Service, answer, collect_text, compact_json
 
 NDJSON = "application/x-ndjson"
@@ -51,7 +52,7 @@ class LineStream:
 
 
 def routes(service: Service) -> list[Route]:
-    settings = service.settings
+    settings, terms = service.settings, service.terms
     name = settings.model_id if ":" in settings.model_id else f"{settings.model_id}:latest"
     loaded_at = time.time()
 
@@ -63,12 +64,12 @@ def routes(service: Service) -> list[Route]:
 
     async def respond(request: Request, asks: str, translate, field: str) -> Response:
         started = time.perf_counter_ns()
-        raw = await service.read_json(request)
+        raw = await read_json(request, terms.limits.max_body_bytes)
         head = {"model": raw.get("model") if isinstance(raw.get("model"), str) else name}
         if wire.is_load_request(raw, asks):  # "load the model": it is loaded for as long as the server runs
             return JSONResponse(wire.loaded(head, field))
         n_ctx = service.pool.models[0].engine.n_ctx
-        chat = replace(service.chat_request(translate(raw, n_ctx), names=wire.FIELD_NAMES),
+        chat = replace(chat_request(translate(raw, n_ctx), terms, names=wire.FIELD_NAMES),
                        truncation=wire.truncation(raw, n_ctx))
 
         def stream(job, decision) -> Response:
@@ -82,11 +83,10 @@ def routes(service: Service) -> list[Route]:
         return await answer(request, service.pool, chat, chat.stream, stream, complete)
 
     async def tags(request: Request) -> Response:
-        service.authorize(request)
         return JSONResponse({"models": [{"name": name, **model_entry()}]})
 
     async def show(request: Request) -> Response:
-        raw = await service.read_json(request)
+        raw = await read_json(request, terms.limits.max_body_bytes)
         asked = raw.get("model") or raw.get("name")
         base = name.partition(":")[0]  # as Ollama, a name without its tag is the same model
         if asked not in (name, settings.model_id, base, f"{base}:latest"):
@@ -102,7 +102,6 @@ def routes(service: Service) -> list[Route]:
         })
 
     async def ps(request: Request) -> Response:
-        service.authorize(request)
         entry = model_entry()
         return JSONResponse({"models": [{"name": name, **entry, "expires_at": wire.iso(FAR_FUTURE),
                                          "size_vram": 0, "context_length": service.pool.models[0].engine.n_ctx}]})

@@ -1,5 +1,6 @@
 """OpenAI's chat API on the server: /v1/models and /v1/chat/completions (server-sent events when streaming), with
-the refusal decision in every response. Errors keep OpenAI's ``{"error": {...}}`` shape (``ApiError.body``)."""
+the refusal decision in every response (shapes in openai_wire.py). Errors keep OpenAI's ``{"error": {...}}`` shape
+(errors.openai_error_body)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from starlette.routing import Route
 
 from .. import rules
 from ..metadata import RefusalSpec, short_names
-from . import protocol
-from .protocol import ApiError
+from . import openai_wire as wire
+from .errors import ApiError, openai_error_body
+from .requests import chat_request, read_json
 from .service import JobStream, ServerSettings, Service, answer, collect_text, compact_json
 
 
@@ -35,7 +37,7 @@ class EventStream:
     head: dict
     decision: object
     include_usage: bool
-    refusal_message: bool = True  # a refused answer's text also in delta.refusal (protocol.refusal_text)
+    refusal_message: bool = True  # a refused answer's text also in delta.refusal (openai_wire.refusal_text)
     media_type: str = "text/event-stream"
     trailer: str = "data: [DONE]\n\n"
 
@@ -43,47 +45,43 @@ class EventStream:
         return f"data: {compact_json(payload)}\n\n"
 
     def error(self, exc: ApiError) -> dict:
-        return exc.body()
+        return openai_error_body(exc)
 
     def opening(self) -> list[dict]:
         # The first chunk carries the role, the decision token to echo back, and the decision itself.
-        return [protocol.chunk(self.head, protocol.first_delta(self.decision),
-                               refusal=protocol.decision_payload(self.decision))]
+        return [wire.chunk(self.head, wire.first_delta(self.decision), refusal=self.decision.to_dict())]
 
     def text(self, text: str) -> dict:
-        refusal = protocol.refusal_text(text, self.decision, self.refusal_message)
-        return protocol.chunk(self.head, {"content": text, **({"refusal": refusal} if refusal is not None else {})})
+        refusal = wire.refusal_text(text, self.decision, self.refusal_message)
+        return wire.chunk(self.head, {"content": text, **({"refusal": refusal} if refusal is not None else {})})
 
     def finish(self, last) -> list[dict]:
-        payloads = [protocol.chunk(self.head, {}, last.finish_reason)]
+        payloads = [wire.chunk(self.head, {}, last.finish_reason)]
         if self.include_usage:
-            payloads.append({**self.head, "object": "chat.completion.chunk", "choices": [],
-                             "usage": protocol.usage(self.decision, last.completion_tokens, last.prompt_tokens)})
+            payloads.append(wire.usage_chunk(self.head, self.decision, last.completion_tokens, last.prompt_tokens))
         return payloads
 
 
 def routes(service: Service) -> list[Route]:
-    settings = service.settings
+    settings, terms = service.settings, service.terms
 
     async def list_models(request: Request) -> Response:
-        service.authorize(request)
         return JSONResponse({"object": "list", "data": [service.model_card()]})
 
     async def get_model(request: Request) -> Response:
-        service.authorize(request)
         if request.path_params["model_id"] != settings.model_id:
             raise ApiError(404, f"no model {request.path_params['model_id']!r}; this server serves "
                                 f"{settings.model_id!r}", param="model", code="model_not_found")
         return JSONResponse(service.model_card())
 
     async def chat_completions(request: Request) -> Response:
-        chat = service.chat_request(await service.read_json(request))
+        chat = chat_request(await read_json(request, terms.limits.max_body_bytes), terms)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
 
         async def complete(job, decision) -> dict:
             text, last = await collect_text(job)
-            return protocol.completion(head, decision, text, last.finish_reason, last.completion_tokens,
-                                       settings.refusal_message, last.prompt_tokens)
+            return wire.completion(head, decision, text, last.finish_reason, last.completion_tokens,
+                                   settings.refusal_message, last.prompt_tokens)
 
         return await answer(request, service.pool, chat, chat.stream,
                             stream=lambda job, decision: JobStream(job, EventStream(

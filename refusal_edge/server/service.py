@@ -1,27 +1,24 @@
-"""The answer path every API shares: settings, the ``Service`` (slots, API key, request reading), running a request
-on a slot, and one event loop that streams a job's answer through an API's wire codec (``Wire``: its framing, its
-error shape, its field names). An API module (openai.py, ollama.py, decisions.py) holds only its routes and codec."""
+"""The answer path every API shares: settings, the ``Service`` (slots, settings, the terms requests are checked
+against), running a request on a slot, and one event loop that streams a job's answer through an API's wire codec
+(``Wire``: its framing, its error shape, its field names). An API module (openai.py, ollama.py, decisions.py) holds
+only its routes and codec; requests.py reads and validates requests, errors.py shapes what fails."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..errors import ModelLoadError, NonFiniteScoresError, PolicyError, PromptTooLongError, RefusalEdgeError
-from ..metadata import RefusalSpec
 from ..policy import Policy
-from ..engines.remote.errors import EngineError
-from . import protocol
-from .guard import Access
+from .errors import ApiError, as_api_error
+from .browser_guard import Access
 from .headers import decision_headers
-from .protocol import ApiError, ChatRequest, Limits
+from .requests import Limits, RequestTerms
 from .slots import CANCELLED, Job, SlotPool, Work
-from .truncation import SERVER_CONTEXT_OPTION
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold tokens back
 
@@ -33,8 +30,8 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
     ui: bool = True  # the dials page at / (refusal-edge serve --no-ui turns it off)
-    access: Access = field(default_factory=Access)  # other web origins and Host names allowed (guard.py)
-    refusal_message: bool = True  # a refused answer's text also in OpenAI's message.refusal (protocol.refusal_text)
+    access: Access = field(default_factory=Access)  # other web origins and Host names allowed (browser_guard.py)
+    refusal_message: bool = True  # a refused answer's text also in OpenAI's message.refusal (openai_wire.refusal_text)
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():  # blank: matches no client anyone means
@@ -43,30 +40,14 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class Service:
-    """What every API (OpenAI, Ollama, moderation, the page) shares: slots, settings, the model's decision
-    tokens, one API-key check and one way to read requests, so no API re-implements them."""
+    """What every API (OpenAI, Ollama, moderation, the page) shares: slots, settings, what every request is checked
+    against and the model's card, so no API re-implements them. The API key is checked before any API handler runs
+    (app.guarded)."""
 
     pool: SlotPool
     settings: ServerSettings
-    spec: RefusalSpec
-    authorize: Callable[[Request], None]
+    terms: RequestTerms  # the server's policy and limits, the model's categories and decision tokens (requests.py)
     model_card: Callable[[], dict]
-
-    @property
-    def decision_tokens(self) -> frozenset[str]:
-        return self.spec.decision_tokens
-
-    def chat_request(self, raw: dict, names: Mapping[str, str] | None = None) -> ChatRequest:
-        return protocol.chat_request(raw, policy=self.settings.policy, categories=self.spec.category_names,
-                                     decision_tokens=self.decision_tokens, limits=self.settings.limits, names=names)
-
-    def policy(self, raw: object) -> Policy:
-        """The request's ``refusal`` object merged over the server's policy."""
-        return protocol.parse_policy(raw, self.settings.policy, self.spec.category_names)
-
-    async def read_json(self, request: Request) -> dict:
-        self.authorize(request)
-        return protocol.load_json(await read_body(request, self.settings.limits.max_body_bytes))
 
 
 class Wire(Protocol):
@@ -181,35 +162,3 @@ async def cancel_on_disconnect(request: Request, job: Job) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
     job.cancel()
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    too_large = ApiError(413, f"the request body is over {limit} bytes (refusal-edge serve --max-body)",
-                         code="request_too_large")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
-def as_api_error(exc: BaseException, prompt_field: str = "messages") -> ApiError:
-    """A failure as the request's error; ``prompt_field`` is the request field holding the prompt, which a prompt
-    too long for the context names."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, PromptTooLongError):
-        return ApiError(400, exc.naming(SERVER_CONTEXT_OPTION), param=prompt_field, code="context_length_exceeded")
-    if isinstance(exc, EngineError):  # the remote engine failed or answered nonsense: a bad gateway, no decision
-        return ApiError(502, str(exc), code="engine_error", kind="server_error")
-    if isinstance(exc, NonFiniteScoresError):  # the model's fault, not the client's: no answer is generated
-        return ApiError(500, str(exc), code="non_finite_scores", kind="server_error")
-    if isinstance(exc, PolicyError):
-        return ApiError(400, f"refusal: {exc}", param="refusal", code="invalid_refusal_policy")
-    if isinstance(exc, RefusalEdgeError) and not isinstance(exc, ModelLoadError):
-        return ApiError(400, str(exc))
-    return ApiError(500, f"the server failed to generate: {exc}", kind="server_error")

@@ -17,7 +17,7 @@ from typing import Iterator, Protocol, Sequence
 from .. import settings
 from ..engines.remote.deadline import abandoned_when
 from ..errors import RefusalEdgeError
-from .protocol import ApiError
+from .errors import ApiError
 
 log = logging.getLogger("refusal_edge.server")
 CANCELLED = object()  # put on a job's event queue when its client disconnects, to wake whoever waits
@@ -25,7 +25,7 @@ RETRY_AFTER_S = 1  # what a 503 (queue full) tells clients to wait: slots free u
 
 
 class Work(Protocol):
-    """A parsed request: a chat (protocol.ChatRequest) or decisions only (decisions.DecisionRequest)."""
+    """A parsed request: a chat (requests.ChatRequest) or decisions only (decisions.DecisionRequest)."""
 
     prompt_field: str  # the request field holding the prompt, which an error about it names ("messages", "input")
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from .protocol import ApiError
+from .errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
 FILES = {"index.html": "text/html", "dials.js": "text/javascript", "chat.js": "text/javascript",

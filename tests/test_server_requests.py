@@ -6,18 +6,19 @@ import pytest
 
 from refusal_edge import Policy
 from refusal_edge.metadata import CATEGORIES
-from refusal_edge.server.protocol import ApiError, Limits, parse_chat_request
+from refusal_edge.server.errors import ApiError, openai_error_body
+from refusal_edge.server.requests import Limits, RequestTerms, chat_request, load_json
 
 TOKENS = frozenset(["[respond]", *(f"[{c}]" for c in CATEGORIES)])
 SERVER_POLICY = Policy(rule="per-category", threshold=0.5, thresholds={"Humanizing requests": 0.2},
                        biases={"respond": 0.5})
-LIMITS = Limits(max_messages=4, max_tokens=100)
+TERMS = RequestTerms(SERVER_POLICY, CATEGORIES, TOKENS, Limits(max_messages=4, max_tokens=100))
 HELLO = [{"role": "user", "content": "hello"}]
 
 
 def parse(**body):
-    return parse_chat_request(json.dumps(body).encode(), policy=SERVER_POLICY, categories=CATEGORIES,
-                              decision_tokens=TOKENS, limits=LIMITS)
+    """As the server reads a chat request: the body's bytes as one JSON object, then the chat request."""
+    return chat_request(load_json(json.dumps(body).encode()), TERMS)
 
 
 def test_standard_fields_reach_the_sampler():
@@ -97,14 +98,14 @@ def test_bad_requests_name_the_problem(body, status, param, words):
     error = caught.value
     assert (error.status, error.param) == (status, param)
     assert words in error.message
-    assert error.body()["error"]["type"] == "invalid_request_error"
+    assert openai_error_body(error)["error"]["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("raw, words", [(b"{nope", "not valid JSON"), (b"[1, 2]", "JSON object"),
                                         (b"\xff\xfe", "not valid JSON")])
 def test_a_body_that_is_not_a_json_object_is_refused(raw, words):
     with pytest.raises(ApiError) as caught:
-        parse_chat_request(raw, policy=SERVER_POLICY, categories=CATEGORIES, decision_tokens=TOKENS, limits=LIMITS)
+        load_json(raw)
     assert caught.value.status == 400 and words in caught.value.message
 
 
@@ -114,7 +115,7 @@ def test_neutral_values_of_unsupported_fields_are_accepted():
     assert chat.messages == HELLO
 
 
-@pytest.mark.parametrize("module", ["refusal_edge.server.protocol", "refusal_edge.server.app"])
+@pytest.mark.parametrize("module", ["refusal_edge.server.requests", "refusal_edge.server.app"])
 def test_the_server_library_does_not_import_the_command_line(module):
     """`refusal-edge serve` (click) is one module of the package; the wire format and the app work without it."""
     import subprocess
@@ -123,3 +124,11 @@ def test_the_server_library_does_not_import_the_command_line(module):
     code = f"import sys, {module}; print(sorted(m for m in ('click', 'refusal_edge.server.cli') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["requests", "errors", "openai_wire", "ollama_wire"])
+def test_requests_errors_and_wire_shapes_need_no_web_framework(module):
+    """Every rule and shape in them is testable without a server (imports as written, lazy ones included)."""
+    from test_layering import PACKAGE, imports, offending
+
+    assert offending(imports(PACKAGE / "server" / f"{module}.py"), ("starlette", "uvicorn")) == []

@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 
 from .headers import DECISION_HEADERS
-from .protocol import ApiError, error_body
+from .errors import ApiError, error_body
 
 ORIGINS_ENV = "REFUSAL_EDGE_ORIGINS"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -76,7 +76,7 @@ def json_content_type(value: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-class Guard:
+class BrowserGuard:
     """ASGI middleware in front of every route (plain ASGI: streaming and disconnects pass through untouched)."""
 
     def __init__(self, app, access: Access) -> None:

@@ -1,10 +1,10 @@
-"""Ollama's wire format, translated into the OpenAI-shaped request the server already validates.
+"""Ollama's wire format: its requests, translated into the OpenAI-shaped request the server already validates
+(requests.py), and its response lines; openai_wire.py is OpenAI's counterpart.
 
 Nothing here validates a field twice: sampling, messages, limits and the ``refusal`` policy are checked by
-protocol.chat_request, told (``FIELD_NAMES``) how an Ollama client spells each sampling field, so that its errors
-name the option the client sent. What Ollama offers
-and this server cannot do (images, tools, JSON formats, raw prompts, custom templates, prompt contexts,
-mirostat...) is a 400 naming the field, never silently ignored.
+requests.chat_request, told (``FIELD_NAMES``) how an Ollama client spells each sampling field, so that its errors
+name the option the client sent. What Ollama offers and this server cannot do (images, tools, JSON formats, raw
+prompts, custom templates, prompt contexts, mirostat...) is a 400 naming the field, never silently ignored.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import datetime
 from typing import Mapping
 
 from ..decision import Decision, assistant_message
-from .protocol import ApiError
+from .errors import ApiError
 from .truncation import SERVER_CONTEXT_OPTION, Truncation
 
 VERSION = "0.6.0"  # the Ollama release whose API shapes these follow; clients gate features on /api/version
@@ -21,7 +21,7 @@ VERSION = "0.6.0"  # the Ollama release whose API shapes these follow; clients g
 # Ollama option -> the server's (OpenAI/llama.cpp) request field.
 OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
            "num_predict": "max_tokens", "stop": "stop", "seed": "seed", "repeat_penalty": "repeat_penalty"}
-# ... and back: how an error names the field an Ollama client sent (protocol.chat_request's ``names``).
+# ... and back: how an error names the field an Ollama client sent (requests.chat_request's ``names``).
 FIELD_NAMES = {field: f"options.{option}" for option, field in OPTIONS.items()}
 # Ollama's own defaults where they differ from OpenAI's, so an Ollama client gets the answers it expects.
 DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
@@ -46,7 +46,7 @@ UNSUPPORTED = {
 
 
 def chat_body(raw: dict, n_ctx: int) -> dict:
-    """/api/chat -> an OpenAI-shaped chat request (``messages`` validated later, by protocol.chat_request)."""
+    """/api/chat -> an OpenAI-shaped chat request (``messages`` validated later, by requests.chat_request)."""
     _reject_unsupported(raw, "format", "tools", "think")
     messages = raw.get("messages")
     if isinstance(messages, list):
@@ -164,7 +164,8 @@ def final(head: dict, field: str, text: str, decision: Decision, finish_reason: 
     prefill_ns = int(decision.prefill_ms * 1e6)
     total = finished_ns - started_ns
     return {**head, "created_at": now(), **_answer(field, text, decision), "done": True, "done_reason": finish_reason,
-            "total_duration": total, "load_duration": 0, "prompt_eval_count": decision.prompt_tokens if prompt_tokens is None else prompt_tokens,
+            "total_duration": total, "load_duration": 0,
+            "prompt_eval_count": decision.prompt_tokens if prompt_tokens is None else prompt_tokens,
             "prompt_eval_duration": prefill_ns, "eval_count": completion_tokens,
             "eval_duration": max(0, total - prefill_ns), "refusal": decision.to_dict()}
 

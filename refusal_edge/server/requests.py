@@ -1,7 +1,8 @@
-"""The OpenAI chat-completions wire format: request validation and response shapes.
+"""Reading and validating a request: the body (size limit, one JSON object), then the ``ChatRequest`` every chat
+API's request becomes (OpenAI's shape; Ollama's is translated into it first, ollama_wire.py).
 
-No web framework in here, so every rule is testable without a server. Validation errors are ApiErrors that
-name the offending field, and render in OpenAI's error shape, which every OpenAI client already knows how to show.
+No web framework in here, so every rule is testable without a server. A request the server will not serve is an
+ApiError that names the offending field.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from dataclasses import dataclass, replace
 from typing import ClassVar, Mapping
 
 from .. import settings
-from ..decision import Decision, assistant_message
 from ..errors import PolicyError, SamplingError
 from ..policy import Policy
 from ..sampling import SERVER_DEFAULTS, Range, SamplingParams
 from ..text import clean_json
+from .errors import ApiError
 from .truncation import Truncation
 
 # OpenAI roles -> template roles. "developer" is the newer name of "system".
@@ -49,30 +50,15 @@ class Limits:
     max_stop: int = settings.SERVER_MAX_STOP
 
 
-class ApiError(Exception):
-    """A request the server will not serve, rendered as ``{"error": {...}}`` with an HTTP status."""
+@dataclass(frozen=True)
+class RequestTerms:
+    """What a request is checked against: the server's policy (a request's ``refusal`` object adjusts it), the
+    model's refusal categories and decision tokens, and the server's limits."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-        self.headers = headers  # e.g. Retry-After on a 503
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-OLLAMA_PREFIX = "/api/"  # every Ollama route, so even a path with no route gets Ollama's error shape
-
-
-def ollama_error_body(exc: ApiError) -> dict:
-    """Ollama's error shape, which its clients raise as ResponseError."""
-    return {"error": exc.message}
-
-
-def error_body(path: str, exc: ApiError) -> dict:
-    """The one place that picks an error's shape: Ollama's under /api/, OpenAI's everywhere else."""
-    return ollama_error_body(exc) if path.startswith(OLLAMA_PREFIX) else exc.body()
+    policy: Policy
+    categories: tuple[str, ...]
+    decision_tokens: frozenset[str]
+    limits: Limits
 
 
 @dataclass(frozen=True)
@@ -92,11 +78,20 @@ class ChatRequest:
         return model.stream(self.messages, self.policy, sampling=self.sampling)
 
 
-def parse_chat_request(body: bytes, *, policy: Policy, categories: tuple[str, ...], decision_tokens: frozenset[str],
-                       limits: Limits) -> ChatRequest:
-    """Validate a request body against the model's categories and the server's limits and default policy."""
-    return chat_request(load_json(body), policy=policy, categories=categories, decision_tokens=decision_tokens,
-                        limits=limits)
+
+async def read_json(request, limit: int) -> dict:
+    """A request's body (a Starlette Request), read up to ``limit`` bytes, as one JSON object."""
+    too_large = ApiError(413, f"the request body is over {limit} bytes (refusal-edge serve --max-body)",
+                         code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise too_large
+    return load_json(bytes(body))
 
 
 def load_json(body: bytes) -> dict:
@@ -113,8 +108,7 @@ def load_json(body: bytes) -> dict:
     return raw
 
 
-def chat_request(raw: dict, *, policy: Policy, categories: tuple[str, ...], decision_tokens: frozenset[str],
-                 limits: Limits, names: Mapping[str, str] | None = None) -> ChatRequest:
+def chat_request(raw: dict, terms: RequestTerms, names: Mapping[str, str] | None = None) -> ChatRequest:
     """An OpenAI-shaped request object (the Ollama side translates into this shape first). ``names``: how the
     client spelled a sampling field where it is not OpenAI's name (Ollama's ``options.num_predict`` for
     ``max_tokens``), so that an error names the field the client sent."""
@@ -130,9 +124,9 @@ def chat_request(raw: dict, *, policy: Policy, categories: tuple[str, ...], deci
     if options is not None and not isinstance(options, dict):
         raise ApiError(400, "'stream_options' must be an object", param="stream_options")
     return ChatRequest(
-        messages=parse_messages(raw.get("messages"), limits.max_messages, decision_tokens),
-        policy=parse_policy(raw.get("refusal"), policy, categories),
-        sampling=_sampling(raw, limits, names or {}),
+        messages=parse_messages(raw.get("messages"), terms.limits.max_messages, terms.decision_tokens),
+        policy=parse_policy(raw.get("refusal"), terms),
+        sampling=_sampling(raw, terms.limits, names or {}),
         stream=stream,
         include_usage=stream and _boolean(options or {}, "include_usage", "stream_options.include_usage"),
         truncation=_truncation(raw.get("truncation")),
@@ -178,8 +172,9 @@ def parse_messages(raw: object, limit: int, decision_tokens: frozenset[str]) -> 
     return messages
 
 
-def parse_policy(raw: object, server: Policy, categories: tuple[str, ...]) -> Policy:
+def parse_policy(raw: object, terms: RequestTerms) -> Policy:
     """The request's ``refusal`` object over the server's policy: scalars replace, threshold/bias tables merge."""
+    server = terms.policy
     if raw is None:
         return server
     if not isinstance(raw, dict):
@@ -187,7 +182,7 @@ def parse_policy(raw: object, server: Policy, categories: tuple[str, ...]) -> Po
                             "{\"safety\": 0.3}, \"biases\": {\"respond\": 1.0}}", param="refusal")
     scalars = {k: v for k, v in server.to_dict().items() if k not in POLICY_TABLES}
     try:
-        requested = Policy.from_dict({**scalars, **raw}, categories)
+        requested = Policy.from_dict({**scalars, **raw}, terms.categories)
     except PolicyError as exc:
         raise ApiError(400, f"refusal: {exc}", param="refusal", code="invalid_refusal_policy") from None
     return replace(requested, thresholds={**server.thresholds, **requested.thresholds},
@@ -254,47 +249,3 @@ def _boolean(raw: Mapping, name: str, where: str | None = None) -> bool:
     return value
 
 
-# responses -------------------------------------------------------------------------------------------
-def decision_payload(decision: Decision) -> dict:
-    """The ``refusal`` extension field: forced token, category, probabilities, policy, timings."""
-    return decision.to_dict()
-
-
-def usage(decision: Decision, completion_tokens: int, prompt_tokens: int | None = None) -> dict:
-    """``prompt_tokens``: the answering engine's count where another engine than the decision model answered."""
-    prompt_tokens = decision.prompt_tokens if prompt_tokens is None else prompt_tokens
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": decision.cached_tokens},  # the KV-cache prefix that was reused
-    }
-
-
-def completion(head: dict, decision: Decision, text: str, finish_reason: str, completion_tokens: int,
-               refusal_message: bool = True, prompt_tokens: int | None = None) -> dict:
-    message = {**assistant_message(text, decision), "refusal": refusal_text(text, decision, refusal_message)}
-    return {
-        **head, "object": "chat.completion",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": usage(decision, completion_tokens, prompt_tokens),
-        "refusal": decision_payload(decision),
-    }
-
-
-def refusal_text(text: str, decision: Decision, enabled: bool) -> str | None:
-    """OpenAI's ``message.refusal`` (and ``delta.refusal``): the text of a refused answer, so that clients that look
-    there (LangChain's ``additional_kwargs["refusal"]``, the SDK's ``parse()``) see the refusal; ``content`` holds the
-    same text for clients that only read content. None for an answer, or when the server turns it off
-    (``refusal-edge serve --no-refusal-message``)."""
-    return text if enabled and decision.refused else None
-
-
-def chunk(head: dict, delta: dict, finish_reason: str | None = None, **extra) -> dict:
-    return {**head, "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}], **extra}
-
-
-def first_delta(decision: Decision) -> dict:
-    """The opening delta: the role, and the decision token a client should echo back with this turn."""
-    return assistant_message("", decision)
