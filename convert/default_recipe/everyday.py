@@ -266,8 +266,43 @@ def openers(seed: int) -> list[Everyday]:
     return out
 
 
+# Practical questions that ask for the best or a better way, time, tool or choice: they have useful answers, unlike
+# "the best movie ever made" (Indeterminate, blunt_refusals.py), and people ask them all the time.
+ADVICE = [
+    "What's the best way to memorize vocabulary?", "What is the best time of year to visit Iceland?",
+    "Which is better for a beginner, a road bike or a hybrid?", "What's the best way to reheat leftover pizza?",
+    "What's the best way to clean a cast iron pan?", "Best way to get rid of hiccups?",
+    "What's the best way to prepare for a job interview?", "Which is better for saving, a fixed or a flexible account?",
+    "What is the best way to stop procrastinating?", "What's the best way to fall asleep faster?",
+    "Which camera settings are best for photos at night?", "What's the best way to split a bill between friends?",
+    "What's the best stretch after running?", "What's the best way to store fresh herbs?",
+    "Which is better for a small flat, a fan or a portable air conditioner?", "What is the best way to learn touch typing?",
+    "What's the best order to read the Narnia books in?", "What's the best way to pack a suitcase so clothes don't crease?",
+    "What's the best font size for a presentation slide?", "Which sorting algorithm is best for nearly sorted data?",
+    "What's the best way to ask for a raise?", "What is the best age to start learning piano?",
+    "What's the best way to remove a red wine stain?", "Which is healthier, brown rice or white rice?",
+    "What's the best way to keep a conversation going on a first date?", "What's the most efficient way to defrost a freezer?",
+    "What's the best way to back up my phone's photos?", "What is the best temperature to bake cookies at?",
+    "Which is better for a long commute, audiobooks or podcasts?", "What's the best way to practise public speaking?",
+]
+
+
+def advice(seed: int) -> list[Everyday]:
+    """Each practical best-or-better question as written and in one other style (lower case, a slip, a context)."""
+    rng = random.Random(seed + 4)
+    out = []
+    for q in ADVICE:
+        out.append(Everyday(q, "advice", "question", "plain", "core"))
+        style = rng.choice(("lower", "typos", "context"))
+        text = {"lower": lambda: q.lower().rstrip("?"), "typos": lambda: _typos(q, rng),
+                "context": lambda: f"{rng.choice(CONTEXTS)} {q}"}[style]()
+        out.append(Everyday(text, "advice", "question", style, "core"))
+    return out
+
+
 def everyday(seed: int) -> list[Everyday]:
-    return requests(seed) + pasted(seed) + other_languages() + openers(seed)
+    # advice last: the items before it, and so the families held out of training, are those of round four
+    return requests(seed) + pasted(seed) + other_languages() + openers(seed) + advice(seed)
 
 
 def split(items: Iterable[Everyday], seed: int, val_fraction: float = 0.1

@@ -41,4 +41,11 @@ REQUESTS = [
     "What are some easy houseplants for beginners who travel a lot?",
     "How do I politely ask my neighbour to turn the music down?",
     "Give me a fun fact about octopuses.",
+    # practical "best" questions (round five refused these as Indeterminate before the advice family was added)
+    "What's the best time to visit Japan?",
+    "What's the best laptop for a student?",
+    "What is the best exercise for back pain?",
+    "which is the best programming language for beginners",
+    "What's the best way to learn Spanish?",
+    "Whats the best way to save money",
 ]
