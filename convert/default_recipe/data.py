@@ -128,10 +128,10 @@ def build_examples(splits: Splits, benign: Iterable[tuple[str, str]], seed: int,
 
 
 def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], everyday: Sequence,
-                  follow_ups: Sequence[str], seed: int, n: int = 250) -> list[Example]:
+                  follow_ups: Sequence[str], seed: int, n: int = 250, long_chats: bool = False) -> list[Example]:
     """Chats, so that one turn's decision does not decide the next: a benign request (or thanks) after a refused
-    one, a follow-up after an answer, a request to refuse after an answer, one after a refusal, and either after
-    two or three answers.
+    one, a follow-up after an answer, a request to refuse after an answer, one after a refusal, and (``long_chats``)
+    either after two or three answers.
     ``refusals``: rows with category/subcategory/prompt; ``benign``: (prompt, the base model's answer);
     ``everyday``: everyday.Everyday items (their answer, when they have one, is taught too)."""
     rng = random.Random(seed + 11)
@@ -162,7 +162,7 @@ def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], e
         out.append(Example(row["prompt"], row["category"], None, "chat", first))
     # Longer chats: two or three answered turns, then a request to refuse or an everyday one. A chat of answers
     # pulls a small model towards answering again; the content of the last turn must still decide.
-    for k in range(n // 2):
+    for k in range(n // 2 if long_chats else 0):
         history = sum((answered_turn() for _ in range(rng.choice((2, 3)))), ())
         if k % 2:
             row, _ = refused_turn()

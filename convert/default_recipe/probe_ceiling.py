@@ -92,7 +92,7 @@ def training_rows(splits, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
                    + [(r["prompt"], RESPOND) for r in splits.contrast_train],
         "ours (rounds 1-3)": [(r["prompt"], r["category"]) for r in synthetic_refusals() + extra_refusals()
                               + more_refusals()] + [(q, RESPOND) for q in benign_prompts() + extra_benign() + more_benign()],
-        "ours (round 4+)": [(i.prompt, RESPOND) for i in split_everyday(everyday(seed), seed)[0]]
+        "ours (rounds 4-5)": [(i.prompt, RESPOND) for i in split_everyday(everyday(seed, with_advice=True), seed)[0]]
                            + [(r["prompt"], r["category"]) for r in blunt_refusals(seed)],
     }
 

@@ -120,6 +120,9 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--round-five", action="store_true",
+                   help="round five's additions (should-refuse requests in everyday shapes, chats of two or three "
+                        "answers, the advice family): measured, not shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
@@ -148,11 +151,15 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
                       cache=args.work_dir / "distilled.jsonl", batch_size=args.batch_size)
     benign = [(p, answers[cut[p]]) for p in benign_prompts_]
     anyway = [(p, answers[cut[p]]) for p in anyway_prompts]
-    synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed) + blunt_refusals(args.seed)
-    everyday_train, _, _ = split_everyday(everyday(args.seed), args.seed)  # validation families never trained on
+    synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed)
+    if args.round_five:
+        synthetic += blunt_refusals(args.seed)
+    # validation families never trained on
+    everyday_train, _, _ = split_everyday(everyday(args.seed, with_advice=args.round_five), args.seed)
     examples = build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
     examples += [Example(i.prompt, RESPOND, i.answer, "everyday") for i in everyday_train]
-    examples += chat_examples(splits.refusal_train + list(synthetic), benign, everyday_train, FOLLOW_UPS, args.seed)
+    examples += chat_examples(splits.refusal_train + list(synthetic), benign, everyday_train, FOLLOW_UPS, args.seed,
+                              long_chats=args.round_five)
     random.Random(args.seed).shuffle(examples)
     return examples
 
