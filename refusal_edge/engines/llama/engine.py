@@ -101,7 +101,7 @@ class LlamaEngine(Engine):
         self.score_block = max(0, min(score_block, self._llm.n_batch))
         self.predict_decision = predict_decision  # None: measured (``prediction_choice``); True/False: forced
         self.load_facts = {"threads": threads, "n_gpu_layers": n_gpu_layers, "repack": repack}  # what timings depend on
-        self._prediction = None  # the PredictionChoice, once made
+        self._prediction = None  # the measured PredictionChoice, once made
         self._batch_scorer = None
         self._predicted = False  # whether the context holds one predicted token past the scored prompt
 
@@ -133,11 +133,13 @@ class LlamaEngine(Engine):
         return self.prediction_choice(predicted).on
 
     def prediction_choice(self, predicted: int):
-        """Whether decision-token prediction is on for this engine and why (a ``prediction.PredictionChoice``); in
-        auto mode timed with ``predicted`` as the expected token, once per model, build, CPU and thread count."""
-        if self._prediction is None or self._prediction.mode != _mode(self.predict_decision):
-            from .prediction import choose
+        """Whether decision-token prediction is on for this engine and why (a ``prediction.PredictionChoice``); unless
+        forced, timed with ``predicted`` as the expected token, once per model, build, CPU and thread count."""
+        from .prediction import choose, forced
 
+        if self.predict_decision is not None:
+            return forced(bool(self.predict_decision))
+        if self._prediction is None:
             self._prediction = choose(self, predicted)
         return self._prediction
 
@@ -305,6 +307,3 @@ class LlamaEngine(Engine):
         if tokenizer is not None:
             tokenizer.close()  # it holds the loaded model: the weights go with it
 
-
-def _mode(predict_decision: bool | None) -> str:
-    return {None: "auto", True: "on", False: "off"}[None if predict_decision is None else bool(predict_decision)]

@@ -99,12 +99,13 @@ def decide(timing: PredictionTiming) -> PredictionChoice:
     return PredictionChoice(False, f"it does not pay here: {figures}", "auto", t)
 
 
+def forced(on: bool) -> PredictionChoice:
+    return PredictionChoice(on, f"forced {'on' if on else 'off'} (predict_decision={on})", "on" if on else "off")
+
+
 def choose(engine, predicted: int) -> PredictionChoice:
-    """The choice for ``engine`` (a LlamaEngine): forced by its ``predict_decision``, else cached or measured now
-    with ``predicted`` as the expected token."""
-    if engine.predict_decision is not None:
-        on = bool(engine.predict_decision)
-        return PredictionChoice(on, f"forced {'on' if on else 'off'} (predict_decision={on})", "on" if on else "off")
+    """The measured choice for ``engine`` (a LlamaEngine): cached, or timed now with ``predicted`` as the expected
+    token."""
     try:
         record = _record_path(engine)
     except OSError:  # the model file is gone from under us: measure, cache nothing
