@@ -181,7 +181,7 @@ class LlamaEngine(Engine):
 
     def continue_from(self, tokens: list[int], params: SamplingParams,
                       first_token_bias: Mapping[int, float] | None) -> Iterator[int]:
-        sampler = Sampler(self, params)
+        sampler = Sampler(self.ctx, self.tokenizer.n_vocab, params)
         try:
             if first_token_bias is None:
                 self.advance(tokens)  # the forced token: already evaluated on a prediction hit
@@ -297,7 +297,7 @@ class LlamaEngine(Engine):
         self._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
 
     def sampler(self, params: SamplingParams) -> Sampler:
-        return Sampler(self, params)
+        return Sampler(self.ctx, self.tokenizer.n_vocab, params)
 
     def close(self) -> None:
         scorer, self._batch_scorer = getattr(self, "_batch_scorer", None), None

@@ -3,27 +3,23 @@ llama-cpp-python's ``create_completion`` builds, so that greedy and seeded answe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ...sampling import SamplingParams
 from .lib import llama_cpp_module
-
-if TYPE_CHECKING:
-    from .engine import LlamaEngine
 
 
 class Sampler:
     """A native llama.cpp sampler chain, the same one ``create_completion`` builds."""
 
-    def __init__(self, engine: "LlamaEngine", params: SamplingParams) -> None:
+    def __init__(self, ctx, n_vocab: int, params: SamplingParams) -> None:
+        """``ctx``: the llama.cpp context whose logits it samples; ``n_vocab``: its vocabulary's size."""
         self._chain = None
         lc = llama_cpp_module()
         self._lc = lc
-        self._ctx = engine.ctx
+        self._ctx = ctx
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         add = lambda s: lc.llama_sampler_chain_add(chain, s)  # noqa: E731
         if params.repeat_penalty != 1.0:
-            add(lc.llama_sampler_init_penalties(engine.tokenizer.n_vocab, params.repeat_last_n,
+            add(lc.llama_sampler_init_penalties(n_vocab, params.repeat_last_n,
                                                 params.repeat_penalty, 0.0, 0.0))
         if params.temperature == 0:
             add(lc.llama_sampler_init_greedy())
