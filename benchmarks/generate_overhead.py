@@ -66,6 +66,12 @@ def main(model, runs, max_tokens, threads):
         # llama-cpp-python drops invalid UTF-8 where refusal-edge shows U+FFFD; compare the rest.
         same &= text_a.replace("\ufffd", "") == text_b
 
+    # The same comparison on the other decision-token path (prediction forced the other way than the default).
+    default_choice = ours.engine.prediction_choice(decision.token_id)
+    ours.engine.predict_decision = not default_choice.on
+    same_other = run_ours()[1].replace("\ufffd", "") == run_plain(plain_limit)[1]
+    ours.engine.predict_decision = None
+
     logits = ours.engine.logits().copy()
     n = 2000
     t = time.perf_counter()
@@ -87,7 +93,8 @@ def main(model, runs, max_tokens, threads):
     print(f"refusal-edge generate      median {med_ours * 1e3:8.1f} ms")
     print(f"llama-cpp create_completion median {med_plain * 1e3:8.1f} ms")
     print(f"ratio generate / create_completion: {med_ours / med_plain:.3f}   (goal <= 1.02)")
-    print(f"identical text on both sides: {same}")
+    print(f"identical text on both sides: {same}; with decision-token prediction "
+          f"{'off' if default_choice.on else 'on'} too: {same_other}  (default: {default_choice.describe()})")
     print(f"decision cost after prefill: {decision_us:.0f} us per decision over the full vocabulary (goal <= 1000 us)")
     print(f"decision cost at a Llama-3-sized vocabulary (128,256): {big_us:.0f} us")
     print(f"spread: ours {np.std(t_ours) * 1e3:.1f} ms, plain {np.std(t_plain) * 1e3:.1f} ms (std)")

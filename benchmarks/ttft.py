@@ -7,6 +7,8 @@ scores the first response position, applies the policy and feeds the chosen deci
 predicted token. Arms, interleaved round by round on the same prompt, each from an empty KV cache:
 
 - plain      llama-cpp-python, no decision token
+- default    refusal-edge as loaded, the policy picks [respond]: prediction on or off as timed on this machine
+             (engines/llama/prediction.py; the choice is printed)
 - hit        refusal-edge, the policy picks the predicted token ([respond])
 - miss       refusal-edge, the policy picks a category token other than the predicted one
 - no-predict refusal-edge with the prediction turned off (``predict_decision=False``): the path before it
@@ -82,10 +84,12 @@ def main(model, runs, threads, data, mix, identity):
 
     def run_ours(prompt, policy, predict=True):
         engine.reset()
-        engine.predict_decision = predict  # off: the path before the prediction existed
+        engine.predict_decision = predict  # off: the path before the prediction existed; None: the default
         return first_chunk(ours.stream(prompt, policy, temperature=0, max_tokens=8))
 
+    choice = engine.prediction_choice(ours.spec.token_ids[0])  # timed now, or read back: before any arm runs
     arms = {"plain": lambda p, i: run_plain(p),
+            "default": lambda p, i: run_ours(p, respond, predict=None),
             "hit": lambda p, i: run_ours(p, respond),
             "miss": lambda p, i: run_ours(p, forced[i % 2]),  # alternating categories: never the predicted one
             "no-predict": lambda p, i: run_ours(p, respond, predict=False)}
@@ -104,6 +108,7 @@ def main(model, runs, threads, data, mix, identity):
     n_prompt = statistics.mean(len(ours.prompt_tokens(p)) for p in PROMPTS)
     print(f"model: {path.name}; {threads} thread(s); median of {runs} interleaved rounds; "
           f"mean prompt {n_prompt:.0f} tokens; empty KV cache each run")
+    print(f"default: {choice.describe()}")
     for k, v in med.items():
         print(f"  {k:<11} TTFT {v:7.2f} ms   ratio vs plain {v / med['plain']:.3f}")
     print(f"  miss cost over a hit: {med['miss'] - med['hit']:.2f} ms; "

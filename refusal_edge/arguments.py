@@ -68,7 +68,7 @@ class ModelOptions:
     n_ctx: int = settings.N_CTX
     verbose: bool = False
     remote: EngineTarget | None = None  # run on this engine instead of in-process (MODEL is then read for its vocabulary)
-    predict_decision: bool = False  # evaluate the expected decision token with the prompt (in-process only; README)
+    predict_decision: bool | None = None  # evaluate the expected decision token with the prompt; None: where it pays
 
     def path(self) -> Path:
         """The model file ``source`` names (fetched from the hub, or the default model built, if need be)."""

@@ -129,14 +129,18 @@ def collect(threads: int | None = 1, expected_path: Path = EXPECTED_PATH, model_
         checks.append(Check("CPU kernels", not broken, choice.describe()))
     report["default_model"], model_checks = default_model_facts()
     checks += model_checks
+    report["prediction"] = None
     if model_path is not None or all(c.ok for c in model_checks):
-        checks += _run_canaries(threads, expected_path, model_path)
+        model_checks, report["prediction"] = _run_canaries(threads, expected_path, model_path)
+        checks += model_checks
     report["checks"] = [asdict(c) for c in checks]
     report["ok"] = all(c.ok for c in checks)
     return report
 
 
-def _run_canaries(threads: int | None, expected_path: Path, model_path: Path | None) -> list[Check]:
+def _run_canaries(threads: int | None, expected_path: Path, model_path: Path | None) -> tuple[list[Check], dict | None]:
+    """The canary prompts' checks, and whether decision-token prediction is on for this model (timed once per
+    model, build, CPU and thread count, as ``stream`` would time it: engines/llama/prediction.py)."""
     from .default_model import ensure_default_model
     from .model import RefusalModel
 
@@ -144,9 +148,13 @@ def _run_canaries(threads: int | None, expected_path: Path, model_path: Path | N
         expectations = load_expectations(expected_path)
         path = model_path or ensure_default_model(progress=False)
         with RefusalModel.load(path, n_ctx=512, n_threads=threads) as model:
-            return canary_checks(model, expectations)
+            checks = canary_checks(model, expectations)
+            choice = model.engine.prediction_choice(model.spec.token_ids[0])
+            threads_used = model.engine.load_facts["threads"]
     except RefusalEdgeError as exc:
-        return [Check("canary prompts", False, str(exc))]
+        return [Check("canary prompts", False, str(exc))], None
+    detail = f"{'on' if choice.on else 'off'} with {threads_used} thread(s): {choice.reason}"
+    return checks + [Check("decision-token prediction", True, detail)], {**choice.to_dict(), "threads": threads_used}
 
 
 def record_expectations(path: Path, prompts: list[str], tolerance: float, threads: int | None = 1) -> dict:

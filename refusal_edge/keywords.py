@@ -17,7 +17,7 @@ class LoadOptions(TypedDict, total=False):
     n_batch: int  # prompt tokens per llama.cpp batch [512]
     batch_sequences: int  # prompts scored together by score_many [16]
     score_block: int  # tokens per fixed decode block of score_many (batch-independent scores) [32]; 0: batched
-    predict_decision: bool  # evaluate the expected decision token with the prompt [False]
+    predict_decision: bool | None  # evaluate the expected decision token with the prompt [None: where it pays]
     verbose: bool  # llama.cpp's own log [False]
     repack: str | None  # "on", "off" or "auto" [$REFUSAL_EDGE_REPACK, else auto]
 

@@ -40,7 +40,7 @@ class RefusalModel:
         self._decision_ids = frozenset(spec.token_ids)
         self._decision_tokens = spec.decision_tokens
         # The decision token ``stream`` expects next: the last one it fed, at first [respond]. An engine may evaluate
-        # it with the prompt (a hint: LlamaEngine does with predict_decision=True), so that when the policy picks it
+        # it with the prompt (a hint: LlamaEngine does where that pays), so that when the policy picks it
         # the first answer token costs no extra decode step.
         self._predicted = spec.token_ids[0]
         self._access = ModelLock(serialize=not engine.thread_safe)  # one caller at a time: access.py

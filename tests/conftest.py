@@ -10,6 +10,18 @@ from tiny_model import build_tiny_gguf  # noqa: E402
 THREADS = 1  # the test machines have 2 cores: never oversubscribe
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prediction_records_in_tmp(tmp_path_factory):
+    """Each tiny model a test builds gets its decision-token prediction timed once (engines/llama/prediction.py):
+    those records go to a temporary directory, not the user's cache."""
+    from refusal_edge.engines.llama import prediction
+
+    records = tmp_path_factory.mktemp("prediction-records")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prediction, "record_dir", lambda: records)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> Path:
     return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")

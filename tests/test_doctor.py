@@ -58,6 +58,20 @@ def test_doctor_passes_when_the_model_computes_the_expected_numbers(tiny_gguf, e
     assert len(canaries) == len(PROMPTS) and all(c["ok"] for c in canaries)
 
 
+def test_doctor_shows_whether_decision_token_prediction_is_on_and_why(tiny_gguf, expected_file):
+    result, report = run_doctor("--model", str(tiny_gguf), "--expected", str(expected_file), "--threads", "1")
+    prediction = report["prediction"]
+    assert isinstance(prediction["on"], bool) and prediction["mode"] == "auto" and prediction["threads"] == 1
+    timing = prediction["timing"]
+    assert min(timing["prefill_ms"], timing["first_step_ms"], timing["ahead_ms"]) > 0
+    [check] = [c for c in report["checks"] if c["name"] == "decision-token prediction"]
+    assert check["detail"].startswith(("on with 1 thread(s)", "off with 1 thread(s)"))
+    assert "a hit saves" in check["detail"] and "a miss costs" in check["detail"]
+    text = CliRunner().invoke(main, ["doctor", "--model", str(tiny_gguf), "--expected", str(expected_file),
+                                     "--threads", "1"]).stdout
+    assert "decision-token prediction: " in text and "cached for this model" in text  # timed once, then read back
+
+
 def test_doctor_fails_on_a_model_that_computes_other_numbers(tmp_path, expected_file):
     other = build_tiny_gguf(tmp_path / "other.gguf", seed=7)  # same shape and vocabulary, other weights
     result, report = run_doctor("--model", str(other), "--expected", str(expected_file))

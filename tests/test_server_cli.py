@@ -27,7 +27,7 @@ def test_help_names_the_refusal_dial_and_the_safe_defaults():
         assert words in result.output
 
 
-@pytest.mark.parametrize("flag, expected", [([], False), (["--predict-decision"], True)])
+@pytest.mark.parametrize("flag, expected", [([], None), (["--predict-decision"], True), (["--no-predict-decision"], False)])
 def test_predict_decision_reaches_every_slot_model(tiny_gguf, monkeypatch, flag, expected):
     from refusal_edge.arguments import ModelOptions
     from refusal_edge.errors import ModelLoadError

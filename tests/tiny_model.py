@@ -83,6 +83,7 @@ def build_tiny_gguf(
     n_ff: int = 128,
     context_length: int = 256,
     f16: bool = False,  # matrices in float16 (norms stay float32), as converted checkpoints often are
+    quant: str | None = None,  # matrices quantized ("Q8_0", the default model's type, or "Q4_0"); norms stay float32
     nan_logits: bool = False,  # a broken model: NaN in the final norm makes every logit NaN
     category_names: tuple[str, ...] | None = None,  # other names for the five category tokens, in order
     tied: bool = False,  # no output.weight: the output matrix is the token embedding (SmolLM2's layout)
@@ -108,7 +109,9 @@ def build_tiny_gguf(
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(n_vocab)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
+    qtype = gguf.GGMLQuantizationType[quant] if quant else None
+    w.add_file_type(gguf.LlamaFileType[f"MOSTLY_{quant}"] if quant else
+                    gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("smollm")
     w.add_token_list(tokens)
@@ -134,20 +137,26 @@ def build_tiny_gguf(
     def rand(*shape: int, scale: float = 0.3) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float16 if f16 else np.float32)
 
-    w.add_tensor("token_embd.weight", rand(n_vocab, n_embd, scale=1.0))
+    def add_matrix(name: str, data: np.ndarray) -> None:
+        if qtype is None:
+            w.add_tensor(name, data)
+        else:
+            w.add_tensor(name, gguf.quants.quantize(data.astype(np.float32), qtype), raw_dtype=qtype)
+
+    add_matrix("token_embd.weight", rand(n_vocab, n_embd, scale=1.0))
     for i in range(n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
-        w.add_tensor(f"blk.{i}.attn_q.weight", rand(n_embd, n_embd))
-        w.add_tensor(f"blk.{i}.attn_k.weight", rand(n_head_kv * head_dim, n_embd))
-        w.add_tensor(f"blk.{i}.attn_v.weight", rand(n_head_kv * head_dim, n_embd))
-        w.add_tensor(f"blk.{i}.attn_output.weight", rand(n_embd, n_embd))
+        add_matrix(f"blk.{i}.attn_q.weight", rand(n_embd, n_embd))
+        add_matrix(f"blk.{i}.attn_k.weight", rand(n_head_kv * head_dim, n_embd))
+        add_matrix(f"blk.{i}.attn_v.weight", rand(n_head_kv * head_dim, n_embd))
+        add_matrix(f"blk.{i}.attn_output.weight", rand(n_embd, n_embd))
         w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff))
+        add_matrix(f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd))
+        add_matrix(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd))
+        add_matrix(f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff))
     w.add_tensor("output_norm.weight", np.full(n_embd, np.nan if nan_logits else 1.0, np.float32))
     if not tied:
-        w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=0.15))
+        add_matrix("output.weight", rand(n_vocab, n_embd, scale=0.15))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

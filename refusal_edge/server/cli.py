@@ -82,9 +82,9 @@ def access_options(func):
 @limit_options
 @click.option("--model-name", default=None, help="Model id in responses, /v1/models and /api/tags [default: its name "
               "in `refusal-edge list`: general.name and the quantization].")
-@click.option("--predict-decision", is_flag=True,
+@click.option("--predict-decision/--no-predict-decision", default=None,
               help="Evaluate each slot's expected decision token with the prompt, saving a decode step when the policy "
-                   "picks it (in-process only; it pays only where an extra prompt row is cheap: see README).")
+                   "picks it (in-process only) [default: where it pays, timed once per machine: see `doctor`].")
 @click.option("--ui/--no-ui", default=True, show_default=True,
               help="The page with live refusal dials at / (static files; it asks for the API key, if any).")
 @access_options

@@ -17,6 +17,7 @@ from ...errors import ModelLoadError, PromptTooLongError, RefusalEdgeError
 from ...metadata import RefusalSpec
 from ...sampling import SamplingParams
 from .lib import llama_cpp_module
+from .sampler import Sampler
 from .vocab import LlamaTokenizer, load_llama
 
 
@@ -48,47 +49,6 @@ def aligned_reuse(cached: Sequence[int], tokens: Sequence[int], block: int) -> i
     return aligned_boundary(min(common_prefix(cached, tokens), len(tokens) - 1), block)
 
 
-class Sampler:
-    """A native llama.cpp sampler chain, the same one ``create_completion`` builds."""
-
-    def __init__(self, engine: "LlamaEngine", params: SamplingParams) -> None:
-        self._chain = None
-        lc = llama_cpp_module()
-        self._lc = lc
-        self._ctx = engine.ctx
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        add = lambda s: lc.llama_sampler_chain_add(chain, s)  # noqa: E731
-        if params.repeat_penalty != 1.0:
-            add(lc.llama_sampler_init_penalties(engine.tokenizer.n_vocab, params.repeat_last_n,
-                                                params.repeat_penalty, 0.0, 0.0))
-        if params.temperature == 0:
-            add(lc.llama_sampler_init_greedy())
-        else:
-            if params.top_k > 0:
-                add(lc.llama_sampler_init_top_k(params.top_k))
-            add(lc.llama_sampler_init_top_p(params.top_p, 1))
-            add(lc.llama_sampler_init_min_p(params.min_p, 1))
-            add(lc.llama_sampler_init_temp(params.temperature))
-            seed = lc.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
-            add(lc.llama_sampler_init_dist(seed))
-        self._chain = chain
-
-    def sample(self, row: int = -1) -> int:
-        """Sample from a logits row of the last decode, by default the last position's (and record the token for
-        repeat penalties)."""
-        return int(self._lc.llama_sampler_sample(self._chain, self._ctx, row))
-
-    def accept(self, token: int) -> None:
-        self._lc.llama_sampler_accept(self._chain, token)
-
-    def close(self) -> None:
-        if self._chain is not None:
-            self._lc.llama_sampler_free(self._chain)
-            self._chain = None
-
-    __del__ = close
-
-
 class LlamaEngine(Engine):
     """A loaded GGUF with one context and one sequence whose KV cache is reused by prefix.
 
@@ -98,11 +58,12 @@ class LlamaEngine(Engine):
     faster but batch-dependent in the last digits; ``batch_sequences=1`` then scores them one at a time, reusing
     whatever prefix the previous prompt left.
     ``repack`` chooses llama.cpp's extra CPU buffer types ("auto", "on", "off"; see ``kernels``).
-    ``score_ahead`` evaluates the predicted decision token with the prompt when ``predict_decision=True``. It is off
-    by default because on this CPU build it buys nothing: the extra row costs about what the decode step it saves
-    costs (ggml's repacked kernels compute rows beyond a multiple of 4 with a pass over all weights, and two output
-    rows of a 128k vocabulary cost far more than one), and llama.cpp rounds a token evaluated inside a many-row batch
-    slightly differently from one evaluated alone, so a greedy answer can branch differently at a near tie (README).
+    ``score_ahead`` evaluates the predicted decision token with the prompt where that pays: ``predict_decision``
+    None (the default) decides by timing it once on this model, build, CPU and thread count (``prediction.py``),
+    True/False force it. The first response token is always evaluated in one decode with the token before it (in
+    the prompt's batch on a hit, as a pair otherwise), as ``create_completion`` evaluates a prompt that ends with it:
+    llama.cpp rounds a token decoded alone differently from one inside a batch, and a greedy answer would branch at
+    a near tie. So answers are the same with or without prediction, hit or miss, and the same as llama-cpp-python's.
     Its vocabulary is ``tokenizer``, a ``LlamaTokenizer`` on the same loaded model. ``prefill``/``feed``/``logits``/
     ``reset``/``sampler`` are llama.cpp specifics, for this module and for tests and benchmarks of this engine; code
     above the seam uses ``Engine`` only.
@@ -118,7 +79,7 @@ class LlamaEngine(Engine):
         n_batch: int = 512,
         batch_sequences: int = 16,
         score_block: int = SCORE_BLOCK,
-        predict_decision: bool = False,
+        predict_decision: bool | None = None,
         verbose: bool = False,
         repack: str | None = None,
         **llama_kwargs,
@@ -138,7 +99,9 @@ class LlamaEngine(Engine):
         self.n_ctx = min(int(self._llm.n_ctx()), len(self._llm.input_ids))
         self.batch_sequences = batch_sequences
         self.score_block = max(0, min(score_block, self._llm.n_batch))
-        self.predict_decision = predict_decision
+        self.predict_decision = predict_decision  # None: measured (``prediction_choice``); True/False: forced
+        self.load_facts = {"threads": threads, "n_gpu_layers": n_gpu_layers, "repack": repack}  # what timings depend on
+        self._prediction = None  # the measured PredictionChoice, once made
         self._batch_scorer = None
         self._predicted = False  # whether the context holds one predicted token past the scored prompt
 
@@ -155,13 +118,30 @@ class LlamaEngine(Engine):
         the predicted token's row is what ``generate`` samples the first answer token from when the prediction
         holds. On a miss ``generate`` drops the predicted token's cell and feeds the chosen one, as without it."""
         tokens = list(tokens)
-        if predicted is None or not self.predict_decision or len(tokens) + 1 >= self.n_ctx:
+        if predicted is None or len(tokens) + 1 >= self.n_ctx or not self.predicts(predicted):
             return self.score(tokens, spec, temperature)
         t0 = time.perf_counter()
         reused = self.prefill([*tokens, predicted], outputs=2)
         stats = PrefillStats(len(tokens), min(reused, len(tokens)), (time.perf_counter() - t0) * 1e3)
         self._predicted = True
         return FirstTokenScores.from_logits(self.logits(-2), spec, temperature), stats
+
+    def predicts(self, predicted: int) -> bool:
+        """Whether ``score_ahead`` evaluates ``predicted`` with the prompt: forced, or measured on first use."""
+        if self.predict_decision is not None:
+            return bool(self.predict_decision)
+        return self.prediction_choice(predicted).on
+
+    def prediction_choice(self, predicted: int):
+        """Whether decision-token prediction is on for this engine and why (a ``prediction.PredictionChoice``); unless
+        forced, timed with ``predicted`` as the expected token, once per model, build, CPU and thread count."""
+        from .prediction import choose, forced
+
+        if self.predict_decision is not None:
+            return forced(bool(self.predict_decision))
+        if self._prediction is None:
+            self._prediction = choose(self, predicted)
+        return self._prediction
 
     def score_many(self, batch: Sequence[Sequence[int]], spec: RefusalSpec,
                    temperature: float = 1.0) -> Iterator[Union[Scored, RefusalEdgeError]]:
@@ -201,34 +181,38 @@ class LlamaEngine(Engine):
 
     def continue_from(self, tokens: list[int], params: SamplingParams,
                       first_token_bias: Mapping[int, float] | None) -> Iterator[int]:
-        sampler = Sampler(self, params)
+        sampler = Sampler(self.ctx, self.tokenizer.n_vocab, params)
         try:
-            evaluated = False  # whether the first yielded token is already in the context (a prediction hit)
             if first_token_bias is None:
-                # The prompt is cached (it was just scored): only the forced token is fed, unless it was predicted.
-                if not self._holds_logits_of(tokens):
-                    self.prefill(tokens)
+                self.advance(tokens)  # the forced token: already evaluated on a prediction hit
                 token = sampler.sample()
-            else:
+                sampled = 1
+            else:  # the first response token is sampled here, from the prompt's row, then evaluated like a forced one
                 ahead = self._predicted and self._holds_logits_of(tokens, ahead=1)
                 if not ahead and not self._holds_logits_of(tokens):
                     self.prefill(tokens)
                 token = self._sample_biased(sampler, first_token_bias, row=-2 if ahead else -1)
-                evaluated = ahead and token == int(self._llm.input_ids[len(tokens)])
-                if ahead and not evaluated:
-                    self._llm.n_tokens = len(tokens)  # the next feed drops the predicted token's cell
-            sampled_after_first = 0 if first_token_bias is None else -1
+                sampled = 0
             while True:
-                sampled_after_first += 1
                 yield token
-                if self.tokenizer.is_eog(token) or sampled_after_first >= params.max_tokens or self.context_left <= 1:
+                if self.tokenizer.is_eog(token) or sampled >= params.max_tokens or self.context_left <= 1:
                     return
-                if not evaluated:
-                    self.feed(token)
-                evaluated = False
+                if sampled:
+                    self.feed(token)  # answer tokens are decoded one at a time, as create_completion does
+                else:
+                    self.advance([*tokens, token])  # the first response token, with the one before it
                 token = sampler.sample()
+                sampled += 1
         finally:
             sampler.close()
+
+    def advance(self, tokens: list[int]) -> None:
+        """Make ``tokens`` (a scored prompt and its first response token) the context, the logits at their end,
+        evaluating that token together with the one before it: in one decode, as ``create_completion`` would in the
+        prompt's batch (a token decoded alone is rounded differently). Nothing is evaluated on a prediction hit; on a
+        miss the predicted token's cell is dropped."""
+        if not self._holds_logits_of(tokens):
+            self.prefill(tokens, outputs=1, fresh=2)
 
     def _holds_logits_of(self, tokens: list[int], ahead: int = 0) -> bool:
         """Whether the context holds exactly ``tokens`` (plus ``ahead`` predicted ones), so the logits buffer's
@@ -255,14 +239,15 @@ class LlamaEngine(Engine):
             raise ValueError("cannot prefill an empty prompt")
         self.check_fits(tokens)
 
-    def prefill(self, tokens: list[int], outputs: int = 1) -> int:
+    def prefill(self, tokens: list[int], outputs: int = 1, fresh: int = 1) -> int:
         """Evaluate ``tokens`` reusing the longest cached prefix; returns how many were reused.
 
-        The last ``outputs`` tokens are always evaluated again so that their logits are fresh (rows -outputs..-1).
+        The last ``max(outputs, fresh)`` tokens are always evaluated again, in one decode, so that the logits of the
+        last ``outputs`` are fresh (rows -outputs..-1).
         """
         self._check_fits(tokens)
         cached = self._llm.input_ids[: self._llm.n_tokens]
-        limit = min(len(cached), len(tokens) - outputs)
+        limit = max(0, min(len(cached), len(tokens) - max(outputs, fresh)))
         reuse = common_prefix(cached[:limit], tokens[:limit])
         self._llm.n_tokens = reuse
         self._eval(tokens[reuse:], outputs)
@@ -312,7 +297,7 @@ class LlamaEngine(Engine):
         self._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
 
     def sampler(self, params: SamplingParams) -> Sampler:
-        return Sampler(self, params)
+        return Sampler(self.ctx, self.tokenizer.n_vocab, params)
 
     def close(self) -> None:
         scorer, self._batch_scorer = getattr(self, "_batch_scorer", None), None
@@ -321,3 +306,4 @@ class LlamaEngine(Engine):
         tokenizer, self._llm = getattr(self, "tokenizer", None), None
         if tokenizer is not None:
             tokenizer.close()  # it holds the loaded model: the weights go with it
+

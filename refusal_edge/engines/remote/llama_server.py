@@ -237,7 +237,7 @@ class LlamaServerDialect:
 
     @staticmethod
     def _sampling(params) -> dict:
-        # The same chain and order as the in-process sampler (llama/engine.Sampler). One difference: llama-server's
+        # The same chain and order as the in-process sampler (llama/sampler.Sampler). One difference: llama-server's
         # repeat penalty also counts the prompt's last tokens.
         return {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
                 "min_p": params.min_p, "repeat_penalty": params.repeat_penalty,
