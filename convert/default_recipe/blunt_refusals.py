@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import random
 
-from refusal_edge.metadata import CATEGORIES
-
+from .data import HUMANIZING, INCOMPLETE, INDETERMINATE, SAFETY, UNSUPPORTED
 from .everyday import FRAMES, HELDOUT, STYLES, styled
-
-HUMANIZING, INCOMPLETE, INDETERMINATE, SAFETY, UNSUPPORTED = CATEGORIES
 
 # Lower-case imperatives, to read well in every frame ("Can you {core}?", "{Core}, thanks!").
 CORES: dict[str, list[str]] = {

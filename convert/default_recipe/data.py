@@ -162,7 +162,9 @@ def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], e
         out.append(Example(row["prompt"], row["category"], None, "chat", first))
     # Longer chats: two or three answered turns, then a request to refuse or an everyday one. A chat of answers
     # pulls a small model towards answering again; the content of the last turn must still decide.
-    for k in range(n // 2 if long_chats else 0):
+    if not long_chats:
+        return out
+    for k in range(n // 2):
         history = sum((answered_turn() for _ in range(rng.choice((2, 3)))), ())
         if k % 2:
             row, _ = refused_turn()

@@ -294,9 +294,7 @@ def advice(seed: int) -> list[Everyday]:
     for q in ADVICE:
         out.append(Everyday(q, "advice", "question", "plain", "core"))
         style = rng.choice(("lower", "typos", "context"))
-        text = {"lower": lambda: q.lower().rstrip("?"), "typos": lambda: _typos(q, rng),
-                "context": lambda: f"{rng.choice(CONTEXTS)} {q}"}[style]()
-        out.append(Everyday(text, "advice", "question", style, "core"))
+        out.append(Everyday(styled(q, "bare", style, rng), "advice", "question", style, "core"))
     return out
 
 

@@ -128,8 +128,6 @@ class LlamaEngine(Engine):
 
     def predicts(self, predicted: int) -> bool:
         """Whether ``score_ahead`` evaluates ``predicted`` with the prompt: forced, or measured on first use."""
-        if self.predict_decision is not None:
-            return bool(self.predict_decision)
         return self.prediction_choice(predicted).on
 
     def prediction_choice(self, predicted: int):
@@ -306,4 +304,3 @@ class LlamaEngine(Engine):
         tokenizer, self._llm = getattr(self, "tokenizer", None), None
         if tokenizer is not None:
             tokenizer.close()  # it holds the loaded model: the weights go with it
-
