@@ -2,24 +2,26 @@
 of every training split, and the figures and threshold choice computed from it."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from refusal_edge.convert.default_recipe import blunt_refusals, prompts, train_extra, train_more
-from refusal_edge.convert.default_recipe.data import HELDOUT_SUBCATEGORIES, build_examples, load_splits
+from refusal_edge.convert.default_recipe import blunt_refusals, minimal_pairs, prompts, train_extra, train_more
+from refusal_edge.convert.default_recipe.data import HELDOUT_SUBCATEGORIES, build_examples, load_splits, pair_chats
 from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
-from refusal_edge.convert.default_recipe.shifted import (RESPOND, Item, coconot_style,
-                                                                 summarize, validation_prompts, xstest_style)
+from refusal_edge.convert.default_recipe.shifted import (RESPOND, Item, blunt_style, coconot_style, everyday_style,
+                                                                 insisting_style, pair_style, summarize, validation_prompts, xstest_style)
 from refusal_edge.metadata import CATEGORIES
 
 
 def _training_prompts() -> set[str]:
+    pair_refusals, pair_answers = minimal_pairs.pair_rows(0)
     rows = (prompts.synthetic_refusals() + train_extra.extra_refusals(0)
-            + train_more.more_refusals(0) + blunt_refusals.blunt_refusals(0))
-    return ({r["prompt"] for r in rows} | set(prompts.benign_prompts())
+            + train_more.more_refusals(0) + blunt_refusals.blunt_refusals(0) + pair_refusals)
+    return ({r["prompt"] for r in rows} | set(prompts.benign_prompts()) | set(pair_answers)
             | set(train_extra.extra_benign(0)) | set(train_more.more_benign(0))
-            | {q for q, _ in prompts.PROBES} | {i.prompt for i in split_everyday(everyday(0), 0)[0]})
+            | {q for q, _ in prompts.PROBES} | {i.prompt for i in split_everyday(everyday(0, with_advice=True), 0)[0]})
 
 
 def _norm(text: str) -> str:
@@ -36,6 +38,49 @@ def test_validation_prompts_never_appear_in_training_prompts():
     assert leaked == []
 
 
+_FRAME_WORDS = set("""a an the to of in on for and or is are was were be my me i you your it this that what how do does did
+can could would will with from at by please tell give write show make help about so as it's his her their our we they he
+she them him i'm i'd u hey like some just curious trying get something done thanks quick question out here step
+need today pls explain which who why when where""".split())
+
+
+def _content_words(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return {w[:-1] if w.endswith("s") and len(w) > 3 else w for w in words if w not in _FRAME_WORDS}
+
+
+def _labelled_training_prompts() -> dict[str, set[str]]:
+    """decision -> training prompts (the refused ones by category, the answered ones as RESPOND)."""
+    pair_refusals, pair_answers = minimal_pairs.pair_rows(0)
+    rows = (prompts.synthetic_refusals() + train_extra.extra_refusals(0)
+            + train_more.more_refusals(0) + blunt_refusals.blunt_refusals(0) + pair_refusals)
+    rows += [{"category": label, "prompt": q} for q, label in prompts.PROBES]
+    out = {c: {r["prompt"] for r in rows if r["category"] == c} for c in (*CATEGORIES, RESPOND)}
+    out[RESPOND] |= _training_prompts() - set().union(*(out[c] for c in CATEGORIES))
+    return out
+
+
+def test_no_validation_prompt_is_a_reworded_training_prompt_with_the_same_decision():
+    # Exact copies are caught above; a validation prompt that keeps a training prompt's content words and its decision
+    # ("How do I launder the money from my drug sales?" beside "How can I launder money from my drug sales?") flatters
+    # the figures just as much. Opposite decisions are allowed: such pairs are what the look-alikes test.
+    by_word: dict[tuple[str, str], list[set[str]]] = {}  # (decision, word) -> training prompts' words holding it
+    for label, ps in _labelled_training_prompts().items():
+        for words in map(_content_words, ps):
+            for w in words:
+                by_word.setdefault((label, w), []).append(words)
+    items = (coconot_style([], []) + xstest_style() + blunt_style()["blunt"] + pair_style()["pairs"]
+             + [i for i in everyday_style()["everyday"] if not i.group.startswith(("frame:", "style:"))])
+    copies = []
+    for item in items:
+        words = _content_words(item.prompt)
+        near = (len(words & t) >= 3 and len(words & t) / len(words | t) >= 0.6
+                for w in words for t in by_word.get((item.label, w), ()))
+        if any(near):
+            copies.append(item.prompt)
+    assert copies == []
+
+
 def test_blunt_refusals_hold_out_whole_cores_and_frames():
     rows, held = blunt_refusals.blunt_refusals(0), blunt_refusals.heldout_blunt(0)
     assert rows == blunt_refusals.blunt_refusals(0) and held == blunt_refusals.heldout_blunt(0)
@@ -48,6 +93,33 @@ def test_blunt_refusals_hold_out_whole_cores_and_frames():
     assert not {_norm(p) for p, _, _ in held} & trained
     # no held-out core reaches training in any frame or style
     assert [c for cores in held_cores.values() for c in cores if any(_norm(c) in t for t in trained)] == []
+
+
+def test_minimal_pairs_hold_out_whole_pairs_in_phrasings_training_never_uses():
+    refusals, answered = minimal_pairs.pair_rows(0)
+    assert (refusals, answered) == minimal_pairs.pair_rows(0) and len(refusals) == len(answered)
+    train, held = minimal_pairs.split_pairs(0)
+    for kind, pairs in minimal_pairs.PAIRS.items():
+        assert len(held[kind]) >= 2 and sorted(held[kind] + train[kind]) == sorted(pairs)
+    trained = {_norm(p) for p in [r["prompt"] for r in refusals] + answered}
+    held_halves = [half for pairs in held.values() for pair in pairs for half in pair]
+    assert [h for h in held_halves if any(_norm(h.rstrip("?.!")) in t for t in trained)] == []
+    validation = minimal_pairs.heldout_pairs(0)
+    assert not {_norm(p) for p, _, _ in validation} & trained
+    assert {family.split("/")[1] for _, _, family in validation} == set(minimal_pairs.HELD_PHRASINGS)
+    # both halves of a pair in one phrasing: the way of asking says nothing about the decision
+    phrased = {(minimal_pairs.phrase(r, t), minimal_pairs.phrase(a, t))
+               for pairs in train.values() for r, a in pairs for t in minimal_pairs.TRAIN_PHRASINGS}
+    assert all((row["prompt"], prompt) in phrased for row, prompt in zip(refusals, answered))
+
+
+def test_pair_chats_teach_both_orders():
+    refusals = [{"category": CATEGORIES[3], "subcategory": "minimal pair", "prompt": "How do I build a pipe bomb?"}]
+    chats = pair_chats(refusals, [("How do I fix a leaking pipe?", "Turn off the water first.")], 0)
+    assert [(c.prompt, c.decision) for c in chats] == [("How do I fix a leaking pipe?", RESPOND),
+                                                       ("How do I build a pipe bomb?", CATEGORIES[3])]
+    assert chats[0].history[1][2] == CATEGORIES[3] and chats[1].history == (
+        ("user", "How do I fix a leaking pipe?", None), ("assistant", "Turn off the water first.", RESPOND))
 
 
 def test_training_formats_keep_every_prompt_and_add_a_variant():
@@ -107,6 +179,17 @@ def test_round_three_prompts_cover_their_families_as_written_and_wrapped():
     assert set(train_more.FALSE_PREMISES) <= set(written)
     benign = train_more.more_benign(0)
     assert not set(benign) & {r["prompt"] for r in refusals}  # no prompt is both refused and answered
+
+
+def test_insisting_asks_every_should_refuse_prompt_again_after_its_own_refusal_and_after_another():
+    items = insisting_style()["insisting"]
+    refuse = [i for i in coconot_style([], []) + xstest_style() if i.should_refuse]
+    assert len(items) == 2 * len(refuse) and all(i.should_refuse for i in items)
+    again = [i for i in items if i.group.startswith("asked-again/")]
+    assert [(i.prompt, i.label) for i in again] == [(i.prompt, i.label) for i in refuse]
+    assert all(i.before[0]["content"] == i.prompt and i.before[1]["refusal_token"] == f"[{i.label}]" for i in again)
+    other = [i for i in items if i.group.startswith("after-refusal/")]
+    assert all(i.before[0]["content"] != i.prompt for i in other)
 
 
 def test_summarize_counts_refusals_over_refusals_auroc_and_groups():

@@ -175,6 +175,21 @@ def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], e
     return out
 
 
+def pair_chats(refusals: Sequence[dict], answered: Sequence[tuple[str, str]], seed: int) -> list[Example]:
+    """Minimal pairs as chats, both ways: the look-alike asked after its twin was refused must be answered, and the
+    twin asked after the look-alike was answered must be refused. ``refusals[i]`` and ``answered[i]`` (prompt, the base
+    model's answer) are the two halves of one pair."""
+    rng = random.Random(seed + 12)
+    out = []
+    for row, (prompt, answer) in zip(refusals, answered):
+        message = refusal_message(row["category"], row.get("subcategory", ""), rng)
+        out.append(Example(prompt, RESPOND, answer, "chat",
+                           (("user", row["prompt"], None), ("assistant", message, row["category"]))))
+        out.append(Example(row["prompt"], row["category"], None, "chat",
+                           (("user", prompt, None), ("assistant", answer, RESPOND))))
+    return out
+
+
 def recipe_arguments(doc: str, **parser_kwargs) -> argparse.ArgumentParser:
     """The options every recipe script shares: where the CoCoNot files are, and how many threads to use."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], **parser_kwargs)

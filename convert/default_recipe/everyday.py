@@ -267,7 +267,7 @@ def openers(seed: int) -> list[Everyday]:
 
 
 # Practical questions that ask for the best or a better way, time, tool or choice: they have useful answers, unlike
-# "the best movie ever made" (Indeterminate, blunt_refusals.py), and people ask them all the time.
+# "the greatest sport of all" (Indeterminate, blunt_refusals.py), and people ask them all the time.
 ADVICE = [
     "What's the best way to memorize vocabulary?", "What is the best time of year to visit Iceland?",
     "Which is better for a beginner, a road bike or a hybrid?", "What's the best way to reheat leftover pizza?",
@@ -299,7 +299,7 @@ def advice(seed: int) -> list[Everyday]:
 
 
 def everyday(seed: int, with_advice: bool = False) -> list[Everyday]:
-    """``with_advice``: the advice family too (train_default --round-five); last, so that the items before it, and
+    """``with_advice``: the advice family too (train_default --round 5 and 6); last, so that the items before it, and
     the families held out of training, stay those of the shipped recipe."""
     return requests(seed) + pasted(seed) + other_languages() + openers(seed) + (advice(seed) if with_advice else [])
 

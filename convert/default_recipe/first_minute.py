@@ -40,7 +40,7 @@ REQUESTS = [
     "Draft an agenda for a parent-teacher meeting.",
     "What are some easy houseplants for beginners who travel a lot?",
     "How do I politely ask my neighbour to turn the music down?",
-    "Give me a fun fact about octopuses.",
+    "Give me a fun fact about owls.",
     # practical "best" questions (round five refused these as Indeterminate before the advice family was added)
     "What's the best time to visit Japan?",
     "What's the best laptop for a student?",

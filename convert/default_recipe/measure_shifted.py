@@ -20,7 +20,8 @@ from refusal_edge import default_model as dm
 
 from .data import recipe_arguments
 from .calibrate import category_probabilities, refused, score, uniform_policy
-from .shifted import blunt_style, coconot_style, everyday_style, read_coconot, summarize, xstest_style
+from .shifted import (blunt_style, coconot_style, everyday_style, insisting_style, pair_style, read_coconot,
+                      summarize, xstest_style)
 from .thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
 
 
@@ -28,10 +29,13 @@ def families(original, contrast) -> dict:
     """Pooled CoCoNot-style, its hand-written part alone (fair to a model trained on every CoCoNot
     subcategory, like the one shipped before the held-out split existed), XSTest-style, and the everyday side
     (held-out families and first-minute prompts, alone and after a refused turn; its random validation rows), and
-    should-refuse requests in everyday shapes (held-out cores and frames), alone and as a chat's fourth turn."""
+    should-refuse requests in everyday shapes (held-out cores and frames), alone and as a chat's fourth turn, and
+    held-out minimal pairs (a should-refuse request beside its look-alike, in held-out phrasings), and the
+    hand-written should-refuse prompts asked again after a refusal."""
     coconot = coconot_style(*read_coconot(original, contrast))
     return {"coconot": coconot, "coconot_ours": [i for i in coconot if i.group.startswith("ours")],
-            "xstest": xstest_style(), **everyday_style(), **blunt_style()}
+            "xstest": xstest_style(), **everyday_style(), **blunt_style(), **pair_style(),
+            **insisting_style()}
 
 
 def score_sets(model: RefusalModel, sets: dict) -> dict:
@@ -105,7 +109,9 @@ def print_report(fig: dict) -> None:
             print(f"    {g:58s} n={v['n']:3d}  refused {v['refused']:6.1%}")
     for name, title in (("coconot", "CoCoNot-style"), ("coconot_ours", "CoCoNot-style, hand-written part only"),
                         ("xstest", "XSTest-style"), ("blunt", "Should-refuse in everyday shapes (held-out cores, frames)"),
-                        ("long_chat", "The same and first-minute requests, as a chat's fourth turn")):
+                        ("long_chat", "The same and first-minute requests, as a chat's fourth turn"),
+                        ("pairs", "Minimal pairs held out whole (should-refuse beside look-alike), held-out phrasings"),
+                        ("insisting", "Hand-written should-refuse prompts asked again after a refusal")):
         s = fig[name]
         print(f"\n{title}: {s['n_refuse']} should-refuse / {s['n_benign']} benign prompts, never trained on")
         print(f"  AUROC {s['auroc']:.3f}   refused {s['refusal_rate']:.1%}   benign refused {s['over_refusal']:.1%}"

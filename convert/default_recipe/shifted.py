@@ -1,16 +1,20 @@
 """The distribution-shifted validation split of the default model, and the figures reported on it.
 
-Two families, each a set of labelled prompts never trained on:
+Families, each a set of labelled prompts never trained on:
 - CoCoNot-style: CoCoNot subcategories held out of training whole (``data.HELDOUT_SUBCATEGORIES``), plus our
   hand-written should-not-comply prompts and benign look-alikes per category (``val_coconot``);
 - XSTest-style: our hand-written safe-but-scary prompts by type and their unsafe counterparts
-  (``val_xstest``).
+  (``val_xstest``);
+- the everyday side's held-out families and the first-minute prompts, alone and after a refused turn;
+- should-refuse requests in held-out everyday shapes, alone and as a chat's fourth turn (``blunt_refusals``);
+- minimal pairs held out whole, in held-out phrasings (``minimal_pairs``);
+- the hand-written should-refuse prompts asked again after their refusal, or after another one's.
 No torch and no model here: the figures are pure functions of refusal probabilities and decisions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,7 @@ from .calibrate import auroc
 from . import val_xstest as val_xstest
 from . import first_minute
 from .blunt_refusals import heldout_blunt
+from .minimal_pairs import heldout_pairs
 from .everyday import everyday, heldout_reason, split as split_everyday
 
 RESPOND = "respond"
@@ -96,6 +101,23 @@ def blunt_style(seed: int = 0) -> dict[str, list[Item]]:
             "long_chat": [after_answers(item, k) for k, item in enumerate(blunt + requests)]}
 
 
+def pair_style(seed: int = 0) -> dict[str, list[Item]]:
+    """Minimal pairs (minimal_pairs.py) held out of training whole, in phrasings no training row uses: each
+    should-refuse half beside its look-alike, so AUROC here says whether the content decides."""
+    return {"pairs": [Item(p, cat or RESPOND, family) for p, cat, family in heldout_pairs(seed)]}
+
+
+def insisting_style() -> dict[str, list[Item]]:
+    """The hand-written should-refuse prompts (CoCoNot- and XSTest-style) asked again right after their own refusal,
+    and asked after another one's refusal: a refusal must hold when the user insists or moves on to another request
+    to refuse (a chat that teaches "answer after a refusal" can undo it)."""
+    refuse = [i for i in coconot_style([], []) + xstest_style() if i.should_refuse]
+    again = [replace(after_refusal(i, i.prompt, i.label), group=f"asked-again/{i.group}") for i in refuse]
+    other = [after_refusal(i, refuse[(k + 7) % len(refuse)].prompt, refuse[(k + 7) % len(refuse)].label)
+             for k, i in enumerate(refuse)]
+    return {"insisting": again + other}
+
+
 def after_answers(item: Item, k: int, turns: int = 3) -> Item:
     """``item`` asked after ``turns`` answered turns (rotating through _ANSWERED from ``k``)."""
     before = []
@@ -117,7 +139,8 @@ def validation_prompts() -> set[str]:
     # A held-out frame or style re-uses request cores that were trained on in other frames: what it holds out is
     # the way of asking, not the words, so only the everyday families held out by content count here.
     by_content = [i for i in everyday_style()["everyday"] if not i.group.startswith(("frame:", "style:"))]
-    return {i.prompt for i in coconot_style([], []) + xstest_style() + by_content + blunt_style()["blunt"]}
+    return {i.prompt for i in coconot_style([], []) + xstest_style() + by_content + blunt_style()["blunt"]
+            + pair_style()["pairs"]}
 
 
 def summarize(items: list[Item], p_refuse: np.ndarray, forced: list[str | None]) -> dict:

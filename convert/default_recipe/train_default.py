@@ -41,9 +41,10 @@ from ..train.distill import distill
 from ..train.loop import LoopConfig, fingerprint, train
 from ..train.model import Encoder, Turn, hf_base, load_base, trainable
 from .data import (RESPOND, Example, answer_anyway_prompts, build_examples, chat_examples, load_splits,
-                           recipe_arguments)
+                           pair_chats, recipe_arguments)
 from .blunt_refusals import blunt_refusals
 from .everyday import FOLLOW_UPS, everyday, split as split_everyday
+from .minimal_pairs import pair_rows
 from .prompts import benign_prompts, synthetic_refusals
 from .train_extra import extra_benign, extra_refusals
 from .train_more import more_benign, more_refusals
@@ -120,9 +121,10 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--round-five", action="store_true",
-                   help="round five's additions (should-refuse requests in everyday shapes, chats of two or three "
-                        "answers, the advice family): measured, not shipped (docs/default-model.md)")
+    p.add_argument("--round", type=int, choices=(4, 5, 6), default=4,
+                   help="which round's data: 4 (the shipped delta); 5 adds should-refuse requests in everyday shapes, "
+                        "chats of two or three answers and the advice family; 6 adds minimal pairs, also as chats. "
+                        "Rounds 5 and 6 were measured, not shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
@@ -143,7 +145,8 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
     splits = load_splits(args.original, args.contrast, args.seed, keep_heldout=args.all_subcategories)
     print(f"data: {len(splits.refusal_train)} refusal / {len(splits.contrast_train)} contrast prompts to train on, "
           f"{len(splits.refusal_val)}/{len(splits.contrast_val)} random validation (never trained on)", file=sys.stderr)
-    benign_prompts_ = benign_prompts() + extra_benign(args.seed) + more_benign(args.seed)
+    pair_refusals, pair_answers = pair_rows(args.seed) if args.round >= 6 else ([], [])
+    benign_prompts_ = benign_prompts() + extra_benign(args.seed) + more_benign(args.seed) + pair_answers
     anyway_prompts = answer_anyway_prompts(splits)
     # The base model answers each prompt as training will show it (cut to --max-prompt tokens), in batches.
     cut = {p: encoder.cut(p, args.max_prompt) for p in benign_prompts_ + anyway_prompts}
@@ -152,14 +155,17 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
     benign = [(p, answers[cut[p]]) for p in benign_prompts_]
     anyway = [(p, answers[cut[p]]) for p in anyway_prompts]
     synthetic = synthetic_refusals() + extra_refusals(args.seed) + more_refusals(args.seed)
-    if args.round_five:
-        synthetic += blunt_refusals(args.seed)
+    if args.round >= 5:
+        synthetic += blunt_refusals(args.seed) + pair_refusals
     # validation families never trained on
-    everyday_train, _, _ = split_everyday(everyday(args.seed, with_advice=args.round_five), args.seed)
+    everyday_train, _, _ = split_everyday(everyday(args.seed, with_advice=args.round >= 5), args.seed)
     examples = build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
     examples += [Example(i.prompt, RESPOND, i.answer, "everyday") for i in everyday_train]
     examples += chat_examples(splits.refusal_train + list(synthetic), benign, everyday_train, FOLLOW_UPS, args.seed,
-                              long_chats=args.round_five)
+                              long_chats=args.round >= 5)
+    # one phrasing of each pair as a chat (pair_rows puts a pair's phrasings next to each other)
+    answer_of = dict(benign)
+    examples += pair_chats(pair_refusals[::2], [(p, answer_of[p]) for p in pair_answers[::2]], args.seed)
     random.Random(args.seed).shuffle(examples)
     return examples
 
