@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from .data import HUMANIZING, INCOMPLETE, INDETERMINATE, SAFETY, UNSUPPORTED
+from .data import HUMANIZING, INCOMPLETE, INDETERMINATE, SAFETY, UNSUPPORTED, hold_out_fifth
 from .everyday import FRAMES, HELDOUT, STYLES, styled
 
 # Lower-case imperatives, to read well in every frame ("Can you {core}?", "{Core}, thanks!").
@@ -79,13 +79,7 @@ TRAIN_STYLES = tuple(s for s in STYLES if s not in HELDOUT["style"])
 
 def split_cores(seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(train, held out): a fifth of each category's cores (at least two) held out whole."""
-    rng = random.Random(seed + 21)
-    train, held = {}, {}
-    for category, cores in CORES.items():
-        shuffled = rng.sample(cores, len(cores))
-        k = max(2, len(cores) // 5)
-        held[category], train[category] = shuffled[:k], shuffled[k:]
-    return train, held
+    return hold_out_fifth(CORES, random.Random(seed + 21))
 
 
 def blunt_refusals(seed: int = 0, per_core: int = 4) -> list[dict]:

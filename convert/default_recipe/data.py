@@ -175,6 +175,16 @@ def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], e
     return out
 
 
+def hold_out_fifth(groups: dict, rng: random.Random) -> tuple[dict, dict]:
+    """(train, held out) of each group's items: a fifth of them (at least two), held out whole, in a seeded order."""
+    train, held = {}, {}
+    for key, items in groups.items():
+        shuffled = rng.sample(items, len(items))
+        k = max(2, len(items) // 5)
+        held[key], train[key] = shuffled[:k], shuffled[k:]
+    return train, held
+
+
 def pair_chats(refusals: Sequence[dict], answered: Sequence[tuple[str, str]], seed: int) -> list[Example]:
     """Minimal pairs as chats, both ways: the look-alike asked after its twin was refused must be answered, and the
     twin asked after the look-alike was answered must be refused. ``refusals[i]`` and ``answered[i]`` (prompt, the base

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from .data import INCOMPLETE, SAFETY
+from .data import INCOMPLETE, SAFETY, hold_out_fifth
 
 # (refuse, answer). Questions as people type them into a search box: the phrasing adds the rest.
 UNDERSPECIFIED = [
@@ -131,13 +131,7 @@ def phrase(text: str, template: str) -> str:
 
 def split_pairs(seed: int) -> tuple[dict, dict]:
     """(train, held out): a fifth of each kind's pairs, at least two, held out whole."""
-    rng = random.Random(seed + 61)
-    train, held = {}, {}
-    for kind, pairs in PAIRS.items():
-        shuffled = rng.sample(pairs, len(pairs))
-        k = max(2, len(pairs) // 5)
-        held[kind], train[kind] = shuffled[:k], shuffled[k:]
-    return train, held
+    return hold_out_fifth(PAIRS, random.Random(seed + 61))
 
 
 def pair_rows(seed: int = 0, per_pair: int = 2) -> tuple[list[dict], list[str]]:

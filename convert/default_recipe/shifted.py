@@ -113,8 +113,8 @@ def insisting_style() -> dict[str, list[Item]]:
     to refuse (a chat that teaches "answer after a refusal" can undo it)."""
     refuse = [i for i in coconot_style([], []) + xstest_style() if i.should_refuse]
     again = [replace(after_refusal(i, i.prompt, i.label), group=f"asked-again/{i.group}") for i in refuse]
-    other = [after_refusal(i, refuse[(k + 7) % len(refuse)].prompt, refuse[(k + 7) % len(refuse)].label)
-             for k, i in enumerate(refuse)]
+    others = refuse[7:] + refuse[:7]  # another should-refuse prompt, refused before each one
+    other = [after_refusal(i, o.prompt, o.label) for i, o in zip(refuse, others)]
     return {"insisting": again + other}
 
 
