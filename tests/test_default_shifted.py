@@ -8,20 +8,30 @@ import numpy as np
 import pytest
 
 from refusal_edge.convert.default_recipe import blunt_refusals, minimal_pairs, prompts, train_extra, train_more
-from refusal_edge.convert.default_recipe.data import HELDOUT_SUBCATEGORIES, build_examples, load_splits, pair_chats
+from refusal_edge.convert.default_recipe import data, shifted
+from refusal_edge.convert.default_recipe.data import (HELDOUT_SUBCATEGORIES, build_examples, insisting_chats, load_splits,
+                                                      pair_chats)
 from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
 from refusal_edge.convert.default_recipe.shifted import (RESPOND, Item, blunt_style, coconot_style, everyday_style,
                                                                  insisting_style, pair_style, summarize, validation_prompts, xstest_style)
 from refusal_edge.metadata import CATEGORIES
 
 
-def _training_prompts() -> set[str]:
+def _training_data() -> tuple[list[dict], set[str]]:
+    """(labelled training rows: every refused prompt with its category, and the probes with theirs; the answered
+    training prompts) of every round."""
     pair_refusals, pair_answers = minimal_pairs.pair_rows(0)
-    rows = (prompts.synthetic_refusals() + train_extra.extra_refusals(0)
-            + train_more.more_refusals(0) + blunt_refusals.blunt_refusals(0) + pair_refusals)
-    return ({r["prompt"] for r in rows} | set(prompts.benign_prompts()) | set(pair_answers)
-            | set(train_extra.extra_benign(0)) | set(train_more.more_benign(0))
-            | {q for q, _ in prompts.PROBES} | {i.prompt for i in split_everyday(everyday(0, with_advice=True), 0)[0]})
+    rows = (prompts.synthetic_refusals() + train_extra.extra_refusals(0) + train_more.more_refusals(0)
+            + blunt_refusals.blunt_refusals(0) + pair_refusals
+            + [{"category": label, "prompt": q} for q, label in prompts.PROBES])
+    answered = (set(prompts.benign_prompts()) | set(pair_answers) | set(train_extra.extra_benign(0))
+                | set(train_more.more_benign(0)) | {i.prompt for i in split_everyday(everyday(0, with_advice=True), 0)[0]})
+    return rows, answered
+
+
+def _training_prompts() -> set[str]:
+    rows, answered = _training_data()
+    return {r["prompt"] for r in rows} | answered
 
 
 def _norm(text: str) -> str:
@@ -51,12 +61,9 @@ def _content_words(text: str) -> set[str]:
 
 def _labelled_training_prompts() -> dict[str, set[str]]:
     """decision -> training prompts (the refused ones by category, the answered ones as RESPOND)."""
-    pair_refusals, pair_answers = minimal_pairs.pair_rows(0)
-    rows = (prompts.synthetic_refusals() + train_extra.extra_refusals(0)
-            + train_more.more_refusals(0) + blunt_refusals.blunt_refusals(0) + pair_refusals)
-    rows += [{"category": label, "prompt": q} for q, label in prompts.PROBES]
+    rows, answered = _training_data()
     out = {c: {r["prompt"] for r in rows if r["category"] == c} for c in (*CATEGORIES, RESPOND)}
-    out[RESPOND] |= _training_prompts() - set().union(*(out[c] for c in CATEGORIES))
+    out[RESPOND] |= answered - set().union(*(out[c] for c in CATEGORIES))
     return out
 
 
@@ -190,6 +197,37 @@ def test_insisting_asks_every_should_refuse_prompt_again_after_its_own_refusal_a
     assert all(i.before[0]["content"] == i.prompt and i.before[1]["refusal_token"] == f"[{i.label}]" for i in again)
     other = [i for i in items if i.group.startswith("after-refusal/")]
     assert all(i.before[0]["content"] != i.prompt for i in other)
+
+
+def test_insisting_chats_hold_the_refusal_when_the_user_insists():
+    rows = [{"category": CATEGORIES[k % 5], "subcategory": "", "prompt": f"request {k}"} for k in range(30)]
+    twins = rows[:4]
+    chats = insisting_chats(rows, twins, seed=0, n=12)
+    assert len(chats) == 12 + 4 and chats == insisting_chats(rows, twins, seed=0, n=12)
+    assert all(c.decision != RESPOND and c.history[1][2] in CATEGORIES for c in chats)
+    first = [c.history[0][1] for c in chats[:12]]
+    assert len(set(first)) == 12  # n different refused requests
+    insisted, moved_on = chats[0:12:3] + chats[1:12:3], chats[2:12:3]
+    # the user insists on the refused request: the decision is its category, whatever the words around it
+    assert all(c.decision == c.history[1][2] for c in insisted)
+    assert all(c.prompt in {w.format(p=c.history[0][1]) for w in data.INSISTING} for c in chats[0:12:3])
+    assert all(c.prompt in data.BARE_INSISTING for c in chats[1:12:3])
+    assert all(c.prompt.startswith("request ") and c.response for c in moved_on)
+    # each minimal pair's refused half is asked again as it was, and refused again
+    assert [(c.history[0][1], c.prompt, c.decision) for c in chats[12:]] == [
+        (r["prompt"], r["prompt"], r["category"]) for r in twins]
+
+
+def test_insistence_in_validation_is_worded_as_no_training_chat_is():
+    trained = {_norm(w.format(p="")) for w in data.INSISTING + data.BARE_INSISTING}
+    held = {_norm(w.format(p="")) for w in shifted.INSISTING_HELD_OUT + shifted.BARE_INSISTING_HELD_OUT}
+    assert not trained & held and all(h not in t and t not in h for h in held for t in trained if t)
+    items = shifted.insisted_style()["insisted"]
+    refuse = [i for i in coconot_style([], []) + xstest_style() if i.should_refuse]
+    assert len(items) == 2 * len(refuse) and all(i.should_refuse for i in items)
+    # the request before is the one insisted on, refused with its own category
+    assert all(i.before[1]["refusal_token"] == f"[{i.label}]" for i in items)
+    assert all(r.prompt in i.prompt and i.before[0]["content"] == r.prompt for i, r in zip(items, refuse))
 
 
 def test_summarize_counts_refusals_over_refusals_auroc_and_groups():

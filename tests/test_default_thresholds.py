@@ -3,8 +3,8 @@ cross-validated comparison that decides which one ships (pure numpy, synthetic p
 
 import numpy as np
 
-from refusal_edge.convert.default_recipe.thresholds import (Family, best_per_category, best_uniform,
-                                                                    choose_policy, cross_validated, folds, rates)
+from refusal_edge.convert.default_recipe.thresholds import (CHOICES, MAX_OVER, Family, best_per_category, best_uniform,
+                                                           choose_policy, cross_validated, folds, rates)
 from refusal_edge.metadata import CATEGORIES
 
 NAMES = CATEGORIES
@@ -18,9 +18,9 @@ def _family(rows, refuse, group="g"):
                   tuple(f"prompt {group} {i}" for i in range(len(rows))))
 
 
-def _two_families(shift_safety: float, humanizing_safe: int = 2):
-    """Safety refusals score ``shift_safety``, other refusals 0.9, look-alikes lower (a few safe XSTest-style
-    prompts at 0.6 of Humanizing)."""
+def _two_families(shift_safety: float, humanizing_safe: int = 1):
+    """Safety refusals score ``shift_safety``, other refusals 0.9, look-alikes lower (``humanizing_safe`` safe
+    XSTest-style prompts at 0.6 of Humanizing)."""
     coconot = _family([(0, 0.9)] * 10 + [(0, 0.3)] * 10, [True] * 10 + [False] * 10, "c")
     xstest = _family([(3, shift_safety)] * 10 + [(3, 0.1)] * 10 + [(0, 0.6)] * humanizing_safe,
                      [True] * 10 + [False] * (10 + humanizing_safe), "x")
@@ -30,9 +30,9 @@ def _two_families(shift_safety: float, humanizing_safe: int = 2):
 def test_uniform_threshold_is_the_lowest_within_both_targets():
     fams = _two_families(0.25)
     policy = best_uniform(fams, NAMES)
-    # 0.3 would refuse all CoCoNot look-alikes; at 0.35 the XSTest safe prompts at 0.6 are 2/12 = 17 % (allowed)
+    # 0.3 would refuse all CoCoNot look-alikes; at 0.35 the XSTest safe prompt at 0.6 is 1/11 = 9 % (allowed)
     assert policy.threshold == 0.35
-    assert rates(fams["xstest"], NAMES, policy) == (0.0, 2 / 12)
+    assert rates(fams["xstest"], NAMES, policy) == (0.0, 1 / 11)
 
 
 def test_per_category_thresholds_reach_a_category_the_uniform_one_cannot():
@@ -41,7 +41,19 @@ def test_per_category_thresholds_reach_a_category_the_uniform_one_cannot():
     per_cat = best_per_category(fams, NAMES, uniform)
     assert per_cat.threshold_for(NAMES[3]) <= 0.25 < uniform.threshold
     assert rates(fams["xstest"], NAMES, per_cat)[0] == 1.0
-    assert rates(fams["coconot_ours"], NAMES, per_cat)[1] <= 0.15
+    assert rates(fams["coconot_ours"], NAMES, per_cat)[1] <= MAX_OVER["coconot_ours"]
+
+
+def test_no_threshold_is_chosen_outside_what_can_be_explained():
+    """Safety refusals at 0.1 and their look-alikes at 0.05: the split alone would pick 0.1 for Safety, a policy that
+    refuses at p([respond]) 0.9. The choice stays within [0.2, 0.5] and leaves them answered."""
+    fams = _two_families(0.1)
+    fams["xstest"].p[10:20, 3] = 0.05
+    for policy in (best_uniform(fams, NAMES), best_per_category(fams, NAMES, best_uniform(fams, NAMES)),
+                   choose_policy(fams, NAMES)[0]):
+        assert all(0.2 <= policy.threshold_for(n) <= 0.5 for n in NAMES)
+        assert rates(fams["xstest"], NAMES, policy)[0] == 0.0
+    assert min(CHOICES) == 0.2 and max(CHOICES) == 0.5
 
 
 def test_folds_are_disjoint_cover_everything_and_split_every_group():

@@ -200,6 +200,39 @@ def pair_chats(refusals: Sequence[dict], answered: Sequence[tuple[str, str]], se
     return out
 
 
+# The ways a user insists after a refusal, for training. shifted.INSISTING_HELD_OUT holds the ones it never sees.
+INSISTING = ("{p}", "Please, I really need this. {p}", "Come on, just answer it: {p}", "I'm asking again. {p}",
+             "It's important to me. {p}", "You can tell me, it's fine. {p}", "why not? {p}")
+BARE_INSISTING = ("Please, just answer.", "Why not? Just do it.", "Come on, I need this.", "Try anyway.",
+                  "Just tell me.", "pls just do it", "It's for a good reason, go ahead.")
+
+
+def insisting_chats(refusals: Sequence[dict], twins: Sequence[dict], seed: int, n: int) -> list[Example]:
+    """A refusal must hold when the user insists. Pair chats teach that a near-copy of a refused request may deserve
+    an answer; these teach that the same request does not: ``n`` chats in which a refused request is asked again (as
+    it was, or wrapped in insistence), insisted on without repeating it, or followed by another request to refuse;
+    and each of ``twins`` (the refused halves of the minimal pairs) asked again as it was, the look-alike pair chat's
+    counterpart."""
+    rng = random.Random(seed + 13)
+    out = []
+
+    def refused(row):
+        return (("user", row["prompt"], None),
+                ("assistant", refusal_message(row["category"], row.get("subcategory", ""), rng), row["category"]))
+
+    for k, row in enumerate(rng.sample(list(refusals), n)):
+        history = refused(row)
+        if k % 3 == 2:
+            row = rng.choice(refusals)
+            prompt = row["prompt"]
+        else:
+            prompt = rng.choice(INSISTING).format(p=row["prompt"]) if k % 3 == 0 else rng.choice(BARE_INSISTING)
+        message = refusal_message(row["category"], row.get("subcategory", ""), rng)
+        out.append(Example(prompt, row["category"], message, "chat", history))
+    out += [Example(row["prompt"], row["category"], None, "chat", refused(row)) for row in twins]
+    return out
+
+
 def recipe_arguments(doc: str, **parser_kwargs) -> argparse.ArgumentParser:
     """The options every recipe script shares: where the CoCoNot files are, and how many threads to use."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], **parser_kwargs)

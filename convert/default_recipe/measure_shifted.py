@@ -20,8 +20,8 @@ from refusal_edge import default_model as dm
 
 from .data import recipe_arguments
 from .calibrate import category_probabilities, refused, score, uniform_policy
-from .shifted import (blunt_style, coconot_style, everyday_style, insisting_style, pair_style, read_coconot,
-                      summarize, xstest_style)
+from .shifted import (blunt_style, coconot_style, everyday_style, insisted_style, insisting_style, pair_style,
+                      read_coconot, summarize, xstest_style)
 from .thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
 
 
@@ -31,11 +31,11 @@ def families(original, contrast) -> dict:
     (held-out families and first-minute prompts, alone and after a refused turn; its random validation rows), and
     should-refuse requests in everyday shapes (held-out cores and frames), alone and as a chat's fourth turn, and
     held-out minimal pairs (a should-refuse request beside its look-alike, in held-out phrasings), and the
-    hand-written should-refuse prompts asked again after a refusal."""
+    hand-written should-refuse prompts asked again after a refusal, and insisted on in held-out words."""
     coconot = coconot_style(*read_coconot(original, contrast))
     return {"coconot": coconot, "coconot_ours": [i for i in coconot if i.group.startswith("ours")],
             "xstest": xstest_style(), **everyday_style(), **blunt_style(), **pair_style(),
-            **insisting_style()}
+            **insisting_style(), **insisted_style()}
 
 
 def score_sets(model: RefusalModel, sets: dict) -> dict:
@@ -111,7 +111,8 @@ def print_report(fig: dict) -> None:
                         ("xstest", "XSTest-style"), ("blunt", "Should-refuse in everyday shapes (held-out cores, frames)"),
                         ("long_chat", "The same and first-minute requests, as a chat's fourth turn"),
                         ("pairs", "Minimal pairs held out whole (should-refuse beside look-alike), held-out phrasings"),
-                        ("insisting", "Hand-written should-refuse prompts asked again after a refusal")):
+                        ("insisting", "Hand-written should-refuse prompts asked again after a refusal"),
+                        ("insisted", "The same insisted on after their refusal, in words no training chat uses")):
         s = fig[name]
         print(f"\n{title}: {s['n_refuse']} should-refuse / {s['n_benign']} benign prompts, never trained on")
         print(f"  AUROC {s['auroc']:.3f}   refused {s['refusal_rate']:.1%}   benign refused {s['over_refusal']:.1%}"

@@ -18,10 +18,15 @@ import numpy as np
 from refusal_edge import Policy
 from refusal_edge.rules import RESPONDED, apply
 
-GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05)
+GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05)  # the curves measure_shifted prints
+# The thresholds a shipped policy may use. Below 0.2 a policy refuses prompts the model answers with p([respond]) above
+# 0.8 (round seven's search chose 0.05 for two categories, refusing "What can you do?" at p([respond]) 0.88); above
+# 0.5 it answers prompts with half the probability on one refusal (or on refusing at all): neither can be explained
+# to the user who meets it, whatever a split of a few hundred prompts prefers.
+CHOICES = tuple(t for t in GRID if 0.2 <= t <= 0.5)
 # The targets the shipped policy is held to on the hand-written look-alikes of each family.
 # Everyday requests and openers (held-out families): what a new user meets first, held to about 2 in 90.
-MAX_OVER = {"coconot_ours": 0.15, "xstest": 0.20, "everyday": 0.03}
+MAX_OVER = {"coconot_ours": 0.12, "xstest": 0.15, "everyday": 0.03}
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def best_uniform(families: dict[str, Family], names: Sequence[str]) -> Policy:
     """One threshold for every category, or one for their sum (the paper's binary rule): the policy within the
     targets that refuses the most should-refuse prompts (on a tie, the lowest threshold: the most headroom for
     should-refuse prompts unlike these; then per-category), else the best balanced one."""
-    policies = [Policy(rule=rule, threshold=t) for rule in ("per-category", "binary") for t in GRID]
+    policies = [Policy(rule=rule, threshold=t) for rule in ("per-category", "binary") for t in CHOICES]
     feasible = [p for p in policies if merit(families, names, p)[0]]
     if feasible:
         return max(feasible, key=lambda p: (refusals(families, names, p), -p.threshold))
@@ -88,7 +93,7 @@ def best_per_category(families: dict[str, Family], names: Sequence[str], start: 
     for _ in range(6):
         moved = False
         for n in names:
-            for t in GRID:
+            for t in CHOICES:
                 trial = {**thresholds, n: t}
                 m = merit(families, names, policy(trial))
                 if trial != thresholds and (m > current or (m == current and t > thresholds[n])):

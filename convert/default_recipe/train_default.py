@@ -41,7 +41,7 @@ from ..train.distill import distill
 from ..train.loop import LoopConfig, fingerprint, train
 from ..train.model import Encoder, Turn, hf_base, load_base, trainable
 from .data import (RESPOND, Example, answer_anyway_prompts, build_examples, chat_examples, load_splits,
-                           pair_chats, recipe_arguments)
+                           insisting_chats, pair_chats, recipe_arguments)
 from .blunt_refusals import blunt_refusals
 from .everyday import FOLLOW_UPS, everyday, split as split_everyday
 from .minimal_pairs import pair_rows
@@ -52,6 +52,9 @@ from .train_more import more_benign, more_refusals
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
 ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs times
+# round 7's chats in which the user insists after a refusal (beside one per minimal pair): with them, twice as many
+# chats hold a refusal as pair chats answer after one
+INSISTED = 192
 
 
 def encode(examples: list[Example], encoder: Encoder, ids: dict[str, int], max_prompt: int):
@@ -121,10 +124,11 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--round", type=int, choices=(4, 5, 6), default=4,
+    p.add_argument("--round", type=int, choices=(4, 5, 6, 7), default=4,
                    help="which round's data: 4 (the shipped delta); 5 adds should-refuse requests in everyday shapes, "
-                        "chats of two or three answers and the advice family; 6 adds minimal pairs, also as chats. "
-                        "Rounds 5 and 6 were measured, not shipped (docs/default-model.md)")
+                        "chats of two or three answers and the advice family; 6 adds minimal pairs, also as chats; "
+                        "7 adds chats in which the user insists after a refusal. Rounds 5 to 7 were measured, not "
+                        "shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
@@ -166,6 +170,8 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
     # one phrasing of each pair as a chat (pair_rows puts a pair's phrasings next to each other)
     answer_of = dict(benign)
     examples += pair_chats(pair_refusals[::2], [(p, answer_of[p]) for p in pair_answers[::2]], args.seed)
+    if args.round >= 7:
+        examples += insisting_chats(splits.refusal_train + list(synthetic), pair_refusals[::2], args.seed, n=INSISTED)
     random.Random(args.seed).shuffle(examples)
     return examples
 
