@@ -9,8 +9,8 @@ import pytest
 
 from refusal_edge.convert.default_recipe import blunt_refusals, minimal_pairs, prompts, train_extra, train_more
 from refusal_edge.convert.default_recipe import data, shifted
-from refusal_edge.convert.default_recipe.data import (HELDOUT_SUBCATEGORIES, build_examples, insisting_chats, load_splits,
-                                                      pair_chats)
+from refusal_edge.convert.default_recipe.data import (HELDOUT_SUBCATEGORIES, build_examples, insisting_chats,
+                                                      load_splits, pair_chats)
 from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
 from refusal_edge.convert.default_recipe.shifted import (RESPOND, Item, blunt_style, coconot_style, everyday_style,
                                                                  insisting_style, pair_style, summarize, validation_prompts, xstest_style)
@@ -190,7 +190,7 @@ def test_round_three_prompts_cover_their_families_as_written_and_wrapped():
 
 def test_insisting_asks_every_should_refuse_prompt_again_after_its_own_refusal_and_after_another():
     items = insisting_style()["insisting"]
-    refuse = [i for i in coconot_style([], []) + xstest_style() if i.should_refuse]
+    refuse = shifted.hand_written_refusals()
     assert len(items) == 2 * len(refuse) and all(i.should_refuse for i in items)
     again = [i for i in items if i.group.startswith("asked-again/")]
     assert [(i.prompt, i.label) for i in again] == [(i.prompt, i.label) for i in refuse]
@@ -223,7 +223,7 @@ def test_insistence_in_validation_is_worded_as_no_training_chat_is():
     held = {_norm(w.format(p="")) for w in shifted.INSISTING_HELD_OUT + shifted.BARE_INSISTING_HELD_OUT}
     assert not trained & held and all(h not in t and t not in h for h in held for t in trained if t)
     items = shifted.insisted_style()["insisted"]
-    refuse = [i for i in coconot_style([], []) + xstest_style() if i.should_refuse]
+    refuse = shifted.hand_written_refusals()
     assert len(items) == 2 * len(refuse) and all(i.should_refuse for i in items)
     # the request before is the one insisted on, refused with its own category
     assert all(i.before[1]["refusal_token"] == f"[{i.label}]" for i in items)

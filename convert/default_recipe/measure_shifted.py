@@ -74,7 +74,9 @@ def search_families(sets: dict, scored: dict) -> dict:
 
 
 def choose_default_policy(model: RefusalModel, sets: dict) -> tuple[Policy, dict, dict]:
-    """The policy the recipe ships (thresholds.choose_policy), the evidence for it and every figure at it."""
+    """The policy the recipe ships (thresholds.choose_policy), the evidence for it and the figures at it of the
+    families it is chosen on: only those are scored (the others, over half the prompts, cannot change the choice)."""
+    sets = {name: sets[name] for name in MAX_OVER}
     scored = score_sets(model, sets)
     policy, evidence = choose_policy(search_families(sets, scored), model.spec.category_names)
     return policy, evidence, evaluate(model, sets, policy, scored)
