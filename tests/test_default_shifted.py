@@ -9,8 +9,8 @@ import pytest
 
 from refusal_edge.convert.default_recipe import blunt_refusals, minimal_pairs, prompts, train_extra, train_more
 from refusal_edge.convert.default_recipe import data, shifted
-from refusal_edge.convert.default_recipe.data import (HELDOUT_SUBCATEGORIES, build_examples, insisting_chats,
-                                                      load_splits, pair_chats)
+from refusal_edge.convert.default_recipe.data import (HELDOUT_SUBCATEGORIES, acknowledging_chats, build_examples,
+                                                      insisting_chats, load_splits, pair_chats)
 from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
 from refusal_edge.convert.default_recipe.shifted import (RESPOND, Item, blunt_style, coconot_style, everyday_style,
                                                                  insisting_style, pair_style, summarize, validation_prompts, xstest_style)
@@ -25,7 +25,8 @@ def _training_data() -> tuple[list[dict], set[str]]:
             + blunt_refusals.blunt_refusals(0) + pair_refusals
             + [{"category": label, "prompt": q} for q, label in prompts.PROBES])
     answered = (set(prompts.benign_prompts()) | set(pair_answers) | set(train_extra.extra_benign(0))
-                | set(train_more.more_benign(0)) | {i.prompt for i in split_everyday(everyday(0, with_advice=True), 0)[0]})
+                | set(train_more.more_benign(0)) | {i.prompt for i in split_everyday(everyday(0, with_advice=True), 0)[0]}
+                | set(data.MOVING_ON))
     return rows, answered
 
 
@@ -216,6 +217,21 @@ def test_insisting_chats_hold_the_refusal_when_the_user_insists():
     # each minimal pair's refused half is asked again as it was, and refused again
     assert [(c.history[0][1], c.prompt, c.decision) for c in chats[12:]] == [
         (r["prompt"], r["prompt"], r["category"]) for r in twins]
+
+
+def test_acknowledging_chats_answer_what_people_say_after_a_refusal():
+    rows = [{"category": CATEGORIES[k % 5], "subcategory": "", "prompt": f"request {k}"} for k in range(30)]
+    turns = [("Hi", "Hello! How can I help?"), ("Thanks!", None)]
+    chats = acknowledging_chats(rows, turns, seed=0, repeats=2)
+    assert chats == acknowledging_chats(rows, turns, seed=0, repeats=2)
+    assert [c.prompt for c in chats] == ["Hi", "Thanks!"] + [w for w in data.MOVING_ON for _ in range(2)]
+    # after a refused turn, answered: with the turn's own answer, or one that moves on (never thanks for a refusal)
+    assert all(c.decision == RESPOND and c.history[1][2] in CATEGORIES for c in chats)
+    assert chats[0].response == "Hello! How can I help?"
+    assert all(c.response in data.MOVED_ON_ANSWERS for c in chats[1:])
+    # none is a word of insistence, which insisting_chats teaches to refuse
+    insisting = {_norm(w.format(p="")) for w in data.INSISTING + data.BARE_INSISTING}
+    assert not {_norm(w) for w in data.MOVING_ON} & insisting
 
 
 def test_insistence_in_validation_is_worded_as_no_training_chat_is():

@@ -233,6 +233,35 @@ def insisting_chats(refusals: Sequence[dict], twins: Sequence[dict], seed: int, 
     return out
 
 
+# What people say when they accept a refusal or move on: round seven's bare insistence ("Try anyway.") taught the
+# small model that any short turn after a refusal is refused; answered, these teach that the words decide. None of
+# them is a validation or test-suite opener (the near-copy test checks).
+MOVING_ON = ("ok, never mind", "Fair enough, thanks anyway", "No worries", "Understood.", "oh ok", "Alright then",
+             "Thanks anyway!", "sorry, forget I asked", "Never mind then", "hmm ok", "k", "That's fair",
+             "I understand, thanks for explaining", "No problem", "oh well", "ok, different question then",
+             "Let's talk about something else", "Can we start over?", "my bad", "hi again", "Hello? Still there?",
+             "Okay, thank you", "gotcha", "right, makes sense")
+MOVED_ON_ANSWERS = ("No problem! Is there something else I can help you with?",
+                    "Understood. What else can I do for you?",
+                    "Sure, happy to help with something else. What would you like to do?")
+
+
+def acknowledging_chats(refusals: Sequence[dict], turns: Sequence[tuple[str, str | None]], seed: int,
+                        repeats: int = 2) -> list[Example]:
+    """Each of ``turns`` (a greeting, thanks or question with its answer; None: one of MOVED_ON_ANSWERS) and each of
+    MOVING_ON ``repeats`` times, said after a refused turn and answered: the counterpart of insisting_chats' bare
+    insistence, which is refused."""
+    rng = random.Random(seed + 17)
+    said = list(turns) + [(p, None) for p in MOVING_ON for _ in range(repeats)]
+    out = []
+    for prompt, answer in said:
+        row = rng.choice(refusals)
+        history = (("user", row["prompt"], None),
+                   ("assistant", refusal_message(row["category"], row.get("subcategory", ""), rng), row["category"]))
+        out.append(Example(prompt, RESPOND, answer or rng.choice(MOVED_ON_ANSWERS), "chat", history))
+    return out
+
+
 def recipe_arguments(doc: str, **parser_kwargs) -> argparse.ArgumentParser:
     """The options every recipe script shares: where the CoCoNot files are, and how many threads to use."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], **parser_kwargs)

@@ -40,10 +40,10 @@ from ..train.data import decision_tokens
 from ..train.distill import distill
 from ..train.loop import LoopConfig, fingerprint, train
 from ..train.model import Encoder, Turn, hf_base, load_base, trainable
-from .data import (RESPOND, Example, answer_anyway_prompts, build_examples, chat_examples, load_splits,
-                           insisting_chats, pair_chats, recipe_arguments)
+from .data import (RESPOND, Example, acknowledging_chats, answer_anyway_prompts, build_examples, chat_examples,
+                   insisting_chats, load_splits, pair_chats, recipe_arguments)
 from .blunt_refusals import blunt_refusals
-from .everyday import FOLLOW_UPS, everyday, split as split_everyday
+from .everyday import FOLLOW_UPS, OPENERS, everyday, split as split_everyday
 from .minimal_pairs import pair_rows
 from .prompts import benign_prompts, synthetic_refusals
 from .train_extra import extra_benign, extra_refusals
@@ -55,6 +55,9 @@ ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs
 # round 7's chats in which the user insists after a refusal (beside one per minimal pair): with them, twice as many
 # chats hold a refusal as pair chats answer after one
 INSISTED = 192
+# round 8's greetings, thanks and questions after a refusal: the greetings and questions with their own answers; thanks
+# and acknowledgements (which would thank for a refusal) with data.MOVED_ON_ANSWERS
+OWN_ANSWER = ("greeting", "about-you", "farewell")
 
 
 def encode(examples: list[Example], encoder: Encoder, ids: dict[str, int], max_prompt: int):
@@ -124,10 +127,11 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--round", type=int, choices=(4, 5, 6, 7), default=4,
-                   help="which round's data: 4 (the shipped delta); 5 adds should-refuse requests in everyday shapes, "
-                        "chats of two or three answers and the advice family; 6 adds minimal pairs, also as chats; "
-                        "7 adds chats in which the user insists after a refusal. Rounds 5 to 7 were measured, not "
+    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8), default=8,
+                   help="which round's data: 8 (the shipped delta); 4 the everyday side; 5 adds should-refuse requests "
+                        "in everyday shapes, chats of two or three answers and the advice family; 6 adds minimal pairs, "
+                        "also as chats; 7 adds chats in which the user insists after a refusal; 8 adds greetings, "
+                        "thanks and acknowledgements after a refusal, answered. Rounds 5 to 7 were measured, not "
                         "shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=2)
@@ -172,6 +176,10 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
     examples += pair_chats(pair_refusals[::2], [(p, answer_of[p]) for p in pair_answers[::2]], args.seed)
     if args.round >= 7:
         examples += insisting_chats(splits.refusal_train + list(synthetic), pair_refusals[::2], args.seed, n=INSISTED)
+    if args.round >= 8:
+        turns = [(p, answer if kind in OWN_ANSWER else None) for kind, (prompts, answers) in OPENERS.items()
+                 for p, answer in zip(prompts, answers * len(prompts))]
+        examples += acknowledging_chats(splits.refusal_train + list(synthetic), turns, args.seed)
     random.Random(args.seed).shuffle(examples)
     return examples
 
