@@ -55,8 +55,8 @@ ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs
 # round 7's chats in which the user insists after a refusal (beside one per minimal pair): with them, twice as many
 # chats hold a refusal as pair chats answer after one
 INSISTED = 192
-# round 8's greetings, thanks and questions after a refusal: the greetings and questions with their own answers; thanks
-# and acknowledgements (which would thank for a refusal) with data.MOVED_ON_ANSWERS
+# round 8's openers after a refusal: greetings, questions about the assistant and farewells keep their own answers;
+# thanks and acknowledgements get one of data.MOVED_ON_ANSWERS (their own would thank the user for a refusal)
 OWN_ANSWER = ("greeting", "about-you", "farewell")
 
 
