@@ -247,6 +247,30 @@ def _default_model_path():
     return dm.ensure_default_model(progress=False)
 
 
+def _parted_at_a_near_tie(path, local, prompt, a, b, margin=0.5) -> bool:
+    """Whether two greedy answers agree for five words or more and then part where the in-process logits hold two
+    tokens within ``margin`` of each other. llama-server is another build of llama.cpp whose kernels round
+    differently, so at such a tie it may pick the other token (round eight's haiku: " power" 13.66, " un" 13.53);
+    anywhere else a difference is a bug of the seam."""
+    from llama_cpp import Llama
+
+    common = os.path.commonprefix([a.text, b.text])
+    shared = common[:common.rfind(" ")]  # whole words: the token where they part starts with a space
+    if len(shared.split()) < 5:
+        return False
+    llm = Llama(str(path), n_ctx=512, n_threads=THREADS, logits_all=True, verbose=False)
+    try:
+        ids = [t for seg in local.template.render([{"role": "user", "content": prompt}])
+               for t in llm.tokenize(seg.text.encode(), add_bos=False, special=seg.special)]
+        ids += [a.decision.token_id] if a.decision.token else []  # a forced decision token starts the answer
+        ids += llm.tokenize(shared.encode(), add_bos=False, special=False)
+        llm.eval(ids)
+        top = np.sort(np.asarray(llm.scores[len(ids) - 1]))[-2:]
+    finally:
+        llm.close()
+    return bool(top[1] - top[0] < margin)
+
+
 @pytest.mark.slow
 def test_default_model_through_llama_server_decides_and_answers_as_in_process():
     require_binary()
@@ -266,7 +290,9 @@ def test_default_model_through_llama_server_decides_and_answers_as_in_process():
             for policy in [Policy(rule="binary", threshold=1.0), force(CATEGORIES[0])]:
                 a = local.generate(prompt, policy, temperature=0, max_tokens=32, repeat_penalty=1.0)
                 b = remote.generate(prompt, policy, temperature=0, max_tokens=32, repeat_penalty=1.0)
-                assert (b.text, b.finish_reason) == (a.text, a.finish_reason) and len(a.text.split()) >= 3
+                assert len(a.text.split()) >= 3
+                assert (b.text, b.finish_reason) == (a.text, a.finish_reason) or _parted_at_a_near_tie(path, local,
+                                                                                                    prompt, a, b)
 
 
 def test_the_engine_runs_with_the_flags_of_this_machine_and_connect_records_its_build(server, remote):
