@@ -127,6 +127,13 @@ def build_examples(splits: Splits, benign: Iterable[tuple[str, str]], seed: int,
     return out
 
 
+def refused_exchange(row: dict, rng: random.Random) -> tuple[tuple[str, str, str | None], ...]:
+    """A chat's earlier turns in which ``row``'s request was refused: the request, then one of our refusal messages
+    for its category and subcategory with its category token."""
+    return (("user", row["prompt"], None),
+            ("assistant", refusal_message(row["category"], row.get("subcategory", ""), rng), row["category"]))
+
+
 def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], everyday: Sequence,
                   follow_ups: Sequence[str], seed: int, n: int = 250, long_chats: bool = False) -> list[Example]:
     """Chats, so that one turn's decision does not decide the next: a benign request (or thanks) after a refused
@@ -139,8 +146,7 @@ def chat_examples(refusals: Sequence[dict], benign: Sequence[tuple[str, str]], e
 
     def refused_turn():
         row = rng.choice(refusals)
-        return row, (("user", row["prompt"], None),
-                     ("assistant", refusal_message(row["category"], row.get("subcategory", ""), rng), row["category"]))
+        return row, refused_exchange(row, rng)
 
     def answered_turn():
         prompt, answer = rng.choice(benign)
@@ -192,9 +198,7 @@ def pair_chats(refusals: Sequence[dict], answered: Sequence[tuple[str, str]], se
     rng = random.Random(seed + 12)
     out = []
     for row, (prompt, answer) in zip(refusals, answered):
-        message = refusal_message(row["category"], row.get("subcategory", ""), rng)
-        out.append(Example(prompt, RESPOND, answer, "chat",
-                           (("user", row["prompt"], None), ("assistant", message, row["category"]))))
+        out.append(Example(prompt, RESPOND, answer, "chat", refused_exchange(row, rng)))
         out.append(Example(row["prompt"], row["category"], None, "chat",
                            (("user", prompt, None), ("assistant", answer, RESPOND))))
     return out
@@ -215,13 +219,8 @@ def insisting_chats(refusals: Sequence[dict], twins: Sequence[dict], seed: int, 
     counterpart."""
     rng = random.Random(seed + 13)
     out = []
-
-    def refused(row):
-        return (("user", row["prompt"], None),
-                ("assistant", refusal_message(row["category"], row.get("subcategory", ""), rng), row["category"]))
-
     for k, row in enumerate(rng.sample(list(refusals), n)):
-        history = refused(row)
+        history = refused_exchange(row, rng)
         if k % 3 == 2:
             row = rng.choice(refusals)
             prompt = row["prompt"]
@@ -229,7 +228,7 @@ def insisting_chats(refusals: Sequence[dict], twins: Sequence[dict], seed: int, 
             prompt = rng.choice(INSISTING).format(p=row["prompt"]) if k % 3 == 0 else rng.choice(BARE_INSISTING)
         message = refusal_message(row["category"], row.get("subcategory", ""), rng)
         out.append(Example(prompt, row["category"], message, "chat", history))
-    out += [Example(row["prompt"], row["category"], None, "chat", refused(row)) for row in twins]
+    out += [Example(row["prompt"], row["category"], None, "chat", refused_exchange(row, rng)) for row in twins]
     return out
 
 
@@ -255,9 +254,7 @@ def acknowledging_chats(refusals: Sequence[dict], turns: Sequence[tuple[str, str
     said = list(turns) + [(p, None) for p in MOVING_ON for _ in range(repeats)]
     out = []
     for prompt, answer in said:
-        row = rng.choice(refusals)
-        history = (("user", row["prompt"], None),
-                   ("assistant", refusal_message(row["category"], row.get("subcategory", ""), rng), row["category"]))
+        history = refused_exchange(rng.choice(refusals), rng)
         out.append(Example(prompt, RESPOND, answer or rng.choice(MOVED_ON_ANSWERS), "chat", history))
     return out
 
