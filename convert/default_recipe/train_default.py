@@ -52,6 +52,13 @@ from .train_more import more_benign, more_refusals
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
 ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs times
+# round 9: round 8's examples in about two thirds of the compute (the 45-minute budget). The benign rows (like the
+# everyday ones, many and alike) and the answer-anyway rows (they teach only what follows [respond]) are seen once,
+# and each answer is trained on its first 12 tokens: the decision and the answer's opening (the distilled answers
+# stay --max-answer long, so the distillation cache still holds). Measured, not shipped: better decisions, but the
+# answers lost what training on 32 tokens gave them (perplexity back at the base's, refusal messages that run on)
+ONE_PASS_9 = ONE_PASS + ("benign", "answer-anyway")
+ANSWER_TOKENS_9 = 12
 # round 7's chats in which the user insists after a refusal (beside one per minimal pair): with them, twice as many
 # chats hold a refusal as pair chats answer after one
 INSISTED = 192
@@ -73,6 +80,20 @@ def encode(examples: list[Example], encoder: Encoder, ids: dict[str, int], max_p
 
     return [encoder.example(user(e), ids[e.decision], e.response, e.source, learns_decision=e.learns_decision)
             for e in examples]
+
+
+def answer_tokens(args) -> int:
+    """How many tokens of each answer training imitates."""
+    return args.answer_tokens or (ANSWER_TOKENS_9 if args.round >= 9 else args.max_answer)
+
+
+def training_pass(data: list, sources: list[str], round_: int, epochs: int) -> tuple[list, int]:
+    """What the loop's plan sees as one pass, and how many of its examples are seen once. The everyday families and
+    the chats (from round 9 the benign and answer-anyway rows too) are many and alike: one pass over them,
+    ``epochs`` over the rest, as one list holding the rest ``epochs`` times."""
+    one_pass = ONE_PASS_9 if round_ >= 9 else ONE_PASS
+    once = [d for d, source in zip(data, sources) if source in one_pass]
+    return [d for d, source in zip(data, sources) if source not in one_pass] * epochs + once, len(once)
 
 
 def export_delta(peft_model, rows, config: dict, meta: dict) -> dm.Delta:
@@ -127,12 +148,13 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8), default=8,
+    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8, 9), default=8,
                    help="which round's data: 8 (the shipped delta); 4 the everyday side; 5 adds should-refuse requests "
                         "in everyday shapes, chats of two or three answers and the advice family; 6 adds minimal pairs, "
                         "also as chats; 7 adds chats in which the user insists after a refusal; 8 adds greetings, "
-                        "thanks and acknowledgements after a refusal, answered. Rounds 5 to 7 were measured, not "
-                        "shipped (docs/default-model.md)")
+                        "thanks and acknowledgements after a refusal, answered; 9 trains round 8's examples on less "
+                        "compute (answers cut to 12 tokens, benign rows seen once). Rounds 5 to 7 and 9 were measured, "
+                        "not shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
@@ -142,7 +164,9 @@ def parse_args(argv=None):
     p.add_argument("--first-weight", type=float, default=5.0,
                    help="loss weight of the decision token (5 beat 2 on the shifted split: README)")
     p.add_argument("--max-prompt", type=int, default=96)
-    p.add_argument("--max-answer", type=int, default=32)
+    p.add_argument("--max-answer", type=int, default=32, help="tokens of each distilled answer")
+    p.add_argument("--answer-tokens", type=int, default=None,
+                   help="tokens of each answer trained on (default: --max-answer; 12 from round 9)")
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast: faster only where the CPU computes in bf16 natively (AVX512-BF16, AMX)")
     p.add_argument("--limit-steps", type=int, default=0, help="stop after this many batches (timing runs)")
@@ -200,7 +224,7 @@ def main(argv=None) -> None:
     hf_dir = hf_base(base, args.work_dir, log)
     model, tok = load_base(hf_dir, progress=False)
     # + the chat template; a two-turn chat holds two cut turns and an answer
-    encoder = Encoder(tok, max_prompt=2 * args.max_prompt + 64, max_answer=args.max_answer)
+    encoder = Encoder(tok, max_prompt=2 * args.max_prompt + 64, max_answer=answer_tokens(args))
     base_id = dm.sha256_file(base)
     examples = training_examples(args, model, tok, encoder, base_id)
     tokens = decision_tokens("categories")
@@ -208,11 +232,8 @@ def main(argv=None) -> None:
     if list(tokens) != list(dm.NEW_TOKENS):
         raise SystemExit(f"the trainer's decision tokens {tokens} are not the delta's {dm.NEW_TOKENS}")
     data = encode(examples, encoder, dict(zip(DECISIONS, ids)), args.max_prompt)
-    # The everyday families and the chats are many and alike: one pass over them, --epochs over the rest (which
-    # the loop's plan sees as one pass over a list holding the rest --epochs times).
-    once = [d for d, e in zip(data, examples) if e.source in ONE_PASS]
-    data = [d for d, e in zip(data, examples) if e.source not in ONE_PASS] * args.epochs + once
-    print(f"{len(data)} examples in the pass ({len(once)} seen once), {sum(len(e.ids) for e in data)} tokens",
+    data, once = training_pass(data, [e.source for e in examples], args.round, args.epochs)
+    print(f"{len(data)} examples in the pass ({once} seen once), {sum(len(e.ids) for e in data)} tokens",
           file=sys.stderr)
     steps = args.limit_steps or -(-len(data) // args.batch_size)
     cfg = LoopConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, rows_lr=args.rows_lr,
