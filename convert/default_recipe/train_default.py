@@ -52,7 +52,7 @@ from .train_more import more_benign, more_refusals
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
 ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs times
-# round 9: round 8's examples in about two thirds of the compute (the 45-minute budget). The benign rows (like the
+# round 9: round 8's examples in about three quarters of the time (the 45-minute budget). The benign rows (like the
 # everyday ones, many and alike) and the answer-anyway rows (they teach only what follows [respond]) are seen once,
 # and each answer is trained on its first 12 tokens: the decision and the answer's opening (the distilled answers
 # stay --max-answer long, so the distillation cache still holds). Measured, not shipped: better decisions, but the
