@@ -1,5 +1,5 @@
 """What perplexity misses in a round's answers: refusal messages that never end, answers that repeat themselves,
-and answers after `[respond]` that open like a refusal.
+and answers after `[respond]` that read as a refusal.
 
     python -m refusal_edge.convert.default_recipe.answer_checks --model round.gguf [--model other.gguf] --threads 2
 
@@ -12,21 +12,15 @@ should-refuse prompts of the shifted split (refused), none of them trained on.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
+
+from refusal_edge.evaluate.detector import reads_as_refusal
 
 from .first_minute import OPENERS, REQUESTS
 from .shifted import hand_written_refusals
 
-# how an answer that refuses in words opens (the refusal messages we train start this way too)
-_REFUSAL_OPENING = re.compile(r"^\W*(I can't|I cannot|I'm sorry|I am sorry|Sorry|I'm not able|I am not able|I won't|"
-                              r"As an AI)", re.IGNORECASE)
 SEEDS = 3  # sampled answers per answered prompt
-
-
-def opens_like_refusal(text: str) -> bool:
-    return bool(_REFUSAL_OPENING.search(text))
 
 
 def repeats_itself(text: str, n: int = 4) -> bool:
@@ -37,20 +31,23 @@ def repeats_itself(text: str, n: int = 4) -> bool:
 
 
 def check(model, answered: list[str], refused: list[str], max_tokens: int = 64) -> dict:
-    """Counts over ``answered`` prompts (greedy answers that repeat themselves; answers sampled as the CLI samples
-    that open like a refusal, over those the policy answers) and over ``refused`` prompts (the policy refuses them:
-    their greedy refusal message ends before ``max_tokens``)."""
-    out = {"repeating": 0, "answered": len(answered), "sampled": 0, "sampled_refusing": 0, "refused": 0,
+    """Counts over ``answered`` prompts, those the policy answers (greedy answers that repeat themselves; answers
+    sampled as the CLI samples that read as a refusal to eval's phrase detector) and over ``refused`` prompts, those
+    the policy refuses (their greedy refusal message ends before ``max_tokens``)."""
+    out = {"repeating": 0, "answered": 0, "sampled": 0, "sampled_refusing": 0, "refused": 0,
            "refusals_ended": 0, "examples": []}
     for prompt in answered:
-        out["repeating"] += repeats_itself(model.generate(prompt, max_tokens=max_tokens, temperature=0).text)
+        got = model.generate(prompt, max_tokens=max_tokens, temperature=0)
+        if got.decision.category is None:
+            out["answered"] += 1
+            out["repeating"] += repeats_itself(got.text)
         for seed in range(SEEDS):
             got = model.generate(prompt, max_tokens=40, temperature=0.7, repeat_penalty=1.1, seed=seed)
             if got.decision.category is None:
                 out["sampled"] += 1
-                if opens_like_refusal(got.text):
+                if reads_as_refusal(prompt, got.text):
                     out["sampled_refusing"] += 1
-                    out["examples"].append(f"answered, opens like a refusal: {prompt!r} -> {got.text[:80]!r}")
+                    out["examples"].append(f"answered, reads as a refusal: {prompt!r} -> {got.text[:80]!r}")
     for prompt in refused:
         got = model.generate(prompt, max_tokens=max_tokens, temperature=0)
         if got.decision.category is not None:
@@ -76,8 +73,8 @@ def main(argv=None) -> None:
             got = check(model, answered, refused)
         print(f"{path}:\n  refusal messages that end within 64 tokens: {got['refusals_ended']} of {got['refused']}\n"
               f"  greedy answers that repeat a 4-word run: {got['repeating']} of {got['answered']}\n"
-              f"  sampled answers after [respond] that open like a refusal: {got['sampled_refusing']} of "
-              f"{got['sampled']}")
+              f"  sampled answers after [respond] that read as a refusal (eval's detector): "
+              f"{got['sampled_refusing']} of {got['sampled']}")
         for line in got["examples"][:8]:
             print("   ", line)
         sys.stdout.flush()

@@ -25,7 +25,7 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +52,42 @@ from .train_more import more_benign, more_refusals
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
 ONE_PASS = ("everyday", "chat")  # example sources trained on once, not --epochs times
-# round 9: round 8's examples in about three quarters of the time (the 45-minute budget). The benign rows (like the
-# everyday ones, many and alike) and the answer-anyway rows (they teach only what follows [respond]) are seen once,
-# and each answer is trained on its first 12 tokens: the decision and the answer's opening (the distilled answers
-# stay --max-answer long, so the distillation cache still holds). Measured, not shipped: better decisions, but the
-# answers lost what training on 32 tokens gave them (perplexity back at the base's, refusal messages that run on)
 ONE_PASS_9 = ONE_PASS + ("benign", "answer-anyway")
-ANSWER_TOKENS_9 = 12
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How a round trains on its examples (its flags' defaults)."""
+    epochs: int = 2  # passes over the rows whose source is not in `once`
+    first_weight: float = 5.0  # loss weight of the decision token (5 beat 2 on the shifted split: README)
+    answer_tokens: int | None = None  # tokens of each answer trained on; None: all of it (--max-answer)
+    once: tuple[str, ...] = ONE_PASS  # the many, alike sources: one pass is enough
+    again: tuple[str, ...] = ()  # sources given one more pass than --epochs
+
+
+COMPUTE = {
+    # round 9: round 8's examples in about three quarters of the time (the 45-minute budget). The benign rows (like
+    # the everyday ones, many and alike) and the answer-anyway rows (they teach only what follows [respond]) are seen
+    # once, and each answer is trained on its first 12 tokens: the decision and the answer's opening (the distilled
+    # answers stay --max-answer long, so the distillation cache still holds). Measured, not shipped: better
+    # decisions, but the answers lost what training on 32 tokens gave them (perplexity back at the base's, refusal
+    # messages that run on)
+    9: Compute(once=ONE_PASS_9, answer_tokens=12),
+    # round 10 (shipped): whole answers again and every row once; the decision weighted 13 holds the share of a long
+    # answer's loss it had in round 9 (13/45 with 32 answer tokens, 5/17 with 12), where the decisions got better.
+    # 41.7 min here
+    10: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9),
+    # round 11: round 10 with a second pass over the refusals, where round 10 lost ground (the Incomplete category,
+    # AUROC on hand-written CoCoNot-style prompts). Measured, not shipped: seen twice beside look-alikes seen once,
+    # the refusals pulled the look-alikes with them (14.7 % refused out of fold, over the 12 % the search allows)
+    11: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9, again=("refusal",)),
+}
+
+
+def compute(round_: int) -> Compute:
+    return COMPUTE.get(round_, Compute())
+
+
 # round 7's chats in which the user insists after a refusal (beside one per minimal pair): with them, twice as many
 # chats hold a refusal as pair chats answer after one
 INSISTED = 192
@@ -84,16 +113,19 @@ def encode(examples: list[Example], encoder: Encoder, ids: dict[str, int], max_p
 
 def answer_tokens(args) -> int:
     """How many tokens of each answer training imitates."""
-    return args.answer_tokens or (ANSWER_TOKENS_9 if args.round >= 9 else args.max_answer)
+    if args.answer_tokens is not None:
+        return args.answer_tokens
+    return compute(args.round).answer_tokens or args.max_answer
 
 
 def training_pass(data: list, sources: list[str], round_: int, epochs: int) -> tuple[list, int]:
-    """What the loop's plan sees as one pass, and how many of its examples are seen once. The everyday families and
-    the chats (from round 9 the benign and answer-anyway rows too) are many and alike: one pass over them,
-    ``epochs`` over the rest, as one list holding the rest ``epochs`` times."""
-    one_pass = ONE_PASS_9 if round_ >= 9 else ONE_PASS
-    once = [d for d, source in zip(data, sources) if source in one_pass]
-    return [d for d, source in zip(data, sources) if source not in one_pass] * epochs + once, len(once)
+    """What the loop's plan sees as one pass, and how many of its examples are seen once: the round's `once`
+    sources one time, its `again` sources ``epochs + 1`` times, the rest ``epochs`` times, as one list (the rest,
+    then the `again` rows, then the once-seen rows)."""
+    plan = compute(round_)
+    once = [d for d, source in zip(data, sources) if source in plan.once]
+    again = [d for d, source in zip(data, sources) if source in plan.again and source not in plan.once]
+    return [d for d, source in zip(data, sources) if source not in plan.once] * epochs + again + once, len(once)
 
 
 def export_delta(peft_model, rows, config: dict, meta: dict) -> dm.Delta:
@@ -148,29 +180,34 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8, 9), default=8,
-                   help="which round's data: 8 (the shipped delta); 4 the everyday side; 5 adds should-refuse requests "
-                        "in everyday shapes, chats of two or three answers and the advice family; 6 adds minimal pairs, "
-                        "also as chats; 7 adds chats in which the user insists after a refusal; 8 adds greetings, "
-                        "thanks and acknowledgements after a refusal, answered; 9 trains round 8's examples on less "
-                        "compute (answers cut to 12 tokens, benign rows seen once). Rounds 5 to 7 and 9 were measured, "
-                        "not shipped (docs/default-model.md)")
+    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8, 9, 10, 11), default=10,
+                   help="which round's data and compute: 10 (the shipped delta); 4 the everyday side; 5 adds "
+                        "should-refuse requests in everyday shapes, chats of two or three answers and the advice "
+                        "family; 6 adds minimal pairs, also as chats; 7 adds chats in which the user insists after a "
+                        "refusal; 8 adds greetings, thanks and acknowledgements after a refusal, answered; 9 to 11 "
+                        "train round 8's examples on less compute (COMPUTE: 9 cuts answers to 12 tokens, 10 sees "
+                        "every row once, 11 the refusals twice). Rounds 5 to 7, 9 and 11 were "
+                        "measured, not shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=None, help="passes over the rows not seen once (default: the round's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rows-lr", type=float, default=3e-3, help="learning rate of the new token rows")
-    p.add_argument("--first-weight", type=float, default=5.0,
-                   help="loss weight of the decision token (5 beat 2 on the shifted split: README)")
+    p.add_argument("--first-weight", type=float, default=None,
+                   help="loss weight of the decision token (default: the round's; 5 beat 2 on the shifted split)")
     p.add_argument("--max-prompt", type=int, default=96)
     p.add_argument("--max-answer", type=int, default=32, help="tokens of each distilled answer")
     p.add_argument("--answer-tokens", type=int, default=None,
-                   help="tokens of each answer trained on (default: --max-answer; 12 from round 9)")
+                   help="tokens of each answer trained on (default: the round's, or all --max-answer of them)")
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast: faster only where the CPU computes in bf16 natively (AVX512-BF16, AMX)")
     p.add_argument("--limit-steps", type=int, default=0, help="stop after this many batches (timing runs)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    plan = compute(args.round)
+    args.epochs = plan.epochs if args.epochs is None else args.epochs
+    args.first_weight = plan.first_weight if args.first_weight is None else args.first_weight
+    return args
 
 
 def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[Example]:
