@@ -30,6 +30,31 @@ def test_rounds_nine_to_eleven_train_round_eights_rows_on_less_compute():
         assert got == (trained, distilled, epochs, weight), extra
 
 
+def test_rounds_twelve_and_thirteen_teach_some_decisions_once_more_and_nothing_after_them():
+    pytest.importorskip("torch")
+    from refusal_edge.convert.default_recipe import train_default
+    from refusal_edge.convert.train.model import Encoded
+
+    def row(prompt: list[int], decision: int, answer: list[int], learns_decision: bool = True) -> Encoded:
+        targets = [decision, *answer]
+        return Encoded(prompt + targets[:-1], len(prompt) - 1, targets, learns_decision)
+
+    rows = [(row([1, 2], 50, [60, 61]), "refusal"), (row([1, 2], 50, [62, 63, 64]), "refusal"),  # two messages
+            (row([3], 51, [65]), "refusal"), (row([4, 5], 52, [66, 67]), "contrast"),
+            (row([6], 52, [68]), "benign"), (row([7], 52, [69]), "answer-anyway", ), (row([8], 52, [70]), "chat"),
+            (row([9], 52, [71], learns_decision=False), "contrast")]  # nothing left once its answer is cut
+    data, sources = [r for r, _ in rows], [s for _, s in rows]
+    decided = [row([1, 2], 50, []), row([3], 51, []), row([4, 5], 52, [])]
+    for round_, more in ((12, []), (13, [row([6], 52, [])])):  # round 13 also the benign prompts'
+        seen, n_once = train_default.training_pass(data, sources, round_, epochs=1)
+        assert n_once == 3 and seen[-3:] == data[4:7]
+        assert seen[:-3] == data[:4] + [data[7]] + decided + more
+        for alone in seen[5:-3]:  # the decision's position and target are the full row's
+            assert (alone.ids[alone.first_target + 1:], alone.targets[1:]) == ([], [])
+        args = train_default.parse_args(["--original", "o.jsonl", "--contrast", "c.jsonl", "--round", str(round_)])
+        assert (train_default.answer_tokens(args), args.epochs, args.first_weight) == (32, 1, 13.0)
+
+
 def test_answer_checks_count_refusals_that_run_on_loops_and_answers_that_read_as_a_refusal():
     from refusal_edge.convert.default_recipe import answer_checks
 

@@ -39,7 +39,7 @@ from ..llama_tensors import permute
 from ..train.data import decision_tokens
 from ..train.distill import distill
 from ..train.loop import LoopConfig, fingerprint, train
-from ..train.model import Encoder, Turn, hf_base, load_base, trainable
+from ..train.model import Encoded, Encoder, Turn, hf_base, load_base, trainable
 from .data import (RESPOND, Example, acknowledging_chats, answer_anyway_prompts, build_examples, chat_examples,
                    insisting_chats, load_splits, pair_chats, recipe_arguments)
 from .blunt_refusals import blunt_refusals
@@ -63,6 +63,7 @@ class Compute:
     answer_tokens: int | None = None  # tokens of each answer trained on; None: all of it (--max-answer)
     once: tuple[str, ...] = ONE_PASS  # the many, alike sources: one pass is enough
     again: tuple[str, ...] = ()  # sources given one more pass than --epochs
+    decide_again: tuple[str, ...] = ()  # sources given one more pass that teaches the decision token alone
 
 
 COMPUTE = {
@@ -81,6 +82,17 @@ COMPUTE = {
     # AUROC on hand-written CoCoNot-style prompts). Measured, not shipped: seen twice beside look-alikes seen once,
     # the refusals pulled the look-alikes with them (14.7 % refused out of fold, over the 12 % the search allows)
     11: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9, again=("refusal",)),
+    # round 12: round 10 with a second pass over the refusals and their look-alikes that teaches the decision alone.
+    # Both sides of the boundary (round 11's second pass had one side and pulled the look-alikes with it); the
+    # decision only, so refusal messages are not learnt twice (round 11's answers read as refusals more often) and a
+    # row costs its prompt, not its answer. 38.8 min here. Measured, not shipped: every category refused 80 % or more
+    # and 1.9 % of everyday prompts refused after a refusal, but 13.2 % of the look-alikes refused (over 12 %)
+    12: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9, decide_again=("refusal", "contrast")),
+    # round 13: round 12 with the benign prompts in that pass too, so that it holds as many prompts to answer as to
+    # refuse (round 12's held two refusals to one look-alike). 43.4 min here. Measured, not shipped: it meets the
+    # CoCoNot-style targets round 10 misses, but refuses pasted code as Incomplete ("What does this code do?" with
+    # the code below it: 6 of 18, against 1)
+    13: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9, decide_again=("refusal", "contrast", "benign")),
 }
 
 
@@ -118,14 +130,22 @@ def answer_tokens(args) -> int:
     return compute(args.round).answer_tokens or args.max_answer
 
 
-def training_pass(data: list, sources: list[str], round_: int, epochs: int) -> tuple[list, int]:
+def training_pass(data: list[Encoded], sources: list[str], round_: int, epochs: int) -> tuple[list[Encoded], int]:
     """What the loop's plan sees as one pass, and how many of its examples are seen once: the round's `once`
     sources one time, its `again` sources ``epochs + 1`` times, the rest ``epochs`` times, as one list (the rest,
-    then the `again` rows, then the once-seen rows)."""
+    then the `again` rows, then the `decide_again` rows cut to their decision, then the once-seen rows)."""
     plan = compute(round_)
     once = [d for d, source in zip(data, sources) if source in plan.once]
     again = [d for d, source in zip(data, sources) if source in plan.again and source not in plan.once]
-    return [d for d, source in zip(data, sources) if source not in plan.once] * epochs + again + once, len(once)
+    # a row that does not learn its decision would have nothing left to learn; a prompt trained with two answers
+    # (CoCoNot's refusals have two messages each) is one decision
+    decide = {}
+    for d, source in zip(data, sources):
+        if source in plan.decide_again and d.learns_decision:
+            alone = d.decision_alone()
+            decide.setdefault((tuple(alone.ids), alone.targets[0]), alone)
+    rest = [d for d, source in zip(data, sources) if source not in plan.once]
+    return rest * epochs + again + list(decide.values()) + once, len(once)
 
 
 def export_delta(peft_model, rows, config: dict, meta: dict) -> dm.Delta:
@@ -180,14 +200,15 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8, 9, 10, 11), default=10,
+    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8, 9, 10, 11, 12, 13), default=10,
                    help="which round's data and compute: 10 (the shipped delta); 4 the everyday side; 5 adds "
                         "should-refuse requests in everyday shapes, chats of two or three answers and the advice "
                         "family; 6 adds minimal pairs, also as chats; 7 adds chats in which the user insists after a "
-                        "refusal; 8 adds greetings, thanks and acknowledgements after a refusal, answered; 9 to 11 "
-                        "train round 8's examples on less compute (COMPUTE: 9 cuts answers to 12 tokens, 10 sees "
-                        "every row once, 11 the refusals twice). Rounds 5 to 7, 9 and 11 were "
-                        "measured, not shipped (docs/default-model.md)")
+                        "refusal; 8 adds greetings, thanks and acknowledgements after a refusal, answered; 9 to 13 "
+                        "train round 8's examples within the 45-minute budget (COMPUTE: 9 cuts answers to 12 tokens, 10 sees "
+                        "every row once, 11 the refusals twice, 12 the decisions of refusals and look-alikes twice, 13 "
+                        "those and the benign prompts' decisions twice). "
+                        "Rounds 5 to 7, 9, 11, 12 and 13 were measured, not shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="passes over the rows not seen once (default: the round's)")
     p.add_argument("--batch-size", type=int, default=16)

@@ -91,6 +91,10 @@ class Encoded:
     targets: list[int]  # decision token, answer tokens (+ end of turn when the answer was not cut)
     learns_decision: bool = True  # False: the decision token is teacher-forced input only (what follows it is taught)
 
+    def decision_alone(self) -> "Encoded":
+        """The same example teaching its decision token and nothing after it (its prompt, one target)."""
+        return Encoded(self.ids[: self.first_target + 1], self.first_target, self.targets[:1], self.learns_decision)
+
 
 class Encoder:
     """Chat-template rendering and tokenization, token for token as the runtime does it (llama.cpp):
