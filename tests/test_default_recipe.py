@@ -41,7 +41,7 @@ def test_rounds_twelve_and_thirteen_teach_some_decisions_once_more_and_nothing_a
 
     rows = [(row([1, 2], 50, [60, 61]), "refusal"), (row([1, 2], 50, [62, 63, 64]), "refusal"),  # two messages
             (row([3], 51, [65]), "refusal"), (row([4, 5], 52, [66, 67]), "contrast"),
-            (row([6], 52, [68]), "benign"), (row([7], 52, [69]), "answer-anyway", ), (row([8], 52, [70]), "chat"),
+            (row([6], 52, [68]), "benign"), (row([7], 52, [69]), "answer-anyway"), (row([8], 52, [70]), "chat"),
             (row([9], 52, [71], learns_decision=False), "contrast")]  # nothing left once its answer is cut
     data, sources = [r for r, _ in rows], [s for _, s in rows]
     decided = [row([1, 2], 50, []), row([3], 51, []), row([4, 5], 52, [])]

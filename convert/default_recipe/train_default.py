@@ -205,10 +205,10 @@ def parse_args(argv=None):
                         "should-refuse requests in everyday shapes, chats of two or three answers and the advice "
                         "family; 6 adds minimal pairs, also as chats; 7 adds chats in which the user insists after a "
                         "refusal; 8 adds greetings, thanks and acknowledgements after a refusal, answered; 9 to 13 "
-                        "train round 8's examples within the 45-minute budget (COMPUTE: 9 cuts answers to 12 tokens, 10 sees "
-                        "every row once, 11 the refusals twice, 12 the decisions of refusals and look-alikes twice, 13 "
-                        "those and the benign prompts' decisions twice). "
-                        "Rounds 5 to 7, 9, 11, 12 and 13 were measured, not shipped (docs/default-model.md)")
+                        "train round 8's examples within the 45-minute budget (COMPUTE: 9 cuts answers to 12 tokens, "
+                        "10 sees every row once, 11 the refusals twice, 12 the decisions of refusals and look-alikes "
+                        "twice, 13 those and the benign prompts' decisions twice). Rounds 5 to 7, 9, 11, 12 and 13 "
+                        "were measured, not shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="passes over the rows not seen once (default: the round's)")
     p.add_argument("--batch-size", type=int, default=16)
