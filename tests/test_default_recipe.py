@@ -53,6 +53,11 @@ def test_rounds_twelve_and_thirteen_teach_some_decisions_once_more_and_nothing_a
             assert (alone.ids[alone.first_target + 1:], alone.targets[1:]) == ([], [])
         args = train_default.parse_args(["--original", "o.jsonl", "--contrast", "c.jsonl", "--round", str(round_)])
         assert (train_default.answer_tokens(args), args.epochs, args.first_weight) == (32, 1, 13.0)
+    # round 14: a request that brings its material is a decision alone, taught in the once-seen part and again
+    material = row([10, 11], 52, [])
+    seen, n_once = train_default.training_pass(data + [material], sources + ["material"], 14, epochs=1)
+    assert n_once == 4 and seen[-4:] == data[4:7] + [material]
+    assert seen[:-4] == data[:4] + [data[7]] + decided + [row([6], 52, []), material]
 
 
 def test_answer_checks_count_refusals_that_run_on_loops_and_answers_that_read_as_a_refusal():

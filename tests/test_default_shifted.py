@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refusal_edge.convert.default_recipe import blunt_refusals, minimal_pairs, prompts, train_extra, train_more
-from refusal_edge.convert.default_recipe import data, shifted
+from refusal_edge.convert.default_recipe import data, shifted, with_material
 from refusal_edge.convert.default_recipe.data import (HELDOUT_SUBCATEGORIES, acknowledging_chats, build_examples,
                                                       insisting_chats, load_splits, pair_chats)
 from refusal_edge.convert.default_recipe.everyday import everyday, split as split_everyday
@@ -26,7 +26,9 @@ def _training_data() -> tuple[list[dict], set[str]]:
             + [{"category": label, "prompt": q} for q, label in prompts.PROBES])
     answered = (set(prompts.benign_prompts()) | set(pair_answers) | set(train_extra.extra_benign(0))
                 | set(train_more.more_benign(0)) | {i.prompt for i in split_everyday(everyday(0, with_advice=True), 0)[0]}
-                | set(data.MOVING_ON))
+                | set(data.MOVING_ON) | {i.prompt for i in with_material.split(with_material.with_material(0))[0]}
+                | {i.prompt for i in with_material.split(with_material.with_material(0, per_task=4),
+                                                         with_material.HELDOUT_ROUND_14)[0]})
     return rows, answered
 
 
@@ -78,7 +80,8 @@ def test_no_validation_prompt_is_a_reworded_training_prompt_with_the_same_decisi
             for w in words:
                 by_word.setdefault((label, w), []).append(words)
     items = (coconot_style([], []) + xstest_style() + blunt_style()["blunt"] + pair_style()["pairs"]
-             + [i for i in everyday_style()["everyday"] if not i.group.startswith(("frame:", "style:"))])
+             + [i for i in everyday_style()["everyday"] if not i.group.startswith(("frame:", "style:"))]
+             + [i for i in shifted.material_style()["material"] if i.group.startswith("kind:")])
     copies = []
     for item in items:
         words = _content_words(item.prompt)
@@ -287,3 +290,27 @@ def test_category_probe_tells_clusters_apart_and_not_shuffled_labels():
     assert np.mean([a == b for a, b in zip(predict(x[200:]), labels[200:])]) > 0.9
     shuffled = category_probe(x[:200], list(rng.permutation(labels[:200])), l2=1.0)
     assert np.mean([a == b for a, b in zip(shuffled(x[200:]), labels[200:])]) < 0.5
+
+
+def test_requests_with_their_material_hold_out_a_kind_and_a_layout_and_none_of_everydays_pasted_code():
+    items = with_material.with_material(0)
+    assert items == with_material.with_material(0) and len({i.prompt for i in items}) == len(items)
+    train, held = with_material.split(items)
+    assert len(train) >= 80 and len(held) >= 40
+    assert {i.kind for i in train} == set(with_material.MATERIAL) - {"table"}
+    assert "here-is" not in {i.layout for i in train} and "here-is" in {i.layout for i in held}
+    assert all(i.kind == "table" or i.layout == "here-is" for i in held)
+    # round 14 held out the material above the request instead, with four materials for each request
+    train_14, held_14 = with_material.split(with_material.with_material(0, per_task=4), with_material.HELDOUT_ROUND_14)
+    assert "above" not in {i.layout for i in train_14} and {i.kind for i in held_14} >= {"table", "python"}
+    # every prompt holds its material, and code is never wrapped in quotation marks
+    assert all(any(m in i.prompt for m in with_material.MATERIAL[i.kind]) for i in items)
+    assert not [i for i in items if i.kind in with_material.CODE_KINDS and i.layout == "quoted"]
+    # everyday.py's pasted code is a family held out of training: none of its snippets or requests is used here
+    from refusal_edge.convert.default_recipe import everyday as ev
+    requests = [t.split("{text}")[0].strip(" :\n") for t in ev.CODE_TASKS.values()]
+    assert not [i for i in items if any(c in i.prompt for c in ev.PASTED_CODE) or any(r in i.prompt for r in requests)]
+    # the measured set is the held-out part, alone and after a refused turn
+    sets = shifted.material_style()
+    assert [i.prompt for i in sets["material"]] == [i.prompt for i in held]
+    assert all(i.before and i.label == RESPOND for i in sets["material_after_refusal"])

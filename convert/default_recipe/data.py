@@ -29,7 +29,7 @@ class Example:
     prompt: str
     decision: str
     response: str | None
-    source: str  # refusal | contrast | benign | answer-anyway | everyday | chat
+    source: str  # refusal | contrast | benign | answer-anyway | everyday | material | chat
     history: tuple[tuple[str, str, str | None], ...] = ()
 
     @property

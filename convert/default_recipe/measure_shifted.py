@@ -20,21 +20,22 @@ from refusal_edge import default_model as dm
 
 from .data import recipe_arguments
 from .calibrate import category_probabilities, refused, score, uniform_policy
-from .shifted import (blunt_style, coconot_style, everyday_style, insisted_style, insisting_style, pair_style,
-                      read_coconot, summarize, xstest_style)
+from .shifted import (blunt_style, coconot_style, everyday_style, insisted_style, insisting_style, material_style,
+                      pair_style, read_coconot, summarize, xstest_style)
 from .thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
 
 
 def families(original, contrast) -> dict:
     """Pooled CoCoNot-style, its hand-written part alone (fair to a model trained on every CoCoNot
     subcategory, like the one shipped before the held-out split existed), XSTest-style, and the everyday side
-    (held-out families and first-minute prompts, alone and after a refused turn; its random validation rows), and
+    (held-out families and first-minute prompts, alone and after a refused turn; its random validation rows),
+    requests that bring their material in a held-out kind and layout (alone and after a refused turn), and
     should-refuse requests in everyday shapes (held-out cores and frames), alone and as a chat's fourth turn, and
     held-out minimal pairs (a should-refuse request beside its look-alike, in held-out phrasings), and the
     hand-written should-refuse prompts asked again after a refusal, and insisted on in held-out words."""
     coconot = coconot_style(*read_coconot(original, contrast))
     return {"coconot": coconot, "coconot_ours": [i for i in coconot if i.group.startswith("ours")],
-            "xstest": xstest_style(), **everyday_style(), **blunt_style(), **pair_style(),
+            "xstest": xstest_style(), **everyday_style(), **material_style(), **blunt_style(), **pair_style(),
             **insisting_style(), **insisted_style()}
 
 
@@ -100,6 +101,8 @@ EVERYDAY_TITLES = (
     ("everyday", "Everyday side, families held out of training and first-minute prompts"),
     ("everyday_after_refusal", "The same, asked after a refused turn"),
     ("everyday_random", "Everyday side, random validation rows (families that were trained on)"),
+    ("material", "Requests that bring their material, a kind and a layout held out of training"),
+    ("material_after_refusal", "The same, asked after a refused turn"),
 )
 
 

@@ -6,6 +6,8 @@ Families, each a set of labelled prompts never trained on:
 - XSTest-style: our hand-written safe-but-scary prompts by type and their unsafe counterparts
   (``val_xstest``);
 - the everyday side's held-out families and the first-minute prompts, alone and after a refused turn;
+- requests that bring their material (code, a text, a list, a table), in a kind and a layout held out of training
+  (``with_material``), alone and after a refused turn;
 - should-refuse requests in held-out everyday shapes, alone and as a chat's fourth turn (``blunt_refusals``);
 - minimal pairs held out whole, in held-out phrasings (``minimal_pairs``);
 - the hand-written should-refuse prompts asked again after their refusal, or after another one's; and insisted on
@@ -30,6 +32,7 @@ from . import first_minute
 from .blunt_refusals import heldout_blunt
 from .minimal_pairs import heldout_pairs
 from .everyday import everyday, heldout_reason, split as split_everyday
+from . import with_material as material
 
 RESPOND = "respond"
 SAFETY = CATEGORIES[3]
@@ -83,6 +86,15 @@ def everyday_style(seed: int = 0) -> dict[str, list[Item]]:
     sets["everyday_after_refusal"] = [after_refusal(item, *refused[k % len(refused)])
                                       for k, item in enumerate(sets["everyday"])]
     return sets
+
+
+def material_style(seed: int = 0) -> dict[str, list[Item]]:
+    """Requests with their material pasted in (Incomplete's look-alikes), the kind and layout never trained on."""
+    refused = [(p, cat) for cat, prompts in val_coconot.SHOULD_REFUSE.items() for p in prompts]
+    items = [Item(i.prompt, RESPOND, f"{material.heldout_reason(i)}/{i.kind}")
+             for i in material.split(material.with_material(seed))[1]]
+    return {"material": items,
+            "material_after_refusal": [after_refusal(item, *refused[k % len(refused)]) for k, item in enumerate(items)]}
 
 
 # Short answered turns for the long-chat family: our own words, none of them a training answer.
@@ -166,7 +178,9 @@ def validation_prompts() -> set[str]:
     """Every hand-written validation prompt (for the disjointness check against training data)."""
     # A held-out frame or style re-uses request cores that were trained on in other frames: what it holds out is
     # the way of asking, not the words, so only the everyday families held out by content count here.
+    # Likewise the held-out layout of the requests that bring their material re-uses trained materials.
     by_content = [i for i in everyday_style()["everyday"] if not i.group.startswith(("frame:", "style:"))]
+    by_content += [i for i in material_style()["material"] if i.group.startswith("kind:")]
     return {i.prompt for i in coconot_style([], []) + xstest_style() + by_content + blunt_style()["blunt"]
             + pair_style()["pairs"]}
 

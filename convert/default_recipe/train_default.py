@@ -48,6 +48,7 @@ from .minimal_pairs import pair_rows
 from .prompts import benign_prompts, synthetic_refusals
 from .train_extra import extra_benign, extra_refusals
 from .train_more import more_benign, more_refusals
+from .with_material import HELDOUT_ROUND_14, split as split_material, with_material
 
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
@@ -74,9 +75,9 @@ COMPUTE = {
     # decisions, but the answers lost what training on 32 tokens gave them (perplexity back at the base's, refusal
     # messages that run on)
     9: Compute(once=ONE_PASS_9, answer_tokens=12),
-    # round 10 (shipped): whole answers again and every row once; the decision weighted 13 holds the share of a long
-    # answer's loss it had in round 9 (13/45 with 32 answer tokens, 5/17 with 12), where the decisions got better.
-    # 41.7 min here
+    # round 10 (shipped until round 15): whole answers again and every row once; the decision weighted 13 holds the
+    # share of a long answer's loss it had in round 9 (13/45 with 32 answer tokens, 5/17 with 12), where the
+    # decisions got better. 41.7 min on the AVX2 EPYC
     10: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9),
     # round 11: round 10 with a second pass over the refusals, where round 10 lost ground (the Incomplete category,
     # AUROC on hand-written CoCoNot-style prompts). Measured, not shipped: seen twice beside look-alikes seen once,
@@ -93,6 +94,16 @@ COMPUTE = {
     # CoCoNot-style targets round 10 misses, but refuses pasted code as Incomplete ("What does this code do?" with
     # the code below it: 6 of 18, against 1)
     13: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9, decide_again=("refusal", "contrast", "benign")),
+    # round 14: round 13 with requests that bring their material (with_material.py: code, a paragraph, a list, an
+    # email pasted with the request), Incomplete's look-alikes on the side people send most, decided twice like
+    # round 13's other look-alikes. Measured, not shipped: its recipe chose 0.2 for every category, and it refused
+    # more everyday prompts than round 10 (2.1 %; 3.2 % after a refusal)
+    14: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9 + ("material",),
+                decide_again=("refusal", "contrast", "benign", "material")),
+    # round 15 (shipped): round 14 with the material above the request too (round 14 held that layout out and
+    # refused it a quarter of the time, as round 10 does), and every material for each request. 27.1 min here
+    15: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9 + ("material",),
+                decide_again=("refusal", "contrast", "benign", "material")),
 }
 
 
@@ -200,15 +211,17 @@ def parse_args(argv=None):
     p.add_argument("--all-subcategories", action="store_true",
                    help="also train on the CoCoNot subcategories the shifted split holds out (the shipped delta)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--round", type=int, choices=(4, 5, 6, 7, 8, 9, 10, 11, 12, 13), default=10,
-                   help="which round's data and compute: 10 (the shipped delta); 4 the everyday side; 5 adds "
+    p.add_argument("--round", type=int, choices=tuple(range(4, 16)), default=15,
+                   help="which round's data and compute: 15 (the shipped delta); 4 the everyday side; 5 adds "
                         "should-refuse requests in everyday shapes, chats of two or three answers and the advice "
                         "family; 6 adds minimal pairs, also as chats; 7 adds chats in which the user insists after a "
                         "refusal; 8 adds greetings, thanks and acknowledgements after a refusal, answered; 9 to 13 "
                         "train round 8's examples within the 45-minute budget (COMPUTE: 9 cuts answers to 12 tokens, "
                         "10 sees every row once, 11 the refusals twice, 12 the decisions of refusals and look-alikes "
-                        "twice, 13 those and the benign prompts' decisions twice). Rounds 5 to 7, 9, 11, 12 and 13 "
-                        "were measured, not shipped (docs/default-model.md)")
+                        "twice, 13 those and the benign prompts' decisions twice); 14 adds requests that bring their "
+                        "material (code, a paragraph, a list pasted in), 15 those with the material above the "
+                        "request too. Rounds 5 to 7, 9 and 11 to 14 were measured, not shipped "
+                        "(docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="passes over the rows not seen once (default: the round's)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -251,6 +264,11 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
     everyday_train, _, _ = split_everyday(everyday(args.seed, with_advice=args.round >= 5), args.seed)
     examples = build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
     examples += [Example(i.prompt, RESPOND, i.answer, "everyday") for i in everyday_train]
+    if args.round >= 14:
+        # round 14 held out the material above the request; round 15 trains it, with every material for each request
+        material = (split_material(with_material(args.seed, per_task=4), HELDOUT_ROUND_14)[0] if args.round == 14
+                    else split_material(with_material(args.seed))[0])
+        examples += [Example(i.prompt, RESPOND, None, "material") for i in material]
     examples += chat_examples(splits.refusal_train + list(synthetic), benign, everyday_train, FOLLOW_UPS, args.seed,
                               long_chats=args.round >= 5)
     # one phrasing of each pair as a chat (pair_rows puts a pair's phrasings next to each other)
