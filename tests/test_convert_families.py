@@ -56,10 +56,11 @@ def transformers_logits(root, ids, model=None) -> np.ndarray:
 
 
 def llama_logits(path, ids, f32_cache=True) -> np.ndarray:
-    from llama_cpp import Llama
+    # through the runtime's loader, which keeps llama.cpp's AMX kernels off where they crash on quantized weights
+    from refusal_edge.engines.llama.vocab import load_llama
 
     kv = {"type_k": GGML_F32, "type_v": GGML_F32} if f32_cache else {}
-    llm = Llama(model_path=str(path), n_ctx=64, n_threads=THREADS, n_batch=64, logits_all=True, verbose=False, **kv)
+    llm = load_llama(path, n_ctx=64, n_threads=THREADS, n_batch=64, logits_all=True, **kv)
     try:
         llm.eval(ids)
         return np.array(llm.scores[: len(ids)], dtype=np.float64)

@@ -252,13 +252,13 @@ def _parted_at_a_near_tie(path, local, prompt, a, b, margin=0.5) -> bool:
     tokens within ``margin`` of each other. llama-server is another build of llama.cpp whose kernels round
     differently, so at such a tie it may pick the other token (round eight's haiku: " power" 13.66, " un" 13.53);
     anywhere else a difference is a bug of the seam."""
-    from llama_cpp import Llama
+    from refusal_edge.engines.llama.vocab import load_llama
 
     common = os.path.commonprefix([a.text, b.text])
     shared = common[:common.rfind(" ")]  # whole words: the token where they part starts with a space
     if len(shared.split()) < 5:
         return False
-    llm = Llama(str(path), n_ctx=512, n_threads=THREADS, logits_all=True, verbose=False)
+    llm = load_llama(path, n_ctx=512, n_threads=THREADS, logits_all=True)  # AMX kernels off where they crash
     try:
         ids = [t for seg in local.template.render([{"role": "user", "content": prompt}])
                for t in llm.tokenize(seg.text.encode(), add_bos=False, special=seg.special)]
