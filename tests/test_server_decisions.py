@@ -26,7 +26,9 @@ def test_moderation_scores_every_input_with_the_server_policy(client, tiny_model
     for prompt, result in zip(PROMPTS, reply.results):
         expected = tiny_model.decide(prompt)
         scores = result.category_scores.model_dump(exclude_none=True)
-        assert scores == pytest.approx(expected.probabilities, rel=1e-4)
+        # the same numbers up to kernel rounding (AVX-512 kernels differ from the in-process run by ~2e-7 absolute
+        # on probabilities of 1e-3: far below any threshold a policy sets)
+        assert scores == pytest.approx(expected.probabilities, rel=1e-4, abs=1e-6)
         assert result.flagged == expected.refused
         flags = result.categories.model_dump(exclude_none=True)
         assert flags == {name: name == expected.category for name in tiny_model.categories}
