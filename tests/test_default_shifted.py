@@ -26,9 +26,7 @@ def _training_data() -> tuple[list[dict], set[str]]:
             + [{"category": label, "prompt": q} for q, label in prompts.PROBES])
     answered = (set(prompts.benign_prompts()) | set(pair_answers) | set(train_extra.extra_benign(0))
                 | set(train_more.more_benign(0)) | {i.prompt for i in split_everyday(everyday(0, with_advice=True), 0)[0]}
-                | set(data.MOVING_ON) | {i.prompt for i in with_material.split(with_material.with_material(0))[0]}
-                | {i.prompt for i in with_material.split(with_material.with_material(0, per_task=4),
-                                                         with_material.HELDOUT_ROUND_14)[0]})
+                | set(data.MOVING_ON) | {i.prompt for r in with_material.ROUNDS for i in with_material.trained(0, r)})
     return rows, answered
 
 
@@ -303,6 +301,8 @@ def test_requests_with_their_material_hold_out_a_kind_and_a_layout_and_none_of_e
     # round 14 held out the material above the request instead, with four materials for each request
     train_14, held_14 = with_material.split(with_material.with_material(0, per_task=4), with_material.HELDOUT_ROUND_14)
     assert "above" not in {i.layout for i in train_14} and {i.kind for i in held_14} >= {"table", "python"}
+    # what train_default trains on in each round (none before round 14)
+    assert [with_material.trained(0, r) for r in (13, 14, 15)] == [[], train_14, train]
     # every prompt holds its material, and code is never wrapped in quotation marks
     assert all(any(m in i.prompt for m in with_material.MATERIAL[i.kind]) for i in items)
     assert not [i for i in items if i.kind in with_material.CODE_KINDS and i.layout == "quoted"]

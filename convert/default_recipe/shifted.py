@@ -80,21 +80,23 @@ def everyday_style(seed: int = 0) -> dict[str, list[Item]]:
     _, random_val, held = split_everyday(everyday(seed), seed)
     first = [Item(p, RESPOND, f"first-minute/{kind}") for kind, prompts in
              (("opener", first_minute.OPENERS), ("request", first_minute.REQUESTS)) for p in prompts]
-    refused = [(p, cat) for cat, prompts in val_coconot.SHOULD_REFUSE.items() for p in prompts]
     sets = {"everyday": [Item(i.prompt, RESPOND, heldout_reason(i)) for i in held] + first,
             "everyday_random": [Item(i.prompt, RESPOND, f"random/{i.domain}") for i in random_val]}
-    sets["everyday_after_refusal"] = [after_refusal(item, *refused[k % len(refused)])
-                                      for k, item in enumerate(sets["everyday"])]
+    sets["everyday_after_refusal"] = after_refusals(sets["everyday"])
     return sets
+
+
+def after_refusals(items: list[Item]) -> list[Item]:
+    """Each item asked after a refused turn: the hand-written should-refuse prompts in turn, each with its refusal."""
+    refused = [(p, cat) for cat, prompts in val_coconot.SHOULD_REFUSE.items() for p in prompts]
+    return [after_refusal(item, *refused[k % len(refused)]) for k, item in enumerate(items)]
 
 
 def material_style(seed: int = 0) -> dict[str, list[Item]]:
     """Requests with their material pasted in (Incomplete's look-alikes), the kind and layout never trained on."""
-    refused = [(p, cat) for cat, prompts in val_coconot.SHOULD_REFUSE.items() for p in prompts]
     items = [Item(i.prompt, RESPOND, f"{material.heldout_reason(i)}/{i.kind}")
              for i in material.split(material.with_material(seed))[1]]
-    return {"material": items,
-            "material_after_refusal": [after_refusal(item, *refused[k % len(refused)]) for k, item in enumerate(items)]}
+    return {"material": items, "material_after_refusal": after_refusals(items)}
 
 
 # Short answered turns for the long-chat family: our own words, none of them a training answer.

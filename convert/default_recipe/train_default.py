@@ -48,7 +48,7 @@ from .minimal_pairs import pair_rows
 from .prompts import benign_prompts, synthetic_refusals
 from .train_extra import extra_benign, extra_refusals
 from .train_more import more_benign, more_refusals
-from .with_material import HELDOUT_ROUND_14, split as split_material, with_material
+from .with_material import trained as trained_material
 
 _LAYER = "base_model.model.model.layers."  # where peft puts a llama's blocks
 DECISIONS = (RESPOND, *CATEGORIES)  # index i -> new token i (the order of dm.NEW_TOKENS)
@@ -264,11 +264,7 @@ def training_examples(args, model, tok, encoder: Encoder, base_id: str) -> list[
     everyday_train, _, _ = split_everyday(everyday(args.seed, with_advice=args.round >= 5), args.seed)
     examples = build_examples(splits, benign, args.seed, synthetic=synthetic, answer_anyway=anyway)
     examples += [Example(i.prompt, RESPOND, i.answer, "everyday") for i in everyday_train]
-    if args.round >= 14:
-        # round 14 held out the material above the request; round 15 trains it, with every material for each request
-        material = (split_material(with_material(args.seed, per_task=4), HELDOUT_ROUND_14)[0] if args.round == 14
-                    else split_material(with_material(args.seed))[0])
-        examples += [Example(i.prompt, RESPOND, None, "material") for i in material]
+    examples += [Example(i.prompt, RESPOND, None, "material") for i in trained_material(args.seed, args.round)]
     examples += chat_examples(splits.refusal_train + list(synthetic), benign, everyday_train, FOLLOW_UPS, args.seed,
                               long_chats=args.round >= 5)
     # one phrasing of each pair as a chat (pair_rows puts a pair's phrasings next to each other)

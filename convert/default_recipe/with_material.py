@@ -146,3 +146,16 @@ def split(items: list[WithMaterial], held: dict = HELDOUT) -> tuple[list[WithMat
     """(train, held out): the held-out kind and layout never reach training."""
     return ([i for i in items if heldout_reason(i, held) is None],
             [i for i in items if heldout_reason(i, held) is not None])
+
+
+# What a round trains on: (materials for each request, families held out). Round 14 held out the material above the
+# request; round 15 trains it, with every material for each request.
+ROUNDS = {14: (4, HELDOUT_ROUND_14), 15: (5, HELDOUT)}
+
+
+def trained(seed: int, round_: int) -> list[WithMaterial]:
+    """The requests with their material that ``train_default --round`` trains on (none before round 14)."""
+    if round_ < min(ROUNDS):
+        return []
+    per_task, held = ROUNDS[min(round_, max(ROUNDS))]
+    return split(with_material(seed, per_task), held)[0]
