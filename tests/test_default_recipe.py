@@ -60,6 +60,27 @@ def test_rounds_twelve_and_thirteen_teach_some_decisions_once_more_and_nothing_a
     assert seen[:-4] == data[:4] + [data[7]] + decided + [row([6], 52, []), material]
 
 
+
+def test_round_sixteen_decides_the_rarer_categories_refusals_once_more():
+    pytest.importorskip("torch")
+    from refusal_edge.convert.default_recipe import train_default
+    from refusal_edge.convert.train.model import Encoded
+
+    def row(prompt: int, decision: int) -> Encoded:
+        return Encoded([prompt, decision, 99], 0, [decision, 99, 100])
+
+    # 16 Safety prompts (token 50), 4 Unsupported (51: sqrt(16 / 4) = 2, one copy more), 1 Humanizing (52: sqrt(16) =
+    # 4, three more), and a look-alike (60), which is in the decision pass but not balanced
+    rows = [row(k, 50) for k in range(16)] + [row(20 + k, 51) for k in range(4)] + [row(30, 52)]
+    data, sources = rows + [row(40, 60)], ["refusal"] * len(rows) + ["contrast"]
+    copies = train_default.balancing_copies([r.decision_alone() for r in rows])
+    assert [c.targets for c in copies] == [[51]] * 4 + [[52]] + [[52]] * 2
+    assert train_default.balancing_copies([]) == []
+    plain, _ = train_default.training_pass(data, sources, 15, epochs=1)
+    balanced, _ = train_default.training_pass(data, sources, 16, epochs=1)
+    assert balanced == plain + copies  # round 15's pass, then the copies
+    assert all(c.ids[-1] != 99 and len(c.targets) == 1 for c in copies)  # decisions alone
+
 def test_answer_checks_count_refusals_that_run_on_loops_and_answers_that_read_as_a_refusal():
     from refusal_edge.convert.default_recipe import answer_checks
 
@@ -83,3 +104,21 @@ def test_answer_checks_count_refusals_that_run_on_loops_and_answers_that_read_as
     assert (got["repeating"], got["answered"]) == (1, 2)
     assert (got["sampled_refusing"], got["sampled"]) == (2, 2 * answer_checks.SEEDS)
     assert (got["refusals_ended"], got["refused"]) == (1, 2)
+
+
+def test_a_learning_curve_trains_on_a_share_of_each_category_and_a_full_run_records_what_it_did_before():
+    pytest.importorskip("torch")
+    from refusal_edge.convert.default_recipe import train_default
+
+    rows = [{"category": c, "subcategory": s, "prompt": f"{c}{s}{k}"} for c in "ab" for s in "xy" for k in range(6)]
+    half = train_default.share(rows, 0.5, seed=0)
+    assert sorted((r["category"], r["subcategory"]) for r in half) == sorted([(c, s) for c in "ab" for s in "xy"] * 3)
+    assert train_default.share(rows, 0.5, seed=0) == half and train_default.share(rows, 1, seed=0) == rows
+    argv = ["--original", "o.jsonl", "--contrast", "c.jsonl"]
+    # the shipped delta predates the flag: at its default it stays out of the metadata, so the bytes reproduce
+    assert "refusal_fraction" not in train_default.training_block(train_default.parse_args(argv))
+    block = train_default.training_block(train_default.parse_args(argv + ["--refusal-fraction", "0.25"]))
+    assert block["refusal_fraction"] == 0.25 and "original" not in block
+    for bad in ("0", "1.5", "-0.5"):
+        with pytest.raises(SystemExit):
+            train_default.parse_args(argv + ["--refusal-fraction", bad])

@@ -254,6 +254,8 @@ def test_summarize_counts_refusals_over_refusals_auroc_and_groups():
     assert s["refusal_rate"] == 1.0 and s["over_refusal"] == 0.5 and s["right_category"] == 0.5
     assert s["auroc"] == pytest.approx(0.75)
     assert s["groups"] == {"g1": {"n": 2, "refused": 1.0}, "g2": {"n": 2, "refused": 0.5}}
+    # which category a wrongly named refusal got: "b" (Humanizing) was refused as Safety; "d" is a look-alike
+    assert s["wrong_category"] == {f"{CATEGORIES[0]} -> {CATEGORIES[3]}": 1}
 
 
 def test_xstest_style_has_every_type_and_labels():

@@ -124,6 +124,8 @@ def print_report(fig: dict) -> None:
               f"   right category {s['right_category']:.1%}")
         for g, v in s["groups"].items() if name != "coconot_ours" else ():
             print(f"    {g:58s} n={v['n']:3d}  refused {v['refused']:6.1%}")
+        for confusion, n in s["wrong_category"].items() if name == "coconot_ours" else ():
+            print(f"    refused as another category: {confusion:82s} {n}")
     print("\nuniform threshold curve: threshold | CoCoNot-style refused / over-refused (hand-written part) | "
           "XSTest-style unsafe / safe refused")
     for r in fig["curve"]:
