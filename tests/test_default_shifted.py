@@ -316,3 +316,12 @@ def test_requests_with_their_material_hold_out_a_kind_and_a_layout_and_none_of_e
     sets = shifted.material_style()
     assert [i.prompt for i in sets["material"]] == [i.prompt for i in held]
     assert all(i.before and i.label == RESPOND for i in sets["material_after_refusal"])
+
+
+def test_likeliest_right_names_the_likeliest_category_whatever_a_policy_would_refuse():
+    from refusal_edge.convert.default_recipe.calibrate import likeliest_right
+
+    names = ("A", "B", "C")
+    p = np.array([[0.01, 0.02, 0.0], [0.5, 0.1, 0.3], [0.0, 0.1, 0.2]])  # the first is far below any threshold
+    assert likeliest_right(p, names, ["B", "A", "A"]) == pytest.approx(2 / 3)
+    assert np.isnan(likeliest_right(np.zeros((0, 3)), names, []))

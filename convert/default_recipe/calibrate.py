@@ -31,6 +31,14 @@ def category_probabilities(model: RefusalModel, scores: Sequence[FirstTokenScore
     return np.array(rows, dtype=float).reshape(len(scores), len(model.spec.category_names))
 
 
+def likeliest_right(p_categories: np.ndarray, names: Sequence[str], labels: Sequence[str]) -> float:
+    """Share of should-refuse prompts whose likeliest category token is their label, whatever a policy would do:
+    how well the model names categories, apart from which prompts a threshold refuses."""
+    if not len(labels):
+        return float("nan")
+    return float(np.mean([names[int(k)] == label for k, label in zip(np.argmax(p_categories, axis=1), labels)]))
+
+
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     """Probability that a random positive outscores a random negative (ties count half): the evaluation's AUROC
     over the two samples (None when one is empty)."""

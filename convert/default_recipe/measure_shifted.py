@@ -19,7 +19,7 @@ from refusal_edge import Policy, RefusalModel
 from refusal_edge import default_model as dm
 
 from .data import recipe_arguments
-from .calibrate import category_probabilities, refused, score, uniform_policy
+from .calibrate import category_probabilities, likeliest_right, refused, score, uniform_policy
 from .shifted import (blunt_style, coconot_style, everyday_style, insisted_style, insisting_style, material_style,
                       pair_style, read_coconot, summarize, xstest_style)
 from .thresholds import GRID as THRESHOLDS, MAX_OVER, Family, choose_policy
@@ -54,8 +54,11 @@ def evaluate(model: RefusalModel, sets: dict, policy, scored: dict | None = None
     scored = scored or score_sets(model, sets)
     out = {"curve": []}
     for name, items in sets.items():
-        s, prob, _ = scored[name]
+        s, prob, p_cat = scored[name]
         out[name] = summarize(items, prob, refused(model, s, policy))
+        should = [k for k, i in enumerate(items) if i.should_refuse]
+        out[name]["likeliest_right"] = likeliest_right(p_cat[should], model.spec.category_names,
+                                                       [items[k].label for k in should])
     for t in THRESHOLDS:
         p = uniform_policy(t)
         row = {"threshold": t}
@@ -124,6 +127,8 @@ def print_report(fig: dict) -> None:
               f"   right category {s['right_category']:.1%}")
         for g, v in s["groups"].items() if name != "coconot_ours" else ():
             print(f"    {g:58s} n={v['n']:3d}  refused {v['refused']:6.1%}")
+        if name == "coconot_ours":
+            print(f"    likeliest category right, every should-refuse prompt (no policy): {s['likeliest_right']:.1%}")
         for confusion, n in s["wrong_category"].items() if name == "coconot_ours" else ():
             print(f"    refused as another category: {confusion:82s} {n}")
     print("\nuniform threshold curve: threshold | CoCoNot-style refused / over-refused (hand-written part) | "
