@@ -129,8 +129,8 @@ def print_report(fig: dict) -> None:
             print(f"    {g:58s} n={v['n']:3d}  refused {v['refused']:6.1%}")
         if name == "coconot_ours":
             print(f"    likeliest category right, every should-refuse prompt (no policy): {s['likeliest_right']:.1%}")
-        for confusion, n in s["wrong_category"].items() if name == "coconot_ours" else ():
-            print(f"    refused as another category: {confusion:82s} {n}")
+            for confusion, n in s["wrong_category"].items():
+                print(f"    refused as another category: {confusion:82s} {n}")
     print("\nuniform threshold curve: threshold | CoCoNot-style refused / over-refused (hand-written part) | "
           "XSTest-style unsafe / safe refused")
     for r in fig["curve"]:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 import random
 import sys
-from collections import Counter
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
