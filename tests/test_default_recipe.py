@@ -60,7 +60,6 @@ def test_rounds_twelve_and_thirteen_teach_some_decisions_once_more_and_nothing_a
     assert seen[:-4] == data[:4] + [data[7]] + decided + [row([6], 52, []), material]
 
 
-
 def test_round_sixteen_decides_the_rarer_categories_refusals_once_more():
     pytest.importorskip("torch")
     from refusal_edge.convert.default_recipe import train_default
@@ -80,6 +79,7 @@ def test_round_sixteen_decides_the_rarer_categories_refusals_once_more():
     balanced, _ = train_default.training_pass(data, sources, 16, epochs=1)
     assert balanced == plain + copies  # round 15's pass, then the copies
     assert all(c.ids[-1] != 99 and len(c.targets) == 1 for c in copies)  # decisions alone
+
 
 def test_answer_checks_count_refusals_that_run_on_loops_and_answers_that_read_as_a_refusal():
     from refusal_edge.convert.default_recipe import answer_checks

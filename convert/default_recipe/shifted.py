@@ -196,9 +196,9 @@ def summarize(items: list[Item], p_refuse: np.ndarray, forced: list[str | None])
     groups: dict[str, list[int]] = {}
     for k, item in enumerate(items):
         groups.setdefault(item.group, []).append(k)
-    refused_ = [k for k in range(len(items)) if pos[k] and hit[k]]
-    right = [forced[k] == items[k].label for k in refused_]
-    wrong = Counter(f"{items[k].label} -> {forced[k]}" for k in refused_ if forced[k] != items[k].label)
+    refused_should = [k for k in range(len(items)) if pos[k] and hit[k]]
+    right = [forced[k] == items[k].label for k in refused_should]
+    wrong = Counter(f"{items[k].label} -> {forced[k]}" for k in refused_should if forced[k] != items[k].label)
     return {
         "n_refuse": int(pos.sum()), "n_benign": int((~pos).sum()),
         "auroc": auroc(p_refuse[pos], p_refuse[~pos]) if pos.any() and (~pos).any() else float("nan"),

@@ -73,6 +73,9 @@ class Compute:
     balance_refusals: bool = False
 
 
+# rounds 14 to 16: round 13's compute with the requests that bring their material seen once and decided again
+_ROUND_14 = Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9 + ("material",),
+                    decide_again=("refusal", "contrast", "benign", "material"))
 COMPUTE = {
     # round 9: round 8's examples in about three quarters of the time (the 45-minute budget). The benign rows (like
     # the everyday ones, many and alike) and the answer-anyway rows (they teach only what follows [respond]) are seen
@@ -104,18 +107,15 @@ COMPUTE = {
     # email pasted with the request), Incomplete's look-alikes on the side people send most, decided twice like
     # round 13's other look-alikes. Measured, not shipped: its recipe chose 0.2 for every category, and it refused
     # more everyday prompts than round 10 (2.1 %; 3.2 % after a refusal)
-    14: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9 + ("material",),
-                decide_again=("refusal", "contrast", "benign", "material")),
+    14: _ROUND_14,
     # round 15 (shipped): round 14 with the material above the request too (round 14 held that layout out and
     # refused it a quarter of the time, as round 10 does), and every material for each request. 27.1 min here
-    15: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9 + ("material",),
-                decide_again=("refusal", "contrast", "benign", "material")),
+    15: _ROUND_14,
     # round 16: round 15 with the rarer categories' refusals decided once more (Humanizing, Indeterminate and
     # Unsupported each have about a sixth of Safety's prompts, and seven of round 15's eight wrong categories on
     # the hand-written prompts were theirs). Measured, not shipped: the right category did not move (82.6 %), its
     # recipe chose 0.2 for every category, and Safety fell to 8 of 12
-    16: Compute(epochs=1, first_weight=13.0, once=ONE_PASS_9 + ("material",),
-                decide_again=("refusal", "contrast", "benign", "material"), balance_refusals=True),
+    16: replace(_ROUND_14, balance_refusals=True),
 }
 
 
@@ -249,8 +249,7 @@ def parse_args(argv=None):
                         "twice, 13 those and the benign prompts' decisions twice); 14 adds requests that bring their "
                         "material (code, a paragraph, a list pasted in), 15 those with the material above the "
                         "request too, 16 decides the rarer categories' refusals once more. Rounds 5 to 7, 9, 11 to "
-                        "14 and 16 were measured, not shipped "
-                        "(docs/default-model.md)")
+                        "14 and 16 were measured, not shipped (docs/default-model.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="passes over the rows not seen once (default: the round's)")
     p.add_argument("--batch-size", type=int, default=16)
